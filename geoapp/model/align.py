@@ -1,0 +1,259 @@
+"""Feature Cropping and Alignment (FCA): circular window search, crop and pair distances (SPEC 5, 6).
+
+At stage b the ground map (width ``w_b``) is a window that slides circularly over the satellite polar map
+(width ``W_b``; the panorama wraps): offset ``o`` covers satellite columns ``(o + k) mod W_b``. The offset
+is chosen per (ground, satellite) pair and per stage by one of three scores:
+
+- ``mask-corr`` (default): ``sum_{h,k} M_g(h, k) * M_s(h, (o + k) mod W_b)``
+- ``mask-sum`` (the paper's literal wording): ``sum_{h,k} M_s(h, (o + k) mod W_b)``
+- ``feature`` (DSM, the "no FCA" baseline): ``<G_b, S_b window at o>`` on raw features
+
+(ties: lowest offset). The descriptor of a pair is the L2-normalised concatenation of the used stages
+(FMC, SPEC 6), with the satellite maps cropped at the chosen windows, so the pair distance is
+
+    d = || g / |g| - s_crop / |s_crop| ||,  |g|^2 = sum_b |G_b|^2,  |s_crop|^2 = sum_b E_b(o_b)
+
+where ``E_b(o)`` is the energy of the satellite window. Nothing here materialises the crops unless asked:
+window scores are 1-D cross-correlations (``conv1d`` over the circularly extended satellite map), the window
+energies come from per-column energies, and the dot products are either read off the feature correlation
+(``feature`` mode, or when gradients flow) or gathered from the chosen window columns only (inference),
+which reads ``w_b / W_b`` of each satellite map. Works on any device; references are processed in chunks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.fov import heading_from_offset
+from .config import ALIGN_MODES
+from .resnet import StageMaps
+
+
+def _circular_extend(x: torch.Tensor, width: int) -> torch.Tensor:
+    """Append the first ``width - 1`` columns of the last axis so every window is contiguous."""
+    return torch.cat([x, x[..., : width - 1]], dim=-1) if width > 1 else x
+
+
+def window_scores(
+    mode: str,
+    ground_feat: torch.Tensor,
+    sat_feat: torch.Tensor,
+    ground_mask: torch.Tensor | None,
+    sat_mask: torch.Tensor | None,
+    diagonal: bool = False,
+) -> torch.Tensor:
+    """Score of every circular offset at one stage.
+
+    ``ground_feat`` Q x C x H x w, ``sat_feat`` R x C x H x W, masks Q x H x w and R x H x W.
+    Returns Q x R x W (all pairs) or N x W (``diagonal``: pair i with i, Q == R == N).
+    """
+    if mode not in ALIGN_MODES:
+        raise ValueError(f"unknown alignment mode {mode!r}; choose one of {ALIGN_MODES}")
+    q, c, h, w = ground_feat.shape
+    r, c2, h2, big_w = sat_feat.shape
+    if (c, h) != (c2, h2):
+        raise ValueError(
+            f"ground map {tuple(ground_feat.shape)} and satellite map {tuple(sat_feat.shape)} differ in C/H"
+        )
+    if w > big_w:
+        raise ValueError(f"ground window ({w} columns) is wider than the satellite map ({big_w} columns)")
+    if diagonal and q != r:
+        raise ValueError(f"diagonal pairing needs as many ground as satellite maps, got {q} and {r}")
+    if mode == "feature":
+        kernel = ground_feat.reshape(q, c * h, w)
+        signal = sat_feat.reshape(r, c * h, big_w)
+    else:
+        if sat_mask is None or (mode == "mask-corr" and ground_mask is None):
+            raise ValueError(f"alignment mode {mode!r} needs Coordinate Attention masks (model built without CA?)")
+        signal = sat_mask
+        kernel = ground_mask if mode == "mask-corr" else torch.ones_like(sat_mask[:1, :, :w]).expand(q, -1, -1)
+    signal = _circular_extend(signal.float(), w)
+    kernel = kernel.float()
+    if diagonal:
+        # one group per pair: input 1 x (N*D) x (W+w-1), weight N x D x w  ->  1 x N x W
+        out = F.conv1d(signal.reshape(1, -1, signal.shape[-1]), kernel, groups=q)
+        return out[0]
+    if mode == "mask-sum":  # independent of the ground: one score row per reference
+        return F.conv1d(signal, kernel[:1]).permute(1, 0, 2).expand(q, r, big_w)
+    return F.conv1d(signal, kernel).permute(1, 0, 2)  # R x Q x W -> Q x R x W
+
+
+def best_offsets(scores: torch.Tensor) -> torch.Tensor:
+    """Highest-scoring offset along the last axis; ``torch.argmax`` returns the first maximum, i.e. the
+    lowest offset on ties (SPEC 5)."""
+    return scores.argmax(dim=-1)
+
+
+def _window_index(offsets: torch.Tensor, width: int, map_width: int) -> torch.Tensor:
+    return (offsets.unsqueeze(-1) + torch.arange(width, device=offsets.device)) % map_width
+
+
+def crop_windows(sat_feat: torch.Tensor, offsets: torch.Tensor, width: int) -> torch.Tensor:
+    """Crop the window of ``width`` columns at ``offsets`` (circularly) from each satellite map.
+
+    ``sat_feat`` N x C x H x W with ``offsets`` N  ->  N x C x H x width.
+    """
+    idx = _window_index(offsets.to(sat_feat.device), width, sat_feat.shape[-1])  # N x width
+    idx = idx[:, None, None, :].expand(-1, sat_feat.shape[1], sat_feat.shape[2], -1)
+    return torch.gather(sat_feat, 3, idx)
+
+
+@dataclass
+class AlignResult:
+    """Chosen offsets and pair distances for ``Q x R`` pairs (or ``N`` pairs when diagonal).
+
+    ``offsets[..., i]`` is the window offset at ``stages[i]``; ``window_widths``/``map_widths`` give
+    ``w_b``/``W_b`` per stage so headings can be read (SPEC 5). ``crops`` (diagonal only, when asked)
+    holds the cropped satellite maps per stage.
+    """
+
+    offsets: torch.Tensor
+    distances: torch.Tensor
+    similarity: torch.Tensor
+    stages: tuple[int, ...]
+    window_widths: tuple[int, ...]
+    map_widths: tuple[int, ...]
+    crops: list[torch.Tensor] | None = None
+
+    def headings(self, stage: int | None = None) -> np.ndarray:
+        """Predicted heading in degrees, [-180, 180), from the offsets at ``stage`` (default: finest used)."""
+        stage = min(self.stages) if stage is None else stage
+        i = self.stages.index(stage)
+        return heading_from_offset(
+            self.offsets[..., i].detach().cpu().numpy(), self.window_widths[i], self.map_widths[i]
+        )
+
+
+def _columns(sat_feat: torch.Tensor) -> torch.Tensor:
+    """R x W x (C*H) view of R x C x H x W maps: free for a column-major store (a database), else one copy."""
+    r, c, h, big_w = sat_feat.shape
+    return sat_feat.permute(0, 3, 1, 2).reshape(r, big_w, c * h)
+
+
+def column_energy(sat_feat: torch.Tensor) -> torch.Tensor:
+    """R x W: sum over channels and rows of the squared satellite features, per column (float32)."""
+    if sat_feat.requires_grad or not sat_feat.permute(0, 3, 1, 2).is_contiguous():
+        return sat_feat.float().pow(2).sum(dim=(1, 2))
+    return _columns(sat_feat).float().pow(2).sum(-1)
+
+
+def _stage_dots(
+    ground_feat: torch.Tensor, sat_feat: torch.Tensor, offsets: torch.Tensor, diagonal: bool, block: int = 256
+) -> torch.Tensor:
+    """``<G_q, S_r window at o_qr>`` reading only the window columns of each reference (w/W of its map).
+
+    The windows are copied out with one ``index_select`` over the (R*W) x CH row view (contiguous rows of
+    C*H values for a column-major store), ``block`` references at a time, and reduced with a mat-vec.
+    """
+    q, c, h, w = ground_feat.shape
+    big_w = sat_feat.shape[-1]
+    g_vec = ground_feat.float().permute(0, 3, 1, 2).reshape(q, w * c * h)  # Q x (w*CH), column order
+    s_rows = _columns(sat_feat)
+    n_ref = s_rows.shape[0]
+    s_rows = s_rows.reshape(n_ref * big_w, c * h)
+    idx = _window_index(offsets, w, big_w)  # Q x R x w (or N x w)
+    base = (torch.arange(n_ref, device=idx.device) * big_w)[:, None]
+    out = torch.empty(idx.shape[:-1], dtype=torch.float32, device=idx.device)
+    for a in range(0, n_ref, block):
+        b = min(n_ref, a + block)
+        if diagonal:
+            rows = (base[a:b] + idx[a:b]).reshape(-1)
+            win = torch.index_select(s_rows, 0, rows).reshape(b - a, w * c * h).float()
+            out[a:b] = (win * g_vec[a:b]).sum(-1)
+            continue
+        for i in range(q):
+            rows = (base[a:b] + idx[i, a:b]).reshape(-1)
+            win = torch.index_select(s_rows, 0, rows).reshape(b - a, w * c * h).float()
+            out[i, a:b] = win @ g_vec[i]
+    return out
+
+
+def _window_energy(col_energy: torch.Tensor, offsets: torch.Tensor, width: int, diagonal: bool) -> torch.Tensor:
+    """Sum of squared satellite features inside the chosen window, from per-column energies (R x W)."""
+    idx = _window_index(offsets, width, col_energy.shape[-1])
+    if diagonal:
+        return torch.gather(col_energy, 1, idx).sum(-1)
+    r = col_energy.shape[0]
+    return col_energy[torch.arange(r, device=idx.device)[None, :, None], idx].sum(-1)  # Q x R
+
+
+def align_windows(
+    ground: StageMaps,
+    satellite: StageMaps,
+    mode: str = "mask-corr",
+    stages: tuple[int, ...] = (1, 2, 3, 4),
+    diagonal: bool = False,
+    chunk_size: int | None = 2048,
+    return_crops: bool = False,
+) -> AlignResult:
+    """Align every ground map with every satellite map (or pair i with i) at each stage and return the offsets
+    and the FMC pair distances (SPEC 5, 6). ``ground``/``satellite`` hold all four stages (as the backbone
+    returns them); ``stages`` picks the ones used. References are processed ``chunk_size`` at a time.
+    """
+    if return_crops and not diagonal:
+        raise ValueError("return_crops is only available for diagonal pairs (one crop per pair)")
+    n_ref = len(satellite)
+    if diagonal and len(ground) != n_ref:
+        raise ValueError(f"diagonal pairing needs equal counts, got {len(ground)} ground and {n_ref} satellite")
+    chunk = n_ref if (chunk_size is None or diagonal) else max(1, chunk_size)
+    if chunk < n_ref:
+        parts = [
+            align_windows(ground, satellite.slice(i, i + chunk), mode, stages, False, None)
+            for i in range(0, n_ref, chunk)
+        ]
+        return AlignResult(
+            offsets=torch.cat([p.offsets for p in parts], dim=1),
+            distances=torch.cat([p.distances for p in parts], dim=1),
+            similarity=torch.cat([p.similarity for p in parts], dim=1),
+            stages=parts[0].stages,
+            window_widths=parts[0].window_widths,
+            map_widths=parts[0].map_widths,
+        )
+
+    dot_total = 0.0
+    g_energy = 0.0
+    s_energy = 0.0
+    offsets, widths, map_widths, crops = [], [], [], []
+    for s in stages:
+        g = ground.features[s - 1]
+        sat = satellite.features[s - 1]
+        gm = ground.masks[s - 1] if ground.masks is not None else None
+        sm = satellite.masks[s - 1] if satellite.masks is not None else None
+        scores = window_scores(mode, g, sat, gm, sm, diagonal=diagonal)
+        off = best_offsets(scores)
+        w = g.shape[-1]
+        if mode == "feature":
+            dots = scores.gather(-1, off.unsqueeze(-1)).squeeze(-1)  # the feature score is the dot product
+        elif torch.is_grad_enabled() and (g.requires_grad or sat.requires_grad):
+            # training: read the dot off the full feature correlation (one conv1d; no gathered copies to keep
+            # for backward); the offsets themselves come from the masks
+            corr = window_scores("feature", g, sat, None, None, diagonal=diagonal)
+            dots = corr.gather(-1, off.unsqueeze(-1)).squeeze(-1)
+        else:
+            dots = _stage_dots(g, sat, off, diagonal)
+        dot_total = dot_total + dots
+        g_norm2 = g.float().pow(2).sum(dim=(1, 2, 3))
+        g_energy = g_energy + (g_norm2 if diagonal else g_norm2[:, None])
+        col_e = satellite.col_energy[s - 1] if satellite.col_energy is not None else column_energy(sat)
+        s_energy = s_energy + _window_energy(col_e.float(), off, w, diagonal)
+        offsets.append(off)
+        widths.append(w)
+        map_widths.append(sat.shape[-1])
+        if return_crops:
+            crops.append(crop_windows(sat, off, w))
+    eps = 1e-12
+    similarity = dot_total / (torch.sqrt(g_energy * s_energy) + eps)
+    distances = torch.sqrt(torch.clamp(2.0 - 2.0 * similarity, min=eps))
+    return AlignResult(
+        offsets=torch.stack(offsets, dim=-1),
+        distances=distances,
+        similarity=similarity,
+        stages=tuple(stages),
+        window_widths=tuple(widths),
+        map_widths=tuple(map_widths),
+        crops=crops if return_crops else None,
+    )

@@ -1,0 +1,94 @@
+"""One dataclass that describes a model completely; checkpoints store it so they can rebuild their model."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..data.fov import fov_width
+
+ALIGN_MODES = ("mask-corr", "mask-sum", "feature")
+STAGES = (1, 2, 3, 4)
+CONFIG_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and matching settings of a cross-view model (SPEC 1, 5, 6).
+
+    - ``use_ca``: ResNet18_CA (paper) or the plain ResNet18 baseline.
+    - ``align_mode``: window selection of SPEC 5. ``mask-corr`` / ``mask-sum`` need CA masks (this is FCA);
+      ``feature`` is DSM's dynamic similarity matching on raw features (the "no FCA" ablation).
+    - ``stages``: which stage maps form the descriptor; ``(1, 2, 3, 4)`` is FMC, ``(4,)`` the block-4-only ablation.
+    - ``heading_stage``: the stage whose window offset gives the predicted heading; by default the finest stage
+      in ``stages`` (its window step is the smallest: 2.8 deg at block 1 vs 22.5 deg at block 4).
+    - input sizes default to SPEC 1; a reduced-resolution model (e.g. for CPU training) scales them together.
+    """
+
+    use_ca: bool = True
+    ca_reduction: int = 32
+    align_mode: str = "mask-corr"
+    stages: tuple[int, ...] = STAGES
+    fov_deg: float = 90.0
+    ground_height: int = 128
+    sat_height: int = 128
+    sat_width: int = 512
+    heading_stage: int | None = None
+    arch: str = "resnet18"
+    version: int = field(default=CONFIG_VERSION)
+
+    def __post_init__(self):
+        object.__setattr__(self, "stages", tuple(sorted(int(s) for s in self.stages)))
+        problems = []
+        if self.arch != "resnet18":
+            problems.append(f"arch must be 'resnet18', got {self.arch!r}")
+        if self.align_mode not in ALIGN_MODES:
+            problems.append(f"align_mode must be one of {ALIGN_MODES}, got {self.align_mode!r}")
+        elif self.align_mode != "feature" and not self.use_ca:
+            problems.append(
+                f"align_mode {self.align_mode!r} reads Coordinate Attention masks, so it needs use_ca=True "
+                "(the plain ResNet18 baseline uses align_mode='feature')"
+            )
+        if not self.stages or any(s not in STAGES for s in self.stages) or len(set(self.stages)) != len(self.stages):
+            problems.append(f"stages must be distinct values from {STAGES}, got {self.stages}")
+        if self.heading_stage is not None and self.heading_stage not in self.stages:
+            problems.append(f"heading_stage {self.heading_stage} is not one of the used stages {self.stages}")
+        if not 0 < self.fov_deg <= 360:
+            problems.append(f"fov_deg must be in (0, 360], got {self.fov_deg}")
+        for name in ("ground_height", "sat_height", "sat_width"):
+            if getattr(self, name) < 32 or getattr(self, name) % 32:
+                problems.append(f"{name} must be a positive multiple of 32 (ResNet stride), got {getattr(self, name)}")
+        if self.ground_height != self.sat_height:
+            problems.append(f"ground_height ({self.ground_height}) and sat_height ({self.sat_height}) must be equal")
+        if self.version != CONFIG_VERSION:
+            problems.append(f"config version {self.version} is not supported (this code reads {CONFIG_VERSION})")
+        if problems:
+            raise ValueError("invalid ModelConfig: " + "; ".join(problems))
+
+    @property
+    def ground_width(self) -> int:
+        """Width of the ground crop: ``int(fov / 360 * sat_width)`` (SPEC 1: 99 at 70 deg, 128 at 90 deg)."""
+        return fov_width(self.fov_deg, self.sat_width)
+
+    @property
+    def heading_stage_resolved(self) -> int:
+        return self.heading_stage if self.heading_stage is not None else min(self.stages)
+
+    def with_fov(self, fov_deg: float) -> ModelConfig:
+        return dataclasses.replace(self, fov_deg=float(fov_deg))
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["stages"] = list(self.stages)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields {unknown}; known fields are {sorted(known)}")
+        d = dict(d)
+        if "stages" in d:
+            d["stages"] = tuple(d["stages"])
+        return cls(**d)

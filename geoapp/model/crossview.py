@@ -1,0 +1,53 @@
+"""The two-branch cross-view model: independent ground and satellite ResNet18(_CA) branches (paper Fig. 3)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .align import AlignResult, align_windows
+from .config import ModelConfig
+from .fmc import multiscale_descriptor
+from .resnet import ResNet18CA, StageMaps, WeightsReport, load_imagenet_weights, resnet18_ca
+
+
+class CrossViewModel(nn.Module):
+    """Ground branch (limited-FoV crop, H x w_fov) and satellite branch (polar image, H x W), same
+    architecture, separate weights. ``forward`` returns the B x B pair distances of a batch (SPEC 5-6)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.ground = resnet18_ca(config.use_ca, config.ca_reduction)
+        self.satellite = resnet18_ca(config.use_ca, config.ca_reduction)
+
+    def encode_ground(self, images: torch.Tensor) -> StageMaps:
+        return self.ground(images)
+
+    def encode_satellite(self, images: torch.Tensor) -> StageMaps:
+        return self.satellite(images)
+
+    def match(self, ground: StageMaps, satellite: StageMaps, diagonal: bool = False, **kwargs) -> AlignResult:
+        """Align encoded ground maps with encoded satellite maps using this model's mode and stages."""
+        return align_windows(ground, satellite, self.config.align_mode, self.config.stages, diagonal=diagonal, **kwargs)
+
+    def forward(self, ground_images: torch.Tensor, satellite_images: torch.Tensor) -> AlignResult:
+        return self.match(self.encode_ground(ground_images), self.encode_satellite(satellite_images))
+
+    def ground_descriptor(self, ground: StageMaps) -> torch.Tensor:
+        """The FMC descriptor of ground maps (no cropping needed on the ground side)."""
+        return multiscale_descriptor([ground.features[s - 1] for s in self.config.stages])
+
+    def load_imagenet_weights(self, path) -> dict[str, WeightsReport]:
+        """Initialise both branches from one torchvision resnet18 state-dict file (paper: ImageNet init)."""
+        return {
+            "ground": load_imagenet_weights(self.ground, path),
+            "satellite": load_imagenet_weights(self.satellite, path),
+        }
+
+
+def build_model(config: ModelConfig) -> CrossViewModel:
+    return CrossViewModel(config)
+
+
+__all__ = ["CrossViewModel", "build_model", "ResNet18CA"]

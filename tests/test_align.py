@@ -1,0 +1,167 @@
+"""FCA window alignment against brute force, offset recovery and headings (issue 2, SPEC 5-6)."""
+
+import numpy as np
+import pytest
+import torch
+
+from geoapp.data.fov import heading_from_offset, heading_from_shift, true_offset
+from geoapp.model import StageMaps, align_windows, crop_windows, multiscale_descriptor
+
+STAGE_DIMS = [(64, 32, 128), (128, 16, 64), (256, 8, 32), (512, 4, 16)]  # C, H, W of the polar branch
+
+
+def _brute_force(ground, sat, mode, stages):
+    """Double loop over pairs and offsets, SPEC 5 formulas verbatim, float64."""
+    q_n, r_n = len(ground), len(sat)
+    offsets = np.zeros((q_n, r_n, len(stages)), dtype=np.int64)
+    dists = np.zeros((q_n, r_n))
+    for q in range(q_n):
+        for r in range(r_n):
+            g_parts, s_parts = [], []
+            for i, s in enumerate(stages):
+                G = ground.features[s - 1][q].double().numpy()
+                S = sat.features[s - 1][r].double().numpy()
+                Ms = sat.masks[s - 1][r].double().numpy() if sat.masks is not None else None
+                Mg = ground.masks[s - 1][q].double().numpy() if ground.masks is not None else None
+                w, W = G.shape[-1], S.shape[-1]
+                best, best_o = -np.inf, 0
+                for o in range(W):
+                    cols = [(o + k) % W for k in range(w)]
+                    if mode == "mask-corr":
+                        score = sum(Mg[h, k] * Ms[h, cols[k]] for h in range(G.shape[1]) for k in range(w))
+                    elif mode == "mask-sum":
+                        score = sum(Ms[h, cols[k]] for h in range(G.shape[1]) for k in range(w))
+                    else:
+                        score = float((G * S[:, :, cols]).sum())
+                    if score > best:  # strict: ties keep the lowest offset
+                        best, best_o = score, o
+                offsets[q, r, i] = best_o
+                g_parts.append(G.ravel())
+                s_parts.append(S[:, :, [(best_o + k) % W for k in range(w)]].ravel())
+            g_vec = np.concatenate(g_parts)
+            s_vec = np.concatenate(s_parts)
+            dists[q, r] = np.linalg.norm(g_vec / np.linalg.norm(g_vec) - s_vec / np.linalg.norm(s_vec))
+    return offsets, dists
+
+
+def _random_maps(n, widths, seed, with_masks=True, small=True):
+    """Integer-valued maps so every score is exact in float32 and ties really are ties."""
+    gen = torch.Generator().manual_seed(seed)
+    dims = [(4, 3, None), (6, 2, None)] if small else STAGE_DIMS
+    feats, masks = [], []
+    for (c, h, _), w in zip(dims, widths):
+        feats.append(torch.randint(-3, 4, (n, c, h, w), generator=gen).float())
+        masks.append(torch.randint(0, 4, (n, h, w), generator=gen).float())
+    return StageMaps(feats, masks if with_masks else None)
+
+
+@pytest.mark.parametrize("mode", ["mask-corr", "mask-sum", "feature"])
+@pytest.mark.parametrize("ground_widths", [(3, 2), (7, 5)])
+def test_all_modes_equal_brute_force_double_loop(mode, ground_widths):
+    sat_widths = (8, 5)  # stage 2 has w == W at the second size: every window wraps
+    ground = _random_maps(3, ground_widths, seed=1)
+    sat = _random_maps(4, sat_widths, seed=2)
+    # pad missing stages so StageMaps holds "four" stages like the backbone output; we use stages 1 and 2
+    res = align_windows(ground, sat, mode=mode, stages=(1, 2), chunk_size=3)
+    offsets, dists = _brute_force(ground, sat, mode, (1, 2))
+    assert np.array_equal(res.offsets.numpy(), offsets)
+    np.testing.assert_allclose(res.distances.numpy(), dists, rtol=1e-5, atol=1e-6)
+    # windows past the right edge were exercised
+    w0 = ground_widths[0]
+    assert (offsets[..., 0] > sat_widths[0] - w0).any()
+    # diagonal pairs equal the diagonal of the full matrix
+    diag = align_windows(ground, sat.slice(0, 3), mode=mode, stages=(1, 2), diagonal=True)
+    full = align_windows(ground, sat.slice(0, 3), mode=mode, stages=(1, 2))
+    assert torch.equal(diag.offsets, full.offsets.diagonal(dim1=0, dim2=1).T)
+    torch.testing.assert_close(diag.distances, full.distances.diagonal())
+
+
+def test_ties_pick_the_lowest_offset():
+    ground = StageMaps([torch.ones(1, 1, 1, 2)], [torch.ones(1, 1, 2)])
+    sat = StageMaps([torch.ones(1, 1, 1, 6)], [torch.ones(1, 1, 6)])
+    for mode in ("mask-corr", "mask-sum", "feature"):
+        assert align_windows(ground, sat, mode=mode, stages=(1,)).offsets.item() == 0
+
+
+def test_training_path_equals_inference_path():
+    torch.manual_seed(0)
+    ground = _random_maps(3, (3, 2), seed=5)
+    sat = _random_maps(4, (8, 5), seed=6)
+    for m in ground.features + sat.features:
+        m.requires_grad_(True)
+    with_grad = align_windows(ground, sat, mode="mask-corr", stages=(1, 2))
+    with torch.no_grad():
+        no_grad = align_windows(ground, sat, mode="mask-corr", stages=(1, 2))
+    torch.testing.assert_close(with_grad.distances.detach(), no_grad.distances)
+    with_grad.distances.sum().backward()
+    assert all(m.grad is not None and torch.isfinite(m.grad).all() for m in sat.features)
+
+
+def test_distance_equals_fmc_of_explicit_crops():
+    ground = _random_maps(2, (3, 2), seed=7)
+    sat = _random_maps(2, (8, 5), seed=8)
+    res = align_windows(ground, sat, mode="mask-corr", stages=(1, 2), diagonal=True, return_crops=True)
+    g_desc = multiscale_descriptor(ground.features[:2])
+    s_desc = multiscale_descriptor(res.crops)
+    torch.testing.assert_close(res.distances, (g_desc - s_desc).norm(dim=1), rtol=1e-5, atol=1e-6)
+    for i in range(2):
+        torch.testing.assert_close(
+            res.crops[i], crop_windows(sat.features[i], res.offsets[:, i], ground.features[i].shape[-1])
+        )
+
+
+@pytest.mark.parametrize("fov,ground_widths", [(90, (32, 16, 8, 4)), (70, (25, 13, 7, 4))])
+@pytest.mark.parametrize("mode", ["mask-corr", "mask-sum", "feature"])
+def test_shifted_copy_is_recovered_at_the_exact_offset_in_every_stage(fov, ground_widths, mode):
+    """Satellite maps are circular shifts whose true window holds the ground map; SPEC shapes per stage."""
+    gen = torch.Generator().manual_seed(11)
+    shift = 333  # pano-512 units; the true offset is (512 - shift) / 512 * W_b
+    g_feats, g_masks, s_feats, s_masks, expected = [], [], [], [], []
+    for (c, h, W), w in zip(STAGE_DIMS, ground_widths):
+        o_true = int(round(true_offset(shift, W)))
+        expected.append(o_true)
+        sat = 0.3 * torch.randn(1, c, h, W, generator=gen)
+        mask = 0.1 + 0.1 * torch.rand(1, h, W, generator=gen)
+        cols = (o_true + torch.arange(w)) % W
+        sat[..., cols] = torch.randn(1, c, h, w, generator=gen)
+        mask[..., cols] = 0.8 + 0.1 * torch.rand(1, h, w, generator=gen)
+        s_feats.append(sat)
+        s_masks.append(mask)
+        g_feats.append(sat[..., cols].clone())
+        g_masks.append(mask[..., cols].clone())
+    res = align_windows(StageMaps(g_feats, g_masks), StageMaps(s_feats, s_masks), mode=mode)
+    assert res.offsets[0, 0].tolist() == expected
+    # the heading read at the finest stage is within half a block-1 column of the crop's true heading
+    err = abs((res.headings()[0, 0] - heading_from_shift(shift, fov) + 180) % 360 - 180)
+    assert err <= 360 / 128 / 2 + 1e-9
+
+
+@pytest.mark.parametrize(
+    "offset,w,W,heading",
+    [(0, 32, 128, -135.0), (96, 32, 128, 135.0), (120, 32, 128, -157.5), (8, 4, 16, 45.0), (0, 128, 512, -135.0)],
+)
+def test_heading_from_offset_hand_computed(offset, w, W, heading):
+    assert heading_from_offset(offset, w, W) == pytest.approx(heading)
+
+
+def test_heading_from_true_offset_equals_crop_heading():
+    for shift in (0, 1, 100, 256, 400, 511):
+        for w, W, fov in ((128, 512, 90.0), (32, 128, 90.0)):
+            assert heading_from_offset(true_offset(shift, W), w, W) == pytest.approx(heading_from_shift(shift, fov))
+
+
+def test_precomputed_column_energy_and_column_major_store_give_the_same_result():
+    """A database stores maps column-major (R x W x C x H, fp16) with precomputed column energies."""
+    from geoapp.model.align import column_energy
+
+    ground = _random_maps(2, (3, 2), seed=21)
+    sat = _random_maps(5, (8, 5), seed=22)
+    plain = align_windows(ground, sat, mode="mask-corr", stages=(1, 2))
+    stored = StageMaps(
+        [f.permute(0, 3, 1, 2).contiguous().half().permute(0, 2, 3, 1) for f in sat.features],
+        [m.half() for m in sat.masks],
+    )
+    stored.col_energy = [column_energy(f) for f in stored.features]
+    fast = align_windows(ground, stored, mode="mask-corr", stages=(1, 2), chunk_size=2)
+    assert torch.equal(plain.offsets, fast.offsets)
+    torch.testing.assert_close(plain.distances, fast.distances)

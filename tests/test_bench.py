@@ -1,0 +1,30 @@
+"""The benchmark scripts run end to end (tiny settings) and report every figure they promise."""
+
+from geoapp.bench import model as bench_model
+
+
+def test_bench_model_reports_every_figure(tmp_path, capsys):
+    out = bench_model.main(
+        [
+            "--repeats",
+            "1",
+            "--train-repeats",
+            "1",
+            "--train-batch",
+            "2",
+            "--sat-batch",
+            "2",
+            "--gallery",
+            "4",
+            "--json",
+            str(tmp_path / "model.json"),
+        ]
+    )
+    for variant in ("resnet18_ca", "resnet18"):
+        assert set(out[variant]) == {"ground_ms_70", "ground_ms_90", "satellite_img_per_s"}
+        assert all(v > 0 for v in out[variant].values())
+        assert out["train_step_s"][variant] > 0
+    assert len(out["align_us_per_pair"]) == 6 and all(v > 0 for v in out["align_us_per_pair"].values())
+    printed = capsys.readouterr().out
+    assert "CA/plain" in printed and "us/pair" in printed
+    assert (tmp_path / "model.json").exists()
