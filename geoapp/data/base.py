@@ -1,0 +1,462 @@
+"""What every cross-view dataset reader shares: records, size checks, the polar cache, FoV crops and shifts.
+
+A reader (CVUSA, CVACT, VIGOR) only parses its layout into a list of :class:`PairRecord`; the
+:class:`CrossViewDataset` base class turns a record into a training/evaluation sample:
+
+- ground: panorama -> optional row cut (CVACT) -> resized to ``H_g x W`` (``W`` = satellite polar
+  width) -> ``crop_fov(pano, fov, shift)`` -> ImageNet-normalised tensor ``3 x H_g x fov_width(fov, W)``;
+- satellite: pre-made polar image when its size is the requested one, otherwise the SPEC 3 polar
+  transform of the tile at ``sat_size``, cached on disk -> normalised tensor ``3 x H_s x W``.
+
+Shifts are always in pixels of the resized panorama, whose width is the satellite polar width
+(512 by default). Training draws a new shift per sample and epoch from a generator seeded by
+``(seed, epoch, index)``; evaluation uses the fixed ``eval_shifts`` of SPEC 4.
+
+Image sizes are checked exactly against the real dataset's sizes, unless a ``dataset.json`` manifest at
+the dataset root (written by the synthetic world generator, or by hand for a re-sized copy) or the
+``image_sizes`` argument declares others. Manifest keys read here (others are kept in ``.manifest``)::
+
+    {"panorama_size": [224, 1232], "satellite_size": 750, "polar_size": [128, 512],
+     "origin": {"lat": 40.0, "lon": -75.0}}
+
+``satellite_size`` may be an int or ``[S, S]``; every key is optional.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from geoapp.data.fov import crop_fov, eval_shifts, fov_width, heading_from_shift
+from geoapp.data.polar import polar_transform
+from geoapp.data.transforms import resize_image, to_tensor
+from geoapp.utils import atomic_write_bytes
+
+MANIFEST_NAME = "dataset.json"
+DEFAULT_GROUND_SIZE = (128, None)  # (height, crop width); None: fov_width(fov, satellite polar width)
+DEFAULT_SAT_SIZE = (128, 512)  # SPEC 1
+POLAR_CACHE_DIRNAME = "polar_cache"
+_LAYOUT_DEFAULT = object()  # "use the layout's own rule" for keyword arguments where None means something
+
+
+class DatasetError(ValueError):
+    """A dataset on disk that does not match its layout; the message names the file (and line)."""
+
+
+@dataclass(frozen=True)
+class ImageSizes:
+    """Raw image sizes a dataset's files must have (height, width)."""
+
+    panorama: tuple[int, int]
+    satellite: tuple[int, int]
+    polar: tuple[int, int] = DEFAULT_SAT_SIZE  # pre-made polar images, where a layout has them
+
+
+@dataclass(frozen=True)
+class PairRecord:
+    """One ground/satellite pair as listed by a split file."""
+
+    id: str
+    ground_path: Path
+    satellite_path: Path
+    source: str  # "file:line" (or "file, entry n") listing the pair, quoted in error messages
+    ground_lat: float = math.nan
+    ground_lon: float = math.nan
+    satellite_lat: float = math.nan
+    satellite_lon: float = math.nan
+    polar_path: Path | None = None  # pre-made polar image of the satellite tile, when the layout has one
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)  # layout-specific fields
+
+
+def split_error(path: Path | str, line_number: int, problem: str) -> DatasetError:
+    return DatasetError(f"{path}:{line_number}: {problem}")
+
+
+def read_manifest(root: Path) -> dict | None:
+    """The ``dataset.json`` manifest at ``root``, or None when there is none."""
+    path = root / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{path}: not a readable JSON manifest ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise DatasetError(f"{path}: the manifest must be a JSON object, got {type(manifest).__name__}")
+    return manifest
+
+
+def _size_pair(value, what: str, where: str, square: bool = False) -> tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool) and square:
+        value = [value, value]
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    ):
+        hint = "an int or [height, width]" if square else "[height, width]"
+        raise DatasetError(f"{where}: {what} must be {hint} of positive integers, got {value!r}")
+    if square and value[0] != value[1]:
+        raise DatasetError(f"{where}: {what} must be square, got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def resolve_image_sizes(defaults: ImageSizes, manifest: dict | None, override: dict | None, root: Path) -> ImageSizes:
+    """Real-dataset sizes, replaced by what the manifest declares, replaced by an explicit ``override``."""
+    sizes = defaults
+    for declared, where in ((manifest, str(root / MANIFEST_NAME)), (override, "image_sizes argument")):
+        if not declared:
+            continue
+        changes = {}
+        if "panorama_size" in declared:
+            changes["panorama"] = _size_pair(declared["panorama_size"], "panorama_size", where)
+        if "satellite_size" in declared:
+            changes["satellite"] = _size_pair(declared["satellite_size"], "satellite_size", where, square=True)
+        if "polar_size" in declared:
+            changes["polar"] = _size_pair(declared["polar_size"], "polar_size", where)
+        sizes = ImageSizes(**{**sizes.__dict__, **changes})
+    return sizes
+
+
+def relative_image_path(root: Path, name: str, where: str, line_number: int, kind: str) -> Path:
+    """``root / name`` for a split-file entry, refusing names that are not image paths inside ``root``."""
+    relative = Path(name)
+    if (
+        not name
+        or relative.is_absolute()
+        or ".." in relative.parts
+        or relative.suffix.lower() not in {".jpg", ".jpeg", ".png"}
+    ):
+        raise split_error(where, line_number, f"bad {kind} name {name!r}: expected a .jpg/.png path relative to {root}")
+    return root / relative
+
+
+def read_rgb(path: Path) -> np.ndarray | None:
+    """Decode an image file to uint8 RGB as stored (no EXIF rotation); None when it cannot be decoded."""
+    data = np.fromfile(path, dtype=np.uint8)  # np.fromfile + imdecode also handles non-ASCII paths
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None
+    if image is None:
+        return None
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+class CrossViewDataset(torch.utils.data.Dataset):
+    """Ground/satellite pairs with limited-FoV ground crops (see the module docstring).
+
+    Samples are dicts: ``ground`` (float tensor 3 x H_g x w_fov), ``satellite`` (float tensor 3 x H_s x W),
+    ``shift`` (int, pixels of the W-wide resized panorama), ``heading`` (deg in [-180, 180),
+    ``heading_from_shift``), ``lat``/``lon`` (the ground camera's position, nan when unknown), ``index``
+    and ``id`` (the dataset's own name of the pair). :meth:`ground_item` and :meth:`satellite_item` give
+    one side only (the satellite side's ``lat``/``lon`` are the tile centre's).
+    """
+
+    name = "base"
+    default_sizes = ImageSizes(panorama=(1, 1), satellite=(1, 1))
+    # Rows of the raw panorama kept before resizing, as fractions of its height (None: all rows).
+    default_ground_rows: tuple[float, float] | None = None
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str,
+        fov_deg: float,
+        train: bool,
+        ground_size: Sequence[int | None] = DEFAULT_GROUND_SIZE,
+        sat_size: Sequence[int] = DEFAULT_SAT_SIZE,
+        seed: int = 0,
+        shifts: Sequence[int] | np.ndarray | None = None,
+        *,
+        image_sizes: dict | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        use_cache: bool = True,
+        check_files: bool = True,
+        skip_missing: bool = False,
+        ground_rows: tuple[float, float] | None | object = _LAYOUT_DEFAULT,
+    ) -> None:
+        """Parse the layout at ``root`` (see the subclass) and prepare sampling.
+
+        ``image_sizes``: raw sizes to expect instead of the real dataset's (keys as in the manifest).
+        ``cache_dir``: where computed polar images are cached (default ``<root>/polar_cache``; the cache is
+        keyed by the polar size and refreshed when the tile is newer); ``use_cache=False`` disables it.
+        ``check_files``: check at construction that every listed image exists. ``skip_missing``: drop pairs
+        with a missing image instead of raising. ``ground_rows``: (top, bottom) fractions of the raw
+        panorama's height kept before resizing, None for all rows (default: the layout's rule).
+        """
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DatasetError(f"{self.root}: dataset root does not exist or is not a directory")
+        self.split = split
+        self.train = bool(train)
+        self.seed = int(seed)
+        if self.seed < 0:
+            raise ValueError(f"seed must be non-negative, got {seed}")
+        self.epoch = 0
+
+        self.sat_size = self._check_sat_size(sat_size)
+        self.pano_width = self.sat_size[1]  # the resized panorama is as wide as the satellite polar image
+        self.fov_deg = float(fov_deg)
+        self.crop_width = fov_width(self.fov_deg, self.pano_width)
+        self.ground_size = self._check_ground_size(ground_size)
+
+        self.manifest = read_manifest(self.root)
+        self.image_sizes = resolve_image_sizes(self.default_sizes, self.manifest, image_sizes, self.root)
+        self.ground_rows = self.default_ground_rows if ground_rows is _LAYOUT_DEFAULT else ground_rows
+        if self.ground_rows is not None:
+            top, bottom = (float(v) for v in self.ground_rows)
+            if not 0.0 <= top < bottom <= 1.0:
+                raise ValueError(f"ground_rows must be fractions 0 <= top < bottom <= 1, got {self.ground_rows!r}")
+            self.ground_rows = (top, bottom)
+        self.cache_root = Path(cache_dir) if cache_dir is not None else self.root / POLAR_CACHE_DIRNAME
+        self.use_cache = bool(use_cache)
+
+        records = self.read_records()
+        if check_files or skip_missing:
+            records = self._check_files_exist(records, skip_missing)
+        if not records:
+            raise DatasetError(f"{self.root}: split {split!r} lists no pairs")
+        self.records: list[PairRecord] = records
+
+        self.locations = np.array([[r.ground_lat, r.ground_lon] for r in records], dtype=np.float64)
+        self.satellite_locations = np.array([[r.satellite_lat, r.satellite_lon] for r in records], dtype=np.float64)
+        self.fixed_shifts = self._resolve_shifts(shifts)
+
+        # Fail at construction, not mid-epoch, when the first pair does not have the expected sizes.
+        self.load_panorama(0)
+        self.load_polar(0)
+
+    # ----------------------------------------------------------------------------------- subclass API
+    def read_records(self) -> list[PairRecord]:
+        """Parse the split of the layout at ``self.root`` into records (in split order)."""
+        raise NotImplementedError
+
+    # --------------------------------------------------------------------------------- configuration
+    @staticmethod
+    def _check_sat_size(sat_size) -> tuple[int, int]:
+        try:
+            height, width = (int(v) for v in sat_size)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"sat_size must be (height, width), got {sat_size!r}") from exc
+        if height <= 0 or width <= 0:
+            raise ValueError(f"sat_size must be positive, got {sat_size!r}")
+        return height, width
+
+    def _check_ground_size(self, ground_size) -> tuple[int, int]:
+        try:
+            height, width = ground_size
+            height = int(height)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"ground_size must be (height, width or None), got {ground_size!r}") from exc
+        if height <= 0:
+            raise ValueError(f"ground height must be positive, got {height}")
+        if width is not None and int(width) != self.crop_width:
+            # The crop must keep the satellite's angular scale (the FCA window slides over the satellite
+            # map with the ground map's width), so its width follows from the FoV and cannot be chosen.
+            raise ValueError(
+                f"ground width {width} does not match the {self.fov_deg:g} deg crop of a {self.pano_width}-wide "
+                f"panorama ({self.crop_width} px); pass None"
+            )
+        return height, self.crop_width
+
+    def _resolve_shifts(self, shifts) -> np.ndarray | None:
+        """Fixed shifts: the given ones, else SPEC 4's seed-2019 shifts for evaluation; None when training."""
+        if shifts is None:
+            return None if self.train else eval_shifts(len(self.records), width=self.pano_width)
+        shifts = np.asarray(shifts)
+        if shifts.shape != (len(self.records),) or not np.issubdtype(shifts.dtype, np.integer):
+            raise ValueError(f"shifts must be {len(self.records)} integers (one per pair), got {shifts.dtype} "
+                             f"with shape {shifts.shape}")
+        if shifts.min() < 0 or shifts.max() >= self.pano_width:
+            raise ValueError(
+                f"shifts must be in [0, {self.pano_width}), got values in [{shifts.min()}, {shifts.max()}]"
+            )
+        return shifts.astype(np.int64)
+
+    def _check_files_exist(self, records: list[PairRecord], skip_missing: bool) -> list[PairRecord]:
+        kept = []
+        for record in records:
+            missing = [p for p in (record.ground_path, record.satellite_path) if not p.is_file()]
+            if not missing:
+                kept.append(record)
+            elif not skip_missing:
+                raise DatasetError(f"{record.source}: image {missing[0]} does not exist")
+        return kept
+
+    # ------------------------------------------------------------------------------------- sampling
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the training shifts of ``epoch``. With DataLoader workers, call it before each epoch's
+        iterator is created (non-persistent workers copy the dataset when the iterator starts)."""
+        if int(epoch) < 0:
+            raise ValueError(f"epoch must be non-negative, got {epoch}")
+        self.epoch = int(epoch)
+
+    def shift_for(self, index: int) -> int:
+        """The crop shift of pair ``index`` (in [0, W)) for the current epoch."""
+        if self.fixed_shifts is not None:
+            return int(self.fixed_shifts[index])
+        generator = np.random.default_rng([self.seed, self.epoch, int(index)])
+        return int(generator.integers(0, self.pano_width))
+
+    def _check_index(self, index: int) -> int:
+        index = int(index)
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} pairs")
+        return index % len(self)
+
+    def ground_item(self, index: int) -> dict:
+        """The ground side of pair ``index``: ground crop tensor, shift, heading, ground lat/lon."""
+        index = self._check_index(index)
+        record = self.records[index]
+        shift = self.shift_for(index)
+        crop = crop_fov(self.load_panorama(index), self.fov_deg, shift)
+        return {
+            "ground": to_tensor(crop),
+            "shift": shift,
+            "heading": float(heading_from_shift(shift, self.fov_deg, self.pano_width)),
+            "lat": float(record.ground_lat),
+            "lon": float(record.ground_lon),
+            "index": index,
+            "id": record.id,
+        }
+
+    def satellite_item(self, index: int) -> dict:
+        """The satellite side of pair ``index``: polar tensor and the tile centre's lat/lon."""
+        index = self._check_index(index)
+        record = self.records[index]
+        return {
+            "satellite": to_tensor(self.load_polar(index)),
+            "lat": float(record.satellite_lat),
+            "lon": float(record.satellite_lon),
+            "index": index,
+            "id": record.id,
+        }
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.ground_item(index)
+        item["satellite"] = self.satellite_item(index)["satellite"]
+        return item
+
+    def ground_view(self) -> GroundView:
+        return GroundView(self)
+
+    def satellite_view(self) -> SatelliteView:
+        return SatelliteView(self)
+
+    # --------------------------------------------------------------------------------------- images
+    def _read_checked(self, path: Path, expected: tuple[int, int], kind: str, record: PairRecord) -> np.ndarray:
+        if not path.is_file():
+            raise DatasetError(f"{path}: {kind} does not exist (listed at {record.source})")
+        try:
+            image = read_rgb(path)
+        except OSError as exc:
+            raise DatasetError(f"{path}: cannot read {kind} ({exc}) (listed at {record.source})") from exc
+        if image is None:
+            raise DatasetError(f"{path}: {kind} cannot be decoded as an image (listed at {record.source})")
+        if image.shape[:2] != tuple(expected):
+            raise DatasetError(
+                f"{path}: expected a {expected[0]}x{expected[1]} {kind}, got {image.shape[0]}x{image.shape[1]} "
+                f"(listed at {record.source}; declare other sizes in {MANIFEST_NAME} for a re-sized copy)"
+            )
+        return image
+
+    def load_panorama(self, index: int) -> np.ndarray:
+        """The whole ground panorama of pair ``index``, uint8 RGB, cut and resized to ``H_g x W``."""
+        record = self.records[index]
+        pano = self._read_checked(record.ground_path, self.image_sizes.panorama, "ground panorama", record)
+        if self.ground_rows is not None:
+            height = pano.shape[0]
+            top, bottom = (int(round(fraction * height)) for fraction in self.ground_rows)
+            pano = pano[top:bottom]
+        return resize_image(pano, (self.ground_size[0], self.pano_width))
+
+    def load_polar(self, index: int) -> np.ndarray:
+        """The polar satellite image of pair ``index``, uint8 RGB ``H_s x W`` (SPEC 3)."""
+        record = self.records[index]
+        if record.polar_path is not None and record.polar_path.is_file() and self.sat_size == self.image_sizes.polar:
+            return self._read_checked(record.polar_path, self.image_sizes.polar, "pre-made polar image", record)
+        cache_path = self._cache_path(record)
+        if cache_path is not None:
+            cached = self._read_cache(cache_path, record)
+            if cached is not None:
+                return cached
+        tile = self._read_checked(record.satellite_path, self.image_sizes.satellite, "satellite tile", record)
+        polar = polar_transform(tile, *self.sat_size)
+        if cache_path is not None:
+            self._write_cache(cache_path, polar)
+        return polar
+
+    def _cache_path(self, record: PairRecord) -> Path | None:
+        if not self.use_cache:
+            return None
+        try:
+            relative = record.satellite_path.relative_to(self.root)
+        except ValueError:
+            relative = Path(record.satellite_path.name)
+        height, width = self.sat_size
+        return self.cache_root / f"polar_{height}x{width}" / relative.with_suffix(".png")
+
+    def _read_cache(self, cache_path: Path, record: PairRecord) -> np.ndarray | None:
+        """A cached polar image, or None when absent, older than its tile (regenerated data) or unreadable."""
+        try:
+            if cache_path.stat().st_mtime < record.satellite_path.stat().st_mtime:
+                return None
+        except OSError:
+            return None
+        polar = read_rgb(cache_path)
+        if polar is None or polar.shape[:2] != self.sat_size:
+            return None
+        return polar
+
+    def _write_cache(self, cache_path: Path, polar: np.ndarray) -> None:
+        ok, encoded = cv2.imencode(".png", cv2.cvtColor(polar, cv2.COLOR_RGB2BGR))
+        try:
+            if not ok:
+                raise OSError("PNG encoding failed")
+            atomic_write_bytes(cache_path, encoded.tobytes())
+        except OSError as exc:  # e.g. a read-only dataset: keep going, computing polar images on the fly
+            warnings.warn(f"polar cache disabled, cannot write {cache_path}: {exc}", stacklevel=3)
+            self.use_cache = False
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, pairs={len(self)}, "
+            f"fov={self.fov_deg:g}, ground={self.ground_size}, sat={self.sat_size}, train={self.train})"
+        )
+
+
+class GroundView(torch.utils.data.Dataset):
+    """Only the ground side of a :class:`CrossViewDataset` (queries)."""
+
+    def __init__(self, dataset: CrossViewDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.dataset.ground_item(index)
+
+
+class SatelliteView(torch.utils.data.Dataset):
+    """Only the satellite side of a :class:`CrossViewDataset` (the reference database)."""
+
+    def __init__(self, dataset: CrossViewDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.dataset.satellite_item(index)

@@ -1,0 +1,83 @@
+"""The dataset registry: one :class:`~geoapp.data.base.CrossViewDataset` family chosen by name.
+
+=========  ===========================================================  ==========================
+name       layout                                                       splits
+=========  ===========================================================  ==========================
+cvusa      CVUSA subset of CVM-Net/SAFA/DSM (:mod:`geoapp.data.cvusa`)   train, val (= test)
+cvact      CVACT ANU_data_small (:mod:`geoapp.data.cvact`)               train, val
+vigor      VIGOR same-area (:mod:`geoapp.data.vigor`)                    train, test (= val)
+synth      our synthetic world, written in the CVUSA layout              train, val (= test)
+=========  ===========================================================  ==========================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from geoapp.data.base import (
+    DEFAULT_GROUND_SIZE,
+    DEFAULT_SAT_SIZE,
+    CrossViewDataset,
+    DatasetError,
+    GroundView,
+    ImageSizes,
+    PairRecord,
+    SatelliteView,
+)
+from geoapp.data.cvact import CVACTDataset
+from geoapp.data.cvusa import CVUSADataset, SynthDataset
+from geoapp.data.vigor import VIGORDataset
+
+DATASETS: dict[str, type[CrossViewDataset]] = {
+    "cvusa": CVUSADataset,
+    "cvact": CVACTDataset,
+    "vigor": VIGORDataset,
+    "synth": SynthDataset,
+}
+
+__all__ = [
+    "DATASETS",
+    "CVACTDataset",
+    "CVUSADataset",
+    "CrossViewDataset",
+    "DatasetError",
+    "GroundView",
+    "ImageSizes",
+    "PairRecord",
+    "SatelliteView",
+    "SynthDataset",
+    "VIGORDataset",
+    "build_dataset",
+]
+
+
+def build_dataset(
+    name: str,
+    root: str | os.PathLike,
+    split: str,
+    fov_deg: float,
+    train: bool,
+    ground_size: Sequence[int | None] = DEFAULT_GROUND_SIZE,
+    sat_size: Sequence[int] = DEFAULT_SAT_SIZE,
+    seed: int = 0,
+    shifts: Sequence[int] | np.ndarray | None = None,
+    **options,
+) -> CrossViewDataset:
+    """Open dataset ``name`` at ``root``.
+
+    ``ground_size = (H_g, None)``: ground crops are ``H_g x fov_width(fov_deg, W)`` with ``W = sat_size[1]``;
+    ``sat_size = (H_s, W)``: polar satellite images. ``train``: a new random shift per sample and epoch
+    (``set_epoch``), reproducible from ``seed``; otherwise SPEC 4's fixed shifts, unless ``shifts`` gives
+    one shift per pair (in [0, W)). ``options`` go to the reader: ``image_sizes``, ``cache_dir``,
+    ``use_cache``, ``check_files``, ``skip_missing``, ``ground_rows`` for all; ``utm_zone``, ``utm_south``,
+    ``utm_order`` for cvact; ``cities`` for vigor.
+    """
+    key = name.lower()
+    if key not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
+    return DATASETS[key](
+        root, split, fov_deg, train, ground_size=ground_size, sat_size=sat_size, seed=seed, shifts=shifts, **options
+    )
