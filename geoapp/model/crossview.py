@@ -31,8 +31,11 @@ class CrossViewModel(nn.Module):
         """Align encoded ground maps with encoded satellite maps using this model's mode and stages."""
         return align_windows(ground, satellite, self.config.align_mode, self.config.stages, diagonal=diagonal, **kwargs)
 
-    def forward(self, ground_images: torch.Tensor, satellite_images: torch.Tensor) -> AlignResult:
-        return self.match(self.encode_ground(ground_images), self.encode_satellite(satellite_images))
+    def forward(self, ground_images: torch.Tensor, satellite_images: torch.Tensor, return_maps: bool = False):
+        """B x B alignment of a batch; with ``return_maps`` also the encoded maps (for extra losses)."""
+        ground, satellite = self.encode_ground(ground_images), self.encode_satellite(satellite_images)
+        result = self.match(ground, satellite)
+        return (result, ground, satellite) if return_maps else result
 
     def ground_descriptor(self, ground: StageMaps) -> torch.Tensor:
         """The FMC descriptor of ground maps (no cropping needed on the ground side)."""
