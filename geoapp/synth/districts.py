@@ -1,0 +1,563 @@
+"""Land use of the four area types, painted pixel by pixel in each district's own street grid.
+
+A district is a (domain-warped) Voronoi cell of the world with an area type, a rotation and a street
+grid: lines ``u = U_i`` and ``v = V_j`` in the district's local, optionally sine-warped, coordinates.
+Every pixel finds its grid cell (a city block) and its distance to the block's four edges; lots,
+houses, fields and farmsteads are then decided from hashed per-block / per-lot tables, so the whole
+district is classified at once with numpy, without a Python loop over buildings.
+
+Each painter returns a :class:`Paint` (kind, object height, top colour, wall colour, tree density and
+road centre lines) for the district's pixels; :mod:`geoapp.synth.world` writes it into the canvas.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from geoapp.synth import palette as P
+from geoapp.synth.rand import rand01
+
+# Salts: one per independent random attribute.
+(S_LOTW, S_PRESENT, S_HWID, S_OFF, S_SETBACK, S_DEPTH, S_STOREYS, S_RISE, S_FAMILY, S_TONE, S_GARAGE, S_POOL,
+ S_LAWN, S_USE, S_FLOORS, S_TOWER, S_BOX, S_NCUT, S_CUT, S_CROP, S_ORIENT, S_PERIOD, S_HEDGE, S_FARM, S_FARMX,
+ S_FARMY, S_SILO, S_BARN, S_SURFACE, S_WALLTONE, S_COURT, S_TRACK) = range(32)
+
+
+@dataclass
+class Grid:
+    """Street grid of a district in warped local coordinates (metres)."""
+
+    u: np.ndarray  # sorted positions of the lines u = const
+    v: np.ndarray  # sorted positions of the lines v = const
+    u_on: np.ndarray  # bool [len(u), len(v) - 1]: segment of line u_i between v_j and v_j+1 exists
+    v_on: np.ndarray  # bool [len(v), len(u) - 1]
+    half_width: float  # half width of the carriageway (m)
+    warp_amp: float = 0.0
+    warp_len: float = 200.0
+    phase_u: float = 0.0
+    phase_v: float = 0.0
+
+    def warp(self, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.warp_amp == 0.0:
+            return u, v
+        k = 2.0 * math.pi / self.warp_len
+        return u + self.warp_amp * np.sin(k * v + self.phase_u), v + self.warp_amp * np.sin(k * u + self.phase_v)
+
+
+def make_grid(rng: np.random.Generator, extent: tuple[float, float, float, float], spacing_u: tuple[float, float],
+              spacing_v: tuple[float, float], drop: float, half_width: float, warp_amp: float = 0.0,
+              warp_len: float = 200.0) -> Grid:
+    """Random street grid covering ``extent`` = (umin, umax, vmin, vmax) with one spacing of margin."""
+    umin, umax, vmin, vmax = extent
+
+    def lines(lo, hi, spacing):
+        pos = [lo - spacing[1] - rng.uniform(0, spacing[1])]
+        while pos[-1] < hi + spacing[1]:
+            pos.append(pos[-1] + rng.uniform(*spacing))
+        return np.asarray(pos)
+
+    u = lines(umin - warp_amp, umax + warp_amp, spacing_u)
+    v = lines(vmin - warp_amp, vmax + warp_amp, spacing_v)
+    u_on = rng.random((len(u), len(v) - 1)) >= drop
+    v_on = rng.random((len(v), len(u) - 1)) >= drop
+    return Grid(u, v, u_on, v_on, half_width, warp_amp, warp_len, rng.uniform(0, 2 * math.pi),
+                rng.uniform(0, 2 * math.pi))
+
+
+@dataclass
+class District:
+    id: int
+    area: int  # palette.URBAN ...
+    cx: float  # centre of the local frame, metres east of the world's west edge
+    cy: float  # metres south of the world's north edge
+    angle: float  # radians: local u axis = (cos, sin) in world (x east, y south)
+    grid: Grid
+
+    def to_local(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        dx, dy = x - self.cx, y - self.cy
+        return c * dx + s * dy, -s * dx + c * dy
+
+    def local_delta_to_world(self, du: np.ndarray, dv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        return c * du - s * dv, s * du + c * dv
+
+
+@dataclass
+class Pixels:
+    """The pixels of one district (1-D arrays) and the world lookups the painters need."""
+
+    x: np.ndarray  # world metres (pixel centres)
+    y: np.ndarray
+    uw: np.ndarray  # warped local coordinates
+    vw: np.ndarray
+    tex: np.ndarray  # fine albedo noise, about N(0, 0.5)
+    clearing: np.ndarray  # low-frequency noise in [-1, 1] (forest clearings)
+    owner_ok: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (x_m, y_m) -> point is in this district, buildable
+    mpp: float
+    seed: int
+
+
+class Paint:
+    """Per-pixel output of a painter; colours are float32 RGB."""
+
+    def __init__(self, n: int, ground_rgb: np.ndarray, tex: np.ndarray, kind: int = P.GROUND):
+        self.kind = np.full(n, kind, dtype=np.uint8)
+        self.objh = np.zeros(n, dtype=np.float32)
+        self.albedo = np.empty((n, 3), dtype=np.float32)
+        self.albedo[:] = ground_rgb
+        self.albedo *= (1.0 + 0.10 * tex)[:, None]
+        self.wall = self.albedo.copy()
+        self.treed = np.zeros(n, dtype=np.float32)
+        self.centre = np.zeros(n, dtype=bool)
+
+    def put(self, mask, kind=None, objh=None, albedo=None, wall=None, treed=None) -> None:
+        """Set attributes where ``mask``; array values must already be restricted to ``mask``."""
+        if kind is not None:
+            self.kind[mask] = kind
+        if objh is not None:
+            self.objh[mask] = objh
+        if albedo is not None:
+            self.albedo[mask] = albedo
+            self.wall[mask] = albedo if wall is None else wall
+        elif wall is not None:
+            self.wall[mask] = wall
+        if treed is not None:
+            self.treed[mask] = treed
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+class Lookup:
+    """Hashed uniform [0, 1) tables over ``size`` entries (blocks, lots, parcels...) of a district, read at
+    each pixel's flat entry index ``index``: ``lookup(salt)`` is one random attribute per pixel."""
+
+    def __init__(self, px: Pixels, district: District, size: int, index: np.ndarray):
+        self.key = (px.seed, district.id)
+        self.size = int(size)
+        self.index = index
+
+    def table(self, salt: int) -> np.ndarray:
+        return rand01(*self.key, salt, np.arange(self.size))
+
+    def __call__(self, salt: int) -> np.ndarray:
+        return self.table(salt)[self.index]
+
+
+@dataclass
+class Cells:
+    iu: np.ndarray
+    iv: np.ndarray
+    a0: np.ndarray  # distance to line u[iu] (west side of the cell in local coordinates)
+    a1: np.ndarray
+    b0: np.ndarray
+    b1: np.ndarray
+    road_d: np.ndarray  # distance to the nearest existing road centre line
+    road_along: np.ndarray  # coordinate along that road
+    road_line: np.ndarray  # id of that road's line: u lines 0..len(u)-1, then v lines
+    len_u: np.ndarray  # cell size between the centre lines
+    len_v: np.ndarray
+    block: np.ndarray  # flat block index iu * n_blocks_v + iv
+    n_blocks: int
+
+
+def locate(grid: Grid, uw: np.ndarray, vw: np.ndarray) -> Cells:
+    nu, nv = len(grid.u), len(grid.v)
+    uw = uw.astype(np.float32, copy=False)
+    vw = vw.astype(np.float32, copy=False)
+    gu, gv = grid.u.astype(np.float32), grid.v.astype(np.float32)
+    iu = np.clip(np.searchsorted(gu, uw, side="right") - 1, 0, nu - 2)
+    iv = np.clip(np.searchsorted(gv, vw, side="right") - 1, 0, nv - 2)
+    u0, u1 = np.take(gu, iu), np.take(gu, iu + 1)
+    v0, v1 = np.take(gv, iv), np.take(gv, iv + 1)
+    a0, a1, b0, b1 = uw - u0, u1 - uw, vw - v0, v1 - vw
+    west, north = a0 <= a1, b0 <= b1
+    lu = iu + ~west
+    lv = iv + ~north
+    du = np.where(np.take(grid.u_on.reshape(-1), lu * (nv - 1) + iv), np.where(west, a0, a1), np.float32(np.inf))
+    dv = np.where(np.take(grid.v_on.reshape(-1), lv * (nu - 1) + iu), np.where(north, b0, b1), np.float32(np.inf))
+    road_d = np.minimum(du, dv)
+    is_u = du <= dv
+    road_along = np.where(is_u, vw, uw)
+    road_line = np.where(is_u, lu, nu + lv)
+    return Cells(iu, iv, a0, a1, b0, b1, road_d, road_along, road_line, u1 - u0, v1 - v0, iu * (nv - 1) + iv,
+                 (nu - 1) * (nv - 1))
+
+
+@dataclass
+class EdgeFrame:
+    """Position of a pixel relative to the nearest edge of its block (the road border)."""
+
+    side: np.ndarray  # 0: west edge (u0), 1: east (u1), 2: north (v0), 3: south (v1), in local terms
+    depth: np.ndarray  # distance from that edge into the block (negative on the road)
+    along: np.ndarray  # position along the edge, from the block corner
+    length: np.ndarray  # length of the edge
+    cross: np.ndarray  # distance to the nearest perpendicular edge
+
+
+def edge_frame(c: Cells, border: float) -> EdgeFrame:
+    d = np.stack([c.a0, c.a1, c.b0, c.b1]) - border
+    side = np.argmin(d, axis=0)
+    depth = np.min(d, axis=0)
+    ns = side < 2
+    along = np.where(ns, c.b0, c.a0) - border
+    length = np.where(ns, c.len_v, c.len_u) - 2 * border
+    cross = np.where(ns, np.minimum(c.b0, c.b1), np.minimum(c.a0, c.a1)) - border
+    return EdgeFrame(side, depth, along, length, cross)
+
+
+_RECT_SAMPLES = tuple((fd, fa) for fd in (0.02, 0.5, 0.98) for fa in (0.02, 0.5, 0.98))
+_DEPTH_DIR = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+_ALONG_DIR = np.array([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
+
+
+def rect_ok(px: Pixels, district: District, sel: np.ndarray, side: np.ndarray, depth: np.ndarray,
+            along: np.ndarray, d0, d1, a0, a1) -> np.ndarray:
+    """For pixels ``sel`` (bool mask) lying in a rectangle [d0, d1) x [a0, a1) of (depth, along) coordinates,
+    True where 3 x 3 points spread over the rectangle (corners, edge midpoints, centre) are all in this
+    district and not blocked (water, main roads, each with a buffer wider than the spacing of the
+    points), so buildings are never cut by district borders, main roads or shores."""
+    ok = np.zeros(sel.shape, dtype=bool)
+    if not sel.any():
+        return ok
+    idx = np.flatnonzero(sel)
+    s = side[idx]
+    dd, ad = _DEPTH_DIR[s], _ALONG_DIR[s]
+    dep, alo = depth[idx], along[idx]
+    vals = [np.broadcast_to(np.asarray(t, dtype=np.float64), sel.shape)[idx] for t in (d0, d1, a0, a1)]
+    good = np.ones(len(idx), dtype=bool)
+    for fd, fa in _RECT_SAMPLES:
+        td = vals[0] + fd * (vals[1] - vals[0]) - dep
+        ta = vals[2] + fa * (vals[3] - vals[2]) - alo
+        du = td * dd[:, 0] + ta * ad[:, 0]
+        dv = td * dd[:, 1] + ta * ad[:, 1]
+        wx, wy = district.local_delta_to_world(du, dv)
+        good &= px.owner_ok(px.x[idx] + wx, px.y[idx] + wy)
+    ok[idx] = good
+    return ok
+
+
+def jitter_rgb(palette: np.ndarray, family: np.ndarray, tone: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Palette colour of each family, scaled by a tone factor, for the pixels of ``mask``."""
+    return palette[family[mask]] * tone[mask][:, None]
+
+
+def gable(depth: np.ndarray, d0: np.ndarray, d1: np.ndarray, eave: np.ndarray, rise: np.ndarray) -> np.ndarray:
+    """Height of a gable roof whose ridge runs along the edge, halfway between depths d0 and d1."""
+    half = (d1 - d0) / 2
+    t = 1.0 - np.abs(depth - (d0 + half)) / np.maximum(half, 1e-3)
+    return eave + rise * np.clip(t, 0.0, 1.0)
+
+
+def paint_roads(out: Paint, c: Cells, px: Pixels, half_width: float, surface: np.ndarray,
+                centre_marking: np.ndarray | None = None) -> np.ndarray:
+    """Carriageway where ``road_d < half_width`` with the given per-pixel surface colour."""
+    road = c.road_d < half_width
+    if road.any():
+        col = surface[road] * (1.0 + 0.05 * px.tex[road])[:, None]
+        out.put(road, kind=P.ROAD, objh=0.0, albedo=col, treed=0.0)
+        if centre_marking is not None:
+            dash = (np.mod(c.road_along, 9.0) < 4.5) & (c.road_d < 0.6 * px.mpp) & road
+            out.put(dash, albedo=centre_marking)
+    out.centre |= c.road_d < 0.75 * px.mpp
+    return road
+
+
+# ---------------------------------------------------------------------------------------------- suburban
+
+
+def paint_suburban(d: District, px: Pixels) -> Paint:
+    g = d.grid
+    n = len(px.x)
+    c = locate(g, px.uw, px.vw)
+    max_lots = 16
+    out = Paint(n, P.LAWN[0], px.tex)
+    hw = g.half_width
+    f = edge_frame(c, hw)
+    # Lots of 16-26 m along each block edge, leaving the corners (24 m) as gardens; a house per lot.
+    corner_d = 24.0
+    side_key = c.block * 4 + f.side
+    lot_w0 = 16.0 + 10.0 * Lookup(px, d, c.n_blocks * 4, side_key)(S_LOTW)
+    nlots = np.floor((f.length - 2 * corner_d) / lot_w0)
+    lot_w = (f.length - 2 * corner_d) / np.maximum(nlots, 1)
+    lot = np.floor((f.along - corner_d) / lot_w).astype(np.int64)
+    in_lots = (nlots >= 1) & (f.along >= corner_d) & (f.along < f.length - corner_d) & (f.depth >= 0)
+    lot = np.clip(lot, 0, max_lots - 1)
+    lot_key = side_key * max_lots + lot
+    lt = Lookup(px, d, c.n_blocks * 4 * max_lots, lot_key)
+    x = f.along - corner_d - lot * lot_w  # position inside the lot
+
+    lawn = P.LAWN[np.minimum((lt(S_LAWN) * 4.6).astype(np.int64), 3)] * (0.92 + 0.16 * lt(S_TONE))[:, None]
+    out.albedo[:] = lawn * (1.0 + 0.10 * px.tex)[:, None]
+    out.wall[:] = out.albedo
+
+    present = in_lots & (lt(S_PRESENT) < 0.93)
+    hwid = lot_w * (0.45 + 0.22 * lt(S_HWID))
+    garage = lt(S_GARAGE) < 0.45
+    gw = np.where(garage, 6.5, 0.0)
+    spare = np.maximum(lot_w - hwid - gw - 4.5, 0.0)
+    off = 1.0 + spare * lt(S_OFF)
+    setback = 6.0 + 4.0 * lt(S_SETBACK)
+    hd = 8.0 + 5.0 * lt(S_DEPTH)
+    storeys = 1 + (lt(S_STOREYS) < 0.45)
+    eave = 2.9 * storeys + 0.3
+    rise = hd / 2 * (0.35 + 0.3 * lt(S_RISE))
+    fam = np.minimum((lt(S_FAMILY) * len(P.HOUSE_ROOFS)).astype(np.int64), len(P.HOUSE_ROOFS) - 1)
+    tone = 0.88 + 0.24 * lt(S_TONE)
+    wall_tone = 0.9 + 0.2 * lt(S_WALLTONE)
+
+    house_box = present & (x >= off) & (x < off + hwid) & (f.depth >= setback) & (f.depth < setback + hd)
+    lot_start = f.along - x  # along coordinate where the lot begins
+    ok = rect_ok(px, d, house_box, f.side, f.depth, f.along, setback, setback + hd + 6.0, lot_start + off - 0.5,
+                 lot_start + off + hwid + gw + 3.5)
+    # A house decides for its whole lot: recompute per lot by keeping lots whose house pixels passed.
+    built = np.zeros(lt.size, dtype=bool)
+    built[lot_key[ok]] = True
+    present &= built[lot_key]
+    house = present & house_box
+    gar = present & garage & (x >= off + hwid) & (x < off + hwid + gw) & (f.depth >= setback + 0.5) & (
+        f.depth < setback + 7.0)
+    drive_x0 = off + hwid + 0.6  # beside the house, in front of the garage when there is one
+    drive = present & (x >= drive_x0) & (x < drive_x0 + 3.2) & (f.depth >= 0) & (f.depth < setback + 0.5) & ~gar
+    pool_on = present & (lt(S_POOL) < 0.2)
+    pool = pool_on & (x >= off + 1.0) & (x < off + 1.0 + 4.0) & (f.depth >= setback + hd + 3.0) & (
+        f.depth < setback + hd + 9.0)
+
+    out.put(house, kind=P.BUILDING, objh=gable(f.depth, setback, setback + hd, eave, rise)[house],
+            albedo=jitter_rgb(P.HOUSE_ROOFS, fam, tone, house), wall=jitter_rgb(P.HOUSE_WALLS, fam, wall_tone, house),
+            treed=0.0)
+    out.put(gar, kind=P.BUILDING, objh=3.0, albedo=jitter_rgb(P.HOUSE_ROOFS, fam, tone * 0.95, gar),
+            wall=jitter_rgb(P.HOUSE_WALLS, fam, wall_tone, gar), treed=0.0)
+    out.put(drive, kind=P.PAVED, albedo=P.CONCRETE * (1.0 + 0.05 * px.tex[drive])[:, None], treed=0.0)
+    out.put(pool, kind=P.POOL, albedo=P.POOL_RGB * (1.0 + 0.04 * px.tex[pool])[:, None], treed=0.0)
+
+    yard = (f.depth >= 0) & ~(house | gar | drive | pool)
+    back = yard & (f.depth > setback + hd + 1.5)
+    front = yard & (f.depth < setback - 1.5)
+    out.treed[back] = 0.22
+    out.treed[front & in_lots] = 0.05
+    out.treed[yard & ~in_lots] = 0.12
+    out.treed[pool_on & (f.depth > setback + hd + 1.5) & (f.depth < setback + hd + 10.5)] = 0.0
+
+    paint_roads(out, c, px, hw, np.broadcast_to(P.ASPHALT, (n, 3)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- urban
+
+
+def paint_urban(d: District, px: Pixels, floors: tuple[int, int] = (3, 9)) -> Paint:
+    g = d.grid
+    n = len(px.x)
+    c = locate(g, px.uw, px.vw)
+    hw = g.half_width
+    walk = 3.5
+    border = hw + walk
+    out = Paint(n, P.PLAZA, px.tex, kind=P.PAVED)
+    f = edge_frame(c, border)
+    inside = f.depth >= 0
+    bt = Lookup(px, d, c.n_blocks, c.block)
+
+    use = bt(S_USE)
+    park = use < 0.08
+    parking = (use >= 0.08) & (use < 0.16)
+    built_block = use >= 0.16
+    corner_d = 14.0 + 10.0 * bt(S_DEPTH)
+    # Corner lots: near two perpendicular edges at once.
+    da = np.minimum(c.a0, c.a1) - border
+    db = np.minimum(c.b0, c.b1) - border
+    corner = inside & (da < corner_d) & (db < corner_d)
+    corner_id = 2 * (c.a0 > c.a1) + (c.b0 > c.b1)
+    max_lots = 16
+    lot_w0 = 12.0 + 18.0 * Lookup(px, d, c.n_blocks * 4, c.block * 4 + f.side)(S_LOTW)
+    span = f.length - 2 * corner_d
+    nlots = np.floor(span / lot_w0)
+    lot_w = span / np.maximum(nlots, 1)
+    lot = np.clip(np.floor((f.along - corner_d) / lot_w).astype(np.int64), 0, max_lots - 1)
+    in_lots = inside & ~corner & (nlots >= 1) & (f.along >= corner_d) & (f.along < f.length - corner_d)
+    # One table over edge lots (side 0..3, lot) and corner lots (side 4..7, lot 0).
+    slot_side = np.where(corner, 4 + corner_id, f.side)
+    slot_lot = np.where(corner, 0, lot)
+    lot_key = (c.block * 8 + slot_side) * max_lots + slot_lot
+    lt = Lookup(px, d, c.n_blocks * 8 * max_lots, lot_key)
+
+    present = lt(S_PRESENT) < 0.94
+    bdepth = np.where(corner, corner_d, corner_d * (0.75 + 0.25 * lt(S_HWID)))
+    lo, hi = floors
+    nfl = lo + np.floor((hi - lo + 1) * lt(S_FLOORS))
+    nfl = np.where(lt(S_TOWER) < 0.06, 12 + np.floor(14 * lt(S_STOREYS)), nfl)
+    height = nfl * 3.3 + 0.6
+    fam = np.minimum((lt(S_FAMILY) * len(P.URBAN_ROOFS)).astype(np.int64), len(P.URBAN_ROOFS) - 1)
+
+    cand = built_block & present & (corner | in_lots) & (f.depth < bdepth)
+    # corner lots span [0, corner_d) from both edges; rect_ok checks the lot's footprint
+    lot_start = np.where(corner, np.where(f.along < f.length / 2, 0.0, f.length - corner_d), corner_d + lot * lot_w)
+    lot_len = np.where(corner, corner_d, lot_w)
+    ok = rect_ok(px, d, cand, f.side, f.depth, f.along, 0.0, bdepth, lot_start, lot_start + lot_len)
+    good = np.zeros(lt.size, dtype=bool)
+    good[lot_key[ok]] = True
+    bldg = cand & good[lot_key]
+    # Rooftop boxes (air conditioning, stair houses) on a 6 m sub-grid.
+    cu = np.floor(px.uw / 6.0).astype(np.int64)
+    cv = np.floor(px.vw / 6.0).astype(np.int64)
+    fu, fv = px.uw - cu * 6.0, px.vw - cv * 6.0
+    box = bldg & (rand01(px.seed, d.id, S_BOX, cu, cv) < 0.16) & (fu > 1.5) & (fu < 3.8) & (fv > 1.5) & (fv < 3.8)
+    box &= f.depth > 1.5
+    roof = jitter_rgb(P.URBAN_ROOFS, fam, (0.9 + 0.2 * lt(S_TONE)) * (1.0 + 0.04 * px.tex), bldg)
+    out.put(bldg, kind=P.BUILDING, objh=height[bldg], albedo=roof,
+            wall=jitter_rgb(P.URBAN_WALLS, fam, 0.9 + 0.2 * lt(S_WALLTONE), bldg), treed=0.0)
+    out.put(box, objh=height[box] + 1.8, albedo=P.ROOFTOP_BOX)
+
+    court = inside & built_block & ~bldg
+    green_court = bt(S_COURT) < 0.4
+    lawn = P.LAWN[0] * (1.0 + 0.1 * px.tex)[:, None]
+    gc = court & green_court
+    out.put(gc, kind=P.GROUND, albedo=lawn[gc], treed=0.12)
+    out.treed[court & ~green_court] = 0.05
+    pk = inside & park
+    out.put(pk, kind=P.GROUND, albedo=lawn[pk], treed=0.35)
+    pl = inside & parking
+    out.put(pl, kind=P.PAVED, albedo=P.PARKING * (1.0 + 0.05 * px.tex[pl])[:, None], treed=0.0)
+    row = np.mod(px.vw, 14.0)
+    stall = pl & (np.mod(px.uw, 2.7) < 0.5) & (((row > 1.0) & (row < 5.5)) | ((row > 8.5) & (row < 13.0)))
+    out.put(stall, albedo=P.MARKING_WHITE)
+
+    # Sidewalks with street trees, then the carriageway with lane markings.
+    sw = (c.road_d >= hw) & (c.road_d < border)
+    out.put(sw, kind=P.PAVED, albedo=P.SIDEWALK * (1.0 + 0.04 * px.tex[sw])[:, None], treed=0.0)
+    out.treed[sw & (c.road_d > border - 2.0) & (c.road_d < border - 0.8)] = 0.3
+    road = paint_roads(out, c, px, hw, np.broadcast_to(P.ASPHALT, (n, 3)))
+    lane = road & (np.abs(c.road_d - hw / 2) < 0.6 * px.mpp) & (np.mod(c.road_along, 6.0) < 3.0)
+    out.put(lane, albedo=P.MARKING_WHITE)
+    out.put(road & (c.road_d < 0.6 * px.mpp), albedo=P.MARKING_YELLOW)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- rural
+
+
+def paint_rural(d: District, px: Pixels) -> Paint:
+    g = d.grid
+    n = len(px.x)
+    c = locate(g, px.uw, px.vw)
+    hw = g.half_width
+    verge = hw + 2.5
+    out = Paint(n, P.MEADOW, px.tex)
+    f = edge_frame(c, verge)
+    inside = f.depth >= 0
+
+    bt = Lookup(px, d, c.n_blocks, c.block)
+
+    # Parcels: each block is cut into 1-8 columns along u (60-180 m wide), each column into 1-8 fields
+    # along v (60-200 m long), so field edges do not line up from one column to the next.
+    a = c.a0 - verge
+    b = c.b0 - verge
+    lu, lv = c.len_u - 2 * verge, c.len_v - 2 * verge
+    max_parts = 8
+    n_u = np.clip(np.round(lu / (60.0 + 120.0 * bt(S_NCUT))), 1, max_parts)
+    fu = np.clip(a / np.maximum(lu, 1.0), 0.0, 0.9999) * n_u
+    pu = fu.astype(np.int64)
+    col = Lookup(px, d, c.n_blocks * max_parts, c.block * max_parts + pu)
+    n_v = np.clip(np.round(lv / (60.0 + 140.0 * col(S_NCUT))), 1, max_parts)
+    fv = np.clip(b / np.maximum(lv, 1.0), 0.0, 0.9999) * n_v
+    pv = fv.astype(np.int64)
+    # distance to the nearest parcel border, and that border's id (for hedges and farm tracks)
+    ru, rv = fu - pu, fv - pv
+    du = np.minimum(ru, 1.0 - ru) * lu / n_u
+    dv = np.minimum(rv, 1.0 - rv) * lv / n_v
+    near_u = du <= dv
+    cut_d = np.minimum(du, dv)
+    border_id = np.where(near_u, c.block * 2 * (max_parts + 1) + pu + (ru > 0.5),
+                         (c.block * 2 + 1) * (max_parts + 1) * (max_parts + 1) + pu * (max_parts + 1) + pv + (rv > 0.5))
+    border = Lookup(px, d, 2 * c.n_blocks * (max_parts + 1) ** 2 + 1, border_id)
+    hedge = (cut_d < 2.0) & (border(S_HEDGE) < 0.4)
+    track = (cut_d < 2.0) & (border(S_TRACK) < 0.12) & ~hedge
+    pt = Lookup(px, d, c.n_blocks * max_parts * max_parts, (c.block * max_parts + pu) * max_parts + pv)
+
+    cum = np.cumsum(P.CROP_WEIGHTS) / P.CROP_WEIGHTS.sum()
+    crop = np.minimum(np.searchsorted(cum, pt(S_CROP), side="right"), len(P.CROP_COLOURS) - 1)
+    orient = pt(S_ORIENT) < 0.5
+    period = 1.2 + 2.4 * pt(S_PERIOD)
+    s = np.where(orient, px.uw, px.vw)
+    stripes = 1.0 + P.CROP_STRIPES[crop] * np.sin(2 * np.pi * s / period)
+    colour = P.CROP_COLOURS[crop] * ((0.92 + 0.16 * pt(S_TONE)) * stripes * (1.0 + 0.06 * px.tex))[:, None]
+    field = inside & (cut_d >= 1.5)
+    out.put(field, kind=P.FIELD, objh=P.CROP_HEIGHTS[crop][field], albedo=colour[field])
+    out.treed[inside & hedge] = 0.8
+    out.treed[field & (crop == 4)] = 0.015  # a few lone trees in pastures
+    tr = inside & track
+    out.put(tr, kind=P.ROAD, objh=0.0, albedo=P.GRAVEL * (1.0 + 0.08 * px.tex[tr])[:, None], treed=0.0)
+    out.centre |= tr & (cut_d < 0.75 * px.mpp)
+
+    # Farmsteads near the block's north-west corner.
+    farm = (bt(S_FARM) < 0.6) & (lu > 130) & (lv > 130)
+    ox = 5.0 + 15.0 * bt(S_FARMX)
+    oy = 5.0 + 35.0 * bt(S_FARMY)
+    p, q = a - ox, b - oy
+    compound = farm & inside & (p >= 0) & (p < 56) & (q >= 0) & (q < 48)
+    zeros = np.zeros(n)
+    ok = rect_ok(px, d, compound, np.zeros(n, dtype=np.int64), a, b, zeros + ox, zeros + ox + 56, zeros + oy,
+                 zeros + oy + 48)
+    good = np.zeros(c.n_blocks, dtype=bool)
+    good[c.block[ok]] = True
+    compound &= good[c.block]
+    out.put(compound, kind=P.PAVED, objh=0.0, albedo=P.GRAVEL * (1.0 + 0.08 * px.tex[compound])[:, None], treed=0.0)
+    wind = compound & ((p >= 50) | (q >= 42))
+    out.put(wind, kind=P.GROUND, albedo=P.MEADOW, treed=0.9)
+    fam = np.minimum((bt(S_FAMILY) * len(P.HOUSE_ROOFS)).astype(np.int64), len(P.HOUSE_ROOFS) - 1)
+    house = compound & (p >= 4) & (p < 16) & (q >= 4) & (q < 14)
+    storeys = 1 + (bt(S_STOREYS) < 0.5)
+    out.put(house, kind=P.BUILDING, objh=gable(q, 4.0, 14.0, 2.9 * storeys + 0.3, 2.5)[house],
+            albedo=P.HOUSE_ROOFS[fam[house]], wall=P.HOUSE_WALLS[fam[house]])
+    bfam = np.minimum((bt(S_BARN) * len(P.BARN_ROOFS)).astype(np.int64), len(P.BARN_ROOFS) - 1)
+    barn = compound & (p >= 24) & (p < 38) & (q >= 6) & (q < 30)
+    out.put(barn, kind=P.BUILDING, objh=gable(p, 24.0, 38.0, 5.0, 4.0)[barn],
+            albedo=P.BARN_ROOFS[bfam[barn]], wall=P.BARN_WALLS[bfam[barn]])
+    silo1 = compound & ((p - 45.0) ** 2 + (q - 10.0) ** 2 < 3.6**2)
+    silo2 = compound & (bt(S_SILO) < 0.5) & ((p - 45.0) ** 2 + (q - 19.0) ** 2 < 3.0**2)
+    out.put(silo1, kind=P.BUILDING, objh=15.0, albedo=P.SILO)
+    out.put(silo2, kind=P.BUILDING, objh=12.0, albedo=P.SILO * 0.96)
+
+    line_gravel = Lookup(px, d, len(g.u) + len(g.v), c.road_line)(S_SURFACE) < 0.4
+    surface = np.where(line_gravel[:, None], P.GRAVEL, P.ASPHALT_OLD)
+    road = paint_roads(out, c, px, hw, surface)
+    marking = road & ~line_gravel & (c.road_d < 0.6 * px.mpp) & (np.mod(c.road_along, 9.0) < 4.5)
+    out.put(marking, albedo=P.MARKING_YELLOW)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- forest
+
+
+def paint_forest(d: District, px: Pixels) -> Paint:
+    g = d.grid
+    n = len(px.x)
+    c = locate(g, px.uw, px.vw)
+    out = Paint(n, P.FOREST_FLOOR, px.tex)
+    clearing = px.clearing > 0.75
+    out.put(clearing, albedo=P.MEADOW * (1.0 + 0.1 * px.tex[clearing])[:, None])
+    out.treed[:] = np.where(clearing, 0.03, 0.92)
+    out.treed[c.road_d < g.half_width + 2.0] = 0.0
+    paint_roads(out, c, px, g.half_width, np.broadcast_to(P.GRAVEL, (n, 3)))
+    return out
+
+
+PAINTERS = {P.URBAN: paint_urban, P.SUBURBAN: paint_suburban, P.RURAL: paint_rural, P.FOREST: paint_forest}
+
+# Street grid parameters per area type: spacing along u and v (m), segment drop rate, carriageway half
+# width (m), warp amplitude range (m), warp wavelength range (m).
+GRID_PARAMS = {
+    P.URBAN: dict(spacing_u=(75, 115), spacing_v=(65, 100), drop=0.04, half_width=(5.5, 7.5), warp=(0, 0),
+                  warp_len=(200, 300)),
+    P.SUBURBAN: dict(spacing_u=(100, 150), spacing_v=(62, 90), drop=0.12, half_width=(3.6, 4.4), warp=(0, 14),
+                     warp_len=(160, 320)),
+    P.RURAL: dict(spacing_u=(300, 700), spacing_v=(300, 700), drop=0.2, half_width=(3.0, 3.6), warp=(0, 6),
+                  warp_len=(300, 600)),
+    P.FOREST: dict(spacing_u=(220, 420), spacing_v=(220, 420), drop=0.45, half_width=(2.8, 3.2), warp=(10, 30),
+                   warp_len=(200, 400)),
+}
