@@ -28,3 +28,30 @@ def test_bench_model_reports_every_figure(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "CA/plain" in printed and "us/pair" in printed
     assert (tmp_path / "model.json").exists()
+
+
+def test_bench_data_reports_every_figure(tmp_path, capsys):
+    from geoapp.bench import data as bench_data
+
+    out = bench_data.main(
+        [
+            "--repeats",
+            "2",
+            "--train",
+            "12",
+            "--test",
+            "12",
+            "--workers",
+            "0",
+            "--batch-size",
+            "4",
+            "--batches",
+            "2",
+            "--json",
+            str(tmp_path / "data.json"),
+        ]
+    )
+    assert out["polar_ms_750"] > 0 and out["polar_ms_1200"] > 0
+    assert out["synth"]["locations"] == 24 and out["synth"]["render_locations_per_s"] > 0
+    assert out["loader"]["train_samples_per_s"] > 0 and out["loader"]["eval_samples_per_s"] > 0
+    assert "locations/s" in capsys.readouterr().out
