@@ -1,0 +1,48 @@
+"""``python -m geoapp.bench engine|model|data [options]``: dispatch to ``geoapp.bench.<name>:main``.
+
+Subcommands are imported only when chosen, so one benchmark's imports (or absence) never affect another.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+SUBCOMMANDS = {
+    "engine": "search engine: database build, storage, query latency, two-stage recall",
+    "model": "model core: branch latency, training step, alignment cost",
+    "data": "data pipeline: decoding, polar transform, loading throughput",
+}
+
+
+def usage() -> str:
+    lines = ["usage: python -m geoapp.bench {" + ",".join(SUBCOMMANDS) + "} [options]", ""]
+    lines += [f"  {name:<8}{what}" for name, what in SUBCOMMANDS.items()]
+    lines += ["", "python -m geoapp.bench <name> --help shows a benchmark's options"]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"unknown benchmark {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    try:
+        module = importlib.import_module(f"geoapp.bench.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"geoapp.bench.{name}":
+            raise
+        print(f"the {name!r} benchmark is not available in this checkout (geoapp/bench/{name}.py is missing)",
+              file=sys.stderr)
+        return 2
+    sys.argv = [f"python -m geoapp.bench {name}", *rest]
+    result = module.main(rest)
+    return result if isinstance(result, int) else 0  # some benchmarks return their figures (a dict)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,502 @@
+"""The reference database: the satellite branch's stage maps of every reference tile, memory-mapped.
+
+Layout of a database directory (all arrays are ``.npy`` files, so any NumPy can read them)::
+
+    metadata.json                 provenance, the checkpoint it belongs to, and every file's dtype/shape/bytes
+    features_<b>.npy              float16, R x W_b x C_b x H_b  (b = the model's used stages)
+    col_energy_<b>.npy            float32, R x W_b: per column, the sum of the squared stored features (the window
+                                  alignment's normaliser; precomputed so a search never reads whole maps)
+    masks_<b>.npy                 float16, R x H_b x W_b        (b = 1..4; only for models with attention masks)
+    latlon.npy                    float64, R x 2 (tile centre; nan when unknown)
+    thumbnails.npy                uint8,   R x 96 x 96 x 3 (RGB, the square tile resized)
+    paths.txt                     one tile path per line
+    first_stage_*.npy             the two-stage search's compact descriptors (see geoapp.retrieval.index)
+
+Why column-major features (R x W x C x H): the window alignment only reads the ``w_b`` window columns of each
+reference; with the column axis outermost a window is one contiguous run of ``w_b * C_b * H_b`` values.
+:meth:`ReferenceDatabase.slice` returns the ``StageMaps`` view (N x C x H x W) as ``permute(0, 2, 3, 1)`` of the
+memory map, which costs nothing, and ``geoapp.model.align`` undoes the permutation for free.
+
+Building writes into ``<out>.partial/`` chunk by chunk and records finished chunks in ``build_state.json``; a rerun
+with the same inputs continues where it stopped (and produces the same bytes as an uninterrupted build). The
+directory is renamed to ``<out>`` only when everything, ``metadata.json`` last, is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..model import ModelConfig, StageMaps
+from ..model.align import column_energy
+from ..model.resnet import STAGE_CHANNELS
+from ..utils import atomic_path, atomic_write_bytes, atomic_write_json, code_revision, command_line
+
+FORMAT = "geoapp-reference-db"
+FORMAT_VERSION = 1
+METADATA_NAME = "metadata.json"
+STATE_NAME = "build_state.json"
+PATHS_NAME = "paths.txt"
+THUMBNAIL_SIZE = 96
+DEFAULT_CHUNK = 512
+STAGE_STRIDES = (4, 8, 16, 32)  # ResNet18 stage outputs are the input size divided by these
+
+# model-config fields that decide what the satellite branch stores; fov_deg, align_mode and heading_stage only
+# matter on the ground side / at matching time, so a database serves any FoV
+STORAGE_CONFIG_FIELDS = ("use_ca", "ca_reduction", "stages", "sat_height", "sat_width", "arch", "version")
+
+
+class DatabaseError(ValueError):
+    """A reference database that cannot be used as asked, with the reason and what to do."""
+
+
+def stage_shape(config: ModelConfig, stage: int) -> tuple[int, int, int]:
+    """(C, H, W) of the satellite map of ``stage`` (1-based) for this model's polar size (SPEC 1)."""
+    stride = STAGE_STRIDES[stage - 1]
+    return STAGE_CHANNELS[stage - 1], config.sat_height // stride, config.sat_width // stride
+
+
+def array_layout(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Per-reference shape and dtype of every stored array (the first axis, R, is added by the writer)."""
+    layout: dict[str, tuple[tuple[int, ...], str]] = {}
+    for s in config.stages:
+        c, h, w = stage_shape(config, s)
+        layout[f"features_{s}"] = ((w, c, h), "float16")
+        layout[f"col_energy_{s}"] = ((w,), "float32")
+    if config.use_ca:
+        for s in (1, 2, 3, 4):  # all four: the masks are small and the app displays one of them
+            _, h, w = stage_shape(config, s)
+            layout[f"masks_{s}"] = ((h, w), "float16")
+    layout["thumbnails"] = ((THUMBNAIL_SIZE, THUMBNAIL_SIZE, 3), "uint8")
+    return layout
+
+
+def storage_config(config: ModelConfig | dict) -> dict:
+    d = config.to_dict() if isinstance(config, ModelConfig) else dict(config)
+    return {k: d.get(k) for k in STORAGE_CONFIG_FIELDS}
+
+
+def _short(sha: str | None) -> str:
+    return (sha or "unknown")[:12]
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------------------------------- reading
+
+
+class ReferenceDatabase:
+    """A built database opened read-only through memory maps; a *gallery* for ``geoapp.retrieval.search``.
+
+    Opening reads only ``metadata.json`` and maps the files, so it takes well under a second whatever the size;
+    pages are read when a search touches them.
+    """
+
+    def __init__(self, path: Path, metadata: dict, arrays: dict[str, np.ndarray], device: torch.device):
+        self.path = path
+        self.metadata = metadata
+        self._arrays = arrays
+        self.device = device
+        self.config = ModelConfig.from_dict(metadata["checkpoint"]["model_config"])
+        self.latlon = arrays["latlon"]
+        self._paths: list[str] | None = None
+        self._search_arrays = arrays
+
+    # ---------------------------------------------------------------------------------------- opening
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike,
+        checkpoint_sha: str | None = None,
+        model_config: ModelConfig | dict | None = None,
+        device: str | torch.device = "cpu",
+        preload: bool | None = None,
+    ) -> ReferenceDatabase:
+        """Open the database at ``path``; with ``checkpoint_sha``/``model_config`` also check that it was built
+        with that checkpoint (a database only makes sense with the satellite branch that produced it).
+        ``preload``: hold the searched arrays on the device (default: on a GPU when they take at most half of its
+        free memory; on the CPU the memory maps are used directly)."""
+        path = Path(path)
+        metadata = read_database_metadata(path)
+        check_database_matches(path, metadata, checkpoint_sha, model_config)
+        arrays = {}
+        for name, info in metadata["files"].items():
+            if not name.endswith(".npy"):
+                continue
+            # mode "c" (copy-on-write) gives writable arrays, so torch.from_numpy neither copies nor warns;
+            # nothing here ever writes to them, so no page is ever copied
+            array = np.load(path / name, mmap_mode="c", allow_pickle=False)
+            if array.shape != tuple(info["shape"]):
+                raise DatabaseError(f"{path / name} holds shape {array.shape}, {METADATA_NAME} says "
+                                    f"{tuple(info['shape'])}; the database is inconsistent, rebuild it")
+            arrays[name.removesuffix(".npy")] = array
+        db = cls(path, metadata, arrays, torch.device(device))
+        if preload is None and db.device.type == "cuda":
+            preload = db.search_bytes() <= torch.cuda.mem_get_info(db.device)[0] // 2
+        if preload:
+            db.preload()
+        return db
+
+    # ----------------------------------------------------------------------------------- the gallery API
+    def __len__(self) -> int:
+        return int(self.metadata["num_references"])
+
+    def _stage_maps(self, select) -> StageMaps:
+        return stage_maps_of(self._search_arrays, select, self.device)
+
+    def preload(self) -> None:
+        """Copy what the search reads (features, masks, column energies) onto the device once, so a GPU search
+        does not copy the whole gallery host-to-device on every query."""
+        self._search_arrays = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) if (
+            k.startswith(("features_", "masks_", "col_energy_"))) else v for k, v in self._arrays.items()}
+
+    def search_bytes(self) -> int:
+        return sum(v.nbytes for k, v in self._arrays.items() if k.startswith(("features_", "masks_", "col_energy_")))
+
+    def slice(self, start: int, stop: int) -> StageMaps:
+        """References ``start:stop`` as float16 ``StageMaps`` on the database's device (no copy on the CPU)."""
+        return self._stage_maps(slice(start, stop))
+
+    def gather(self, indices) -> StageMaps:
+        """The references at ``indices`` (copied; read in ascending order is fastest)."""
+        return self._stage_maps(np.asarray(indices, dtype=np.int64))
+
+    # ------------------------------------------------------------------------------------- per reference
+    @property
+    def paths(self) -> list[str]:
+        if self._paths is None:
+            self._paths = (self.path / PATHS_NAME).read_text(encoding="utf-8").split("\n")[: len(self)]
+        return self._paths
+
+    def thumbnail(self, index: int) -> np.ndarray:
+        """The tile as a 96 x 96 x 3 uint8 RGB image."""
+        return np.array(self._arrays["thumbnails"][index])
+
+    def mask(self, index: int, stage: int) -> np.ndarray | None:
+        """The attention mask of ``stage`` (H_b x W_b float32, polar layout), None for models without masks."""
+        key = f"masks_{stage}"
+        return np.asarray(self._arrays[key][index], dtype=np.float32) if key in self._arrays else None
+
+    def mask_array(self, stage: int) -> np.ndarray:
+        """All references' masks of ``stage`` (R x H_b x W_b float16 memory map)."""
+        return self._arrays[f"masks_{stage}"]
+
+    def array(self, name: str) -> np.ndarray:
+        """A stored array by name (e.g. ``first_stage_blocks``); KeyError when the database has none."""
+        return self._arrays[name]
+
+    def has(self, name: str) -> bool:
+        return name in self._arrays
+
+    @property
+    def checkpoint_sha(self) -> str:
+        return self.metadata["checkpoint"]["sha256"]
+
+    def describe(self) -> str:
+        src = self.metadata["source"]
+        if src.get("kind") == "dataset":
+            what = f"{src.get('dataset')}/{src.get('split')}"
+        else:
+            what = f"{src.get('kind')} {src.get('tiles_dir', '')}".strip()
+        return f"{what}, {len(self):,} references"
+
+
+def _tensor(array, select, device) -> torch.Tensor:
+    if isinstance(array, torch.Tensor):  # preloaded onto the device
+        return array[torch.as_tensor(select, device=array.device) if isinstance(select, np.ndarray) else select]
+    return torch.from_numpy(array[select]).to(device)
+
+
+def stage_maps_of(arrays: dict, select, device: torch.device | str = "cpu") -> StageMaps:
+    """StageMaps (N x C x H x W views of the column-major store) of the references ``select`` (a slice: views
+    without copying; an index array: a copy). ``arrays`` hold memory maps or tensors preloaded on ``device``."""
+    feats, energy, masks = [], [], None
+    for s in (1, 2, 3, 4):
+        a, e = arrays.get(f"features_{s}"), arrays.get(f"col_energy_{s}")
+        feats.append(None if a is None else _tensor(a, select, device).permute(0, 2, 3, 1))
+        energy.append(None if e is None else _tensor(e, select, device))
+    n = next(f.shape[0] for f in feats if f is not None)
+    # stages the model does not use are not stored; empty placeholders keep len() and indexing valid
+    feats = [torch.empty((n, 0, 0, 0), dtype=torch.float16, device=device) if f is None else f for f in feats]
+    energy = [torch.empty((n, 0), device=device) if e is None else e for e in energy]
+    if "masks_1" in arrays:
+        masks = [_tensor(arrays[f"masks_{s}"], select, device) for s in (1, 2, 3, 4)]
+    return StageMaps(feats, masks, energy)
+
+
+def read_database_metadata(path: Path) -> dict:
+    """``metadata.json`` of a database, after checking that every listed file is complete."""
+    meta_path = path / METADATA_NAME
+    if not path.is_dir():
+        partial = path.with_name(path.name + ".partial")
+        hint = f"; an unfinished build is at {partial}: rerun the same build_db command to finish it" if (
+            partial.is_dir()) else "; build one with `python -m geoapp.build_db`"
+        raise DatabaseError(f"no reference database at {path}{hint}")
+    if not meta_path.is_file():
+        raise DatabaseError(
+            f"{path} has no {METADATA_NAME}: it is not a finished geoapp reference database (a build writes the "
+            "metadata record last, so the build was interrupted or the directory is something else); rebuild it"
+        )
+    try:
+        metadata = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatabaseError(f"{meta_path} is not a readable JSON record ({exc}); rebuild the database") from exc
+    if metadata.get("format") != FORMAT or metadata.get("format_version") != FORMAT_VERSION:
+        raise DatabaseError(
+            f"{path}: unsupported database format {metadata.get('format')!r} v{metadata.get('format_version')} "
+            f"(this code reads {FORMAT!r} v{FORMAT_VERSION}); rebuild it with this version"
+        )
+    if not isinstance(metadata.get("files"), dict) or "checkpoint" not in metadata:
+        raise DatabaseError(f"{meta_path} lacks the files/checkpoint records; rebuild the database")
+    for name, info in metadata["files"].items():
+        file = path / name
+        if not file.is_file():
+            raise DatabaseError(f"{file} is missing (listed in {METADATA_NAME}); the database is incomplete")
+        size = file.stat().st_size
+        if size != info["bytes"]:
+            state = "truncated" if size < info["bytes"] else "larger than recorded"
+            raise DatabaseError(
+                f"{file} is {size:,} bytes but {METADATA_NAME} records {info['bytes']:,}: the file is {state} "
+                "(an interrupted copy or a full disk?); copy it again or rebuild the database"
+            )
+    return metadata
+
+
+def check_database_matches(
+    path: Path, metadata: dict, checkpoint_sha: str | None, model_config: ModelConfig | dict | None
+) -> None:
+    """Refuse a database built with another checkpoint or a model that stores different maps."""
+    built = metadata["checkpoint"]
+    problems = []
+    if checkpoint_sha is not None and checkpoint_sha != built["sha256"]:
+        problems.append(f"the app loaded checkpoint {_short(checkpoint_sha)}")
+    if model_config is not None:
+        mine, theirs = storage_config(model_config), storage_config(built["model_config"])
+        diff = [f"{k}: database {theirs[k]!r} vs app {mine[k]!r}"
+                for k in STORAGE_CONFIG_FIELDS if mine[k] != theirs[k]]
+        if diff:
+            problems.append("model configs differ (" + "; ".join(diff) + ")")
+    if problems:
+        raise DatabaseError(
+            f"database {path} was built with checkpoint {_short(built['sha256'])} ({built.get('name')}, config "
+            f"{storage_config(built['model_config'])}), but " + " and ".join(problems)
+            + ". Its features only fit the satellite branch that made them: rebuild the database with "
+            "`python -m geoapp.build_db --checkpoint <the app's checkpoint> ...`"
+        )
+
+
+# ------------------------------------------------------------------------------------------------- writing
+
+
+@dataclass
+class ReferenceBatch:
+    """What a source yields for a run of references: polar tensors (N x 3 x H x W, normalised) and thumbnails."""
+
+    polar: torch.Tensor
+    thumbnails: np.ndarray
+
+
+class DatabaseWriter:
+    """Writes a database into ``<out>.partial/`` chunk by chunk; :meth:`finish` renames it to ``<out>``.
+
+    ``plan`` identifies the build (checkpoint, source, size, layout): a partial directory is only resumed by a
+    build with the same plan.
+    """
+
+    def __init__(self, out: str | os.PathLike, config: ModelConfig, plan: dict, num_references: int,
+                 chunk_size: int = DEFAULT_CHUNK, overwrite: bool = False):
+        self.out = Path(out)
+        self.partial = self.out.with_name(self.out.name + ".partial")
+        self.config = config
+        self.n = int(num_references)
+        self.chunk_size = int(chunk_size)
+        self.layout = array_layout(config)
+        if self.n < 1:
+            raise DatabaseError("the source lists no references; nothing to build")
+        if self.out.exists() and not overwrite:
+            raise DatabaseError(f"{self.out} already exists; pass --overwrite to replace it or choose another --out")
+        self.plan = {**plan, "num_references": self.n, "chunk_size": self.chunk_size,
+                     "layout": {k: [list(s), d] for k, (s, d) in self.layout.items()}}
+        self.state = self._open_state()
+        self.arrays = self._open_arrays()
+        self._clock = time.perf_counter()
+
+    @property
+    def num_chunks(self) -> int:
+        return -(-self.n // self.chunk_size)
+
+    def chunk_range(self, chunk: int) -> tuple[int, int]:
+        return chunk * self.chunk_size, min(self.n, (chunk + 1) * self.chunk_size)
+
+    def _open_state(self) -> dict:
+        state_path = self.partial / STATE_NAME
+        if state_path.is_file():
+            state = json.loads(state_path.read_text(encoding="utf-8"))
+            if state["plan"] != self.plan:
+                differing = sorted(k for k in set(state["plan"]) | set(self.plan)
+                                   if state["plan"].get(k) != self.plan.get(k))
+                raise DatabaseError(
+                    f"{self.partial} holds an unfinished build of different inputs (differs in {differing}); "
+                    "delete it, or rerun the command that started it"
+                )
+            state["sessions"] += 1
+            return state
+        if self.partial.exists():
+            shutil.rmtree(self.partial)  # no state record: nothing in it can be trusted
+        self.partial.mkdir(parents=True)
+        state = {"plan": self.plan, "done_chunks": [], "stages_done": [], "build_seconds": 0.0, "sessions": 1}
+        atomic_write_json(state_path, state)
+        return state
+
+    def _open_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {}
+        for name, (shape, dtype) in self.layout.items():
+            file = self.partial / f"{name}.npy"
+            mode = "r+" if file.is_file() else "w+"
+            arrays[name] = np.lib.format.open_memmap(file, mode=mode, dtype=dtype, shape=(self.n, *shape))
+        return arrays
+
+    def save_state(self) -> None:
+        now = time.perf_counter()
+        self.state["build_seconds"] += now - self._clock  # summed over sessions when a build is resumed
+        self._clock = now
+        atomic_write_json(self.partial / STATE_NAME, self.state)
+
+    def pending_chunks(self) -> list[int]:
+        done = set(self.state["done_chunks"])
+        return [c for c in range(self.num_chunks) if c not in done]
+
+    def write_chunk(self, chunk: int, maps: StageMaps, thumbnails: np.ndarray) -> None:
+        """Store a chunk's network outputs, flush them to disk, then record the chunk as done (in this order, so
+        a crash at any point leaves either a recorded complete chunk or one that is simply redone)."""
+        start, stop = self.chunk_range(chunk)
+        if len(maps) != stop - start or len(thumbnails) != stop - start:
+            raise ValueError(f"chunk {chunk} needs {stop - start} references, got {len(maps)} maps")
+        for s in self.config.stages:
+            cols = maps.features[s - 1].permute(0, 3, 1, 2).to("cpu", torch.float16).contiguous()  # N x W x C x H
+            self.arrays[f"features_{s}"][start:stop] = cols.numpy()
+            # from the stored float16 values, with the alignment's own function, so that energies precomputed
+            # here equal the ones it would compute from the stored maps
+            self.arrays[f"col_energy_{s}"][start:stop] = column_energy(cols.permute(0, 2, 3, 1)).numpy()
+        if self.config.use_ca:
+            for s in (1, 2, 3, 4):
+                self.arrays[f"masks_{s}"][start:stop] = maps.masks[s - 1].to("cpu", torch.float16).numpy()
+        self.arrays["thumbnails"][start:stop] = thumbnails
+        for a in self.arrays.values():
+            a.flush()
+        self.state["done_chunks"] = sorted(set(self.state["done_chunks"]) | {chunk})
+        self.save_state()
+
+    def read_maps(self, start: int, stop: int) -> StageMaps:
+        """Written references as float16 ``StageMaps`` (for the first-stage pass)."""
+        return stage_maps_of(self.arrays, slice(start, stop))
+
+    def write_extra(self, name: str, array: np.ndarray) -> None:
+        """A whole array computed after the chunks (latlon, first-stage descriptors), written atomically."""
+        with atomic_path(self.partial / f"{name}.npy") as tmp:
+            with open(tmp, "wb") as fh:
+                np.lib.format.write_array(fh, np.ascontiguousarray(array), allow_pickle=False)
+
+    def write_paths(self, paths: Iterable[str]) -> None:
+        paths = [str(p) for p in paths]
+        bad = [p for p in paths if "\n" in p or "\r" in p]
+        if bad:
+            raise DatabaseError(f"tile paths may not contain line breaks: {bad[0]!r}")
+        atomic_write_bytes(self.partial / PATHS_NAME, "\n".join(paths).encode("utf-8"))
+
+    def mark_stage_done(self, stage: str) -> None:
+        self.state["stages_done"] = sorted(set(self.state["stages_done"]) | {stage})
+        self.save_state()
+
+    def finish(self, metadata: dict) -> Path:
+        """Write ``metadata.json`` (with every file's size) and move the directory to ``<out>``."""
+        for a in self.arrays.values():
+            a.flush()
+        self.arrays = {}  # close the memory maps before the files are measured and renamed
+        files = {}
+        for file in sorted(self.partial.iterdir()):
+            if file.name in (STATE_NAME, METADATA_NAME):
+                continue
+            info = {"bytes": file.stat().st_size}
+            if file.suffix == ".npy":
+                arr = np.load(file, mmap_mode="r")
+                info.update(dtype=str(arr.dtype), shape=list(arr.shape))
+                del arr
+            with open(file, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(file, 0o644)  # atomic writes create 0600 files; a database is meant to be shared read-only
+            files[file.name] = info
+        build_seconds = self.state["build_seconds"] + time.perf_counter() - self._clock
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            **metadata,
+            "num_references": self.n,
+            "layout": {
+                "features": "features_<b>.npy: float16, R x W_b x C_b x H_b (column-major per reference; "
+                            "StageMaps view = permute(0, 2, 3, 1))",
+                "masks": "masks_<b>.npy: float16, R x H_b x W_b" if self.config.use_ca else None,
+                "stages": list(self.config.stages),
+                "sat_size": [self.config.sat_height, self.config.sat_width],
+                "thumbnail_size": THUMBNAIL_SIZE,
+                "chunk_size": self.chunk_size,
+                "bytes_per_reference": sum(i["bytes"] for i in files.values()) / self.n,
+            },
+            "files": files,
+            "command": command_line(),
+            "code_revision": code_revision(),
+            "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "build_seconds": round(build_seconds, 3),
+            "build_sessions": self.state["sessions"],
+        }
+        atomic_write_json(self.partial / METADATA_NAME, meta)
+        os.chmod(self.partial / METADATA_NAME, 0o644)
+        _fsync_dir(self.partial)
+        if self.out.exists():  # --overwrite: move the old one aside first so a crash never leaves neither
+            old = self.out.with_name(self.out.name + f".old-{os.getpid()}")
+            os.replace(self.out, old)
+            os.replace(self.partial, self.out)
+            shutil.rmtree(old)
+        else:
+            os.replace(self.partial, self.out)
+        _fsync_dir(self.out.parent)
+        # only now: a crash before the rename leaves a resumable partial build, never an unrecorded one
+        (self.out / STATE_NAME).unlink()
+        return self.out
+
+
+def run_chunks(
+    writer: DatabaseWriter,
+    encode: Callable[[int, int], tuple[StageMaps, np.ndarray]],
+    progress=None,
+    on_chunk_done: Callable[[int], None] | None = None,
+) -> None:
+    """Encode and store every chunk not yet done. ``encode(start, stop)`` returns the chunk's maps and
+    thumbnails; ``on_chunk_done(chunk)`` runs after each recorded chunk (tests interrupt builds with it)."""
+    for chunk in writer.pending_chunks():
+        start, stop = writer.chunk_range(chunk)
+        maps, thumbs = encode(start, stop)
+        writer.write_chunk(chunk, maps, thumbs)
+        if progress is not None:
+            progress.update(stop - start)
+        if on_chunk_done is not None:
+            on_chunk_done(chunk)

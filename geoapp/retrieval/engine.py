@@ -1,0 +1,238 @@
+"""The localisation engine behind the app: one photo in, the best-matching reference tiles out.
+
+``Localizer`` loads a checkpoint and the reference database built with it once, then answers ``localize`` calls:
+preprocess the photo onto the panorama grid the model was trained on, run the ground branch, align it with every
+reference (``geoapp.retrieval.search.topk_matches``: the same code as the evaluation and the benchmark) or with the
+two-stage search's candidates, and return the top-k with what the UI shows.
+
+Display conventions
+- score = (1 + cos) / 2 = 1 - d^2 / 4, in [0, 1], where cos is the cosine between the ground descriptor and the
+  aligned satellite window (SPEC 6) and d the Euclidean distance of the two unit descriptors.
+- heading: SPEC 5 from the window offset at the checkpoint's heading stage, as a compass bearing in [0, 360).
+- window: that same offset and window width, in columns of the sat_height x sat_width polar image (it wraps).
+- masks: the block-3 attention masks (SPEC 5; 8 x 32 for a 128 x 512 polar image, 4 x 16 for the 64 x 256 demo
+  model), bilinearly upsampled to the model input (ground) or the polar image (satellite). Block 4 (4 x 16, or
+  2 x 8 for the demo model) is too coarse to show which directions and distances the model attends to.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..build_db import resolve_device
+from ..data.fov import fov_width, wrap_degrees
+from ..data.photo import hfov_from_exif, load_image, photo_to_cylindrical
+from ..data.transforms import resize_image, to_tensor
+from ..model import ModelConfig, StageMaps, load_model
+from ..utils import sha256_file
+from .database import ReferenceDatabase
+from .index import FirstStageIndex, two_stage_topk
+from .search import TopK, topk_matches
+
+MASK_STAGE = 3
+PROJECTIONS = ("auto", "pinhole", "crop")
+
+
+@dataclass
+class Candidate:
+    """One matching reference tile."""
+
+    rank: int  # 1 = best
+    index: int  # row in the reference database
+    distance: float  # SPEC 6 distance between unit descriptors, in [0, 2]
+    score: float  # (1 + cos) / 2, in [0, 1]
+    lat: float
+    lon: float
+    heading_deg: float  # predicted heading of the photo if taken at this tile, compass bearing in [0, 360)
+    path: str  # the tile's source file
+    thumbnail: np.ndarray  # 96 x 96 x 3 uint8 RGB
+    satellite_mask: np.ndarray | None  # sat_height x sat_width float32 (polar layout), None without masks
+    window_offset: int  # first column of the aligned window in the polar image (wraps around)
+    window_width: int  # window width in polar-image columns
+    offsets: tuple[int, ...]  # window offset per used stage, in that stage's columns
+
+
+@dataclass
+class LocalizationResult:
+    candidates: list[Candidate]
+    input_image: np.ndarray  # the model input, uint8 H x w_fov x 3 (the photo on the panorama grid)
+    ground_mask: np.ndarray | None  # H x w_fov float32, the block-3 mask upsampled to the model input
+    fov_deg: float
+    fov_source: str  # "given", "exif" or "crop width"
+    projection: str  # "pinhole" (reprojected photo) or "crop" (already a panorama-grid crop)
+    elapsed_s: float
+    device: str
+    search: str  # "exhaustive" or "two-stage (first stage top M)"
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: preprocess, encode, search, results
+    mask_stage: int = MASK_STAGE
+
+
+_ALLOCATOR_TUNED = False
+
+
+def tune_allocator() -> bool:
+    """Keep large freed buffers in the glibc heap instead of returning them to the OS (process-wide, once).
+
+    Every alignment chunk allocates the same few tens of MB of temporaries (window columns upcast to float32).
+    By default glibc serves blocks over 32 MB with fresh ``mmap``s and unmaps them on free, so every chunk pays
+    page faults and kernel zeroing for all of its temporaries: measured on the 2-core CPU, exhaustive search ran
+    3.6x faster with this (1,271 -> 351 ms per 1,000 references). The cost is that the process keeps its peak
+    heap (a few hundred MB) instead of trimming it. No-op where the C library is not glibc.
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED or not sys.platform.startswith("linux"):
+        return _ALLOCATOR_TUNED
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # mallopt parameter numbers (malloc.h)
+        ok = libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 2 << 30)
+        _ALLOCATOR_TUNED = bool(ok and libc.mallopt(m_top_pad, 64 << 20))
+    except (OSError, AttributeError):  # musl or another libc without mallopt
+        _ALLOCATOR_TUNED = False
+    return _ALLOCATOR_TUNED
+
+
+def prepare_query(image, config: ModelConfig, fov_deg: float | None = None,
+                  projection: str = "auto") -> tuple[np.ndarray, float, str, str]:
+    """Bring a photo onto the model's panorama grid: returns (uint8 H x w_fov x 3, fov, fov source, projection).
+
+    - ``pinhole``: a perspective photo (phone camera), reprojected with ``photo_to_cylindrical``; its horizontal
+      FoV is ``fov_deg`` or read from EXIF.
+    - ``crop``: already a crop of an equirectangular panorama (e.g. the synthetic examples); resized to
+      ``H x fov_width(fov)``. Without ``fov_deg`` it must already be ``H`` rows high, and its width gives the FoV.
+    - ``auto``: ``pinhole`` when the FoV is known from EXIF or given, ``crop`` for an image of exactly the model's
+      ground height without EXIF FoV, else an error asking for ``fov_deg``.
+    """
+    if projection not in PROJECTIONS:
+        raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
+    exif_fov = None
+    if not isinstance(image, np.ndarray):
+        try:
+            exif_fov = hfov_from_exif(image)
+        except ValueError:  # unreadable input: load_image below says what is wrong
+            exif_fov = None
+    rgb = load_image(image)
+    h, w_pano = config.ground_height, config.sat_width
+    looks_like_crop = rgb.shape[0] == h and rgb.shape[1] <= w_pano
+    if projection == "auto":
+        if fov_deg is None and exif_fov is None and looks_like_crop:
+            projection = "crop"
+        else:
+            projection = "pinhole"
+    if projection == "crop":
+        if fov_deg is not None:
+            return resize_image(rgb, (h, fov_width(fov_deg, w_pano))), float(fov_deg), "given", "crop"
+        if not looks_like_crop:
+            raise ValueError(f"a panorama-grid crop without fov_deg must be {h} px high and at most {w_pano} px wide "
+                             f"(the model's grid), got {rgb.shape[0]} x {rgb.shape[1]}; pass fov_deg")
+        return rgb, rgb.shape[1] * 360.0 / w_pano, "crop width", "crop"
+    fov, source = (float(fov_deg), "given") if fov_deg is not None else (exif_fov, "exif")
+    if fov is None:
+        raise ValueError("the photo's field of view is unknown (no EXIF focal length); pass fov_deg, the horizontal "
+                         "field of view in degrees")
+    return photo_to_cylindrical(rgb, fov, out_height=h, pano_width=w_pano), fov, source, "pinhole"
+
+
+def _upsample(mask: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    up = F.interpolate(mask.float()[None, None], size=size, mode="bilinear", align_corners=False)
+    return up[0, 0].cpu().numpy()
+
+
+class Localizer:
+    """Checkpoint + reference database, loaded once; ``localize`` answers one photo at a time."""
+
+    def __init__(self, checkpoint_path: str | os.PathLike, database_path: str | os.PathLike, device: str = "auto",
+                 two_stage: bool = False, rerank: int = 500, chunk_size: int = 512):
+        tune_allocator()
+        self.device = resolve_device(device)
+        self.checkpoint_path = Path(checkpoint_path)
+        self.model, self.checkpoint_meta = load_model(self.checkpoint_path, map_location=self.device)
+        self.config: ModelConfig = self.model.config
+        self.checkpoint_sha = sha256_file(self.checkpoint_path)
+        self.db = ReferenceDatabase.open(database_path, self.checkpoint_sha, self.config, self.device)
+        self.chunk_size = chunk_size
+        self.rerank = int(rerank)
+        self.first_stage = FirstStageIndex.from_database(self.db) if two_stage else None
+        self.warm_up()
+
+    @torch.inference_mode()
+    def warm_up(self) -> None:
+        """One dummy query at the checkpoint's FoV: first-call allocations, and the two-stage FAISS index."""
+        dummy = torch.zeros(1, 3, self.config.ground_height, self.config.ground_width, device=self.device)
+        ground = self.model.encode_ground(dummy)
+        if self.first_stage is not None:
+            self.first_stage.search(ground, 1)
+
+    def describe(self) -> str:
+        search = f"two-stage (re-rank {self.rerank})" if self.first_stage is not None else "exhaustive"
+        return (f"checkpoint {self.checkpoint_path.name} ({self.checkpoint_sha[:12]}), database {self.db.describe()}, "
+                f"{search} search on {self.device}")
+
+    @torch.inference_mode()
+    def encode(self, model_input: np.ndarray) -> StageMaps:
+        return self.model.encode_ground(to_tensor(model_input)[None].to(self.device))
+
+    def search(self, ground: StageMaps, top_k: int) -> TopK:
+        if self.first_stage is not None:
+            rerank = max(self.rerank, top_k)  # never fewer candidates than answers
+            return two_stage_topk(self.config, ground, self.db, self.first_stage, top_k, rerank, self.chunk_size)
+        return topk_matches(self.config, ground, self.db, top_k, self.chunk_size)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @torch.inference_mode()
+    def localize(self, image, fov_deg: float | None = None, top_k: int = 5,
+                 projection: str = "auto") -> LocalizationResult:
+        """Top ``top_k`` reference tiles for a photo (path, bytes, PIL image or uint8 RGB array)."""
+        t0 = time.perf_counter()
+        model_input, fov, fov_source, projection = prepare_query(image, self.config, fov_deg, projection)
+        t1 = time.perf_counter()
+        ground = self.encode(model_input)
+        self._sync()
+        t2 = time.perf_counter()
+        top = self.search(ground, top_k)
+        self._sync()
+        t3 = time.perf_counter()
+        candidates = self._candidates(top)
+        ground_mask = None
+        if ground.masks is not None:
+            ground_mask = _upsample(ground.masks[MASK_STAGE - 1][0], model_input.shape[:2])
+        t4 = time.perf_counter()
+        return LocalizationResult(
+            candidates=candidates, input_image=model_input, ground_mask=ground_mask, fov_deg=fov,
+            fov_source=fov_source, projection=projection, elapsed_s=t4 - t0, device=str(self.device),
+            search=f"two-stage (first stage top {self.rerank})" if self.first_stage is not None else "exhaustive",
+            timings={"preprocess": t1 - t0, "encode": t2 - t1, "search": t3 - t2, "results": t4 - t3},
+        )
+
+    def _candidates(self, top: TopK) -> list[Candidate]:
+        stage = self.config.heading_stage_resolved
+        i = top.stages.index(stage)
+        headings = np.asarray(wrap_degrees(top.headings(stage)))[0] % 360.0
+        scale = self.config.sat_width / top.map_widths[i]  # polar-image columns per stage column
+        polar_size = (self.config.sat_height, self.config.sat_width)
+        out = []
+        for rank, (idx, dist, sim, offs, heading) in enumerate(zip(
+                top.indices[0].tolist(), top.distances[0].tolist(), top.similarity[0].tolist(),
+                top.offsets[0].tolist(), headings), start=1):
+            mask = self.db.mask(idx, MASK_STAGE)
+            out.append(Candidate(
+                rank=rank, index=idx, distance=float(dist), score=float(min(1.0, max(0.0, (1.0 + sim) / 2.0))),
+                lat=float(self.db.latlon[idx, 0]), lon=float(self.db.latlon[idx, 1]), heading_deg=float(heading),
+                path=self.db.paths[idx], thumbnail=self.db.thumbnail(idx),
+                satellite_mask=None if mask is None else _upsample(torch.from_numpy(mask), polar_size),
+                window_offset=int(round(offs[i] * scale)), window_width=int(round(top.window_widths[i] * scale)),
+                offsets=tuple(int(o) for o in offs),
+            ))
+        return out

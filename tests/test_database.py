@@ -1,0 +1,179 @@
+"""The reference database (issue 5): layout, reproducible and resumable builds, and refusing unusable databases."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from geoapp.bench.engine import make_random_tiles, random_checkpoint
+from geoapp.build_db import TileFolderSource, build_database, main
+from geoapp.data.photo import load_image
+from geoapp.data.polar import polar_transform
+from geoapp.data.transforms import to_tensor
+from geoapp.model import ModelConfig, load_model
+from geoapp.model.align import column_energy
+from geoapp.retrieval.database import DatabaseError, ReferenceDatabase
+from geoapp.utils import sha256_file
+
+CONFIG = ModelConfig(ground_height=64, sat_height=64, sat_width=256)
+N_TILES = 10
+CHUNK = 4  # 3 chunks of 4, 4, 2
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    ckpt = random_checkpoint(root / "tiny.safetensors", CONFIG, seed=0)
+    csv_path = make_random_tiles(root / "tiles", N_TILES, size=96, seed=0)
+    source = TileFolderSource(csv_path.parent, csv_path, (CONFIG.sat_height, CONFIG.sat_width))
+    db_path = build_database(source, ckpt, root / "db", chunk_size=CHUNK, batch_size=3, show_progress=False)
+    return {"root": root, "ckpt": ckpt, "csv": csv_path, "source": source, "db": db_path}
+
+
+def _data_files(path):
+    return {f.name: f.read_bytes() for f in sorted(path.iterdir()) if f.name != "metadata.json"}
+
+
+def test_layout_holds_the_satellite_branch_outputs(world):
+    db = ReferenceDatabase.open(world["db"])
+    model, _ = load_model(world["ckpt"])
+    assert len(db) == N_TILES
+    tiles = [world["source"].load(i)[0] for i in range(N_TILES)]
+    with torch.inference_mode():
+        maps = model.encode_satellite(torch.stack(tiles))
+    view = db.slice(0, N_TILES)
+    for b in range(4):
+        n, c, h, w = maps.features[b].shape
+        # column-major on disk (R x W x C x H), N x C x H x W through the view, values rounded to float16
+        assert db.array(f"features_{b + 1}").shape == (n, w, c, h)
+        assert view.features[b].shape == (n, c, h, w) and view.features[b].dtype == torch.float16
+        # (the build ran batches of 3: the network's last bits depend on the batch, hence a tolerance)
+        assert torch.allclose(view.features[b].float(), maps.features[b], rtol=2e-3, atol=1e-4)
+        assert torch.allclose(view.masks[b].float(), maps.masks[b], rtol=2e-3, atol=1e-4)
+        # precomputed window-energy columns equal what the alignment would compute from the stored maps
+        assert torch.equal(view.col_energy[b], column_energy(view.features[b]))
+    assert np.allclose(db.latlon, world["source"].latlon)
+    assert db.paths == world["source"].paths
+    assert db.thumbnail(3).shape == (96, 96, 3) and db.thumbnail(3).dtype == np.uint8
+    assert db.mask(2, 3).shape == (CONFIG.sat_height // 16, CONFIG.sat_width // 16)
+    # a slice of the view is the same data as the full view, and so is a store preloaded onto the device
+    assert torch.equal(db.slice(5, 9).features[0], view.features[0][5:9])
+    assert torch.equal(db.gather([7, 1]).masks[2], view.masks[2][[7, 1]])
+    held = ReferenceDatabase.open(world["db"], preload=True)
+    for got, want in ((held.slice(2, 7), db.slice(2, 7)), (held.gather([9, 0, 4]), db.gather([9, 0, 4]))):
+        for field in ("features", "masks", "col_energy"):
+            assert all(torch.equal(a, b) for a, b in zip(getattr(got, field), getattr(want, field)))
+
+
+def test_tiles_are_polar_transformed_at_the_checkpoint_size(world):
+    polar, thumb = world["source"].load(0)
+    assert polar.shape == (3, CONFIG.sat_height, CONFIG.sat_width)
+    tile = load_image(world["source"].files[0])
+    assert torch.allclose(polar, to_tensor(polar_transform(tile, CONFIG.sat_height, CONFIG.sat_width)))
+
+
+def test_metadata_records_provenance_and_layout(world):
+    meta = ReferenceDatabase.open(world["db"]).metadata
+    assert meta["checkpoint"]["sha256"] == sha256_file(world["ckpt"])
+    assert meta["checkpoint"]["model_config"] == CONFIG.to_dict()
+    assert meta["source"]["kind"] == "tiles"
+    assert meta["source"]["locations_sha256"] == sha256_file(world["csv"])
+    assert meta["num_references"] == N_TILES
+    f1 = meta["files"]["features_1.npy"]
+    assert f1["dtype"] == "float16" and f1["shape"] == [N_TILES, 64, 64, 16]
+    assert all(f["bytes"] == (world["db"] / name).stat().st_size for name, f in meta["files"].items())
+    for key in ("command", "code_revision", "built", "build_seconds", "layout"):
+        assert key in meta
+
+
+def test_rebuild_is_bit_identical(world, tmp_path):
+    again = build_database(world["source"], world["ckpt"], tmp_path / "again", chunk_size=CHUNK, batch_size=3,
+                           show_progress=False)
+    assert _data_files(again) == _data_files(world["db"])
+
+
+def test_interrupted_build_resumes_to_the_same_bytes(world, tmp_path):
+    out = tmp_path / "resumed"
+
+    def stop_after_chunk_1(chunk):
+        if chunk == 1:
+            raise KeyboardInterrupt("simulated kill")
+
+    with pytest.raises(KeyboardInterrupt):
+        build_database(world["source"], world["ckpt"], out, chunk_size=CHUNK, batch_size=3, show_progress=False,
+                       on_chunk_done=stop_after_chunk_1)
+    assert not out.exists()
+    state = json.loads((tmp_path / "resumed.partial" / "build_state.json").read_text())
+    assert state["done_chunks"] == [0, 1]
+    with pytest.raises(DatabaseError, match="unfinished build"):
+        ReferenceDatabase.open(out)
+
+    redone = []
+    build_database(world["source"], world["ckpt"], out, chunk_size=CHUNK, batch_size=3, show_progress=False,
+                   on_chunk_done=redone.append)
+    assert redone == [2]  # only the missing chunk was encoded
+    assert _data_files(out) == _data_files(world["db"])
+    assert ReferenceDatabase.open(out).metadata["build_sessions"] == 2
+    assert not (tmp_path / "resumed.partial").exists()
+
+
+def test_partial_build_of_other_inputs_is_not_resumed(world, tmp_path):
+    out = tmp_path / "db"
+
+    def stop(chunk):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_database(world["source"], world["ckpt"], out, chunk_size=CHUNK, show_progress=False, on_chunk_done=stop)
+    with pytest.raises(DatabaseError, match="different inputs"):
+        build_database(world["source"], world["ckpt"], out, chunk_size=CHUNK, show_progress=False, limit=5)
+
+
+def test_other_checkpoint_is_refused_with_both_hashes(world, tmp_path):
+    other = random_checkpoint(tmp_path / "other.safetensors", CONFIG, seed=1)
+    mine, theirs = sha256_file(world["ckpt"]), sha256_file(other)
+    with pytest.raises(DatabaseError) as err:
+        ReferenceDatabase.open(world["db"], checkpoint_sha=theirs, model_config=CONFIG)
+    message = str(err.value)
+    assert f"built with checkpoint {mine[:12]}" in message and f"loaded checkpoint {theirs[:12]}" in message
+    with pytest.raises(DatabaseError, match="sat_width: database 256 vs app 512"):
+        ReferenceDatabase.open(world["db"], model_config=ModelConfig())
+
+
+def test_truncated_file_and_missing_metadata_are_refused(world, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(world["db"], broken)
+    data = (broken / "features_2.npy").read_bytes()
+    (broken / "features_2.npy").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DatabaseError, match=r"features_2.npy is .* bytes but metadata.json records .*truncated"):
+        ReferenceDatabase.open(broken)
+    (broken / "metadata.json").unlink()
+    with pytest.raises(DatabaseError, match="no metadata.json"):
+        ReferenceDatabase.open(broken)
+    with pytest.raises(DatabaseError, match="no reference database"):
+        ReferenceDatabase.open(tmp_path / "nowhere")
+
+
+def test_cli_refuses_bad_tile_lists_clearly(world, tmp_path, capsys):
+    csv_path = tmp_path / "tiles.csv"
+    csv_path.write_text("file,lat,lon\ntile_000000.jpg,40.1,-75\nmissing.jpg,40.2,-75\n")
+    args = ["--checkpoint", str(world["ckpt"]), "--tiles", str(world["csv"].parent), "--locations", str(csv_path),
+            "--out", str(tmp_path / "db")]
+    assert main(args) == 2
+    assert f"{csv_path}:3: tile" in capsys.readouterr().err
+    csv_path.write_text("tile_000000.jpg,140.1,-75\n")
+    assert main(args) == 2
+    assert "lat/lon must be numbers" in capsys.readouterr().err
+
+
+def test_cli_builds_a_database(world, tmp_path, capsys):
+    out = tmp_path / "cli_db"
+    args = ["--checkpoint", str(world["ckpt"]), "--tiles", str(world["csv"].parent), "--locations",
+            str(world["csv"]), "--out", str(out), "--limit", "3", "--chunk-size", "2"]
+    assert main(args) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert len(ReferenceDatabase.open(out)) == 3
+    assert main(args) == 2  # exists: needs --overwrite
+    assert "already exists" in capsys.readouterr().err

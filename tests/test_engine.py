@@ -1,0 +1,157 @@
+"""The localisation engine (issue 5): top-k and headings equal a brute-force alignment of the whole gallery, the
+two-stage search equals the exhaustive one when it re-ranks everything, and the first-stage descriptor computes
+the score it documents."""
+
+import numpy as np
+import pytest
+import torch
+
+from geoapp.bench.engine import make_random_tiles, random_checkpoint
+from geoapp.build_db import TileFolderSource, build_database
+from geoapp.data.fov import crop_fov, fov_width
+from geoapp.data.polar import polar_transform
+from geoapp.data.transforms import to_tensor
+from geoapp.model import ModelConfig, align_windows
+from geoapp.retrieval.database import DatabaseError, ReferenceDatabase
+from geoapp.retrieval.engine import Localizer, prepare_query
+from geoapp.retrieval.index import FirstStageIndex, block_widths, compute_first_stage
+
+CONFIG = ModelConfig(ground_height=64, sat_height=64, sat_width=256)
+N_TILES = 10
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("engine")
+    ckpt = random_checkpoint(root / "tiny.safetensors", CONFIG, seed=0)
+    csv_path = make_random_tiles(root / "tiles", N_TILES, size=96, seed=3)
+    source = TileFolderSource(csv_path.parent, csv_path, (CONFIG.sat_height, CONFIG.sat_width))
+    db = build_database(source, ckpt, root / "db", chunk_size=4, batch_size=4, show_progress=False)
+    return {"root": root, "ckpt": ckpt, "source": source, "db": db}
+
+
+@pytest.fixture(scope="module")
+def localizer(world):
+    return Localizer(world["ckpt"], world["db"], device="cpu")
+
+
+def _query(world, tile=4, shift=37):
+    """A 90 deg crop (64 x 64, the model's grid) of a tile's polar image."""
+    polar = polar_transform(np.asarray(world["source"].load(tile)[1]), CONFIG.sat_height, CONFIG.sat_width)
+    return np.ascontiguousarray(crop_fov(polar, 90, shift))
+
+
+def test_topk_and_headings_equal_brute_force_alignment(world, localizer):
+    image = _query(world)
+    result = localizer.localize(image, top_k=N_TILES)
+    # brute force: the model's own alignment on the whole gallery at once, then a stable sort
+    with torch.inference_mode():
+        ground = localizer.model.encode_ground(to_tensor(image)[None])
+    gallery = ReferenceDatabase.open(world["db"]).slice(0, N_TILES)
+    full = align_windows(ground, gallery, CONFIG.align_mode, CONFIG.stages, chunk_size=None)
+    order = np.argsort(full.distances[0].numpy(), kind="stable")
+    assert [c.index for c in result.candidates] == order.tolist()
+    assert np.allclose([c.distance for c in result.candidates], full.distances[0, order].numpy(), atol=1e-6)
+    headings = full.headings(CONFIG.heading_stage_resolved)[0, order] % 360.0
+    assert np.allclose([c.heading_deg for c in result.candidates], headings)
+    assert np.allclose([c.score for c in result.candidates], (1 + full.similarity[0, order].numpy()) / 2, atol=1e-6)
+    assert [c.offsets for c in result.candidates] == [tuple(full.offsets[0, i].tolist()) for i in order]
+    # the same query again gives the same answer
+    again = localizer.localize(image, top_k=3)
+    assert [(c.index, c.distance) for c in again.candidates] == [(c.index, c.distance) for c in result.candidates[:3]]
+
+
+def test_result_carries_what_the_ui_shows(world, localizer):
+    result = localizer.localize(_query(world), top_k=3)
+    assert result.fov_deg == 90.0 and result.fov_source == "crop width" and result.projection == "crop"
+    assert result.input_image.shape == (64, 64, 3)
+    assert result.ground_mask.shape == (64, 64)
+    assert result.device == "cpu" and result.search == "exhaustive" and result.elapsed_s > 0
+    assert set(result.timings) == {"preprocess", "encode", "search", "results"}
+    for rank, c in enumerate(result.candidates, start=1):
+        assert c.rank == rank and 0 <= c.score <= 1 and 0 <= c.heading_deg < 360
+        assert c.thumbnail.shape == (96, 96, 3) and c.satellite_mask.shape == (64, 256)
+        assert c.path == world["source"].paths[c.index]
+        assert (c.lat, c.lon) == tuple(world["source"].latlon[c.index])
+        # the window at the heading stage (block 1: 16 of 64 columns) in polar-image columns
+        assert c.window_width == 64 and c.window_offset == c.offsets[0] * 4
+    text = localizer.describe()
+    assert "tiny.safetensors" in text and "10 references" in text and "cpu" in text
+
+
+def test_two_stage_reranking_everything_equals_exhaustive(world, localizer):
+    two = Localizer(world["ckpt"], world["db"], device="cpu", two_stage=True, rerank=N_TILES)
+    assert set(two.first_stage._index_files) == {2}  # the build saved the FAISS index of the checkpoint's FoV
+    for tile, shift in ((4, 37), (7, 200)):
+        image = _query(world, tile, shift)
+        a, b = localizer.localize(image, top_k=N_TILES), two.localize(image, top_k=N_TILES)
+        assert [c.index for c in a.candidates] == [c.index for c in b.candidates]
+        assert [c.distance for c in a.candidates] == [c.distance for c in b.candidates]
+        assert [c.heading_deg for c in a.candidates] == [c.heading_deg for c in b.candidates]
+    assert b.search.startswith("two-stage")
+
+
+def test_two_stage_reranks_the_first_stage_candidates_exactly(world, localizer):
+    two = Localizer(world["ckpt"], world["db"], device="cpu", two_stage=True, rerank=4)
+    image = _query(world, 2, 100)
+    with torch.inference_mode():
+        ground = two.model.encode_ground(to_tensor(image)[None])
+    candidates = set(two.first_stage.search(ground, 4)[0].tolist())
+    exact = {c.index: c.distance for c in localizer.localize(image, top_k=N_TILES).candidates}
+    got = two.localize(image, top_k=4).candidates
+    assert {c.index for c in got} == candidates
+    assert [c.distance for c in got] == sorted(exact[c.index] for c in got)
+
+
+def test_first_stage_score_is_the_block_aligned_window_cosine(world):
+    db = ReferenceDatabase.open(world["db"])
+    # with as many PCA dims as sampled blocks the projection is exact on the database's blocks
+    arrays = compute_first_stage(db.slice, N_TILES, CONFIG, dims=1000)
+    index = FirstStageIndex(CONFIG, arrays["first_stage_projection"], arrays["first_stage_blocks"],
+                            arrays["first_stage_energy"])
+    localizer = Localizer(world["ckpt"], world["db"], device="cpu")
+    with torch.inference_mode():
+        ground = localizer.model.encode_ground(to_tensor(_query(world))[None])
+    q, n = index.query_vector(ground)
+    assert n == 2  # 90 deg of 8 blocks
+    scores = (index.window_vectors(slice(None), n) @ q[0]).reshape(N_TILES, index.orientations)
+    # brute force: cosine-like score <g, window at offsets j * m_b> / |window| over the raw stage maps
+    gallery = db.slice(0, N_TILES)
+    widths = block_widths(CONFIG)
+    g = torch.cat([ground.features[s - 1][0].flatten() for s in CONFIG.stages])
+    for r in range(N_TILES):
+        for j in range(index.orientations):
+            parts = []
+            for s in CONFIG.stages:
+                f = gallery.features[s - 1][r].float()
+                w, big_w = ground.features[s - 1].shape[-1], f.shape[-1]
+                parts.append(f[:, :, (j * widths[s] + torch.arange(w)) % big_w].flatten())
+            window = torch.cat(parts)
+            expected = float(g @ window / window.norm())
+            assert scores[r, j] == pytest.approx(expected, rel=2e-3, abs=1e-3 * float(g.norm()))
+    # and the FAISS search ranks references by their best orientation (up to 8-bit quantisation)
+    best = scores.max(1)
+    found = index.search(ground, N_TILES)[0]
+    assert sorted(found.tolist()) == list(range(N_TILES))
+    assert best[found[0]] >= best.max() - 0.02 * abs(best.max())
+
+
+def test_prepare_query_projections():
+    crop = np.full((64, 64, 3), 120, np.uint8)
+    image, fov, source, projection = prepare_query(crop, CONFIG)
+    assert (fov, source, projection) == (90.0, "crop width", "crop") and image.shape == (64, 64, 3)
+    image, fov, _, _ = prepare_query(crop, CONFIG, fov_deg=70, projection="crop")
+    assert image.shape == (64, fov_width(70, 256), 3)
+    photo = np.full((300, 400, 3), 90, np.uint8)
+    image, fov, source, projection = prepare_query(photo, CONFIG, fov_deg=65)
+    assert (projection, source) == ("pinhole", "given") and image.shape == (64, fov_width(65, 256), 3)
+    with pytest.raises(ValueError, match="field of view is unknown"):
+        prepare_query(photo, CONFIG)
+    with pytest.raises(ValueError, match="projection must be one of"):
+        prepare_query(photo, CONFIG, fov_deg=60, projection="fisheye")
+
+
+def test_localizer_refuses_a_database_of_another_checkpoint(world, tmp_path):
+    other = random_checkpoint(tmp_path / "other.safetensors", CONFIG, seed=5)
+    with pytest.raises(DatabaseError, match="was built with checkpoint"):
+        Localizer(other, world["db"], device="cpu")

@@ -1,0 +1,117 @@
+"""geoapp.retrieval.search: chunked top-k and true-match ranks equal a brute-force pass over the full distance
+matrix, ties included, for chunk sizes that do not divide the gallery (SPEC 5-7)."""
+
+import numpy as np
+import pytest
+import torch
+
+from geoapp.model import ModelConfig, StageMaps, align_windows
+from geoapp.retrieval.metrics import ranks_from_distances
+from geoapp.retrieval.search import topk_matches, true_match_ranks
+
+# small stand-ins for the four stages: (C, H, W) of the satellite map and the ground window width
+DIMS = [(3, 4, 16, 4), (4, 3, 8, 2), (5, 2, 4, 1), (6, 1, 2, 1)]
+STAGES = (1, 2, 3, 4)
+
+
+def _maps(n, seed, ground):
+    """Integer-valued maps: every score and distance is computed exactly, so equal inputs give equal distances
+    whatever chunk they land in, and ties are real ties."""
+    gen = torch.Generator().manual_seed(seed)
+    feats, masks = [], []
+    for c, h, w_sat, w_g in DIMS:
+        w = w_g if ground else w_sat
+        feats.append(torch.randint(0, 4, (n, c, h, w), generator=gen).float())
+        masks.append(torch.randint(0, 3, (n, h, w), generator=gen).float())
+    return StageMaps(feats, masks)
+
+
+def _gallery_with_duplicates(n=23, seed=1):
+    """A gallery in which some references are exact copies of others (equal distances = ties)."""
+    base = _maps(n, seed, ground=False)
+    copy_of = {5: 2, 11: 2, 17: 9, 22: 0}
+    idx = torch.tensor([copy_of.get(i, i) for i in range(n)])
+    return StageMaps([f[idx] for f in base.features], [m[idx] for m in base.masks])
+
+
+class CountingGallery:
+    """A gallery that is not a StageMaps: only len() and slice(), and it records the slices asked for."""
+
+    def __init__(self, maps):
+        self.maps = maps
+        self.calls = []
+
+    def __len__(self):
+        return len(self.maps)
+
+    def slice(self, start, stop):
+        self.calls.append((start, stop))
+        return self.maps.slice(start, stop)
+
+
+def _config(mode):
+    return ModelConfig(align_mode=mode, use_ca=mode != "feature", stages=STAGES)
+
+
+def _brute_force(ground, gallery, mode):
+    full = align_windows(ground, gallery, mode, STAGES, chunk_size=None)
+    return full, full.distances.numpy()
+
+
+@pytest.mark.parametrize("mode", ["mask-corr", "feature"])
+@pytest.mark.parametrize("chunk", [1, 5, 7, 23, 64])
+def test_topk_equals_sorted_full_matrix_with_ties(mode, chunk):
+    ground = _maps(4, 7, ground=True)
+    maps = _gallery_with_duplicates()
+    gallery = CountingGallery(maps)
+    full, d = _brute_force(ground, maps, mode)
+    k = 6
+    top = topk_matches(_config(mode), ground, gallery, k=k, chunk_size=chunk)
+    # brute force: stable sort of each row, so equal distances keep the lower gallery index first
+    expected = np.argsort(d, axis=1, kind="stable")[:, :k]
+    assert torch.equal(top.indices, torch.as_tensor(expected))
+    assert torch.equal(top.distances, torch.as_tensor(np.take_along_axis(d, expected, 1)))
+    rows = torch.arange(4)[:, None]
+    assert torch.equal(top.offsets, full.offsets[rows, torch.as_tensor(expected)])
+    assert np.array_equal(top.headings(), full.headings()[rows.numpy(), expected])
+    # every reference was read exactly once, chunk by chunk
+    assert gallery.calls == [(s, min(23, s + chunk)) for s in range(0, 23, chunk)]
+
+
+def test_ties_really_occur_in_the_test_gallery():
+    ground = _maps(4, 7, ground=True)
+    _, d = _brute_force(ground, _gallery_with_duplicates(), "mask-corr")
+    assert np.array_equal(d[:, 5], d[:, 2]) and np.array_equal(d[:, 11], d[:, 2])
+
+
+def test_k_larger_than_gallery_returns_everything_sorted():
+    ground = _maps(2, 3, ground=True)
+    maps = _maps(5, 4, ground=False)
+    top = topk_matches(_config("mask-corr"), ground, maps, k=50, chunk_size=2)
+    _, d = _brute_force(ground, maps, "mask-corr")
+    assert top.indices.shape == (2, 5)
+    assert torch.equal(top.indices, torch.as_tensor(np.argsort(d, axis=1, kind="stable")))
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 9, 23, 100])
+def test_true_match_ranks_count_strictly_closer_references(chunk):
+    ground = _maps(6, 11, ground=True)
+    maps = _gallery_with_duplicates()
+    # true references include duplicated ones (2 has copies at 5 and 11): a tie counts in the query's favour
+    true_index = np.array([2, 5, 9, 0, 22, 13])
+    full, d = _brute_force(ground, maps, "mask-corr")
+    result = true_match_ranks(_config("mask-corr"), ground, CountingGallery(maps), true_index, chunk_size=chunk)
+    expected = ranks_from_distances(torch.as_tensor(d), true_index)
+    brute = [(d[q] < d[q, t]).sum() for q, t in enumerate(true_index)]
+    assert np.array_equal(result.ranks, expected) and np.array_equal(result.ranks, brute)
+    assert np.allclose(result.distances.numpy(), d[np.arange(6), true_index])
+    assert torch.equal(result.offsets, full.offsets[torch.arange(6), torch.as_tensor(true_index)])
+
+
+def test_true_match_ranks_reject_bad_indices():
+    ground = _maps(2, 1, ground=True)
+    maps = _maps(4, 2, ground=False)
+    with pytest.raises(ValueError, match="one true reference index per query"):
+        true_match_ranks(_config("mask-corr"), ground, maps, [0], chunk_size=2)
+    with pytest.raises(ValueError, match=r"in \[0, 4\)"):
+        true_match_ranks(_config("mask-corr"), ground, maps, [0, 4], chunk_size=2)
