@@ -1,0 +1,219 @@
+"""The interactive folium map: top-k markers, the best match's field-of-view cone, the true location.
+
+The map must work without internet (the synthetic demo, tests, air-gapped machines): Leaflet's script and
+style sheet are inlined from ``static/leaflet`` (Leaflet 1.9.3, BSD-2-Clause, the version folium targets)
+instead of folium's CDN links, markers are HTML ``DivIcon``s (no marker images to fetch) and the synthetic
+world's base layer is its own mosaic as an inline image overlay (``tiles=None``). Real datasets get normal
+web map tiles, which the viewer's browser fetches.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import folium
+import numpy as np
+from branca.element import MacroElement
+from jinja2 import Template
+
+from geoapp.utils import atomic_write_bytes
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+EARTH_RADIUS_M = 6_371_008.8
+MAP_HEIGHT_PX = 520
+MAX_OVERLAY_SIDE = 2048  # about 1 m per pixel for the demo world: sharp at the zoom the candidates are shown
+BEST_COLOUR = "#e62828"
+OTHER_COLOUR = "#2864c8"
+TRUE_COLOUR = "#14aa3c"
+
+
+@dataclass(frozen=True)
+class MapMarker:
+    """A candidate on the map: its rank (1 = best), lat/lon and similarity score in [0, 1]."""
+
+    rank: int
+    lat: float
+    lon: float
+    score: float
+    distance_m: float | None = None  # to the true location, when known
+
+
+@dataclass(frozen=True)
+class WorldImage:
+    """A north-up image of the whole area and its bounds, the offline base layer of the map.
+
+    ``url`` is where the map page loads it from: a ``data:`` URL (self-contained, the default) or, in the running
+    app, the app's own file route for ``file`` (the browser then fetches it once and caches it, instead of
+    receiving it inlined with every map).
+    """
+
+    url: str
+    south: float
+    west: float
+    north: float
+    east: float
+    file: Path | None = None
+
+    @classmethod
+    def from_array(cls, rgb: np.ndarray, south: float, west: float, north: float, east: float,
+                   file: str | os.PathLike | None = None) -> WorldImage:
+        """Downscale to MAX_OVERLAY_SIDE and JPEG-encode; also written to ``file`` when given."""
+        scale = MAX_OVERLAY_SIDE / max(rgb.shape[:2])
+        if scale < 1:
+            rgb = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+        if not ok:
+            raise ValueError("could not encode the world image as JPEG")
+        if file is not None:
+            atomic_write_bytes(file, jpeg.tobytes())
+        url = "data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode("ascii")
+        return cls(url, float(south), float(west), float(north), float(east), Path(file) if file else None)
+
+    @property
+    def bounds(self) -> list[list[float]]:
+        return [[self.south, self.west], [self.north, self.east]]
+
+
+def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance in metres."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+
+
+def destination(lat: float, lon: float, bearing_deg: float, distance_m: float) -> tuple[float, float]:
+    """The point ``distance_m`` from (lat, lon) toward a compass bearing (local flat-earth step: the cone is
+    at most a few hundred metres long, where the error is far below a pixel)."""
+    b = math.radians(bearing_deg)
+    dlat = distance_m * math.cos(b) / EARTH_RADIUS_M
+    dlon = distance_m * math.sin(b) / (EARTH_RADIUS_M * max(1e-9, math.cos(math.radians(lat))))
+    return lat + math.degrees(dlat), lon + math.degrees(dlon)
+
+
+def cone_polygon(lat: float, lon: float, heading_deg: float, fov_deg: float, length_m: float, steps: int = 16):
+    """Lat/lon vertices of the field-of-view wedge of a camera at (lat, lon) looking toward ``heading_deg``."""
+    arc = [destination(lat, lon, a, length_m) for a in np.linspace(heading_deg - fov_deg / 2,
+                                                                    heading_deg + fov_deg / 2, steps)]
+    return [(lat, lon), *arc, (lat, lon)]
+
+
+ZOOM_STEP = 0.25  # Leaflet zoomSnap: quarter zoom levels fit the view more tightly than whole ones
+
+
+def zoom_for(span_m: float, lat: float, viewport_px: int = MAP_HEIGHT_PX) -> float:
+    """Web-Mercator zoom (a multiple of ZOOM_STEP) at which ``span_m`` metres fill about 85% of the viewport."""
+    metres_per_px_z0 = 156543.03392 * math.cos(math.radians(lat))
+    zoom = math.log2(metres_per_px_z0 * viewport_px * 0.85 / max(span_m, 50.0))
+    return float(np.clip(math.floor(zoom / ZOOM_STEP) * ZOOM_STEP, 1, 20))
+
+
+@lru_cache(maxsize=1)
+def _leaflet_inline() -> str:
+    js = (STATIC_DIR / "leaflet" / "leaflet.js").read_text(encoding="utf-8")
+    css = (STATIC_DIR / "leaflet" / "leaflet.css").read_text(encoding="utf-8")
+    # folium creates every marker with Leaflet's default image icon and then swaps in ours; a DivIcon default
+    # keeps Leaflet from requesting marker-icon.png in between
+    default_icon = "L.Marker.prototype.options.icon = L.divIcon({className: 'geoapp-default-icon'});"
+    return f"<style>{css}</style>\n<script>{js}\n{default_icon}</script>"
+
+
+def _offline_map(location, zoom: float, tiles) -> folium.Map:
+    fmap = folium.Map(location=location, zoom_start=zoom, tiles=tiles, control_scale=True, max_zoom=22,
+                      zoom_snap=ZOOM_STEP, zoom_delta=0.5)
+    # Instance attributes shadow folium's CDN lists; Leaflet itself is inlined into the header instead.
+    fmap.default_js = []
+    fmap.default_css = []
+    fmap.get_root().header.add_child(folium.Element(_leaflet_inline()), name="leaflet_inline", index=0)
+    return fmap
+
+
+class _Popup(MacroElement):
+    """A popup bound with plain Leaflet (folium's own Popup parses its HTML with jQuery, which we do not load)."""
+
+    _template = Template(
+        "{% macro script(this, kwargs) %}"
+        "{{ this._parent.get_name() }}.bindPopup({{ this.html|tojson }}, {maxWidth: {{ this.max_width }}});"
+        "{% endmacro %}"
+    )
+
+    def __init__(self, html_text: str, max_width: int = 260):
+        super().__init__()
+        self._name = "Popup"
+        self.html = html_text
+        self.max_width = int(max_width)
+
+
+def _badge(text: str, colour: str, size: int = 22) -> folium.DivIcon:
+    style = (
+        f"box-sizing:border-box;width:{size}px;height:{size}px;border-radius:50%;background:{colour};"
+        "color:#fff;border:2px solid #fff;box-shadow:0 0 3px #000;display:flex;align-items:center;"
+        "justify-content:center;font:bold 12px sans-serif"
+    )
+    return folium.DivIcon(
+        html=f'<div class="geoapp-marker" style="{style}">{html.escape(text)}</div>',
+        icon_size=(size, size), icon_anchor=(size // 2, size // 2), class_name="geoapp-marker-icon",
+    )
+
+
+def build_map(
+    markers: list[MapMarker],
+    selected_rank: int,
+    heading_deg: float,
+    fov_deg: float,
+    cone_length_m: float,
+    truth: tuple[float, float] | None = None,
+    world: WorldImage | None = None,
+) -> folium.Map:
+    """A map centred on the selected candidate, with every candidate, the selected one's FoV cone toward
+    ``heading_deg`` and the true location (green) when known. Candidates without coordinates are skipped."""
+    placed = [m for m in markers if math.isfinite(m.lat) and math.isfinite(m.lon)]
+    if not placed:
+        raise ValueError("none of the candidates has a location; the map cannot be drawn")
+    selected = next((m for m in placed if m.rank == selected_rank), placed[0])
+    others = [(m.lat, m.lon) for m in placed] + ([truth] if truth else [])
+    span = 2 * max([haversine_m(selected.lat, selected.lon, *p) for p in others] + [cone_length_m])
+    cone_length_m = max(cone_length_m, 0.1 * span)  # stays visible when the candidates are far apart
+    fmap = _offline_map([selected.lat, selected.lon], zoom_for(span, selected.lat),
+                        tiles=None if world is not None else "OpenStreetMap")
+    if world is not None:
+        overlay = folium.raster_layers.ImageOverlay("data:,", bounds=world.bounds, name="synthetic world")
+        overlay.url = world.url  # set afterwards: folium would open a scheme-less (relative) URL as a local file
+        overlay.add_to(fmap)
+
+    folium.Polygon(
+        cone_polygon(selected.lat, selected.lon, heading_deg, fov_deg, cone_length_m),
+        color=BEST_COLOUR, weight=2, fill=True, fill_opacity=0.25,
+        tooltip=f"rank {selected.rank}: looking toward {heading_deg % 360:.1f}° (FoV {fov_deg:.0f}°)",
+    ).add_to(fmap)
+    for m in sorted(placed, key=lambda m: -m.rank):  # best drawn last, on top
+        lines = [f"<b>Rank {m.rank}</b>", f"score {m.score:.3f}", f"{m.lat:.6f}, {m.lon:.6f}"]
+        if m.distance_m is not None:
+            lines.append(f"{m.distance_m:,.0f} m from the true location")
+        colour = BEST_COLOUR if m.rank == selected.rank else OTHER_COLOUR
+        folium.Marker(
+            [m.lat, m.lon], icon=_badge(str(m.rank), colour),
+            tooltip=f"rank {m.rank}",
+        ).add_child(_Popup("<br>".join(lines))).add_to(fmap)
+    if truth is not None:
+        folium.Marker(
+            list(truth), icon=_badge("T", TRUE_COLOUR, 24),
+            tooltip="true location",
+        ).add_child(_Popup(f"<b>True location</b><br>{truth[0]:.6f}, {truth[1]:.6f}")).add_to(fmap)
+    return fmap
+
+
+def map_iframe(fmap: folium.Map, height: int = MAP_HEIGHT_PX) -> str:
+    """The map as a self-contained ``<iframe srcdoc=...>`` (its scripts run inside the frame only)."""
+    page = fmap.get_root().render()
+    return (
+        f'<iframe class="geoapp-map" title="map of the candidates" srcdoc="{html.escape(page, quote=True)}" '
+        f'style="width:100%;height:{height}px;border:0" sandbox="allow-scripts allow-popups"></iframe>'
+    )

@@ -1,0 +1,203 @@
+"""Pictures of a localization result: attention heatmaps, the aligned polar window, the FoV cone, a compass.
+
+All functions take and return uint8 RGB arrays (H x W x 3) and draw with Pillow and OpenCV only (Pillow's
+bundled font, no font files or network). Angles are compass bearings in degrees (SPEC 2: 0 = north,
+90 = east, clockwise); a north-up top-down tile has north at the top and east on the right.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+HEATMAP_ALPHA = 0.45
+PREDICTED_COLOUR = (230, 40, 40)
+TRUE_COLOUR = (20, 170, 60)
+WINDOW_COLOUR = (255, 255, 255)
+
+
+def display_heading(heading_deg: float) -> float:
+    """A heading for display: in [0, 360) after rounding to 0.1 deg (359.96 shows as 0.0, never 360.0)."""
+    return round(float(heading_deg) % 360.0, 1) % 360.0
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def normalise(values: np.ndarray) -> np.ndarray:
+    """Min-max stretch to [0, 1] (attention masks live in a narrow band; the stretch shows their shape)."""
+    values = np.asarray(values, dtype=np.float32)
+    low, high = float(values.min()), float(values.max())
+    if not math.isfinite(low) or not math.isfinite(high) or high - low < 1e-12:
+        return np.zeros_like(values)
+    return (values - low) / (high - low)
+
+
+def colorize(values01: np.ndarray) -> np.ndarray:
+    """[0, 1] map -> RGB with the perceptually even 'turbo' colour map."""
+    lut_index = np.clip(np.rint(values01 * 255), 0, 255).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(lut_index, cv2.COLORMAP_TURBO), cv2.COLOR_BGR2RGB)
+
+
+def heatmap_overlay(image: np.ndarray, mask: np.ndarray, alpha: float = HEATMAP_ALPHA, valid=None) -> np.ndarray:
+    """Blend a (normalised, bilinearly upsampled) attention mask over ``image``; ``valid`` limits where."""
+    height, width = image.shape[:2]
+    resized = cv2.resize(np.asarray(mask, np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    colour = colorize(normalise(resized)).astype(np.float32)
+    weight = np.full((height, width, 1), alpha, np.float32)
+    if valid is not None:
+        weight *= np.asarray(valid, np.float32)[:, :, None]
+    out = image.astype(np.float32) * (1 - weight) + colour * weight
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def upscale(image: np.ndarray, min_height: int) -> np.ndarray:
+    """Nearest-neighbour enlargement by an integer factor so small model inputs stay crisp on screen."""
+    factor = max(1, math.ceil(min_height / image.shape[0]))
+    return image if factor == 1 else cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_NEAREST)
+
+
+def window_columns(offset: float, window_width: float, map_width: float, image_width: int) -> tuple[float, float]:
+    """Start and width, in image columns, of the window ``offset``/``window_width`` of a ``map_width`` map."""
+    scale = image_width / map_width
+    return offset * scale, window_width * scale
+
+
+def polar_window_view(
+    polar: np.ndarray, mask: np.ndarray | None, offset: float, window_width: float, map_width: float,
+    min_height: int = 256,
+) -> np.ndarray:
+    """The polar satellite image with its attention heatmap and the aligned window (SPEC 5) outlined.
+
+    The window covers columns ``(offset + k) mod map_width`` of the stage map, so it may wrap around the
+    right edge; it is then drawn as two rectangles. Compass letters mark the columns that look S, W, N, E
+    (SPEC 2: column 0 = south, W/4 = west, W/2 = north, 3W/4 = east).
+    """
+    image = heatmap_overlay(polar, mask) if mask is not None else polar.copy()
+    image = upscale(image, min_height)
+    height, width = image.shape[:2]
+    start, span = window_columns(offset, window_width, map_width, width)
+    canvas = Image.fromarray(image)
+    draw = ImageDraw.Draw(canvas)
+    pieces = [(start, min(start + span, width))]
+    if start + span > width:
+        pieces.append((0.0, start + span - width))
+    for left, right in pieces:
+        draw.rectangle([left, 1, right - 1, height - 2], outline=WINDOW_COLOUR, width=3)
+    font = _font(max(12, height // 12))
+    for letter, fraction in (("S", 0.0), ("W", 0.25), ("N", 0.5), ("E", 0.75)):  # at the bottom: the page's
+        x = fraction * width + 4  # image label covers the top-left corner
+        draw.text((x, height - 4), letter, fill=(255, 255, 255), font=font, anchor="ld", stroke_width=2,
+                  stroke_fill=(0, 0, 0))
+    return np.asarray(canvas)
+
+
+def polar_to_topdown(polar_map: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of the SPEC 3 polar transform: resample an H x W polar map onto an S x S top-down grid.
+
+    Returns the S x S map and a validity mask (inside the circle the polar image covers). For tile pixel
+    (y, x): ``r = hypot(y - S/2, x - S/2)``, column ``j = atan2(-(x - S/2), y - S/2) / 2 pi * W`` and row
+    ``i = H - 1 - r * H / (S/2)``, which undoes ``y = S/2 + r cos(2 pi j / W)``, ``x = S/2 - r sin(...)``.
+    """
+    polar_map = np.asarray(polar_map, np.float32)
+    height, width = polar_map.shape[:2]
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    dy, dx = ys - size / 2.0, xs - size / 2.0
+    radius = np.hypot(dy, dx)
+    theta = np.mod(np.arctan2(-dx, dy), 2 * np.pi)
+    cols = (theta / (2 * np.pi) * width).astype(np.float32)
+    rows = (height - 1 - radius * height / (size / 2.0)).astype(np.float32)
+    wrapped = np.concatenate([polar_map, polar_map[:, :1]], axis=1)  # column W interpolates back to column 0
+    out = cv2.remap(wrapped, cols, rows, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    valid = rows >= 0
+    return out, valid
+
+
+def cone_points(cx: float, cy: float, radius: float, heading_deg: float, fov_deg: float, steps: int = 24):
+    """Polygon of a field-of-view wedge from (cx, cy) in image coordinates (north up, x right, y down)."""
+    points = [(cx, cy)]
+    for a in np.linspace(heading_deg - fov_deg / 2, heading_deg + fov_deg / 2, steps):
+        rad = math.radians(a)
+        points.append((cx + radius * math.sin(rad), cy - radius * math.cos(rad)))
+    return points
+
+
+def _draw_cone(canvas: Image.Image, centre, radius, heading_deg, fov_deg, colour, fill_alpha=70):
+    overlay = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    points = cone_points(*centre, radius, heading_deg, fov_deg)
+    draw.polygon(points, fill=(*colour, fill_alpha), outline=(*colour, 255), width=3)
+    tip = cone_points(*centre, radius, heading_deg, 0.0, steps=1)[1]
+    draw.line([centre, tip], fill=(*colour, 255), width=2)
+    canvas.alpha_composite(overlay)
+
+
+def topdown_view(
+    tile: np.ndarray, polar_mask: np.ndarray | None, heading_deg: float, fov_deg: float,
+    true_heading_deg: float | None = None, size: int = 320,
+) -> np.ndarray:
+    """The north-up satellite tile with the attention heatmap mapped back from polar and the FoV cone
+    of the predicted heading (red), plus the true heading's cone outline (green) when known."""
+    tile = cv2.resize(tile, (size, size), interpolation=cv2.INTER_AREA if tile.shape[0] > size else cv2.INTER_LINEAR)
+    if polar_mask is not None:
+        topdown, valid = polar_to_topdown(polar_mask, size)
+        tile = heatmap_overlay(tile, np.where(valid, topdown, topdown[valid].min() if valid.any() else 0), valid=valid)
+    canvas = Image.fromarray(tile).convert("RGBA")
+    centre = (size / 2.0, size / 2.0)
+    if true_heading_deg is not None:
+        _draw_cone(canvas, centre, size * 0.48, true_heading_deg, fov_deg, TRUE_COLOUR, fill_alpha=0)
+    _draw_cone(canvas, centre, size * 0.48, heading_deg, fov_deg, PREDICTED_COLOUR)
+    draw = ImageDraw.Draw(canvas)
+    draw.text((size / 2 - 5, 2), "N", fill=(255, 255, 255), font=_font(16), stroke_width=2, stroke_fill=(0, 0, 0))
+    return np.asarray(canvas.convert("RGB"))
+
+
+def compass_image(heading_deg: float, fov_deg: float, true_heading_deg: float | None = None, size: int = 240):
+    """A compass rose with the predicted viewing direction (red needle and FoV wedge) and, when known, the
+    true heading (green needle). The number below is the predicted heading in [0, 360)."""
+    label_height = size // 8
+    canvas = Image.new("RGBA", (size, size + label_height), (255, 255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    cx = cy = size / 2.0
+    radius = size * 0.40
+    draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], outline=(60, 60, 60), width=2)
+    for deg in range(0, 360, 15):
+        inner = radius * (0.86 if deg % 90 else 0.78)
+        rad = math.radians(deg)
+        draw.line(
+            [(cx + inner * math.sin(rad), cy - inner * math.cos(rad)),
+             (cx + radius * math.sin(rad), cy - radius * math.cos(rad))],
+            fill=(90, 90, 90), width=2 if deg % 90 == 0 else 1,
+        )
+    font = _font(max(12, size // 14))
+    for letter, deg in (("N", 0), ("E", 90), ("S", 180), ("W", 270)):
+        rad = math.radians(deg)
+        x, y = cx + radius * 1.16 * math.sin(rad), cy - radius * 1.16 * math.cos(rad)
+        draw.text((x, y), letter, fill=(30, 30, 30), font=font, anchor="mm")
+    _draw_cone(canvas, (cx, cy), radius * 0.95, heading_deg, fov_deg, PREDICTED_COLOUR, fill_alpha=50)
+    draw = ImageDraw.Draw(canvas)
+    if true_heading_deg is not None:
+        _needle(draw, cx, cy, radius * 0.9, true_heading_deg, TRUE_COLOUR)
+    _needle(draw, cx, cy, radius * 0.9, heading_deg, PREDICTED_COLOUR)
+    draw.ellipse([cx - 4, cy - 4, cx + 4, cy + 4], fill=(30, 30, 30))
+    draw.text((cx, size + label_height - 2), f"{display_heading(heading_deg):.1f}°", fill=PREDICTED_COLOUR,
+              font=_font(label_height - 4), anchor="md")
+    return np.asarray(canvas.convert("RGB"))
+
+
+def _needle(draw: ImageDraw.ImageDraw, cx, cy, length, heading_deg, colour):
+    rad = math.radians(heading_deg)
+    tip = (cx + length * math.sin(rad), cy - length * math.cos(rad))
+    draw.line([(cx, cy), tip], fill=colour, width=4)
+    left = math.radians(heading_deg - 150)
+    right = math.radians(heading_deg + 150)
+    head = 12
+    draw.polygon(
+        [tip, (tip[0] + head * math.sin(left), tip[1] - head * math.cos(left)),
+         (tip[0] + head * math.sin(right), tip[1] - head * math.cos(right))],
+        fill=colour,
+    )

@@ -1,0 +1,184 @@
+"""The Gradio page: layout, and the thin wrappers that turn handler results into component values.
+
+Events (each has an ``api_name``): ``localize`` (the button); ``gallery_click`` (a click in the gallery records
+the candidate's rank), then ``select_candidate`` (the views of the candidate of that rank; API clients call it
+with a rank); Gradio's own ``load_example`` (an example click fills the inputs). Input problems become
+``gr.Error`` with the handler's message; anything unexpected is logged with its traceback on the server and
+reported as a short error, so the page never shows a traceback and the app keeps serving.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from pathlib import Path
+from urllib.parse import quote
+
+import cv2
+import gradio as gr
+import numpy as np
+from gradio import utils as gradio_utils
+from gradio.route_utils import API_PREFIX
+
+from geoapp.retrieval.engine import Localizer
+from geoapp.utils import atomic_write_bytes, sha256_bytes
+
+from . import handlers
+from .context import DEFAULT_TOP_K, AppContext
+
+log = logging.getLogger(__name__)
+
+QUEUE_MAX_SIZE = 32  # requests waiting beyond this are refused at once instead of piling up
+CONCURRENCY = 1  # one model in memory: queries run one at a time (each already uses every core)
+
+INTRO = """# Where was this photo taken?
+Upload a ground photo with a narrow field of view (or pick an example from the synthetic test set). The app
+matches it against geotagged satellite tiles and shows the best matches, the direction the camera looked,
+and where the model paid attention."""
+
+
+def picture_file(rgb: np.ndarray) -> str:
+    """Save a result picture where Gradio serves it from, once per content, written atomically.
+
+    Returning arrays would let Gradio encode them into its content-addressed cache with a plain
+    ``write_bytes``: two requests with an identical picture (the same example, at the same time) rewrite the
+    same file while the first response is being downloaded, and that download breaks. A file that is already
+    inside Gradio's cache folder is served as is, so writing it once, atomically, avoids the race.
+    """
+    ok, encoded = cv2.imencode(".webp", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_WEBP_QUALITY, 92])
+    if not ok:
+        raise RuntimeError("could not encode a result picture as WebP")
+    data = encoded.tobytes()
+    path = Path(gradio_utils.get_upload_folder()) / "geoapp-results" / f"{sha256_bytes(data)}.webp"
+    if not path.exists():
+        atomic_write_bytes(path, data)
+    return str(path)
+
+
+def served_url(path: Path) -> str:
+    """The URL of a static file of the app, relative to the page (so it also works under a proxy's path prefix;
+    the map's srcdoc frame resolves it against the page's address)."""
+    return f"{API_PREFIX.lstrip('/')}/file={quote(str(Path(path).resolve()))}"
+
+
+def _guard(fn):
+    """Run a handler; input problems -> gr.Error with their message, bugs -> logged and a short gr.Error."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except handlers.UserInputError as exc:
+            raise gr.Error(str(exc), title="Cannot use this input", print_exception=False) from exc
+        except gr.Error:
+            raise
+        except Exception as exc:
+            log.exception("request failed")
+            raise gr.Error(
+                f"Something went wrong on the server ({type(exc).__name__}: {exc}). It is logged; please try "
+                "another photo.", title="Internal error", print_exception=False,
+            ) from exc
+
+    return wrapper
+
+
+def build_demo(localizer: Localizer | AppContext, top_k: int = DEFAULT_TOP_K) -> gr.Blocks:
+    """The app's page for a loaded localizer (or a ready :class:`AppContext`), with its queue configured."""
+    ctx = localizer if isinstance(localizer, AppContext) else AppContext.create(localizer, top_k)
+    if ctx.world is not None and ctx.world.file is not None:
+        # the map loads the world image from the app (once, then from the browser's cache), not inlined each time
+        gr.set_static_paths([ctx.world.file])
+        ctx = dataclasses.replace(ctx, world=dataclasses.replace(ctx.world, url=served_url(ctx.world.file)))
+    k = ctx.top_k
+
+    @_guard
+    def on_localize(photo, fov, photo_type):
+        # preprocess=False (see the event below): ``photo`` is the upload's file record, not a decoded image
+        path = photo.get("path") if isinstance(photo, dict) else photo
+        out = handlers.localize_photo(ctx, path, fov, photo_type)
+        for note in out.notes:
+            gr.Warning(note, duration=20)
+        sel = out.selection
+        gallery = [(picture_file(image), caption) for image, caption in out.gallery]
+        return (gallery, sel.heading_deg, picture_file(sel.compass), sel.summary, sel.map_html,
+                picture_file(out.ground_view), picture_file(sel.polar_view), picture_file(sel.topdown_view),
+                out.query_summary, out.status, out.state)
+
+    def on_gallery_click(evt: gr.SelectData):
+        return evt.index + 1
+
+    @_guard
+    def on_select(state, rank):
+        if rank is None or not float(rank).is_integer():
+            raise handlers.UserInputError(f"The candidate rank must be a whole number, got {rank!r}.")
+        sel = handlers.select_candidate(ctx, state, int(rank) - 1)
+        return (sel.heading_deg, picture_file(sel.compass), sel.summary, sel.map_html, picture_file(sel.polar_view),
+                picture_file(sel.topdown_view))
+
+    # analytics off: the app makes no network requests of its own (it must work offline)
+    with gr.Blocks(title="geoapp: where was this photo taken?", analytics_enabled=False) as demo:
+        gr.Markdown(INTRO)
+        status = gr.Markdown(handlers.status_line(ctx), elem_id="status")
+        state = gr.State(None)
+        selected_rank = gr.Number(1, precision=0, visible=False, label="Candidate rank (1 = best)")
+        with gr.Row():
+            with gr.Column(scale=2, min_width=300):
+                photo = gr.Image(label="Ground photo", type="filepath", image_mode=None, height=260,
+                                 sources=["upload", "clipboard"], elem_id="photo")
+                photo_type = gr.Radio(list(handlers.PHOTO_TYPES), value=next(iter(handlers.PHOTO_TYPES)),
+                                      label="Kind of image", elem_id="photo-type")
+                fov = gr.Slider(handlers.FOV_MIN, handlers.FOV_MAX, value=handlers.FOV_DEFAULT, step=1,
+                                label="Horizontal field of view (°)", elem_id="fov",
+                                info="Used when the photo carries no EXIF focal length (EXIF wins when present).")
+                button = gr.Button("Localize", variant="primary", elem_id="localize")
+                if ctx.examples is not None and len(ctx.examples):
+                    gr.set_static_paths([ctx.examples.folder])  # servable even when the app starts elsewhere
+                    crop_type = list(handlers.PHOTO_TYPES)[1]
+                    gr.Examples(
+                        examples=[[str(ctx.examples.path(e)), e.fov_deg, crop_type] for e in ctx.examples.examples],
+                        inputs=[photo, fov, photo_type], example_labels=[e.label() for e in ctx.examples.examples],
+                        label="Examples from the synthetic test set (true location and heading are known)",
+                    )
+                query_md = gr.Markdown(elem_id="query-summary")
+            with gr.Column(scale=3):
+                gallery = gr.Gallery(
+                    label=f"Top-{k} satellite tiles; click one to inspect it. {handlers.GALLERY_LABEL}",
+                    columns=k, rows=1, height=200, allow_preview=False, object_fit="cover", elem_id="gallery",
+                )
+                with gr.Row():
+                    heading = gr.Number(label="Predicted heading (° clockwise from north)", precision=1,
+                                        interactive=False, elem_id="heading")
+                    compass = gr.Image(label="Compass (red: predicted, green: true)", interactive=False,
+                                       height=200, elem_id="compass")
+                selection_md = gr.Markdown(elem_id="selection")
+        map_html = gr.HTML(label="Map", elem_id="map", min_height=300)
+        polar_view = gr.Image(label="Satellite attention in the polar view; the aligned window is outlined "
+                              "(S, W, N, E: the direction each column looks)", interactive=False,
+                              elem_id="polar-attention")
+        with gr.Row():
+            ground_view = gr.Image(label="Ground attention (the model's input)", interactive=False, height=320,
+                                   elem_id="ground-attention")
+            topdown_view = gr.Image(label="Satellite tile: attention and field-of-view cone (red: predicted, "
+                                    "green: true)", interactive=False, height=320, elem_id="topdown-attention")
+
+        # preprocess=False: gr.Image's own preprocessing opens every upload with Pillow, so a non-image or a
+        # decompression bomb would fail inside Gradio with a generic error, before the handler could explain it.
+        # Gradio still copies the file into its cache first, as it does for any file input; load_image decodes it.
+        button.click(
+            on_localize, inputs=[photo, fov, photo_type],
+            outputs=[gallery, heading, compass, selection_md, map_html, ground_view, polar_view, topdown_view,
+                     query_md, status, state],
+            api_name="localize", preprocess=False,
+        )
+        # A click only records the rank; the views follow from (session state, rank), so API clients can ask
+        # for a candidate by rank (/select_candidate) without gallery event data.
+        # (gallery_click needs the click's event data, so it stays out of the API docs)
+        gallery.select(on_gallery_click, inputs=None, outputs=selected_rank, api_name="gallery_click",
+                       api_visibility="undocumented", queue=False).then(
+            on_select, inputs=[state, selected_rank],
+            outputs=[heading, compass, selection_md, map_html, polar_view, topdown_view],
+            api_name="select_candidate",
+        )
+    return demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=CONCURRENCY)
+

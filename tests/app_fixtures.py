@@ -1,0 +1,101 @@
+"""Session fixtures of the app tests: a tiny world, model, reference database, app context and server.
+
+Load them in a test module with ``pytest_plugins = ["app_fixtures"]``. Everything is built once per test
+session in a few seconds: a synthetic world with a handful of locations, a randomly initialised small model
+(``ModelConfig(ground_height=64, sat_height=64, sat_width=256)``) and its reference database.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from app_inputs import TOP_K
+
+# ----------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory) -> Path:
+    """A 512 m x 512 m synthetic world in the CVUSA layout: 4 train and 12 test locations, 128 px tiles,
+    64 x 256 panoramas and polar images, a 512 px mosaic (well under a second to generate)."""
+    from geoapp.synth.world import WorldConfig
+    from geoapp.synth.writer import ImageOptions, write_dataset
+
+    root = tmp_path_factory.mktemp("app_world") / "synth"
+    world = WorldConfig(seed=1, n_train=4, n_test=12, tile_metres=64.0, block_metres=256.0, district_metres=200.0,
+                        metres_per_pixel=1.0)
+    images = ImageOptions(tile_size=128, pano_height=64, pano_width=256, polar_height=64, polar_width=256,
+                          mosaic_size=512)
+    write_dataset(root, world, images, workers=1, progress=False, log=lambda message: None)
+    declare_sizes(root)
+    return root
+
+
+def declare_sizes(root: Path) -> None:
+    """Make sure the manifest declares the image sizes in the keys ``geoapp.data.base`` reads.
+
+    The generator records them under ``image_sizes`` only, which the dataset readers do not read (reported to
+    the lead); without this a world with other than CVUSA's sizes cannot be opened. A no-op once it declares them.
+    """
+    manifest_path = root / "dataset.json"
+    manifest = json.loads(manifest_path.read_text())
+    sizes = manifest.get("image_sizes", {})
+    wanted = {"panorama_size": sizes.get("pano"), "satellite_size": sizes.get("tile"), "polar_size": sizes.get("polar")}
+    missing = {k: v for k, v in wanted.items() if k not in manifest and v is not None}
+    if missing:
+        manifest_path.write_text(json.dumps({**manifest, **missing}))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    from geoapp.model import ModelConfig, build_model, save_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(ground_height=64, sat_height=64, sat_width=256)).eval()
+    return save_model(tmp_path_factory.mktemp("app_model") / "tiny.safetensors", model)
+
+
+@pytest.fixture(scope="session")
+def tiny_database(tiny_world, tiny_checkpoint, tmp_path_factory) -> Path:
+    from geoapp.build_db import DatasetSource, build_database
+    from geoapp.model import ModelConfig, read_metadata
+
+    config = ModelConfig.from_dict(read_metadata(tiny_checkpoint)["model_config"])
+    source = DatasetSource("synth", tiny_world, "val", config)
+    out = tmp_path_factory.mktemp("app_db") / "tiny"
+    return build_database(source, tiny_checkpoint, out, show_progress=False)
+
+
+@pytest.fixture(scope="session")
+def localizer(tiny_checkpoint, tiny_database):
+    from geoapp.retrieval.engine import Localizer
+
+    return Localizer(tiny_checkpoint, tiny_database, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def app_context(localizer, tmp_path_factory):
+    from geoapp.app.context import AppContext
+
+    return AppContext.create(localizer, top_k=TOP_K, cache_dir=tmp_path_factory.mktemp("app_cache"),
+                             example_count=3)
+
+
+@pytest.fixture(scope="session")
+def upload_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("uploads")
+
+
+@pytest.fixture(scope="session")
+def app_server(app_context):
+    """The app's page for the tiny context, served on a free localhost port; yields its URL."""
+    from geoapp.app.screenshot import free_port
+    from geoapp.app.ui import build_demo
+
+    demo = build_demo(app_context)
+    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    yield demo.local_url
+    demo.close()

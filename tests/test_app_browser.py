@@ -1,0 +1,127 @@
+"""The page in a real headless Chromium: upload an example, localize, inspect the results, click a candidate.
+
+Needs Debian's Chromium at /usr/bin/chromium (``apt-get install chromium``; Playwright's own browser download is
+not used). Every request that leaves the machine is blocked and recorded: the page must work offline. A
+screenshot is saved as ``test-artifacts/app_browser.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+from app_inputs import TOP_K, bad_uploads
+
+from geoapp.app.screenshot import CHROMIUM, CHROMIUM_ARGS
+
+pytest_plugins = ["app_fixtures"]  # the tiny world, model, database, app context and server
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+TIMEOUT_MS = 60_000
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"),
+    pytest.mark.filterwarnings("ignore::Warning:gradio.queueing"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+            headless=True, viewport={"width": 1400, "height": 1500},
+        )
+        yield context
+        context.close()
+
+
+@pytest.fixture
+def page(browser):
+    page = browser.new_page()
+    yield page
+    page.close()
+
+
+def _offline_only(page) -> list[str]:
+    """Block (and record) every request that would leave the machine."""
+    outside = []
+
+    def route(request_route):
+        url = request_route.request.url
+        if url.startswith(("data:", "blob:", "about:")) or urlparse(url).hostname in ("127.0.0.1", "localhost"):
+            request_route.continue_()
+        else:
+            outside.append(url)
+            request_route.abort()
+
+    page.route("**/*", route)
+    return outside
+
+
+def _wait_for_results(page) -> None:
+    page.wait_for_function(f"document.querySelectorAll('#gallery img').length === {TOP_K}", timeout=TIMEOUT_MS)
+    page.wait_for_function("document.querySelector('#heading input').value !== ''", timeout=TIMEOUT_MS)
+
+
+def test_upload_an_example_and_inspect_the_results(app_server, page, app_context):
+    outside = _offline_only(page)
+    page.goto(app_server, wait_until="domcontentloaded", timeout=TIMEOUT_MS)
+    page.locator("#localize").wait_for(timeout=TIMEOUT_MS)
+
+    example = app_context.examples.examples[1]
+    page.locator("#photo input[type=file]").set_input_files(str(app_context.examples.path(example)))
+    page.locator("#photo img").first.wait_for(timeout=TIMEOUT_MS)  # the upload has reached the server
+    page.locator("#localize").click()
+    _wait_for_results(page)
+
+    gallery = page.locator("#gallery img")
+    assert gallery.count() == TOP_K
+    heading = page.locator("#heading input")
+    assert 0 <= float(heading.input_value()) < 360
+    assert re.search(r"Candidate #1 · score", page.locator("#selection").inner_text())
+    assert "true heading" in page.locator("#query-summary").inner_text()
+
+    map_frame = page.frame_locator("#map iframe")
+    map_frame.locator(".geoapp-marker").first.wait_for(timeout=TIMEOUT_MS)
+    assert map_frame.locator(".geoapp-marker").count() == TOP_K + 1  # the candidates and the true location
+    mosaic = map_frame.locator("img.leaflet-image-layer")  # the world's own mosaic, not web tiles
+    assert mosaic.count() == 1 and "/file=" in mosaic.get_attribute("src")  # served by the app, not inlined
+    map_document = page.locator("#map iframe").element_handle().content_frame()
+    map_document.wait_for_function("() => { const img = document.querySelector('img.leaflet-image-layer'); "
+                                   "return img.complete && img.naturalWidth > 0; }", timeout=TIMEOUT_MS)
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app_browser.png"), full_page=True)
+
+    gallery.nth(2).click()  # another candidate moves the heading and the map to it
+    page.wait_for_function("document.querySelector('#selection').innerText.includes('Candidate #3')",
+                           timeout=TIMEOUT_MS)
+    assert 0 <= float(heading.input_value()) < 360
+    assert outside == []  # nothing was fetched from the internet
+
+
+def test_example_click_and_a_bad_upload(app_server, page, app_context, tmp_path):
+    outside = _offline_only(page)
+    page.goto(app_server, wait_until="domcontentloaded", timeout=TIMEOUT_MS)
+    page.locator("#localize").wait_for(timeout=TIMEOUT_MS)
+
+    example = app_context.examples.examples[2]
+    page.get_by_text(example.label(), exact=True).click()  # the bundled example fills the inputs
+    page.locator("#photo img").first.wait_for(timeout=TIMEOUT_MS)
+    assert page.locator("#photo-type input:checked").get_attribute("value").startswith("Panorama crop")
+    page.locator("#localize").click()
+    _wait_for_results(page)
+    assert example.pair_id in page.locator("#query-summary").inner_text()
+
+    upload = next(u for u in bad_uploads() if u.name == "not_an_image.jpg")
+    page.locator("#photo input[type=file]").set_input_files(str(upload.write(tmp_path)))
+    page.locator("#localize").click()
+    toast = page.get_by_text(upload.message)
+    toast.first.wait_for(timeout=TIMEOUT_MS)  # the reason is shown, not a traceback
+    assert "Traceback" not in page.content()
+    assert outside == []

@@ -1,0 +1,262 @@
+"""The app's handlers, pictures, map, examples and first-start builder, without a server."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from app_inputs import TOP_K, bad_uploads, odd_uploads
+
+from geoapp.app import handlers, mapview, render
+from geoapp.app.bootstrap import DemoPaths, ensure_demo
+from geoapp.app.examples import ExampleSet
+from geoapp.data.polar import polar_transform
+
+pytest_plugins = ["app_fixtures"]  # the tiny world, model, database, app context and server
+PHONE, CROP = list(handlers.PHOTO_TYPES)
+
+# ------------------------------------------------------------------------------------------------ render
+
+
+def test_display_heading_is_in_0_360():
+    assert render.display_heading(-90.0) == 270.0
+    assert render.display_heading(359.96) == 0.0  # rounds to 360.0, shown as 0.0
+    assert render.display_heading(720.25) == pytest.approx(0.2, abs=0.051)
+
+
+def test_polar_to_topdown_inverts_the_spec_polar_transform():
+    size = 96
+    y, x = np.mgrid[0:size, 0:size]
+    tile = np.stack([x * 255 // size, y * 255 // size, np.full_like(x, 128)], -1).astype(np.uint8)
+    polar = polar_transform(tile, 32, 128).astype(np.float32)
+    back, valid = render.polar_to_topdown(polar[:, :, 0], size)
+    inner = valid & (np.hypot(y - size / 2, x - size / 2) < size * 0.4)
+    assert np.median(np.abs(back[inner] - tile[:, :, 0][inner])) < 3
+    assert not valid[0, 0] and valid[size // 2, size // 2]
+
+
+def test_polar_view_outlines_a_window_that_wraps_around():
+    polar = np.zeros((32, 128, 3), np.uint8)
+    view = render.polar_window_view(polar, None, offset=30, window_width=4, map_width=32, min_height=32)
+    # stage columns 30..33 of 32 -> image columns 120..127 and 0..7 (the window wraps to the left edge)
+    assert view[8, 120].tolist() == list(render.WINDOW_COLOUR)  # (the compass letters are at the bottom)
+    assert view[8, 6].tolist() == list(render.WINDOW_COLOUR)
+    assert view[8, 64].tolist() == [0, 0, 0]
+
+
+def test_cone_points_follow_compass_bearings():
+    east = render.cone_points(50, 50, 10, heading_deg=90, fov_deg=0, steps=1)[1]
+    assert east == pytest.approx((60, 50))  # east is +x
+    south = render.cone_points(50, 50, 10, heading_deg=180, fov_deg=0, steps=1)[1]
+    assert south == pytest.approx((50, 60))  # south is +y (down)
+
+
+def test_topdown_view_draws_the_predicted_cone_in_red():
+    tile = np.full((64, 64, 3), 128, np.uint8)
+    view = render.topdown_view(tile, None, heading_deg=90, fov_deg=60, size=100)
+    east, west = view[50, 80].astype(int), view[50, 20].astype(int)
+    assert east[0] > east[1] + 20  # reddened inside the cone toward the east
+    assert west.tolist() == [128, 128, 128]
+
+
+# ------------------------------------------------------------------------------------------------- map
+
+
+def test_destination_and_haversine_agree():
+    lat, lon = mapview.destination(41.5, -93.6, 90.0, 500.0)
+    assert lat == pytest.approx(41.5, abs=1e-6) and lon > -93.6
+    assert mapview.haversine_m(41.5, -93.6, lat, lon) == pytest.approx(500.0, rel=1e-3)
+
+
+def test_map_is_self_contained_with_markers_popups_cone_and_truth():
+    world = mapview.WorldImage.from_array(np.zeros((40, 40, 3), np.uint8), 41.0, -94.0, 41.01, -93.99)
+    markers = [mapview.MapMarker(r, 41.005 + r * 1e-4, -93.995, 1 - r / 10, 10.0 * r) for r in (1, 2, 3)]
+    page = mapview.build_map(markers, 2, 45.0, 90.0, 30.0, truth=(41.005, -93.995), world=world).get_root().render()
+    assert "cdn." not in page and "jquery" not in page.lower()  # Leaflet is inlined, nothing else is loaded
+    assert page.count("L.marker(") == 4 and page.count("geoapp-marker") >= 4  # three candidates and the truth
+    assert "Rank 2" in page and "score 0.800" in page and "True location" in page
+    assert "data:image/jpeg;base64," in page  # the world mosaic is the base layer
+    assert "L.polygon" in page
+    html = mapview.map_iframe(mapview.build_map(markers, 1, 0.0, 90.0, 30.0))
+    assert html.startswith("<iframe") and "<script" not in html  # the page is escaped into srcdoc
+
+
+# -------------------------------------------------------------------------------------------- examples
+
+
+def test_examples_know_their_truth_and_are_found_by_content(app_context, localizer, tmp_path):
+    examples = app_context.examples
+    assert examples is not None and len(examples) == 3
+    for example in examples.examples:
+        assert 0 <= example.heading_deg < 360
+        tile_lat, tile_lon = localizer.db.latlon[example.reference_index]
+        assert (example.lat, example.lon) == pytest.approx((tile_lat, tile_lon), abs=1e-6)  # camera at the centre
+        renamed = tmp_path / "upload.png"
+        shutil.copyfile(examples.path(example), renamed)
+        assert examples.lookup(renamed) == example
+    assert examples.lookup(Path(__file__)) is None
+    reloaded = ExampleSet.load(examples.folder, source=_record_source(examples))
+    assert reloaded is not None and reloaded.examples == examples.examples
+
+
+def _record_source(examples: ExampleSet) -> dict:
+    import json
+
+    return json.loads((examples.folder / "examples.json").read_text())["source"]
+
+
+# -------------------------------------------------------------------------------------------- handlers
+
+
+def test_localize_an_example_fills_every_output(app_context):
+    example = app_context.examples.examples[1]
+    out = handlers.localize_photo(app_context, app_context.examples.path(example), 75.0, PHONE)
+    assert len(out.gallery) == TOP_K
+    for rank, (image, caption) in enumerate(out.gallery, start=1):
+        assert image.shape == (handlers.GALLERY_SIDE, handlers.GALLERY_SIDE, 3)
+        assert re.fullmatch(rf"#{rank} · [01]\.\d{{3}} · [0-9.]+ k?m( ✓)?", caption)  # rank, score, distance
+    candidates = out.state.candidates
+    assert [c.rank for c in candidates] == list(range(1, TOP_K + 1))
+    assert all(0 <= c.score <= 1 for c in candidates)
+    truth_ranks = [c.rank for c in candidates if c.index == example.reference_index]
+    assert all(caption.endswith("✓") == (rank in truth_ranks) for rank, (_, caption) in enumerate(out.gallery, 1))
+    sel = out.selection
+    assert 0 <= sel.heading_deg < 360 and sel.heading_deg == render.display_heading(candidates[0].heading_deg)
+    assert sel.compass.ndim == 3 and sel.topdown_view.shape[0] == sel.topdown_view.shape[1]
+    assert sel.polar_view.shape[1] == 4 * sel.polar_view.shape[0]  # the polar image's 1:4 aspect
+    assert out.ground_view.ndim == 3 and out.ground_view.shape[0] >= 256
+    assert sel.map_html.count("L.marker(") == TOP_K + 1  # candidates + the true location
+    assert "Candidate #1" in sel.summary and "heading error" in sel.summary
+    # the example's own FoV and projection win over the slider and the radio
+    assert out.state.fov_deg == example.fov_deg
+    assert "bundled example" in out.query_summary and "true heading" in out.query_summary
+    assert "references" in out.status and "query took" in out.status
+    assert out.notes == []
+    assert len(pickle.dumps(out.state)) < 20_000  # the per-session state stays small (no pictures or masks)
+
+
+def test_selecting_another_candidate_moves_heading_and_map(app_context):
+    example = app_context.examples.examples[0]
+    out = handlers.localize_photo(app_context, app_context.examples.path(example))
+    third = handlers.select_candidate(app_context, out.state, 2)
+    chosen = out.state.candidates[2]
+    assert third.heading_deg == render.display_heading(chosen.heading_deg)
+    assert "Candidate #3" in third.summary
+    assert f"{chosen.lat:.6f}" in third.summary
+    with pytest.raises(handlers.UserInputError, match="no candidate #9"):
+        handlers.select_candidate(app_context, out.state, 8)
+    with pytest.raises(handlers.UserInputError, match="localize a photo first"):
+        handlers.select_candidate(app_context, None, 0)
+
+
+@pytest.mark.parametrize("upload", bad_uploads(), ids=lambda u: u.name)
+def test_bad_uploads_are_refused_with_a_clear_message(app_context, upload_dir, upload):
+    path = upload.write(upload_dir)
+    with pytest.raises(handlers.UserInputError) as info:
+        handlers.localize_photo(app_context, path, 90.0, PHONE)
+    message = str(info.value)
+    assert upload.message in message and upload.name in message
+    assert str(upload_dir) not in message  # the server's own paths are not shown
+
+
+@pytest.mark.parametrize("upload", odd_uploads(), ids=lambda u: u.name)
+def test_unusual_uploads_are_answered(app_context, upload_dir, upload):
+    out = handlers.localize_photo(app_context, upload.write(upload_dir), 90.0, PHONE)
+    assert len(out.gallery) == TOP_K and 0 <= out.selection.heading_deg < 360
+    if upload.note:
+        assert any(upload.note in note for note in out.notes)
+    else:
+        assert out.notes == []
+    if upload.name == "exif_rotated.jpg":  # 26 mm equivalent on a 120 x 160 portrait (after the rotation)
+        horizontal_mm = math.hypot(36, 24) * 120 / math.hypot(120, 160)
+        assert "EXIF" in out.query_summary
+        assert out.state.fov_deg == pytest.approx(math.degrees(2 * math.atan(horizontal_mm / 52)))  # 53.1, not 90
+
+
+def test_a_panorama_is_cut_to_its_central_window(upload_dir):
+    upload = next(u for u in odd_uploads() if u.name == "panorama_360.jpg")
+    rgb, fov, fov_text, projection, notes = handlers.prepare_photo(upload.write(upload_dir), 72.0, PHONE, None)
+    assert rgb.shape[:2] == (224, round(1024 * 72 / 360)) and projection == "crop" and fov == 72.0
+    assert "360° panorama" in notes[0] and "panorama" in fov_text
+
+
+def test_field_of_view_outside_the_slider_range_is_refused(upload_dir):
+    upload = next(u for u in odd_uploads() if u.name == "grayscale.png")
+    with pytest.raises(handlers.UserInputError, match="between 60° and 120°"):
+        handlers.prepare_photo(upload.write(upload_dir), 200.0, CROP, None)
+
+
+def test_missing_upload_is_explained(app_context):
+    with pytest.raises(handlers.UserInputError, match="Upload a ground photo"):
+        handlers.localize_photo(app_context, None)
+
+
+# ------------------------------------------------------------------------------------------- bootstrap
+
+FAKE_TOOL = """
+import pathlib, sys
+args = sys.argv[1:]
+with open({log!r}, "a") as fh:
+    fh.write(" ".join(args) + "\\n")
+out = pathlib.Path(args[args.index("--out") + 1])
+if args[1] == "geoapp.synth":
+    out.mkdir(parents=True); (out / "dataset.json").write_text("{{}}")
+elif args[1] == "geoapp.train":
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("best.safetensors", "final_eval.json"):
+        (out / name).write_text(name)
+elif args[1] == "geoapp.build_db":
+    out.mkdir(parents=True); (out / "metadata.json").write_text("{{}}")
+"""
+
+
+def test_first_start_builds_each_missing_step_once_in_order(tmp_path):
+    log = tmp_path / "commands.log"
+    fake_python = tmp_path / "fake_python"
+    fake_python.write_text(f"#!{sys.executable}\n" + FAKE_TOOL.format(log=str(log)))
+    fake_python.chmod(0o755)
+    paths = DemoPaths(checkpoint=tmp_path / "ck" / "demo.safetensors", database=tmp_path / "db" / "demo",
+                      data_root=tmp_path / "data" / "synth", run_dir=tmp_path / "runs" / "demo")
+    timings = ensure_demo(paths, python=str(fake_python), log=lambda message: None)
+    assert list(timings) == ["synth", "train", "build_db"]
+    commands = log.read_text().splitlines()
+    assert [c.split()[1] for c in commands] == ["geoapp.synth", "geoapp.train", "geoapp.build_db"]
+    assert "--preset demo" in commands[1] and "--split val" in commands[2]
+    assert paths.checkpoint.read_text() == "best.safetensors"  # copied from the run
+    assert ensure_demo(paths, python=str(fake_python), log=lambda message: None) == {}  # later starts: nothing
+    # an interrupted first start resumes: the database step alone is redone
+    shutil.rmtree(paths.database)
+    assert list(ensure_demo(paths, python=str(fake_python), log=lambda message: None)) == ["build_db"]
+
+
+def test_a_failing_step_stops_with_the_command_to_rerun(tmp_path):
+    from geoapp.app.bootstrap import BootstrapError
+
+    failing = tmp_path / "failing_python"
+    failing.write_text("#!/bin/sh\nexit 3\n")
+    failing.chmod(0o755)
+    paths = DemoPaths(checkpoint=tmp_path / "c.safetensors", database=tmp_path / "db", data_root=tmp_path / "d",
+                      run_dir=tmp_path / "r")
+    with pytest.raises(BootstrapError, match=r"exit code 3.*geoapp.synth"):
+        ensure_demo(paths, python=str(failing), log=lambda message: None)
+
+
+def test_no_build_explains_how_to_build(tmp_path, monkeypatch):
+    import app as app_module
+
+    paths = DemoPaths(checkpoint=tmp_path / "c.safetensors", database=tmp_path / "db", data_root=tmp_path / "d",
+                      run_dir=tmp_path / "r")
+    monkeypatch.setattr(app_module, "DemoPaths", lambda: paths)
+    monkeypatch.delenv("GEOAPP_CHECKPOINT", raising=False)
+    monkeypatch.delenv("GEOAPP_REFERENCE_DB", raising=False)
+    with pytest.raises(SystemExit, match="(?s)--no-build.*python -m geoapp.synth"):
+        app_module.resolve_artifacts(app_module.parse_args(["--no-build"]))
+    with pytest.raises(SystemExit, match="not found"):
+        app_module.resolve_artifacts(app_module.parse_args(["--checkpoint", str(tmp_path / "nope.safetensors"),
+                                                             "--reference-db", str(tmp_path / "nodb")]))
