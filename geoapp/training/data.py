@@ -1,0 +1,152 @@
+"""Data for training and evaluation: whole panoramas + polar images as uint8, cropped per batch.
+
+A split is read through :func:`geoapp.data.datasets.build_dataset` (``load_panorama`` / ``load_polar``
+give the resized uint8 images). :class:`PairImages` either keeps every image of the split in memory
+(``cache``: the small synthetic world decodes once, then a batch is an index operation) or reads batches
+with DataLoader workers. The limited-FoV crop (SPEC 4) and the ImageNet normalisation are done per batch
+with the same arithmetic as ``CrossViewDataset.ground_item`` / ``geoapp.data.transforms.to_tensor``, so a
+batch is bit-identical to the dataset's own samples for the same shifts.
+
+Determinism (exact resume): the order of epoch ``e`` is ``default_rng([seed, e]).permutation(N)`` and the
+shift of sample ``i`` in epoch ``e`` is the dataset's ``default_rng([seed, e, i])`` draw (``shift_for``),
+so any batch is a function of (seed, epoch, step) alone. With several processes, step ``t`` of an epoch
+gives rank ``r`` the slice ``[(t * world + r) * B, ... + B)`` of that order (DistributedSampler-like,
+incomplete last batches dropped).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..data.datasets import CrossViewDataset, build_dataset
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+CACHE_AUTO_LIMIT_BYTES = 6 << 30  # cache=auto keeps a split in memory when its uint8 images fit in this
+
+
+def open_split(name: str, root: str, split: str, fov: float, height: int, width: int, train: bool, seed: int = 0):
+    """The dataset of ``split`` at the model's resolution (ground ``height x fov_width``, polar ``height x width``)."""
+    return build_dataset(name, root, split, fov, train, ground_size=(height, None), sat_size=(height, width), seed=seed)
+
+
+class _Raw(torch.utils.data.Dataset):
+    def __init__(self, dataset: CrossViewDataset, panos: bool = True, polars: bool = True):
+        self.dataset, self.panos, self.polars = dataset, panos, polars
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return (self.dataset.load_panorama(index) if self.panos else None,
+                self.dataset.load_polar(index) if self.polars else None)
+
+
+def _stack(items):
+    panos, polars = zip(*items)
+    return tuple(None if parts[0] is None else torch.from_numpy(np.stack(parts)) for parts in (panos, polars))
+
+
+class PairImages:
+    """uint8 panoramas (N x H x W x 3) and polar images of one split, from memory or read by workers."""
+
+    def __init__(self, dataset: CrossViewDataset, cache: str = "auto", workers: int = 0, progress: bool = False):
+        self.dataset = dataset
+        self.width = dataset.pano_width
+        self.workers = int(workers)
+        h_g, h_s = dataset.ground_size[0], dataset.sat_size[0]
+        nbytes = len(dataset) * 3 * self.width * (h_g + h_s)
+        self.cached = cache == "yes" or (cache == "auto" and nbytes <= CACHE_AUTO_LIMIT_BYTES)
+        self.panos = self.polars = None
+        if self.cached:
+            self.panos = torch.empty((len(dataset), h_g, self.width, 3), dtype=torch.uint8)
+            self.polars = torch.empty((len(dataset), h_s, self.width, 3), dtype=torch.uint8)
+            chunks = [list(range(i, min(len(dataset), i + 64))) for i in range(0, len(dataset), 64)]
+            it = self._read(chunks)
+            if progress:
+                from tqdm import tqdm
+
+                it = tqdm(it, total=len(chunks), desc=f"caching {dataset.split} ({nbytes / 2**20:.0f} MiB)")
+            for idx, (panos, polars) in zip(chunks, it):
+                self.panos[idx[0] : idx[-1] + 1] = panos
+                self.polars[idx[0] : idx[-1] + 1] = polars
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def _read(self, index_lists, panos: bool = True, polars: bool = True):
+        return iter(
+            DataLoader(
+                _Raw(self.dataset, panos, polars),
+                batch_sampler=index_lists,
+                num_workers=self.workers,
+                collate_fn=_stack,
+                persistent_workers=False,
+            )
+        )
+
+    def batches(self, index_lists, panos: bool = True, polars: bool = True):
+        """Yield ``(panos, polars)`` uint8 tensors for each list of indices (None for a side not asked for)."""
+        if not self.cached:
+            yield from self._read([list(map(int, idx)) for idx in index_lists], panos, polars)
+            return
+        for idx in index_lists:
+            idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+            yield self.panos[idx] if panos else None, self.polars[idx] if polars else None
+
+
+_MEAN = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
+_STD = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 B x H x W x 3 -> float32 B x 3 x H x W, the arithmetic of ``transforms.to_tensor``."""
+    return images.permute(0, 3, 1, 2).float().div_(255.0).sub_(_MEAN).div_(_STD)
+
+
+def crop_batch(panos: torch.Tensor, shifts, crop_width: int) -> torch.Tensor:
+    """uint8 B x H x W x 3 panoramas -> B x H x w x 3 crops: crop column k = panorama column (k - shift) mod W."""
+    b, _, width, _ = panos.shape
+    shifts = torch.as_tensor(np.asarray(shifts), dtype=torch.long).view(b, 1)
+    cols = (torch.arange(crop_width)[None, :] - shifts) % width  # B x w
+    return panos[torch.arange(b)[:, None], :, cols].permute(0, 2, 1, 3)  # (B x w x H x 3) -> B x H x w x 3
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
+
+
+def steps_per_epoch(n: int, batch_size: int, world: int = 1) -> int:
+    return n // (batch_size * world)
+
+
+class TrainBatches:
+    """Training batches as a function of (seed, epoch, step): ``epoch(e, start)`` yields
+    ``(step_in_epoch, ground, satellite, indices, shifts)`` from ``start`` to the end of epoch ``e``."""
+
+    def __init__(self, images: PairImages, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        if not images.dataset.train:
+            raise ValueError("training batches need a dataset opened with train=True (per-epoch random shifts)")
+        self.images, self.batch_size, self.seed, self.rank, self.world = images, batch_size, seed, rank, world
+        self.steps_per_epoch = steps_per_epoch(len(images), batch_size, world)
+        if self.steps_per_epoch < 1:
+            raise ValueError(
+                f"the training split has {len(images)} pairs, fewer than one batch of {batch_size} x {world} processes"
+            )
+
+    def indices(self, epoch: int, step_in_epoch: int, order: np.ndarray | None = None) -> np.ndarray:
+        order = epoch_order(self.seed, epoch, len(self.images)) if order is None else order
+        start = (step_in_epoch * self.world + self.rank) * self.batch_size
+        return order[start : start + self.batch_size]
+
+    def epoch(self, epoch: int, start: int = 0):
+        ds = self.images.dataset
+        ds.set_epoch(epoch)
+        crop_width = ds.crop_width
+        order = epoch_order(self.seed, epoch, len(self.images))
+        index_lists = [self.indices(epoch, t, order) for t in range(start, self.steps_per_epoch)]
+        for t, idx, (panos, polars) in zip(range(start, self.steps_per_epoch), index_lists,
+                                           self.images.batches(index_lists)):
+            shifts = np.array([ds.shift_for(int(i)) for i in idx], dtype=np.int64)
+            yield t, normalize(crop_batch(panos, shifts, crop_width)), normalize(polars), idx, shifts

@@ -1,0 +1,300 @@
+"""The training loop: batch-hard soft-margin triplet training of a CrossViewModel (paper section 3.5, 4.1).
+
+One path for CPU, one GPU and torchrun (see :mod:`geoapp.training.distributed`). Every batch is a function of
+(seed, epoch, step) and the lr a function of the step, so a run resumed from its ``last`` checkpoint reaches
+exactly the weights of an uninterrupted run. A time budget or SIGTERM/SIGINT stops the run cleanly after the
+current step (checkpoint; with the time budget also the final evaluation).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+
+import torch
+
+from ..model import build_model, save_model, soft_margin_triplet_loss
+from ..utils import atomic_write_json, code_revision, command_line, seed_everything
+from .data import PairImages, TrainBatches, open_split
+from .distributed import autocast, cleanup_distributed, resolve_precision, setup_distributed
+from .objective import TrainForward, alignment_loss
+from .plot import plot_curves
+from .presets import TrainConfig, parse_every
+from .run_dir import RunDir, dataset_fingerprint, load_last, save_last, set_rng_state
+
+
+def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
+    """Learning rate of optimizer step ``step`` (0-based) in a run of ``total`` steps."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    if cfg.lr_schedule == "step":
+        return cfg.lr * 0.1 ** ((progress >= 0.5) + (progress >= 0.75))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def train_step(net, optimizer, scaler, ground, sat, alpha: float, device, precision: str, grad_clip: float = 0.0,
+               shifts=None, align_weight: float = 0.0, pano_width: int = 512) -> dict:
+    """One optimizer step on one batch (positives on the diagonal). ``net`` is a :class:`TrainForward` (or
+    its DDP wrapper). Returns the batch's losses before the step: total, triplet and alignment."""
+    with autocast(device, precision):
+        distances, scores = net(ground, sat)
+    triplet = soft_margin_triplet_loss(distances.float(), alpha)
+    loss = triplet
+    align = None
+    if align_weight:
+        align = alignment_loss(scores, shifts, pano_width)
+        loss = triplet + align_weight * align
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return {"loss": float(loss.detach()), "triplet": float(triplet.detach()),
+            "align": float(align.detach()) if align is not None else 0.0}
+
+
+def interval_steps(text: str, steps_per_epoch: int, default: int) -> int:
+    parsed = parse_every(text, allow_empty=True)
+    if parsed is None:
+        return default
+    n, unit = parsed
+    return n * steps_per_epoch if unit == "epochs" else n
+
+
+class _StopFlag:
+    """SIGTERM / first SIGINT ask for a clean stop after the current step (a second SIGINT interrupts)."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no handlers
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\nsignal {signum}: stopping after this step (checkpoint first); Ctrl-C again to interrupt", flush=True)
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def train(cfg: TrainConfig, resume: bool = False, on_step=None) -> dict:
+    """Train as ``cfg`` says, in the run folder ``cfg.out``; returns a summary (steps, best and final metrics).
+
+    ``on_step(step, model)`` is called after every optimizer step (tests use it to simulate a kill).
+    """
+    d, device = setup_distributed(cfg.device)
+    try:
+        return _train(cfg, d, device, resume, on_step)
+    finally:
+        cleanup_distributed(d)
+
+
+def _train(cfg: TrainConfig, d, device, resume: bool, on_step) -> dict:
+    from ..evaluate import evaluate_model, format_table, subset_indices
+
+    started = time.time()  # the time budget counts from here: data caching and validations included
+    run = RunDir(cfg.out)
+    precision = resolve_precision(cfg.precision, device)
+    if resume and run.last_dir() is None:
+        raise FileNotFoundError(f"--resume: {run.path} has no checkpoint to resume from")
+    if not resume and run.last_dir() is not None:
+        raise FileExistsError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out")
+    say = print if d.main else (lambda *a, **k: None)
+
+    # ---- data
+    train_ds = open_split(cfg.dataset, cfg.data_root, cfg.train_split, cfg.fov, cfg.height, cfg.sat_width,
+                          train=True, seed=cfg.seed)
+    show = d.main and cfg.progress
+    train_images = PairImages(train_ds, cfg.cache, cfg.workers, progress=show)
+    batches = TrainBatches(train_images, cfg.batch_size, cfg.seed, d.rank, d.world)
+    spe = batches.steps_per_epoch
+    total = cfg.max_steps or cfg.epochs * spe
+    val_images = val_idx = None
+    val_ds = open_split(cfg.dataset, cfg.data_root, cfg.val_split, cfg.fov, cfg.height, cfg.sat_width, train=False)
+    if d.main:
+        val_images = PairImages(val_ds, cfg.cache, cfg.workers, progress=show)
+        val_idx = subset_indices(len(val_ds), cfg.val_size)
+    val_every = interval_steps(cfg.val_every, spe, spe)
+    ckpt_every = interval_steps(cfg.ckpt_every, spe, val_every)
+    fingerprint = dataset_fingerprint(train_ds, val_ds)
+    resolved = {
+        "device": str(device),
+        "precision": precision,
+        "world_size": d.world,
+        "global_batch": cfg.batch_size * d.world,
+        "train_pairs": len(train_ds),
+        "val_pairs": len(val_ds),
+        "val_subset": len(val_idx) if val_idx is not None else None,
+        "steps_per_epoch": spe,
+        "total_steps": total,
+        "val_every_steps": val_every,
+        "ckpt_every_steps": ckpt_every,
+        "images_cached": train_images.cached,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+    # ---- model and optimizer
+    seed_everything(cfg.seed)
+    model = build_model(cfg.model_config())
+    if cfg.imagenet_weights and not resume:
+        for branch, report in model.load_imagenet_weights(cfg.imagenet_weights).items():
+            say(f"{branch} branch: {report}")
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    state = {"step": 0, "best": None, "best_step": None, "last_val_step": None}
+    if resume:
+        model_state, optim_state, state, scaler_state, rng = load_last(run)
+        model.load_state_dict(model_state)
+        optimizer.load_state_dict(optim_state)
+        if scaler_state:
+            scaler.load_state_dict(scaler_state)
+        set_rng_state(*rng)
+        if d.main:
+            run.truncate_log(state["step"])
+            run.log({"kind": "event", "event": "resume", "step": state["step"], "command": command_line()})
+        say(f"resumed {run.path} at step {state['step']} (epoch {state['step'] / spe:.2f})")
+    elif d.main:
+        run.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run.config, {
+            "train_config": cfg.to_dict(), "model_config": cfg.model_config().to_dict(), "resolved": resolved,
+            "dataset": fingerprint, "command": command_line(), "code_revision": code_revision(),
+        })
+        run.log({"kind": "event", "event": "start", "step": 0, "command": command_line()})
+    say("training config:\n" + cfg.dumps() + "\nresolved: " + str(resolved))
+    net = TrainForward(model, with_scores=cfg.align_loss > 0)
+    if d.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda"
+                                                        else None)
+
+    def metadata(metrics=None):
+        return {"train_config": cfg.to_dict(), "dataset": fingerprint, "step": state["step"],
+                "epoch": state["step"] / spe, "metrics": metrics or state["best"], "precision": precision}
+
+    def validate():
+        report = evaluate_model(model, val_images, [cfg.fov], indices=val_idx, device=device, precision=precision)
+        m = report["by_fov"][f"{cfg.fov:g}"]
+        record = {"kind": "val", "step": state["step"], "epoch": state["step"] / spe, "fov": cfg.fov,
+                  "n": report["n_queries"], "seconds": report["seconds"], **m,
+                  "heading_median_deg_by_stage": report["results"][0]["heading_median_deg_by_stage"]}
+        run.log(record)
+        state["last_val_step"] = state["step"]
+        key = (m["R@1"], m["R@5"], m["R@10"])
+        if state["best"] is None or key > (state["best"]["R@1"], state["best"]["R@5"], state["best"]["R@10"]):
+            state["best"], state["best_step"] = dict(m), state["step"]
+            save_model(run.best, model, metadata(dict(m, validation_subset=report["n_queries"])))
+        say(f"\nstep {state['step']}: val R@1 {m['R@1']:.2f} R@5 {m['R@5']:.2f} R@10 {m['R@10']:.2f} "
+            f"R@1% {m['R@1%']:.2f} heading median {m['heading_median_deg']:.1f} deg ({report['seconds']:.0f} s); "
+            f"best R@1 {state['best']['R@1']:.2f} at step {state['best_step']}")
+        plot_curves(run.read_log(), run.plot, title=str(run.path))
+
+    def checkpoint():
+        if d.main:
+            save_last(run, model, optimizer, scaler, state, metadata())
+        d.barrier()
+
+    # ---- loop
+    from tqdm import tqdm
+
+    budget_s = cfg.max_minutes * 60.0
+    stop_reason = None
+    bar = tqdm(total=total, initial=state["step"], disable=not show, unit="step", dynamic_ncols=True)
+    window = {"loss": 0.0, "align": 0.0, "n": 0, "t": time.perf_counter(), "data": 0.0}
+    model.train()
+    with _StopFlag() as stop_flag:
+        while state["step"] < total and stop_reason is None:
+            epoch, start = divmod(state["step"], spe)
+            t_data = time.perf_counter()
+            for _, ground, sat, _, shifts in batches.epoch(epoch, start):
+                step = state["step"]
+                window["data"] += time.perf_counter() - t_data
+                lr = lr_at(cfg, step, total)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                ground = ground.to(device, non_blocking=True)
+                sat = sat.to(device, non_blocking=True)
+                if cfg.channels_last:
+                    ground = ground.contiguous(memory_format=torch.channels_last)
+                    sat = sat.contiguous(memory_format=torch.channels_last)
+                losses = train_step(net, optimizer, scaler, ground, sat, cfg.alpha, device, precision, cfg.grad_clip,
+                                    shifts, cfg.align_loss, cfg.sat_width)
+                state["step"] = step = step + 1
+                window["loss"] += losses["loss"]
+                window["align"] += losses["align"]
+                window["n"] += 1
+                bar.update(1)
+                if on_step is not None:
+                    on_step(step, model)
+
+                if step % cfg.log_every == 0 or step == total:
+                    elapsed = time.perf_counter() - window["t"]
+                    mean_loss = d.mean(window["loss"] / window["n"])
+                    extra = {"align_loss": d.mean(window["align"] / window["n"])} if cfg.align_loss else {}
+                    pairs_s = window["n"] * cfg.batch_size * d.world / elapsed
+                    bar.set_postfix(loss=f"{mean_loss:.4f}", pairs_s=f"{pairs_s:.1f}", lr=f"{lr:.2e}")
+                    if d.main:
+                        run.log({"kind": "train", "step": step, "epoch": step / spe, "loss": mean_loss, "lr": lr,
+                                 "pairs_per_s": pairs_s, "data_wait": window["data"] / elapsed,
+                                 "elapsed_s": time.time() - started, **extra})
+                    window = {"loss": 0.0, "align": 0.0, "n": 0, "t": time.perf_counter(), "data": 0.0}
+
+                out_of_time = budget_s > 0 and time.time() - started > budget_s
+                if d.any(out_of_time or stop_flag.requested):
+                    stop_reason = "time budget" if out_of_time else "signal"
+                t_pause = time.perf_counter()
+                if step % val_every == 0 or step == total or stop_reason == "time budget":
+                    if d.main:
+                        validate()
+                    d.barrier()
+                if step % ckpt_every == 0 or step == total or stop_reason is not None:
+                    checkpoint()
+                window["t"] += time.perf_counter() - t_pause  # throughput counts training time only
+                if stop_reason is not None or step >= total:
+                    break
+                t_data = time.perf_counter()
+    bar.close()
+
+    # ---- final evaluation of the model the app uses (best.safetensors)
+    summary = {"step": state["step"], "total_steps": total, "stopped": stop_reason, "best": state["best"],
+               "best_step": state["best_step"], "minutes": (time.time() - started) / 60.0}
+    if stop_reason == "signal" or not d.main:  # other processes do not wait for the final evaluation
+        return summary
+    if state["last_val_step"] != state["step"]:
+        validate()
+    from ..model import load_model
+
+    best_model, best_meta = load_model(run.best, map_location=device)
+    eval_images = val_images
+    final_idx = subset_indices(len(val_ds), cfg.final_eval_size)
+    fovs = list(cfg.eval_fovs) or [cfg.fov]
+    say(f"final evaluation of {run.best} (step {best_meta['step']}) on {len(final_idx)} {cfg.val_split} pairs")
+    t_eval = time.time()
+    report = evaluate_model(best_model, eval_images, fovs, indices=final_idx, device=device, precision="fp32",
+                            progress=show)  # fp32, like python -m geoapp.evaluate and the app
+    report.update(checkpoint=str(run.best), step=best_meta["step"], split=cfg.val_split, precision="fp32")
+    atomic_write_json(run.final_eval, report)
+    run.log({"kind": "event", "event": "final_eval", "step": state["step"], "by_fov": report["by_fov"]})
+    best_meta.pop("model_config", None)
+    save_model(run.best, best_model, dict(best_meta, final_eval=report["by_fov"], final_eval_pairs=len(final_idx)))
+    say(format_table(report))
+    summary.update(final_eval=report["by_fov"], final_eval_minutes=(time.time() - t_eval) / 60.0,
+                   minutes=(time.time() - started) / 60.0)
+    return summary

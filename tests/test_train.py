@@ -1,0 +1,205 @@
+"""Training (issue 4): batches, one step, exact resume, self-describing checkpoints, CLI config, torchrun."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny_world import write_tiny_cvusa
+
+from geoapp.evaluate import evaluate_model
+from geoapp.model import ModelConfig, build_model, load_model, read_metadata, soft_margin_triplet_loss
+from geoapp.train import config_from_args
+from geoapp.training import TrainConfig
+from geoapp.training.data import PairImages, TrainBatches, open_split
+from geoapp.training.loop import lr_at, train, train_step
+from geoapp.training.objective import TrainForward, alignment_loss
+from geoapp.training.run_dir import RunDir
+from geoapp.utils import sha256_file
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return write_tiny_cvusa(tmp_path_factory.mktemp("tiny_world"), n_train=12, n_val=8)
+
+
+def tiny_config(root, out, **kw) -> TrainConfig:
+    values = dict(dataset="synth", data_root=str(root), height=32, sat_width=128, batch_size=4, max_steps=4,
+                  lr=1e-4, warmup_steps=1, val_every="100", ckpt_every="2", val_size=0, cache="yes", workers=0,
+                  progress=False, log_every=1, out=str(out))
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+def test_batches_are_the_dataset_samples_and_a_function_of_seed_epoch_step(world):
+    ds = open_split("synth", world, "train", 90, 32, 128, train=True, seed=3)
+    batches = TrainBatches(PairImages(ds, cache="yes"), batch_size=4, seed=3)
+    assert batches.steps_per_epoch == 3
+    epoch1 = list(batches.epoch(1))
+    for _, ground, sat, idx, shifts in epoch1:
+        for k, i in enumerate(idx):
+            ds.set_epoch(1)
+            sample = ds[int(i)]  # the dataset's own crop and normalisation, bit for bit
+            assert torch.equal(ground[k], sample["ground"]) and torch.equal(sat[k], sample["satellite"])
+            assert shifts[k] == sample["shift"]
+    # resuming mid-epoch gives the same remaining batches; other epochs differ in order and shifts
+    again = list(TrainBatches(PairImages(ds, cache="no"), batch_size=4, seed=3).epoch(1, start=1))
+    assert [t for t, *_ in again] == [1, 2]
+    for (_, g1, s1, i1, _), (_, g2, s2, i2, _) in zip(epoch1[1:], again):
+        assert np.array_equal(i1, i2) and torch.equal(g1, g2) and torch.equal(s1, s2)
+    assert not np.array_equal(np.concatenate([b[3] for b in batches.epoch(0)]), np.concatenate([b[3] for b in epoch1]))
+
+
+@pytest.mark.parametrize("align_weight", [0.0, 1.0])
+def test_two_steps_lower_the_loss_on_that_batch(world, align_weight):
+    ds = open_split("synth", world, "train", 90, 32, 128, train=True)
+    _, ground, sat, _, shifts = next(TrainBatches(PairImages(ds, cache="yes"), batch_size=4, seed=0).epoch(0))
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(ground_height=32, sat_height=32, sat_width=128)).train()
+    net = TrainForward(model, with_scores=align_weight > 0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=5e-4)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    args = (10.0, torch.device("cpu"), "fp32", 0.0, shifts, align_weight, 128)
+    before = train_step(net, opt, scaler, ground, sat, *args)
+    train_step(net, opt, scaler, ground, sat, *args)
+    with torch.no_grad():
+        distances, scores = net(ground, sat)
+        after = float(soft_margin_triplet_loss(distances))
+        if align_weight:
+            after += align_weight * float(alignment_loss(scores, shifts, 128))
+    assert after < before["loss"]
+    assert before["loss"] == pytest.approx(before["triplet"] + align_weight * before["align"])
+
+
+def test_alignment_loss_targets_the_true_offset():
+    # a score row peaked at the SPEC 5 true offset o* = (W - shift) / W * W_b gives a small loss
+    shifts = np.array([0, 64, 100])
+    width = 32  # stage map width for a 128-wide panorama at stride 4
+    target = ((128 - shifts) / 128 * width).round().astype(int) % width
+    peaked = torch.zeros(3, width)
+    peaked[torch.arange(3), torch.as_tensor(target)] = 10.0
+    wrong = torch.roll(peaked, 5, dims=1)
+    assert float(alignment_loss([peaked], shifts, 128)) < 0.1 < float(alignment_loss([wrong], shifts, 128))
+
+
+def test_lr_schedules():
+    cfg = TrainConfig(lr=1.0, warmup_steps=10, min_lr_ratio=0.01)
+    assert lr_at(cfg, 0, 110) == pytest.approx(0.1) and lr_at(cfg, 9, 110) == pytest.approx(1.0)
+    assert lr_at(cfg, 10, 110) == pytest.approx(1.0) and lr_at(cfg, 110, 110) == pytest.approx(0.01)
+    assert lr_at(cfg, 60, 110) == pytest.approx(0.505)
+    step = TrainConfig(lr=1.0, lr_schedule="step")
+    assert [lr_at(step, s, 100) for s in (0, 49, 50, 75, 99)] == pytest.approx([1, 1, 0.1, 0.01, 0.01])
+
+
+class SimulatedKill(RuntimeError):
+    pass
+
+
+def _kill_at(step_to_die):
+    def on_step(step, model):
+        if step == step_to_die:
+            raise SimulatedKill(f"killed after step {step}")
+
+    return on_step
+
+
+def test_resume_after_kill_reaches_the_same_weights(world, tmp_path):
+    whole = train(tiny_config(world, tmp_path / "whole"))
+    assert whole["step"] == 4
+    # killed after step 3; its last checkpoint is step 2 (mid-epoch: 3 steps per epoch)
+    with pytest.raises(SimulatedKill):
+        train(tiny_config(world, tmp_path / "killed"), on_step=_kill_at(3))
+    run = RunDir(tmp_path / "killed")
+    assert json.loads((run.last_dir() / "state.json").read_text())["train"]["step"] == 2
+    with pytest.raises(FileExistsError):  # a fresh start must not overwrite the run
+        train(tiny_config(world, tmp_path / "killed"))
+    resumed = train(tiny_config(world, tmp_path / "killed"), resume=True)
+    assert resumed["step"] == 4
+    for name in ("model.safetensors", "state.safetensors"):  # weights, BN buffers, AdamW moments, RNG states
+        a = load_file(str(tmp_path / "whole/last" / name))
+        b = load_file(str(tmp_path / "killed/last" / name))
+        assert a.keys() == b.keys()
+        different = [k for k in a if not torch.equal(a[k], b[k])]
+        assert not different, f"{name}: {different[:5]}"
+    steps = [r["step"] for r in run.read_log() if r["kind"] == "train"]
+    assert steps == [1, 2, 3, 4]  # the killed run's step-3 record was dropped on resume
+    assert whole["final_eval"] == resumed["final_eval"]
+
+
+def test_checkpoint_rebuilds_its_model_and_reproduces_the_metrics(world, tmp_path):
+    cfg = tiny_config(world, tmp_path / "run", max_steps=3, val_every="3", eval_fovs=(90.0, 70.0))
+    summary = train(cfg)
+    run = RunDir(cfg.out)
+    for name in ("config.json", "metrics.jsonl", "curves.png", "best.safetensors", "final_eval.json"):
+        assert (run.path / name).is_file(), name
+    meta = read_metadata(run.best)
+    assert meta["model_config"] == cfg.model_config().to_dict()
+    assert meta["train_config"] == cfg.to_dict()
+    assert "geoapp.train" in meta["command"] or "pytest" in meta["command"]
+    assert meta["code_revision"]
+    split = Path(world) / "splits/train-19zl.csv"
+    assert meta["dataset"]["sha256"][str(split)] == sha256_file(split)
+    assert meta["dataset"]["sha256"][str(Path(world) / "dataset.json")] == sha256_file(Path(world) / "dataset.json")
+    assert set(meta["final_eval"]) == {"90", "70"} and meta["metrics"]["R@1"] >= 0
+    # rebuilt from its own metadata, the model gives the same outputs and hence the same metrics
+    model, _ = load_model(run.best)
+    by_hand = build_model(ModelConfig.from_dict(meta["model_config"]))
+    by_hand.load_state_dict(load_file(str(run.best)))
+    by_hand.eval()
+    ds = open_split("synth", world, "val", 90, 32, 128, train=False)
+    images = PairImages(ds, cache="yes")
+    ground = torch.randn(2, 3, 32, 32)
+    sat = torch.randn(3, 3, 32, 128)
+    with torch.no_grad():
+        assert torch.equal(model(ground, sat).distances, by_hand(ground, sat).distances)
+    report = evaluate_model(model, images, [90.0, 70.0])
+    assert report["by_fov"] == json.loads(run.final_eval.read_text())["by_fov"] == summary["final_eval"]
+    records = run.read_log()
+    assert [r["step"] for r in records if r["kind"] == "val"] == [3]
+    train_records = [r for r in records if r["kind"] == "train"]
+    assert all(k in train_records[0] for k in ("step", "epoch", "loss", "lr", "pairs_per_s"))
+
+
+def test_cli_resolution_presets_flags_and_resume_guard(tmp_path):
+    cfg, resume = config_from_args(["--preset", "demo", "--batch-size", "8", "--no-ca", "--stages", "4"])
+    assert not resume and cfg.preset == "demo" and cfg.batch_size == 8 and cfg.dataset == "synth"
+    assert cfg.use_ca is False and cfg.align_mode == "feature" and cfg.stages == (4,)
+    cfg, _ = config_from_args(["--preset", "paper-cvusa-70", "--imagenet-weights", "none"])
+    assert (cfg.fov, cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.alpha) == (70.0, 100, 24, 5e-5, 5e-4, 10)
+    assert cfg.imagenet_weights is None and cfg.height == 128 and cfg.sat_width == 512
+    with pytest.raises(SystemExit, match="ImageNet"):
+        config_from_args(["--preset", "paper-cvact-90"])
+    with pytest.raises(ValueError, match="Coordinate Attention"):
+        config_from_args(["--no-ca", "--align-mode", "mask-corr"])
+    run = tmp_path / "r"
+    run.mkdir()
+    saved = TrainConfig(out=str(run), batch_size=6)
+    (run / "config.json").write_text(json.dumps({"train_config": saved.to_dict()}))
+    cfg, resume = config_from_args(["--out", str(run), "--resume", "--max-minutes", "5"])
+    assert resume and cfg.batch_size == 6 and cfg.max_minutes == 5
+    with pytest.raises(SystemExit, match="lr"):
+        config_from_args(["--out", str(run), "--resume", "--lr", "1e-3"])
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes(world, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "geoapp.train",
+           "--dataset", "synth", "--data-root", str(world), "--height", "32", "--sat-width", "128", "--batch-size", "3",
+           "--max-steps", "3", "--val-every", "2", "--device", "cpu", "--workers", "0", "--no-progress",
+           "--out", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    config = json.loads((out / "config.json").read_text())
+    assert config["resolved"]["world_size"] == 2 and config["resolved"]["steps_per_epoch"] == 2
+    state = json.loads((out / "last/state.json").read_text())
+    assert state["train"]["step"] == 3
+    assert (out / "best.safetensors").is_file() and (out / "final_eval.json").is_file()
