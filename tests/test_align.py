@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from geoapp.data.fov import heading_from_offset, heading_from_shift, true_offset
-from geoapp.model import StageMaps, align_windows, crop_windows, multiscale_descriptor
+from geoapp.model import StageMaps, align_windows, crop_windows, multiscale_descriptor, window_scores
 
 STAGE_DIMS = [(64, 32, 128), (128, 16, 64), (256, 8, 32), (512, 4, 16)]  # C, H, W of the polar branch
 
@@ -165,3 +165,18 @@ def test_precomputed_column_energy_and_column_major_store_give_the_same_result()
     fast = align_windows(ground, stored, mode="mask-corr", stages=(1, 2), chunk_size=2)
     assert torch.equal(plain.offsets, fast.offsets)
     torch.testing.assert_close(plain.distances, fast.distances)
+
+
+def test_mask_corr_matrix_product_path_equals_conv1d_path():
+    """A few queries take the matrix-product route, many take conv1d: same scores (integer masks: exactly)."""
+    from geoapp.model.align import GEMM_MAX_QUERIES
+
+    gen = torch.Generator().manual_seed(3)
+    n_q = GEMM_MAX_QUERIES + 2
+    ground_mask = torch.randint(0, 4, (n_q, 3, 5), generator=gen).float()
+    sat_mask = torch.randint(0, 4, (7, 3, 11), generator=gen).half()  # fp16, as a database stores them
+    feats_g, feats_s = torch.zeros(n_q, 2, 3, 5), torch.zeros(7, 2, 3, 11)
+    many = window_scores("mask-corr", feats_g, feats_s, ground_mask, sat_mask)  # conv1d
+    few = window_scores("mask-corr", feats_g[:3], feats_s, ground_mask[:3], sat_mask)  # matrix product
+    assert few.shape == (3, 7, 11)
+    assert torch.equal(few, many[:3])

@@ -115,3 +115,66 @@ def test_true_match_ranks_reject_bad_indices():
         true_match_ranks(_config("mask-corr"), ground, maps, [0], chunk_size=2)
     with pytest.raises(ValueError, match=r"in \[0, 4\)"):
         true_match_ranks(_config("mask-corr"), ground, maps, [0, 4], chunk_size=2)
+
+
+# ------------------------------------------------------------------------------- fp16 store: the fast top-k
+SPEC_LIKE = [(16, 4, 32, 8), (24, 3, 16, 4), (32, 2, 8, 2), (40, 1, 4, 1)]
+
+
+def _relu_maps(n, seed, ground, dtype=torch.float32, near=None):
+    """ReLU-like (non-negative, many zeros) random maps; ``near``: a gallery whose references are noisy copies of
+    a few bases, so many similarities crowd around the best ones (the fp16 re-rank has real work to do)."""
+    gen = torch.Generator().manual_seed(seed)
+    feats, masks = [], []
+    for b, (c, h, w_sat, w_g) in enumerate(SPEC_LIKE):
+        w = w_g if ground else w_sat
+        f = torch.relu(torch.randn(n, c, h, w, generator=gen))
+        if near is not None:
+            noise = 0.05 * torch.randn(n, c, h, w, generator=gen)
+            f = torch.relu(near.features[b][torch.arange(n) % len(near)] + noise)
+        feats.append(f.to(dtype))
+        masks.append(torch.rand(n, h, w, generator=gen).to(dtype))
+    return StageMaps(feats, masks)
+
+
+def _spec_like_config(mode="mask-corr"):
+    return ModelConfig(align_mode=mode, use_ca=True, stages=STAGES)
+
+
+def test_fp16_dots_stay_within_their_error_bound():
+    ground = _relu_maps(3, 1, ground=True)
+    gallery = _relu_maps(200, 2, ground=False, dtype=torch.float16)
+    exact = align_windows(ground, gallery, "mask-corr", STAGES, chunk_size=None)
+    fast = align_windows(ground, gallery, "mask-corr", STAGES, chunk_size=64, fp16_dots=True)
+    assert exact.similarity_error is None and fast.similarity_error is not None
+    assert torch.equal(fast.offsets, exact.offsets)  # the offsets come from the masks, unchanged
+    diff = (fast.similarity - exact.similarity).abs()
+    assert (diff <= fast.similarity_error).all()
+    # the bound is tight enough to be useful (about 1e-3) and the fp16 values really differ from fp32
+    assert fast.similarity_error.max() < 2e-3 and diff.max() > 0
+
+
+def test_fp16_dots_are_ignored_where_they_do_not_apply():
+    ground = _relu_maps(2, 1, ground=True)
+    fp32 = _relu_maps(30, 2, ground=False)
+    assert align_windows(ground, fp32, "mask-corr", STAGES, fp16_dots=True).similarity_error is None
+    fp16 = _relu_maps(30, 2, ground=False, dtype=torch.float16)
+    assert align_windows(ground, fp16, "feature", STAGES, fp16_dots=True).similarity_error is None
+
+
+@pytest.mark.parametrize("mode", ["mask-corr", "mask-sum"])
+@pytest.mark.parametrize("chunk", [7, 64, 500])
+def test_fast_topk_equals_the_fp32_topk_on_a_crowded_fp16_gallery(mode, chunk):
+    ground = _relu_maps(3, 5, ground=True)
+    bases = _relu_maps(4, 6, ground=False)
+    gallery = _relu_maps(300, 7, ground=False, dtype=torch.float16, near=bases)
+    gallery = CountingGallery(gallery)
+    exact = topk_matches(_spec_like_config(mode), ground, gallery, k=10, chunk_size=chunk, fast=False)
+    fast = topk_matches(_spec_like_config(mode), ground, gallery, k=10, chunk_size=chunk, fast=True)
+    assert torch.equal(fast.indices, exact.indices)
+    assert torch.equal(fast.offsets, exact.offsets)
+    torch.testing.assert_close(fast.distances, exact.distances, rtol=0, atol=1e-6)
+    # the crowd makes the fp16 bound matter: many near-ties around the top ten
+    sims = align_windows(ground, gallery.maps, mode, STAGES, chunk_size=None).similarity
+    kth = sims.sort(dim=1, descending=True).values[:, 9:10]
+    assert ((sims - kth).abs() < 2e-3).sum(1).min() >= 2

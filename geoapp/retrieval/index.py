@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from ..model import ModelConfig, StageMaps
-from .search import TopK, topk_matches
+from .search import TopK, gather_maps, topk_matches
 
 DEFAULT_DIMS = 32  # per block; 4 blocks at 90 deg -> 128-dim FAISS vectors
 FIT_VECTORS = 1024  # block vectors sampled to fit the PCA basis (evenly spaced references); the Gram matrix costs
@@ -221,6 +221,10 @@ class IndexedGallery:
 
         g = self.gallery
         return StageMaps(pick(g.features), pick(g.masks), pick(g.col_energy))
+
+    def gather(self, indices) -> StageMaps:
+        """References at positions ``indices`` of this gallery (for the exact re-rank of ``topk_matches``)."""
+        return gather_maps(self.gallery, self.indices[np.asarray(indices, dtype=np.int64)])
 
 
 def two_stage_topk(config: ModelConfig, ground: StageMaps, gallery, first_stage: FirstStageIndex, k: int = 10,

@@ -10,6 +10,7 @@ compute device): an in-memory :class:`~geoapp.model.StageMaps` is one, a memory-
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,12 +26,14 @@ class Gallery(Protocol):
     def slice(self, start: int, stop: int) -> StageMaps: ...
 
 
-def gallery_chunks(config: ModelConfig, ground: StageMaps, gallery: Gallery, chunk_size: int = 1024, progress=None):
+def gallery_chunks(config: ModelConfig, ground: StageMaps, gallery: Gallery, chunk_size: int = 1024, progress=None,
+                   fp16_dots: bool = False, float64_dots: bool = False):
     """Yield ``(start, AlignResult)`` for consecutive chunks of the gallery (Q x chunk pairs each)."""
     n = len(gallery)
     for start in range(0, n, chunk_size):
         maps = gallery.slice(start, min(n, start + chunk_size))
-        yield start, align_windows(ground, maps, config.align_mode, config.stages, chunk_size=None)
+        yield start, align_windows(ground, maps, config.align_mode, config.stages, chunk_size=None,
+                                   fp16_dots=fp16_dots, float64_dots=float64_dots)
         if progress is not None:
             progress.update(min(chunk_size, n - start))
 
@@ -56,15 +59,98 @@ class TopK:
 
 @torch.no_grad()
 def topk_matches(
-    config: ModelConfig, ground: StageMaps, gallery: Gallery, k: int = 10, chunk_size: int = 1024, progress=None
+    config: ModelConfig, ground: StageMaps, gallery: Gallery, k: int = 10, chunk_size: int = 1024, progress=None,
+    fast: bool = True,
 ) -> TopK:
-    """Running top-k over gallery chunks (ties: lower gallery index first)."""
+    """Running top-k over gallery chunks (ties: lower gallery index first).
+
+    ``fast`` (an fp16 gallery in a mask alignment mode, e.g. a reference database): one pass with fp16 dot products
+    (``align_windows(fp16_dots=True)``) keeps, per query, every reference whose similarity bound reaches the k-th
+    best lower bound, and only those are aligned again exactly (float64 dot products, so a distance does not
+    depend on k); the answer is the fp32 path's: the same references in the same order, distances equal to
+    float32 rounding. Elsewhere it is the fp32 path itself.
+    """
     k = min(k, len(gallery))
     if k < 1:
         raise ValueError("the gallery is empty")
+    if not fast:
+        return _exact_topk(config, gallery_chunks(config, ground, gallery, chunk_size, progress), k)
+    chunks = gallery_chunks(config, ground, gallery, chunk_size, progress, fp16_dots=True)
+    first = next(chunks)
+    if first[1].similarity_error is None:  # not an fp16 gallery, or the feature mode: these are exact already
+        return _exact_topk(config, itertools.chain([first], chunks), k)
+    pools = _candidate_pools(itertools.chain([first], chunks), k)
+    return _exact_topk_of_pools(config, ground, gallery, pools, k, chunk_size)
+
+
+def _candidate_pools(chunks, k: int) -> list[torch.Tensor]:
+    """Per query, the gallery indices (ascending) that can be in the exact top-k, from fp16 chunk results."""
+    pools = lows = highs = None
+    for start, res in chunks:
+        if pools is None:
+            q = res.similarity.shape[0]
+            empty = torch.empty(0, device=res.similarity.device)
+            pools, lows, highs = [empty.long()] * q, [empty] * q, [empty] * q
+        n = res.similarity.shape[1]
+        idx = torch.arange(start, start + n, device=res.similarity.device)
+        lo_all = res.similarity - res.similarity_error
+        hi_all = res.similarity + res.similarity_error
+        for qi in range(len(pools)):
+            c_idx = torch.cat([pools[qi], idx])
+            c_lo = torch.cat([lows[qi], lo_all[qi]])
+            c_hi = torch.cat([highs[qi], hi_all[qi]])
+            # the exact k-th best similarity is at least the k-th best lower bound: whatever cannot reach it goes
+            floor = torch.topk(c_lo, min(k, len(c_lo))).values[-1]
+            keep = c_hi >= floor
+            pools[qi], lows[qi], highs[qi] = c_idx[keep], c_lo[keep], c_hi[keep]
+    return pools
+
+
+def _exact_topk_of_pools(config, ground, gallery, pools, k, chunk_size) -> TopK:
+    parts = []
+    for qi, pool in enumerate(pools):
+        sub = _SubGallery(gallery, pool.cpu().numpy())
+        # float64 dots: a candidate's distance does not depend on which others made the pool (i.e. on k)
+        top = _exact_topk(config, gallery_chunks(config, ground.slice(qi, qi + 1), sub, chunk_size,
+                                                 float64_dots=True), k)
+        top.indices = pool.to(top.indices.device)[top.indices]  # back to gallery indices (the pool is ascending)
+        parts.append(top)
+    first = parts[0]
+    cat = lambda name: torch.cat([getattr(p, name) for p in parts])  # noqa: E731
+    return TopK(cat("distances"), cat("indices"), cat("offsets"), cat("similarity"),
+                first.stages, first.window_widths, first.map_widths)
+
+
+class _SubGallery:
+    """The references ``indices`` (ascending) of a gallery, read with its ``gather`` when it has one."""
+
+    def __init__(self, gallery, indices: np.ndarray):
+        self.gallery, self.indices = gallery, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def slice(self, start: int, stop: int) -> StageMaps:
+        return gather_maps(self.gallery, self.indices[start:stop])
+
+
+def gather_maps(gallery, indices) -> StageMaps:
+    """The references at ``indices`` of any gallery, as one StageMaps (a copy)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if hasattr(gallery, "gather"):
+        return gallery.gather(indices)
+    if isinstance(gallery, StageMaps):
+        return gallery._map(lambda m: m[torch.as_tensor(indices, device=m.device)])
+    parts = [gallery.slice(int(i), int(i) + 1) for i in indices]
+    return StageMaps(*(None if getattr(parts[0], f) is None else [torch.cat([getattr(p, f)[b] for p in parts])
+                                                                    for b in range(4)]
+                       for f in ("features", "masks", "col_energy")))
+
+
+def _exact_topk(config, chunks, k) -> TopK:
     best_d = best_i = best_o = best_s = None
     meta = None
-    for start, res in gallery_chunks(config, ground, gallery, chunk_size, progress):
+    for start, res in chunks:
         idx = torch.arange(start, start + res.distances.shape[1], device=res.distances.device)
         idx = idx.expand_as(res.distances)
         if best_d is None:
@@ -107,7 +193,7 @@ def true_match_ranks(
     if (true_index < 0).any() or (true_index >= len(gallery)).any():
         raise ValueError(f"true reference indices must be in [0, {len(gallery)})")
     # the true satellite maps, gathered in gallery order chunks (works for any Gallery)
-    true_maps = _gather(gallery, true_index.tolist())
+    true_maps = gather_maps(gallery, true_index.tolist())
     true_res = align_windows(ground, true_maps, config.align_mode, config.stages, diagonal=True)
     true_d = true_res.distances
     counts = torch.zeros(q, dtype=torch.long, device=true_d.device)
@@ -120,10 +206,3 @@ def true_match_ranks(
         closer[rows[inside], local[inside]] = False
         counts += closer.sum(1)
     return TrueMatch(counts.cpu().numpy(), true_d, true_res.offsets, true_res)
-
-
-def _gather(gallery: Gallery, indices: list[int]) -> StageMaps:
-    parts = [gallery.slice(i, i + 1) for i in indices]
-    feats = [torch.cat([p.features[b] for p in parts]) for b in range(4)]
-    masks = None if parts[0].masks is None else [torch.cat([p.masks[b] for p in parts]) for b in range(4)]
-    return StageMaps(feats, masks)
