@@ -102,8 +102,9 @@ def _mask_corr_scores_gemm(ground_mask: torch.Tensor, sat_mask: torch.Tensor) ->
 
     ``P[r, q, k, j] = sum_h M_g[q, h, k] M_s[r, h, j]`` (one batched matmul over the references), then the score
     of offset ``o`` is ``sum_k P[r, q, k, (o + k) mod W]``: w shifted adds. The same products as the conv1d in
-    another order (exact for integer-valued masks, so ties stay ties); measured on the 2-core CPU for one query
-    against 10,000 SPEC-size references it takes a fraction of conv1d's time (see ``python -m geoapp.bench model``).
+    another order (exact for integer-valued masks, so ties stay ties). Profiled on the 2-core CPU, one query
+    against 10,000 SPEC-size references: 148 ms for the four stages instead of conv1d's 390 ms (conv1d with a
+    single output channel runs far below the machine's matrix-product speed).
     """
     q, h, w = ground_mask.shape
     r, _, big_w = sat_mask.shape

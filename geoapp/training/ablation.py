@@ -9,6 +9,7 @@ paper's (Tables 3-6), cumulatively:
 - ``+CA+FCA``: mask-based window alignment (SPEC 5 ``mask-corr``), block 4 only
 - ``+CA+FCA+FMC``: mask alignment and the multi-scale descriptor of blocks 1-4 (the paper's full model)
 - ``+CA+FMC (demo)``: the demo preset's own choice: feature alignment with the blocks 1-4 descriptor
+- ``ResNet18+FMC``: the same without Coordinate Attention (what CA adds where the model learns at all)
 
 Everything else (data, batch, lr schedule, bf16, the 0.1 orientation loss) is the demo preset's, so the rows
 differ only in the ablated parts.
@@ -35,6 +36,7 @@ ROWS = {
     "ca-fca": ("+CA+FCA", ["--align-mode", "mask-corr", "--stages", "4"]),
     "ca-fca-fmc": ("+CA+FCA+FMC", ["--align-mode", "mask-corr", "--stages", "1", "2", "3", "4"]),
     "ca-fmc": ("+CA+FMC (demo)", ["--align-mode", "feature", "--stages", "1", "2", "3", "4"]),
+    "fmc": ("ResNet18+FMC", ["--no-ca", "--align-mode", "feature", "--stages", "1", "2", "3", "4"]),
 }
 
 
