@@ -35,7 +35,7 @@ from .retrieval.database import (
     DatabaseWriter,
     run_chunks,
 )
-from .retrieval.index import DEFAULT_DIMS, FirstStageIndex, compute_first_stage
+from .retrieval.index import DEFAULT_DIMS, FirstStageIndex, compute_first_stage, num_orientations
 from .utils import atomic_path, sha256_file
 
 FILE_COLUMNS = ("file", "path", "filename", "name", "tile")
@@ -252,7 +252,7 @@ def build_database(source, checkpoint: str | Path, out: str | Path, chunk_size: 
             with atomic_path(writer.partial / f"first_stage_faiss_n{n_blocks}.index") as tmp:
                 first.save_faiss_index(n_blocks, tmp)
             writer.mark_stage_done("first_stage")
-        first_stage_meta = {"dims_per_block": first_stage_dims, "orientations": config.sat_width // 32,
+        first_stage_meta = {"dims_per_block": first_stage_dims, "orientations": num_orientations(config),
                             "description": "PCA block projections; see geoapp.retrieval.index"}
     metadata = {
         "checkpoint": {"sha256": ckpt_sha, "path": str(checkpoint), "name": checkpoint.name,

@@ -167,16 +167,19 @@ def test_precomputed_column_energy_and_column_major_store_give_the_same_result()
     torch.testing.assert_close(plain.distances, fast.distances)
 
 
-def test_mask_corr_matrix_product_path_equals_conv1d_path():
-    """A few queries take the matrix-product route, many take conv1d: same scores (integer masks: exactly)."""
+@pytest.mark.parametrize("mode", ["mask-corr", "feature"])
+def test_matrix_product_path_equals_conv1d_path(mode):
+    """A few queries take the matrix-product route, many take conv1d: same scores (integer values: exactly),
+    also on a column-major fp16 gallery as a database stores it."""
     from geoapp.model.align import GEMM_MAX_QUERIES
 
     gen = torch.Generator().manual_seed(3)
     n_q = GEMM_MAX_QUERIES + 2
     ground_mask = torch.randint(0, 4, (n_q, 3, 5), generator=gen).float()
-    sat_mask = torch.randint(0, 4, (7, 3, 11), generator=gen).half()  # fp16, as a database stores them
-    feats_g, feats_s = torch.zeros(n_q, 2, 3, 5), torch.zeros(7, 2, 3, 11)
-    many = window_scores("mask-corr", feats_g, feats_s, ground_mask, sat_mask)  # conv1d
-    few = window_scores("mask-corr", feats_g[:3], feats_s, ground_mask[:3], sat_mask)  # matrix product
+    sat_mask = torch.randint(0, 4, (7, 3, 11), generator=gen).half()
+    feats_g = torch.randint(0, 4, (n_q, 2, 3, 5), generator=gen).float()
+    feats_s = torch.randint(0, 4, (7, 11, 2, 3), generator=gen).half().permute(0, 2, 3, 1)  # R x C x H x W view
+    many = window_scores(mode, feats_g, feats_s, ground_mask, sat_mask)  # conv1d
+    few = window_scores(mode, feats_g[:3], feats_s, ground_mask[:3], sat_mask)  # matrix product
     assert few.shape == (3, 7, 11)
     assert torch.equal(few, many[:3])

@@ -81,7 +81,8 @@ def test_result_carries_what_the_ui_shows(world, localizer):
 
 def test_two_stage_reranking_everything_equals_exhaustive(world, localizer):
     two = Localizer(world["ckpt"], world["db"], device="cpu", two_stage=True, rerank=N_TILES)
-    assert set(two.first_stage._index_files) == {2}  # the build saved the FAISS index of the checkpoint's FoV
+    # the build saved the FAISS index of the checkpoint's FoV: 90 deg = 4 of the 16 orientation blocks
+    assert set(two.first_stage._index_files) == {4}
     for tile, shift in ((4, 37), (7, 200)):
         image = _query(world, tile, shift)
         a, b = localizer.localize(image, top_k=N_TILES), two.localize(image, top_k=N_TILES)
@@ -113,16 +114,18 @@ def test_first_stage_score_is_the_block_aligned_window_cosine(world):
     with torch.inference_mode():
         ground = localizer.model.encode_ground(to_tensor(_query(world))[None])
     q, n = index.query_vector(ground)
-    assert n == 2  # 90 deg of 8 blocks
+    assert index.orientations == 16 and n == 4  # 90 deg of 16 blocks (22.5 deg each)
     scores = (index.window_vectors(slice(None), n) @ q[0]).reshape(N_TILES, index.orientations)
-    # brute force: cosine-like score <g, window at offsets j * m_b> / |window| over the raw stage maps
+    # brute force: cosine-like score <g, window at offsets j * m_b> / |window| over the raw stage maps of the
+    # stages with whole columns per block (the 256-wide model's block 4 has 8 columns for 16 blocks: left out)
     gallery = db.slice(0, N_TILES)
     widths = block_widths(CONFIG)
-    g = torch.cat([ground.features[s - 1][0].flatten() for s in CONFIG.stages])
+    assert widths == {1: 4, 2: 2, 3: 1}
+    g = torch.cat([ground.features[s - 1][0].flatten() for s in widths])
     for r in range(N_TILES):
         for j in range(index.orientations):
             parts = []
-            for s in CONFIG.stages:
+            for s in widths:
                 f = gallery.features[s - 1][r].float()
                 w, big_w = ground.features[s - 1].shape[-1], f.shape[-1]
                 parts.append(f[:, :, (j * widths[s] + torch.arange(w)) % big_w].flatten())
@@ -155,3 +158,18 @@ def test_localizer_refuses_a_database_of_another_checkpoint(world, tmp_path):
     other = random_checkpoint(tmp_path / "other.safetensors", CONFIG, seed=5)
     with pytest.raises(DatabaseError, match="was built with checkpoint"):
         Localizer(other, world["db"], device="cpu")
+
+
+def test_first_stage_orientations_are_22_5_degrees_where_the_stage_widths_allow():
+    from geoapp.model import ModelConfig
+    from geoapp.retrieval.index import num_orientations
+
+    full, demo = ModelConfig(), ModelConfig(ground_height=64, sat_height=64, sat_width=256)
+    assert num_orientations(full) == 16 and block_widths(full) == {1: 8, 2: 4, 3: 2, 4: 1}
+    assert num_orientations(demo) == 16 and block_widths(demo) == {1: 4, 2: 2, 3: 1}  # block 4: 8 columns
+    odd = ModelConfig(sat_width=384)  # 12 stage-4 columns: 16 blocks would not tile them
+    assert num_orientations(odd) == 12 and block_widths(odd) == {1: 8, 2: 4, 3: 2, 4: 1}
+    block4 = ModelConfig(stages=(4,), ground_height=64, sat_height=64, sat_width=256)  # no finer stage: 45 deg
+    assert num_orientations(block4) == 8 and block_widths(block4) == {4: 1}
+    with pytest.raises(ValueError, match="no stage"):
+        block_widths(block4, orientations=16)

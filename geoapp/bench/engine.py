@@ -34,7 +34,7 @@ from ..data.transforms import to_tensor
 from ..model import ModelConfig, StageMaps, build_model, load_model, save_model
 from ..retrieval.database import DatabaseError, DatabaseWriter, ReferenceDatabase
 from ..retrieval.engine import tune_allocator
-from ..retrieval.index import FirstStageIndex, compute_first_stage, two_stage_topk
+from ..retrieval.index import FirstStageIndex, compute_first_stage, num_orientations, two_stage_topk
 from ..retrieval.metrics import ranks_from_distances, recall_from_ranks
 from ..retrieval.search import gallery_chunks, topk_matches
 from ..utils import sha256_file
@@ -325,7 +325,7 @@ def recall_section(args, work: Path) -> None:
     for dims in args.recall_dims:
         # other dims than the stored ones: recompute the first stage in memory from the stored maps (no network)
         arrays = {k: db.array(k) for k in ("first_stage_projection", "first_stage_blocks", "first_stage_energy")}
-        if dims != arrays["first_stage_blocks"].shape[-1]:
+        if (dims, num_orientations(config)) != arrays["first_stage_blocks"].shape[1:][::-1]:  # (D, O) of the store
             arrays = compute_first_stage(db.slice, len(db), config, dims)
         for n, label in galleries:
             fs = FirstStageIndex(config, arrays["first_stage_projection"], arrays["first_stage_blocks"][:n],

@@ -78,9 +78,9 @@ def window_scores(
             raise ValueError(f"alignment mode {mode!r} needs Coordinate Attention masks (model built without CA?)")
         signal = sat_mask
         kernel = ground_mask if mode == "mask-corr" else torch.ones_like(sat_mask[:1, :, :w]).expand(q, -1, -1)
-    if mode == "mask-corr" and not diagonal and q <= GEMM_MAX_QUERIES and not (
-            torch.is_grad_enabled() and (ground_mask.requires_grad or sat_mask.requires_grad)):
-        return _mask_corr_scores_gemm(ground_mask, sat_mask)
+    if mode != "mask-sum" and not diagonal and q <= GEMM_MAX_QUERIES and not (
+            torch.is_grad_enabled() and (kernel.requires_grad or signal.requires_grad)):
+        return _scores_by_matmul(kernel, signal)
     signal = _circular_extend(signal.float(), w)
     kernel = kernel.float()
     if diagonal:
@@ -92,24 +92,27 @@ def window_scores(
     return F.conv1d(signal, kernel).permute(1, 0, 2)  # R x Q x W -> Q x R x W
 
 
-# Up to this many queries, mask-corr scores of all pairs come from one matrix product (``_mask_corr_scores_gemm``);
-# beyond, its R x Q*w x W intermediate outgrows conv1d's Q x R x W output and conv1d is used.
+# Up to this many queries, mask-corr and feature scores of all pairs come from one matrix product
+# (``_scores_by_matmul``); beyond, its R x Q*w x W intermediate outgrows conv1d's Q x R x W output.
 GEMM_MAX_QUERIES = 8
 
 
-def _mask_corr_scores_gemm(ground_mask: torch.Tensor, sat_mask: torch.Tensor) -> torch.Tensor:
-    """``mask-corr`` scores of all pairs (Q x R x W) as a matrix product plus shifted sums, for a few queries.
+def _scores_by_matmul(kernel: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
+    """Circular window scores of all pairs (Q x R x W) as a matrix product plus shifted sums, for a few queries.
 
-    ``P[r, q, k, j] = sum_h M_g[q, h, k] M_s[r, h, j]`` (one batched matmul over the references), then the score
-    of offset ``o`` is ``sum_k P[r, q, k, (o + k) mod W]``: w shifted adds. The same products as the conv1d in
-    another order (exact for integer-valued masks, so ties stay ties). Profiled on the 2-core CPU, one query
-    against 10,000 SPEC-size references: 148 ms for the four stages instead of conv1d's 390 ms (conv1d with a
-    single output channel runs far below the machine's matrix-product speed).
+    ``kernel`` Q x D x w (ground masks, or features with D = C*H), ``signal`` R x D x W (satellite): first
+    ``P[r, q, k, j] = sum_d K[q, d, k] S[r, d, j]`` (one batched matmul over the references; a column-major
+    database map is a transposed matrix, read without a copy), then the score of offset ``o`` is
+    ``sum_k P[r, q, k, (o + k) mod W]``: w shifted adds. The same products as the conv1d in another order
+    (exact for integer values, so ties stay ties; real-valued scores may differ from conv1d's in the last bit,
+    which can flip an offset only on a near-exact tie). conv1d with a single output channel runs far below the
+    machine's matrix-product speed: profiled on the 2-core CPU, one query against 10,000 SPEC-size references
+    took 148 ms for the four mask-corr stages instead of 390 ms.
     """
-    q, h, w = ground_mask.shape
-    r, _, big_w = sat_mask.shape
-    a = ground_mask.float().permute(0, 2, 1).reshape(q * w, h)  # rows (q, k)
-    p = torch.matmul(a, sat_mask.float()).view(r, q, w, big_w)  # R x Q x w x W
+    q, d, w = kernel.shape
+    r, _, big_w = signal.shape
+    a = kernel.float().permute(0, 2, 1).reshape(q * w, d)  # rows (q, k)
+    p = torch.matmul(a, signal.float()).view(r, q, w, big_w)  # R x Q x w x W
     out = p[:, :, 0, :].clone()
     for k in range(1, w):  # the window at o puts satellite column (o + k) mod W at its position k
         out[..., : big_w - k] += p[:, :, k, k:]

@@ -1,0 +1,54 @@
+"""geoapp.training.ablation: the runs it launches differ only in the ablated flags, and its tables read the
+run folders that python -m geoapp.train writes."""
+
+import json
+
+from geoapp.train import config_from_args
+from geoapp.training.ablation import RECIPE, ROWS, recipe_command, recipe_table, run_command, table
+
+
+def _train_config(cmd):
+    cfg, _ = config_from_args(cmd[3:])  # drop "python -m geoapp.train"
+    return cfg
+
+
+def test_rows_resolve_to_the_paper_ablation_and_share_everything_else(tmp_path):
+    cfgs = {row: _train_config(run_command(row, 70.0, 500, tmp_path, "data/synth")) for row in ROWS}
+    assert (cfgs["resnet18"].use_ca, cfgs["resnet18"].align_mode, tuple(cfgs["resnet18"].stages)) == (
+        False, "feature", (4,))
+    assert (cfgs["ca"].use_ca, cfgs["ca"].align_mode, tuple(cfgs["ca"].stages)) == (True, "feature", (4,))
+    assert (cfgs["ca-fca"].align_mode, tuple(cfgs["ca-fca"].stages)) == ("mask-corr", (4,))
+    assert (cfgs["ca-fca-fmc"].align_mode, tuple(cfgs["ca-fca-fmc"].stages)) == ("mask-corr", (1, 2, 3, 4))
+    for cfg in cfgs.values():
+        assert (cfg.fov, cfg.max_steps, cfg.max_minutes, cfg.batch_size, cfg.align_loss) == (70.0, 500, 0.0, 32, 0.1)
+    ablated = {"use_ca", "align_mode", "stages", "out"}
+    base = {k: v for k, v in vars(cfgs["ca-fca-fmc"]).items() if k not in ablated}
+    for cfg in cfgs.values():
+        assert {k: v for k, v in vars(cfg).items() if k not in ablated} == base
+
+
+def test_recipe_variants_change_one_setting_each(tmp_path):
+    demo = _train_config(recipe_command("demo", 3.0, tmp_path, "data/synth"))
+    assert demo.max_minutes == 3.0
+    changed = {name: {k for k, v in vars(_train_config(recipe_command(name, 3.0, tmp_path, "data/synth"))).items()
+                      if v != getattr(demo, k) and k != "out"} for name in RECIPE}
+    assert changed == {"demo": set(), "fp32": {"precision"}, "batch16": {"batch_size"},
+                       "batch64": {"batch_size"}, "fullres": {"height", "sat_width"}}
+
+
+def test_tables_read_the_run_folders(tmp_path):
+    run = tmp_path / "ca-fmc-90"
+    run.mkdir()
+    metrics = {"R@1": 39.04, "R@5": 64.3, "R@10": 72.3, "R@1%": 72.3, "heading_median_deg": 4.22,
+               "heading_within_10deg": 64.3}
+    (run / "final_eval.json").write_text(json.dumps({"by_fov": {"90": metrics}}))
+    (run / "metrics.jsonl").write_text(json.dumps({"kind": "train", "step": 500, "elapsed_s": 270.0,
+                                                   "pairs_per_s": 60.0}) + "\n")
+    text = table(tmp_path, ["ca-fmc", "ca"], [90.0])
+    assert "| +CA+FMC (demo) | 90° | 39.0 | 64.3 | 72.3 | 4.2° | 64.3% | 4.5 |" in text
+    assert "| +CA | 90° | not run |" in text
+    (tmp_path / "recipe-demo").mkdir()
+    (tmp_path / "recipe-demo" / "final_eval.json").write_text(json.dumps({"by_fov": {"90": metrics}}))
+    (tmp_path / "recipe-demo" / "metrics.jsonl").write_text(
+        "\n".join(json.dumps({"kind": "train", "step": s, "pairs_per_s": p}) for s, p in ((20, 58.0), (340, 62.0))))
+    assert "| demo preset: bf16, batch 32, 64x256 | 340 | 60 | 39.0 |" in recipe_table(tmp_path, ["demo"])
