@@ -180,36 +180,40 @@ def column_energy(sat_feat: torch.Tensor) -> torch.Tensor:
     return _columns(sat_feat).float().pow(2).sum(-1)
 
 
+def _gathered_windows(sat_feat: torch.Tensor, offsets: torch.Tensor, width: int, diagonal: bool, block: int):
+    """Yield ``(a, b, i, windows)``: the windows at ``offsets`` of references ``a:b`` for query ``i`` (``None`` when
+    diagonal: reference j's own offset), as a (b - a) x (width*C*H) matrix in column order, in the store's dtype.
+
+    The windows are copied out with one ``index_select`` over the (R*W) x CH row view (contiguous rows of C*H
+    values for a column-major store), ``block`` references at a time; only w/W of each map is read.
+    """
+    _, c, h, big_w = sat_feat.shape
+    s_rows = _columns(sat_feat)
+    n_ref = s_rows.shape[0]
+    s_rows = s_rows.reshape(n_ref * big_w, c * h)
+    idx = _window_index(offsets, width, big_w)  # Q x R x w (or N x w)
+    base = (torch.arange(n_ref, device=idx.device) * big_w)[:, None]
+    for a in range(0, n_ref, block):
+        b = min(n_ref, a + block)
+        for i in [None] if diagonal else range(idx.shape[0]):
+            rows = (base[a:b] + (idx[a:b] if i is None else idx[i, a:b])).reshape(-1)
+            yield a, b, i, torch.index_select(s_rows, 0, rows).reshape(b - a, width * c * h)
+
+
 def _stage_dots(
     ground_feat: torch.Tensor, sat_feat: torch.Tensor, offsets: torch.Tensor, diagonal: bool, block: int = 256,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """``<G_q, S_r window at o_qr>`` reading only the window columns of each reference (w/W of its map).
-
-    The windows are copied out with one ``index_select`` over the (R*W) x CH row view (contiguous rows of
-    C*H values for a column-major store), ``block`` references at a time, and reduced with a mat-vec in
-    ``dtype`` (float64: the float32 result no longer depends on how the BLAS splits the block).
-    """
+    """``<G_q, S_r window at o_qr>`` from the gathered window columns of each reference, reduced with a mat-vec
+    in ``dtype`` (float64: the float32 result no longer depends on how the BLAS splits the block)."""
     q, c, h, w = ground_feat.shape
-    big_w = sat_feat.shape[-1]
     g_vec = ground_feat.to(dtype).permute(0, 3, 1, 2).reshape(q, w * c * h)  # Q x (w*CH), column order
-    s_rows = _columns(sat_feat)
-    n_ref = s_rows.shape[0]
-    s_rows = s_rows.reshape(n_ref * big_w, c * h)
-    idx = _window_index(offsets, w, big_w)  # Q x R x w (or N x w)
-    base = (torch.arange(n_ref, device=idx.device) * big_w)[:, None]
-    out = torch.empty(idx.shape[:-1], dtype=torch.float32, device=idx.device)
-    for a in range(0, n_ref, block):
-        b = min(n_ref, a + block)
-        if diagonal:
-            rows = (base[a:b] + idx[a:b]).reshape(-1)
-            win = torch.index_select(s_rows, 0, rows).reshape(b - a, w * c * h).to(dtype)
-            out[a:b] = (win * g_vec[a:b]).sum(-1)
-            continue
-        for i in range(q):
-            rows = (base[a:b] + idx[i, a:b]).reshape(-1)
-            win = torch.index_select(s_rows, 0, rows).reshape(b - a, w * c * h).to(dtype)
-            out[i, a:b] = win @ g_vec[i]
+    out = torch.empty(offsets.shape, dtype=torch.float32, device=offsets.device)
+    for a, b, i, win in _gathered_windows(sat_feat, offsets, w, diagonal, block):
+        if i is None:
+            out[a:b] = (win.to(dtype) * g_vec[a:b]).sum(-1)
+        else:
+            out[i, a:b] = win.to(dtype) @ g_vec[i]
     return out
 
 
@@ -236,7 +240,6 @@ def _stage_dots_fp16(
     Each query is scaled by a power of two (exact) so that |dot| <= |x| |g| stays far inside fp16's range.
     """
     q, c, h, w = ground_feat.shape
-    big_w = sat_feat.shape[-1]
     k = w * c * h
     g_vec = ground_feat.float().permute(0, 3, 1, 2).reshape(q, k)
     g_norm = g_vec.norm(dim=1)
@@ -245,20 +248,11 @@ def _stage_dots_fp16(
     scale = torch.minimum(2.0**15 / biggest, 2.0**15 / g_vec.abs().amax(dim=1).clamp_min(1e-30))
     scale = torch.exp2(torch.floor(torch.log2(scale)))  # Q
     g16 = (g_vec * scale[:, None]).half()
-    s_rows = _columns(sat_feat)
-    n_ref = s_rows.shape[0]
-    s_rows = s_rows.reshape(n_ref * big_w, c * h)
-    idx = _window_index(offsets, w, big_w)  # Q x R x w
-    base = (torch.arange(n_ref, device=idx.device) * big_w)[:, None]
-    out = torch.empty(idx.shape[:-1], dtype=torch.float32, device=idx.device)
+    out = torch.empty(offsets.shape, dtype=torch.float32, device=offsets.device)
     if block is None:
         block = max(8, WINDOW_BLOCK_BYTES // (2 * k))
-    for a in range(0, n_ref, block):
-        b = min(n_ref, a + block)
-        for i in range(q):
-            rows = (base[a:b] + idx[i, a:b]).reshape(-1)
-            win = torch.index_select(s_rows, 0, rows).reshape(b - a, k)
-            out[i, a:b] = (win @ g16[i]).float()
+    for a, b, i, win in _gathered_windows(sat_feat, offsets, w, False, block):
+        out[i, a:b] = (win @ g16[i]).float()
     out /= scale[:, None]
     # relative part, plus the subnormal floor: the ground's (sum |x| <= sqrt(K) |x|) and the result's
     err = FP16_DOT_REL_ERROR * x_norm * g_norm[:, None] + (math.sqrt(k) * x_norm + 1.0) * _FP16_TINY / scale[:, None]

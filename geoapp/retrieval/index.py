@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from ..model import ModelConfig, StageMaps
-from .search import TopK, gather_maps, topk_matches
+from .search import TopK, topk_matches, topk_per_subset
 
 DEFAULT_DIMS = 32  # per block; 4 blocks at 90 deg -> 128-dim FAISS vectors
 FIT_VECTORS = 1024  # block vectors sampled to fit the PCA basis (evenly spaced references); the Gram matrix costs
@@ -222,33 +222,6 @@ class FirstStageIndex:
         return self.blocks.nbytes + self.energy.nbytes + self.projection.numel() * 4 + faiss_bytes
 
 
-class IndexedGallery:
-    """The references ``indices`` (ascending) of a gallery as a gallery of their own, for re-ranking."""
-
-    def __init__(self, gallery, indices: np.ndarray):
-        self.gallery = gallery
-        self.indices = np.asarray(indices, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def slice(self, start: int, stop: int) -> StageMaps:
-        picked = self.indices[start:stop]
-        if hasattr(self.gallery, "gather"):
-            return self.gallery.gather(picked)
-        sel = torch.as_tensor(picked)
-
-        def pick(maps):
-            return None if maps is None else [m[sel.to(m.device)] for m in maps]
-
-        g = self.gallery
-        return StageMaps(pick(g.features), pick(g.masks), pick(g.col_energy))
-
-    def gather(self, indices) -> StageMaps:
-        """References at positions ``indices`` of this gallery (for the exact re-rank of ``topk_matches``)."""
-        return gather_maps(self.gallery, self.indices[np.asarray(indices, dtype=np.int64)])
-
-
 def two_stage_topk(config: ModelConfig, ground: StageMaps, gallery, first_stage: FirstStageIndex, k: int = 10,
                    rerank: int = 500, chunk_size: int = 512) -> TopK:
     """Top-k per query: first-stage candidates (``rerank`` per query), re-ranked with the exact alignment.
@@ -256,13 +229,6 @@ def two_stage_topk(config: ModelConfig, ground: StageMaps, gallery, first_stage:
     Candidates are re-ranked in ascending gallery order, so ties resolve to the lower gallery index as in the
     exhaustive search; with ``rerank >= len(gallery)`` the result equals ``topk_matches`` on the whole gallery.
     """
-    results = []
-    for qi, cand in enumerate(first_stage.search(ground, rerank)):
-        order = np.sort(cand)
-        top = topk_matches(config, ground.slice(qi, qi + 1), IndexedGallery(gallery, order), k, chunk_size)
-        top.indices = torch.as_tensor(order, device=top.indices.device)[top.indices]
-        results.append(top)
-    first = results[0]
-    return TopK(*(torch.cat([getattr(r, f) for r in results]) for f in ("distances", "indices", "offsets",
-                                                                         "similarity")),
-                first.stages, first.window_widths, first.map_widths)
+    candidates = [np.sort(cand) for cand in first_stage.search(ground, rerank)]
+    return topk_per_subset(ground, gallery, candidates,
+                           lambda g, sub: topk_matches(config, g, sub, k, chunk_size))

@@ -107,31 +107,41 @@ def _candidate_pools(chunks, k: int) -> list[torch.Tensor]:
 
 
 def _exact_topk_of_pools(config, ground, gallery, pools, k, chunk_size) -> TopK:
+    # float64 dots: a candidate's distance does not depend on which others made the pool (i.e. on k)
+    return topk_per_subset(ground, gallery, [pool.cpu().numpy() for pool in pools], lambda g, sub: _exact_topk(
+        config, gallery_chunks(config, g, sub, chunk_size, float64_dots=True), k))
+
+
+def topk_per_subset(ground: StageMaps, gallery, subsets, topk_fn) -> TopK:
+    """Query ``qi``'s top-k among the references ``subsets[qi]`` (ascending gallery indices), for every query:
+    ``topk_fn(ground of one query, IndexedGallery of its subset)``, with the indices mapped back to the gallery.
+    Ascending subsets keep ties on the lower gallery index, as in the search over the whole gallery."""
     parts = []
-    for qi, pool in enumerate(pools):
-        sub = _SubGallery(gallery, pool.cpu().numpy())
-        # float64 dots: a candidate's distance does not depend on which others made the pool (i.e. on k)
-        top = _exact_topk(config, gallery_chunks(config, ground.slice(qi, qi + 1), sub, chunk_size,
-                                                 float64_dots=True), k)
-        top.indices = pool.to(top.indices.device)[top.indices]  # back to gallery indices (the pool is ascending)
+    for qi, subset in enumerate(subsets):
+        top = topk_fn(ground.slice(qi, qi + 1), IndexedGallery(gallery, subset))
+        top.indices = torch.as_tensor(subset, device=top.indices.device)[top.indices]
         parts.append(top)
     first = parts[0]
-    cat = lambda name: torch.cat([getattr(p, name) for p in parts])  # noqa: E731
-    return TopK(cat("distances"), cat("indices"), cat("offsets"), cat("similarity"),
+    return TopK(*(torch.cat([getattr(p, f) for p in parts]) for f in ("distances", "indices", "offsets",
+                                                                       "similarity")),
                 first.stages, first.window_widths, first.map_widths)
 
 
-class _SubGallery:
-    """The references ``indices`` (ascending) of a gallery, read with its ``gather`` when it has one."""
+class IndexedGallery:
+    """The references ``indices`` (ascending) of a gallery as a gallery of their own, for re-ranking."""
 
-    def __init__(self, gallery, indices: np.ndarray):
-        self.gallery, self.indices = gallery, indices
+    def __init__(self, gallery, indices):
+        self.gallery = gallery
+        self.indices = np.asarray(indices, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def slice(self, start: int, stop: int) -> StageMaps:
         return gather_maps(self.gallery, self.indices[start:stop])
+
+    def gather(self, indices) -> StageMaps:
+        return gather_maps(self.gallery, self.indices[np.asarray(indices, dtype=np.int64)])
 
 
 def gather_maps(gallery, indices) -> StageMaps:

@@ -66,18 +66,24 @@ def recipe_command(name: str, minutes: float, out: Path, data_root: str) -> list
     ]
 
 
+def _finished_run(run: Path, fov: float) -> tuple[dict, list[dict]] | None:
+    """The final evaluation at ``fov`` and the training log records of a finished run, None if it has not finished."""
+    path = run / "final_eval.json"
+    if not path.exists():
+        return None
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return json.loads(path.read_text())["by_fov"][f"{fov:g}"], [r for r in records if r.get("kind") == "train"]
+
+
 def recipe_table(out: Path, names: list[str]) -> str:
     lines = ["| variant | steps in the budget | pairs/s | R@1 | R@5 | R@10 | heading median |",
              "|---|---|---|---|---|---|---|"]
     for name in names:
-        run = out / f"recipe-{name}"
-        path = run / "final_eval.json"
-        if not path.exists():
+        done = _finished_run(out / f"recipe-{name}", 90.0)
+        if done is None:
             lines.append(f"| {RECIPE[name][0]} | not run | | | | | |")
             continue
-        m = json.loads(path.read_text())["by_fov"]["90"]
-        train = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-        train = [r for r in train if r.get("kind") == "train"]
+        m, train = done
         steps = max(r["step"] for r in train)
         speed = sum(r["pairs_per_s"] for r in train) / len(train)
         lines.append(f"| {RECIPE[name][0]} | {steps} | {speed:.0f} | {m['R@1']:.1f} | {m['R@5']:.1f} | "
@@ -90,17 +96,13 @@ def table(out: Path, rows: list[str], fovs: list[float]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for fov in fovs:
         for row in rows:
-            run = out / f"{row}-{fov:g}"
-            path = run / "final_eval.json"
-            if not path.exists():
+            done = _finished_run(out / f"{row}-{fov:g}", fov)
+            if done is None:
                 lines.append(f"| {ROWS[row][0]} | {fov:g}° | not run | | | | | |")
                 continue
-            m = json.loads(path.read_text())["by_fov"][f"{fov:g}"]
-            minutes = ""
-            for line in (run / "metrics.jsonl").read_text().splitlines():
-                rec = json.loads(line)
-                if rec.get("kind") == "train" and "elapsed_s" in rec:
-                    minutes = f"{rec['elapsed_s'] / 60:.1f}"
+            m, train = done
+            timed = [r["elapsed_s"] for r in train if "elapsed_s" in r]
+            minutes = f"{timed[-1] / 60:.1f}" if timed else ""
             lines.append(f"| {ROWS[row][0]} | {fov:g}° | {m['R@1']:.1f} | {m['R@5']:.1f} | {m['R@10']:.1f} | "
                          f"{m['heading_median_deg']:.1f}° | {m['heading_within_10deg']:.1f}% | {minutes} |")
     return "\n".join(lines)
