@@ -222,15 +222,11 @@ def build_database(source, checkpoint: str | Path, out: str | Path, chunk_size: 
     def encode(start: int, stop: int) -> tuple[StageMaps, np.ndarray]:
         loader = torch.utils.data.DataLoader(torch.utils.data.Subset(_Loader(source), range(start, stop)),
                                              batch_size=batch_size, num_workers=workers)
-        feats, masks, thumbs = [], [], []
+        parts, thumbs = [], []
         for polar, thumb in loader:
-            maps = model.encode_satellite(polar.to(dev))
-            feats.append([f.to("cpu", torch.float16) for f in maps.features])  # halve the chunk's memory early
-            masks.append(None if maps.masks is None else [m.to("cpu", torch.float16) for m in maps.masks])
+            parts.append(model.encode_satellite(polar.to(dev)).to("cpu", torch.float16))  # halve the memory early
             thumbs.append(np.asarray(thumb, dtype=np.uint8))
-        joined = StageMaps([torch.cat([f[b] for f in feats]) for b in range(4)],
-                           None if masks[0] is None else [torch.cat([m[b] for m in masks]) for b in range(4)])
-        return joined, np.concatenate(thumbs)
+        return StageMaps.cat(parts), np.concatenate(thumbs)
 
     done_before = len(source) - sum(len(range(*writer.chunk_range(c))) for c in writer.pending_chunks())
     with tqdm(total=len(source), initial=done_before, unit="tile", desc="satellite branch",

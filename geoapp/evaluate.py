@@ -2,14 +2,20 @@
 
     python -m geoapp.evaluate --checkpoint runs/demo/best.safetensors --fov 70 90
     python -m geoapp.evaluate --checkpoint ckpt.safetensors --dataset cvusa --data-root data/cvusa \\
-        --split val --fov 70 90 --shift-seeds 2019 1 2 --out eval.json
+        --split test --fov 70 90 --shift-seeds 2019 2020 2021 --out eval.json
 
 The satellite gallery is encoded once (in memory, on the compute device); queries are encoded block by block
 and ranked with :func:`geoapp.retrieval.search.true_match_ranks`, the matching engine's own distance code.
 For each FoV the model is rebuilt with ``config.with_fov(fov)``; each query gets SPEC 4's fixed shift drawn
-from ``--shift-seeds`` (default 2019 only; several seeds give mean +- std). The heading error is the circular
-difference between the heading predicted from the TRUE pair's window offset (at the config's heading stage)
-and the true heading of the crop.
+from each of ``--shift-seeds`` (default :data:`REPORT_SHIFT_SEEDS`: 2019 first, then 2020 and 2021; the report
+keeps every seed's figures and their mean +- std). The heading error is the circular difference between the
+heading predicted from the TRUE pair's window offset (at the config's heading stage) and the true heading of
+the crop.
+
+Splits (SPEC 7): the default ``--split`` is ``test``, the split results are reported on. The command refuses to
+report on the split that chose the checkpoint (``selection_split`` in its metadata, written by
+``python -m geoapp.train``) unless ``--allow-selection-split`` is given, and warns for a checkpoint that does
+not record one.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,13 +36,10 @@ from .training.data import PairImages, crop_batch, normalize, open_split
 from .training.distributed import autocast, resolve_device, resolve_precision
 from .utils import atomic_write_json
 
+REPORT_SHIFT_SEEDS = (EVAL_SHIFT_SEED, 2020, 2021)  # reported figures: mean +- std over these (2019 first, SPEC 4)
 METRICS = ("R@1", "R@5", "R@10", "R@1%", "heading_median_deg", "heading_within_10deg", "heading_within_22.5deg")
 
 
-def _cat(parts: list[StageMaps]) -> StageMaps:
-    feats = [torch.cat([p.features[b] for p in parts]) for b in range(4)]
-    masks = None if parts[0].masks is None else [torch.cat([p.masks[b] for p in parts]) for b in range(4)]
-    return StageMaps(feats, masks)
 
 
 def _blocks(indices: np.ndarray, size: int) -> list[np.ndarray]:
@@ -53,7 +57,7 @@ def encode_gallery(model: CrossViewModel, images: PairImages, indices: np.ndarra
         parts.append(maps.to(dtype=torch.float32))  # matching runs in fp32 (bf16 maps only slow it down)
         if progress is not None:
             progress.update(len(polars))
-    return _cat(parts)
+    return StageMaps.cat(parts)
 
 
 @torch.no_grad()
@@ -160,8 +164,10 @@ def summarize(results: list[dict]) -> dict:
 
 def format_table(report: dict) -> str:
     head = ["FoV", "R@1", "R@5", "R@10", "R@1%", "head.med", "<=10deg", "<=22.5deg"]
+    split = f"split {report['split']!r}: " if report.get("split") else ""
     lines = [
-        f"{report['n_queries']} queries x {report['n_references']} references, shift seeds {report['shift_seeds']}",
+        f"{split}{report['n_queries']} queries x {report['n_references']} references, shift seeds "
+        f"{report['shift_seeds']}",
         "  ".join(f"{h:>14}" for h in head),
     ]
     for fov, m in report["by_fov"].items():
@@ -169,10 +175,11 @@ def format_table(report: dict) -> str:
         for key in METRICS:
             text = f"{m[key]:.2f}"
             if key + "_std" in m:
-                text += f"+-{m[key + '_std']:.2f}"
+                text += f" ± {m[key + '_std']:.2f}"
             cells.append(text)
         lines.append("  ".join(f"{c:>14}" for c in cells))
-    lines.append("(recall and heading shares in %, heading median in degrees; heading of the true pair)")
+    spread = ", mean ± std over the shift seeds" if len(report.get("shift_seeds", ())) > 1 else ""
+    lines.append(f"(recall and heading shares in %, heading median in degrees; heading of the true pair{spread})")
     return "\n".join(lines)
 
 
@@ -190,14 +197,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     g = p.add_argument_group("data (defaults: the dataset the checkpoint was trained on)")
     g.add_argument("--dataset", choices=["cvusa", "cvact", "vigor", "synth"], help="dataset layout")
     g.add_argument("--data-root", help="dataset folder")
-    g.add_argument("--split", default=None, help="split to evaluate (default: the run's validation split, 'val')")
+    g.add_argument("--split", default="test", help="split to evaluate (default: test, the reported split)")
+    g.add_argument("--allow-selection-split", action="store_true",
+                   help="report on the split that chose the checkpoint anyway (warns loudly: those figures are not "
+                        "held out)")
     g.add_argument("--size", type=int, default=0, help="evaluate on this many evenly spread pairs (0: all)")
     g.add_argument("--cache", choices=["auto", "yes", "no"], default="auto", help="keep decoded images in memory")
     g.add_argument("--workers", type=int, default=2, help="DataLoader workers for image decoding")
     e = p.add_argument_group("protocol")
     e.add_argument("--fov", type=float, nargs="+", help="field(s) of view in degrees (default: the model's)")
-    e.add_argument("--shift-seeds", type=int, nargs="+", default=[EVAL_SHIFT_SEED],
-                   help="seeds of the fixed per-query shifts (SPEC 4 uses 2019); several give mean +- std")
+    e.add_argument("--shift-seeds", type=int, nargs="+", default=list(REPORT_SHIFT_SEEDS),
+                   help="seeds of the fixed per-query shifts (SPEC 4's is 2019); several give mean ± std "
+                        "(default: %(default)s; pass one, e.g. 2019, for a single evaluation)")
     c = p.add_argument_group("compute")
     c.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     c.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="fp32",
@@ -209,16 +220,54 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _same_root(a, b) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except (OSError, TypeError):
+        return str(a) == str(b)
+
+
+def selection_conflict(meta: dict, dataset: str, root, split: str) -> str | None:
+    """Why evaluating ``split`` of ``dataset`` at ``root`` would report on the pairs that chose the checkpoint
+    (its ``selection_split`` metadata), or None. A checkpoint without the record gives None (see ``main``)."""
+    record = meta.get("selection_split")
+    trained = meta.get("train_config") or {}
+    if record is None or trained.get("dataset") != dataset or not _same_root(trained.get("data_root", ""), root):
+        return None
+    if isinstance(record, dict):
+        source = record.get("carved_from")
+        if source == split:
+            return (f"the checkpoint was chosen on {record.get('n')} pairs carved from the {split!r} split "
+                    f"({record.get('method')}), so {split!r} contains its selection pairs")
+        return None
+    if record == split:
+        return f"the checkpoint was chosen on the {split!r} split"
+    return None
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     meta = read_metadata(args.checkpoint)
     trained = meta.get("train_config", {})
     dataset = args.dataset or trained.get("dataset")
     root = args.data_root or trained.get("data_root")
-    split = args.split or trained.get("val_split", "val")
+    split = args.split
     if not dataset or not root:
         print("error: the checkpoint does not name its dataset; pass --dataset and --data-root", file=sys.stderr)
         return 2
+    if "selection_split" not in meta:
+        print(f"warning: {args.checkpoint} does not record which split chose it (selection_split; written by "
+              "python -m geoapp.train since issue 10); if it was chosen on "
+              f"{split!r}, these figures are not held-out figures", file=sys.stderr)
+    conflict = selection_conflict(meta, dataset, root, split)
+    if conflict and not args.allow_selection_split:
+        print(f"error: {conflict}: reporting on it would give optimistic figures. Evaluate the test split "
+              "(--split test), or pass --allow-selection-split to do it anyway", file=sys.stderr)
+        return 2
+    if conflict:
+        bar = "!" * 100
+        print(f"{bar}\nWARNING: {conflict} (--allow-selection-split): these figures are NOT held-out figures\n{bar}",
+              file=sys.stderr)
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     model, meta = load_model(args.checkpoint, map_location=device)
@@ -229,6 +278,7 @@ def main(argv=None) -> int:
     report = evaluate_model(model, images, args.fov, args.shift_seeds, indices, device, precision,
                             args.batch_size, args.chunk_size, progress=not args.no_progress)
     report.update(checkpoint=str(args.checkpoint), dataset=dataset, data_root=str(root), split=split,
+                  selection_split=meta.get("selection_split"), selection_split_evaluated=bool(conflict),
                   model_config=cfg.to_dict(), precision=precision)
     print(format_table(report))
     if args.out:

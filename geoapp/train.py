@@ -15,6 +15,11 @@ Ablations (paper Tables 3-6; everything else as in the preset):
     CA + FCA          (Table 5/6 row 2):   --align-mode mask-corr --stages 4
     CA + FCA + FMC    (Table 5/6 row 3):   --align-mode mask-corr --stages 1 2 3 4 (the default)
 
+Splits (SPEC 7): fit on --train-split, choose the best checkpoint on the model-selection split (--val-split;
+the synthetic world has one, real CVUSA / CVACT / VIGOR do not, so a subset of the training split is carved
+out and the training tiles overlapping it are dropped), report the final evaluation on --test-split (mean +-
+std over shift seeds 2019, 2020, 2021). config.json and every checkpoint record both.
+
 Flags override the preset; the resolved config is printed and saved in the run folder (config.json).
 With several processes (torchrun) --batch-size is per process and batch-hard negatives are mined within
 each process's batch (per GPU), gradients are averaged by DistributedDataParallel.
@@ -48,24 +53,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dataset layout" + _default("dataset"))
     g.add_argument("--data-root", help="dataset folder" + _default("data_root"))
     g.add_argument("--train-split", help="training split" + _default("train_split"))
-    g.add_argument("--val-split", help="validation / final evaluation split" + _default("val_split"))
+    g.add_argument("--val-split", help="model-selection split (validation during training, best.safetensors): "
+                   "'auto' = the dataset's val split if it has one, else a subset carved from the training split "
+                   "(spatially separated where positions are known); 'carve' = always carve; or a split name"
+                   + _default("val_split"))
+    g.add_argument("--test-split", help="split of the final evaluation, reported only and never chosen on"
+                   + _default("test_split"))
+    g.add_argument("--allow-test-selection", action="store_const", const=True,
+                   help="allow --val-split to be the test split (warns loudly: the reported figures are then not "
+                   "held out)")
     g.add_argument("--fov", type=float, help="ground field of view in degrees" + _default("fov"))
     g.add_argument("--height", type=int, help="ground and polar image height, multiple of 32" + _default("height"))
     g.add_argument("--sat-width", type=int, help="polar (and panorama) width, multiple of 32" + _default("sat_width"))
     g.add_argument("--cache", choices=["auto", "yes", "no"], help="keep decoded uint8 images in memory (auto: when "
                    "the split fits in 6 GiB)" + _default("cache"))
     g.add_argument("--workers", type=int, help="DataLoader worker processes" + _default("workers"))
-    g.add_argument("--val-size", type=int, help="validation pairs used during training, 0 = all" + _default("val_size"))
+    g.add_argument("--val-size", type=int, help="validation pairs used during training, 0 = all; also the size of a "
+                   "carved selection subset (0: about 5 %%, at least 500)" + _default("val_size"))
 
     m = p.add_argument_group("model")
+    m.add_argument("--base-channels", type=int, help="block-1 channels, the other stages scale with it (ResNet18: 64; "
+                   "narrower trains faster on a CPU)" + _default("base_channels"))
+    m.add_argument("--wrap-satellite", action="store_const", const=True,
+                   help="circular width padding in the satellite branch (its polar image is a panorama)")
     m.add_argument("--imagenet-weights", help="torchvision resnet18 state-dict file for both branches, or 'none' "
                    "(paper presets require one)")
 
     a = p.add_argument_group("ablation (paper Tables 3-6)")
     a.add_argument("--no-ca", dest="use_ca", action="store_const", const=False,
                    help="plain ResNet18 without Coordinate Attention (implies --align-mode feature)")
-    a.add_argument("--align-mode", choices=["mask-corr", "mask-sum", "feature"],
-                   help="window alignment: mask-corr/mask-sum = FCA with CA masks, feature = DSM (no FCA)"
+    a.add_argument("--align-mode", choices=["gate-corr", "mask-corr", "mask-sum", "feature"],
+                   help="window alignment: gate-corr/mask-corr/mask-sum = FCA from the CA attention (gate-corr: "
+                   "centred correlation of the column gates), feature = DSM (no FCA)"
                    + _default("align_mode"))
     a.add_argument("--stages", type=int, nargs="+", help="descriptor stages: '1 2 3 4' = FMC, '4' = block 4 only "
                    "(default: 1 2 3 4)")
@@ -82,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--weight-decay", type=float, help="AdamW weight decay" + _default("weight_decay"))
     o.add_argument("--alpha", type=float, help="soft-margin triplet scale" + _default("alpha"))
     o.add_argument("--grad-clip", type=float, help="clip the gradient norm, 0 = off" + _default("grad_clip"))
+    o.add_argument("--window-choice", choices=["argmax", "soft", "straight-through"], help="how training picks the "
+                   "window: argmax, soft (softmax over offsets) or straight-through (argmax forward, softmax "
+                   "gradient); gate-corr only for the last two, so the triplet loss trains the gates (inference "
+                   "always takes the argmax)" + _default("window_choice"))
     o.add_argument("--align-loss", type=float, help="weight of an auxiliary loss that teaches the alignment scores "
                    "the true heading (NOT in the paper; training only, see geoapp/training/objective.py), 0 = off"
                    + _default("align_loss"))

@@ -17,6 +17,19 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+SPACE_STORAGE = Path("/data")  # a Hugging Face Space's persistent storage, when the Space has it enabled
+
+
+def home_dir() -> Path:
+    """Where built things go (data/, runs/, checkpoints/, reference_db/): ``GEOAPP_HOME`` when set; on a Hugging
+    Face Space with persistent storage ``/data/geoapp`` (a Space restarts on a fresh disk, ``/data`` survives);
+    else the repository itself."""
+    env = os.environ.get("GEOAPP_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    if os.environ.get("SPACE_ID") and SPACE_STORAGE.is_dir() and os.access(SPACE_STORAGE, os.W_OK):
+        return SPACE_STORAGE / "geoapp"
+    return REPO_ROOT
 
 
 @contextlib.contextmanager

@@ -19,14 +19,14 @@ from app_inputs import TOP_K
 
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory) -> Path:
-    """A 512 m x 512 m synthetic world in the CVUSA layout: 4 train and 12 test locations, 128 px tiles,
+    """A 512 m x 512 m synthetic world in the CVUSA layout: 4 train and 12 test locations (no val), 128 px tiles,
     64 x 256 panoramas and polar images, a 512 px mosaic (well under a second to generate)."""
     from geoapp.synth.world import WorldConfig
     from geoapp.synth.writer import ImageOptions, write_dataset
 
     root = tmp_path_factory.mktemp("app_world") / "synth"
-    world = WorldConfig(seed=1, n_train=4, n_test=12, tile_metres=64.0, block_metres=256.0, district_metres=200.0,
-                        metres_per_pixel=1.0)
+    world = WorldConfig(seed=1, n_train=4, n_val=0, n_test=12, tile_metres=64.0, block_metres=256.0,
+                        district_metres=200.0, metres_per_pixel=1.0)
     images = ImageOptions(tile_size=128, pano_height=64, pano_width=256, polar_height=64, polar_width=256,
                           mosaic_size=512)
     write_dataset(root, world, images, workers=1, progress=False, log=lambda message: None)
@@ -64,7 +64,7 @@ def tiny_database(tiny_world, tiny_checkpoint, tmp_path_factory) -> Path:
     from geoapp.model import ModelConfig, read_metadata
 
     config = ModelConfig.from_dict(read_metadata(tiny_checkpoint)["model_config"])
-    source = DatasetSource("synth", tiny_world, "val", config)
+    source = DatasetSource("synth", tiny_world, "test", config)  # the app's database: the reported split
     out = tmp_path_factory.mktemp("app_db") / "tiny"
     return build_database(source, tiny_checkpoint, out, show_progress=False)
 

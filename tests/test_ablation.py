@@ -49,6 +49,11 @@ def test_tables_read_the_run_folders(tmp_path):
     assert "| +CA | 90° | not run |" in text
     (tmp_path / "recipe-demo").mkdir()
     (tmp_path / "recipe-demo" / "final_eval.json").write_text(json.dumps({"by_fov": {"90": metrics}}))
-    (tmp_path / "recipe-demo" / "metrics.jsonl").write_text(
-        "\n".join(json.dumps({"kind": "train", "step": s, "pairs_per_s": p}) for s, p in ((20, 58.0), (340, 62.0))))
-    assert "| demo preset: bf16, batch 32, 64x256 | 340 | 60 | 39.0 |" in recipe_table(tmp_path, ["demo"])
+    records = [{"kind": "train", "step": s, "pairs_per_s": p} for s, p in ((20, 58.0), (340, 62.0))]
+    # a recipe is a choice: its table reads the best record of the validation split, not the test split's figures
+    records += [{"kind": "val", "step": s, "R@1": r1, "R@5": 60.0 + r1 / 10, "R@10": 70.0, "heading_median_deg": 3.0}
+                for s, r1 in ((200, 30.5), (340, 41.25))]
+    (tmp_path / "recipe-demo" / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    text = recipe_table(tmp_path, ["demo", "fp32"])
+    assert "| demo preset: bf16, batch 32, 64x256 | 340 | 60 | 41.2 | 64.1 | 70.0 | 3.0° |" in text
+    assert "val R@1" in text and "| fp32 instead of bf16 | not run |" in text

@@ -23,6 +23,8 @@ def _brute_force(ground, sat, mode, stages):
                 S = sat.features[s - 1][r].double().numpy()
                 Ms = sat.masks[s - 1][r].double().numpy() if sat.masks is not None else None
                 Mg = ground.masks[s - 1][q].double().numpy() if ground.masks is not None else None
+                As = sat.gates[s - 1][r].double().numpy() if sat.gates is not None else None
+                Ag = ground.gates[s - 1][q].double().numpy() if ground.gates is not None else None
                 w, W = G.shape[-1], S.shape[-1]
                 best, best_o = -np.inf, 0
                 for o in range(W):
@@ -31,6 +33,10 @@ def _brute_force(ground, sat, mode, stages):
                         score = sum(Mg[h, k] * Ms[h, cols[k]] for h in range(G.shape[1]) for k in range(w))
                     elif mode == "mask-sum":
                         score = sum(Ms[h, cols[k]] for h in range(G.shape[1]) for k in range(w))
+                    elif mode == "gate-corr":  # cosine of the centred ground gates and the centred window
+                        kg = Ag - Ag.mean(axis=1, keepdims=True)
+                        ws = (As - As.mean(axis=1, keepdims=True))[:, cols]
+                        score = float((kg * ws).sum()) / (np.linalg.norm(kg) * np.linalg.norm(ws))
                     else:
                         score = float((G * S[:, :, cols]).sum())
                     if score > best:  # strict: ties keep the lowest offset
@@ -48,14 +54,15 @@ def _random_maps(n, widths, seed, with_masks=True, small=True):
     """Integer-valued maps so every score is exact in float32 and ties really are ties."""
     gen = torch.Generator().manual_seed(seed)
     dims = [(4, 3, None), (6, 2, None)] if small else STAGE_DIMS
-    feats, masks = [], []
+    feats, masks, gates = [], [], []
     for (c, h, _), w in zip(dims, widths):
         feats.append(torch.randint(-3, 4, (n, c, h, w), generator=gen).float())
         masks.append(torch.randint(0, 4, (n, h, w), generator=gen).float())
-    return StageMaps(feats, masks if with_masks else None)
+        gates.append(torch.randint(0, 9, (n, c, w), generator=gen).float() / 8)
+    return StageMaps(feats, masks if with_masks else None, gates=gates if with_masks else None)
 
 
-@pytest.mark.parametrize("mode", ["mask-corr", "mask-sum", "feature"])
+@pytest.mark.parametrize("mode", ["gate-corr", "mask-corr", "mask-sum", "feature"])
 @pytest.mark.parametrize("ground_widths", [(3, 2), (7, 5)])
 def test_all_modes_equal_brute_force_double_loop(mode, ground_widths):
     sat_widths = (8, 5)  # stage 2 has w == W at the second size: every window wraps
@@ -79,8 +86,39 @@ def test_all_modes_equal_brute_force_double_loop(mode, ground_widths):
 def test_ties_pick_the_lowest_offset():
     ground = StageMaps([torch.ones(1, 1, 1, 2)], [torch.ones(1, 1, 2)])
     sat = StageMaps([torch.ones(1, 1, 1, 6)], [torch.ones(1, 1, 6)])
-    for mode in ("mask-corr", "mask-sum", "feature"):
+    ground.gates, sat.gates = [torch.ones(1, 1, 2)], [torch.ones(1, 1, 6)]
+    for mode in ("gate-corr", "mask-corr", "mask-sum", "feature"):
         assert align_windows(ground, sat, mode=mode, stages=(1,)).offsets.item() == 0
+
+
+def test_gate_corr_ignores_a_constant_ground_and_is_a_cosine():
+    """A ground with the same gates in every column carries no direction: every offset scores exactly 0 (so the
+    lowest offset wins), whatever the satellite; and scores of a real ground lie in [-1, 1]."""
+    sat = _random_maps(3, (8, 5), seed=3)
+    flat = StageMaps([torch.zeros(2, 4, 3, 3)], None, gates=[torch.full((2, 4, 3), 0.37)])
+    scores = window_scores("gate-corr", flat.features[0], sat.features[0], flat.gates[0], sat.gates[0])
+    assert scores.shape == (2, 3, 8) and torch.count_nonzero(scores) == 0
+    ground = _random_maps(2, (3, 2), seed=4)
+    scores = window_scores("gate-corr", ground.features[0], sat.features[0], ground.gates[0], sat.gates[0])
+    assert float(scores.abs().max()) <= 1 + 1e-6 and float(scores.abs().max()) > 0.3
+
+
+def test_soft_window_distances_reach_the_argmax_distances_and_train_the_gates():
+    """With very high temperatures the soft window choice of training is the inference argmax; at a moderate
+    temperature the triplet distances have a gradient with respect to the gates of both sides."""
+    from geoapp.model.align import soft_window_distances
+
+    ground = _random_maps(3, (3, 2), seed=9)
+    sat = _random_maps(3, (8, 5), seed=10)
+    hard = align_windows(ground, sat, mode="gate-corr", stages=(1, 2))
+    soft, logits = soft_window_distances(ground, sat, "gate-corr", (1, 2), torch.full((4,), 1e4))
+    torch.testing.assert_close(soft, hard.distances, rtol=1e-4, atol=1e-5)
+    assert [lg.shape for lg in logits] == [(3, 8), (3, 5)]
+    for m in ground.gates + sat.gates:
+        m.requires_grad_(True)
+    soft, _ = soft_window_distances(ground, sat, "gate-corr", (1, 2), torch.full((4,), 5.0))
+    soft.diagonal().sum().backward()
+    assert all(float(m.grad.abs().sum()) > 0 for m in ground.gates + sat.gates)
 
 
 def test_training_path_equals_inference_path():
@@ -111,12 +149,12 @@ def test_distance_equals_fmc_of_explicit_crops():
 
 
 @pytest.mark.parametrize("fov,ground_widths", [(90, (32, 16, 8, 4)), (70, (25, 13, 7, 4))])
-@pytest.mark.parametrize("mode", ["mask-corr", "mask-sum", "feature"])
+@pytest.mark.parametrize("mode", ["gate-corr", "mask-corr", "mask-sum", "feature"])
 def test_shifted_copy_is_recovered_at_the_exact_offset_in_every_stage(fov, ground_widths, mode):
     """Satellite maps are circular shifts whose true window holds the ground map; SPEC shapes per stage."""
     gen = torch.Generator().manual_seed(11)
     shift = 333  # pano-512 units; the true offset is (512 - shift) / 512 * W_b
-    g_feats, g_masks, s_feats, s_masks, expected = [], [], [], [], []
+    g_feats, g_masks, s_feats, s_masks, s_gates, g_gates, expected = [], [], [], [], [], [], []
     for (c, h, W), w in zip(STAGE_DIMS, ground_widths):
         o_true = int(round(true_offset(shift, W)))
         expected.append(o_true)
@@ -125,11 +163,15 @@ def test_shifted_copy_is_recovered_at_the_exact_offset_in_every_stage(fov, groun
         cols = (o_true + torch.arange(w)) % W
         sat[..., cols] = torch.randn(1, c, h, w, generator=gen)
         mask[..., cols] = 0.8 + 0.1 * torch.rand(1, h, w, generator=gen)
+        gates = torch.rand(1, c, W, generator=gen)
         s_feats.append(sat)
         s_masks.append(mask)
+        s_gates.append(gates)
         g_feats.append(sat[..., cols].clone())
         g_masks.append(mask[..., cols].clone())
-    res = align_windows(StageMaps(g_feats, g_masks), StageMaps(s_feats, s_masks), mode=mode)
+        g_gates.append(gates[..., cols].clone())
+    res = align_windows(StageMaps(g_feats, g_masks, gates=g_gates), StageMaps(s_feats, s_masks, gates=s_gates),
+                        mode=mode)
     assert res.offsets[0, 0].tolist() == expected
     # the heading read at the finest stage is within half a block-1 column of the crop's true heading
     err = abs((res.headings()[0, 0] - heading_from_shift(shift, fov) + 180) % 360 - 180)

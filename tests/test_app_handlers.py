@@ -227,7 +227,7 @@ def test_first_start_builds_each_missing_step_once_in_order(tmp_path):
     assert list(timings) == ["synth", "train", "build_db"]
     commands = log.read_text().splitlines()
     assert [c.split()[1] for c in commands] == ["geoapp.synth", "geoapp.train", "geoapp.build_db"]
-    assert "--preset demo" in commands[1] and "--split val" in commands[2]
+    assert "--preset demo" in commands[1] and "--split test" in commands[2]
     assert paths.checkpoint.read_text() == "best.safetensors"  # copied from the run
     assert ensure_demo(paths, python=str(fake_python), log=lambda message: None) == {}  # later starts: nothing
     # an interrupted first start resumes: the database step alone is redone

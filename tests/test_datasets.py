@@ -15,7 +15,7 @@ import torch
 
 from geoapp.data.base import read_rgb
 from geoapp.data.cvact import utm_to_latlon
-from geoapp.data.datasets import DatasetError, SatelliteView, build_dataset
+from geoapp.data.datasets import DatasetError, NoSelectionSplitError, SatelliteView, build_dataset
 from geoapp.data.fov import crop_fov, eval_shifts, heading_from_shift
 from geoapp.data.polar import polar_transform
 from geoapp.data.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize, resize_image, to_tensor
@@ -46,18 +46,18 @@ def cvusa_location(image_id: int) -> list[float]:
     return [sat_lat, sat_lon, sat_lat + 1e-5, sat_lon - 2e-5]
 
 
-def make_cvusa(root: Path, train_ids=(1, 2), val_ids=(3, 4), pano=(224, 1232), sat=750, manifest=None,
+def make_cvusa(root: Path, train_ids=(1, 2), test_ids=(3, 4), pano=(224, 1232), sat=750, manifest=None,
                locations=True) -> Path:
-    for image_id in (*train_ids, *val_ids):
+    for image_id in (*train_ids, *test_ids):
         name = f"{image_id:07d}"
         write_image(root / "bingmap/19" / f"{name}.jpg", texture(sat, sat, image_id))
         write_image(root / "streetview/panos" / f"{name}.jpg", texture(*pano, 1000 + image_id))
     (root / "splits").mkdir(parents=True)
-    for split, ids in (("train", train_ids), ("val", val_ids)):
+    for name, ids in (("train", train_ids), ("val", test_ids)):  # val-19zl.csv: CVUSA's reported ("test") split
         lines = [f"bingmap/19/{i:07d}.jpg,streetview/panos/{i:07d}.jpg,annotations/{i:07d}.png\n" for i in ids]
-        (root / "splits" / f"{split}-19zl.csv").write_text("".join(lines))
+        (root / "splits" / f"{name}-19zl.csv").write_text("".join(lines))
     if locations:
-        rows = [cvusa_location(i) + [0] for i in range(1, max(*train_ids, *val_ids) + 1)]
+        rows = [cvusa_location(i) + [0] for i in range(1, max(*train_ids, *test_ids) + 1)]
         (root / "split_locations").mkdir()
         (root / "split_locations/all.csv").write_text("".join(",".join(map(repr, r)) + "\n" for r in rows))
     if manifest is not None:
@@ -134,7 +134,7 @@ def assert_sample_consistent(sample: dict, fov: float, width: int = 512) -> None
 
 def test_cvusa_real_sizes_eval(tmp_path):
     root = make_cvusa(tmp_path / "cvusa")
-    ds = build_dataset("cvusa", root, "val", 90, train=False)
+    ds = build_dataset("cvusa", root, "test", 90, train=False)
     assert len(ds) == 2
     assert ds.fixed_shifts.tolist() == eval_shifts(2).tolist()
     for index, image_id in enumerate((3, 4)):
@@ -160,7 +160,7 @@ def test_cvusa_real_size_checks_name_file_and_line(tmp_path):
     root = make_cvusa(tmp_path / "cvusa")
     write_image(root / "streetview/panos/0000003.jpg", texture(100, 500, 0))
     with pytest.raises(DatasetError) as info:
-        build_dataset("cvusa", root, "val", 90, train=False)
+        build_dataset("cvusa", root, "test", 90, train=False)
     message = str(info.value)
     assert "0000003.jpg" in message and "224x1232" in message and "100x500" in message
     assert "val-19zl.csv:1" in message
@@ -173,7 +173,7 @@ def test_cvusa_real_size_checks_name_file_and_line(tmp_path):
 
 def test_synth_manifest_sizes_and_reduced_resolution(tmp_path):
     manifest = {**SMALL_CVUSA, "origin": {"lat": 40.0, "lon": -75.0}, "generator": "test"}
-    root = make_cvusa(tmp_path / "synth", train_ids=(1, 2, 3), val_ids=(4,), pano=(24, 132), sat=40,
+    root = make_cvusa(tmp_path / "synth", train_ids=(1, 2, 3), test_ids=(4,), pano=(24, 132), sat=40,
                       manifest=manifest)
     ds = build_dataset("synth", root, "train", 70, train=False, ground_size=(64, None), sat_size=(64, 256))
     assert ds.manifest["origin"] == {"lat": 40.0, "lon": -75.0}
@@ -196,21 +196,21 @@ def test_cvusa_premade_polar_maps(tmp_path):
     root = make_cvusa(tmp_path / "cvusa", pano=(24, 132), sat=40, manifest=SMALL_CVUSA)
     premade = texture(128, 512, 77)
     write_image(root / "polarmap/19/0000003.png", premade)
-    ds = build_dataset("cvusa", root, "val", 90, train=False)
+    ds = build_dataset("cvusa", root, "test", 90, train=False)
     torch.testing.assert_close(ds.satellite_item(0)["satellite"], to_tensor(premade), rtol=0, atol=0)
     torch.testing.assert_close(ds.satellite_item(1)["satellite"],  # no pre-made map: computed
                                expected_satellite(root / "bingmap/19/0000004.jpg"), rtol=0, atol=0)
-    reduced = build_dataset("cvusa", root, "val", 90, train=False, sat_size=(64, 256))  # other size: computed
+    reduced = build_dataset("cvusa", root, "test", 90, train=False, sat_size=(64, 256))  # other size: computed
     torch.testing.assert_close(reduced.satellite_item(0)["satellite"],
                                expected_satellite(root / "bingmap/19/0000003.jpg", (64, 256)), rtol=0, atol=0)
     write_image(root / "polarmap/19/0000003.png", texture(64, 256, 0))
     with pytest.raises(DatasetError, match=r"polarmap/19/0000003\.png: expected a 128x512 pre-made polar image"):
-        build_dataset("cvusa", root, "val", 90, train=False)
+        build_dataset("cvusa", root, "test", 90, train=False)
 
 
 def test_polar_cache(tmp_path):
     root = make_cvusa(tmp_path / "cvusa", pano=(24, 132), sat=40, manifest=SMALL_CVUSA)
-    ds = build_dataset("cvusa", root, "val", 90, train=False)
+    ds = build_dataset("cvusa", root, "test", 90, train=False)
     ds.satellite_item(1)
     cached = root / "polar_cache/polar_128x512/bingmap/19/0000004.png"
     assert cached.is_file()
@@ -227,15 +227,15 @@ def test_polar_cache(tmp_path):
     torch.testing.assert_close(ds.satellite_item(1)["satellite"], expected_satellite(tile), rtol=0, atol=0)
     # Configurable directory, keyed by the polar size; or no cache at all.
     elsewhere = tmp_path / "cache"
-    build_dataset("cvusa", root, "val", 90, train=False, sat_size=(64, 256), cache_dir=elsewhere).satellite_item(1)
+    build_dataset("cvusa", root, "test", 90, train=False, sat_size=(64, 256), cache_dir=elsewhere).satellite_item(1)
     assert (elsewhere / "polar_64x256/bingmap/19/0000004.png").is_file()
     other = make_cvusa(tmp_path / "other", pano=(24, 132), sat=40, manifest=SMALL_CVUSA)
-    build_dataset("cvusa", other, "val", 90, train=False, use_cache=False).satellite_item(1)
+    build_dataset("cvusa", other, "test", 90, train=False, use_cache=False).satellite_item(1)
     assert not (other / "polar_cache").exists()
 
 
 def test_train_shifts_per_epoch_reproducible(tmp_path):
-    root = make_cvusa(tmp_path / "cvusa", train_ids=tuple(range(1, 9)), val_ids=(9,), pano=(24, 132), sat=40,
+    root = make_cvusa(tmp_path / "cvusa", train_ids=tuple(range(1, 9)), test_ids=(9,), pano=(24, 132), sat=40,
                       manifest=SMALL_CVUSA)
     ds = build_dataset("cvusa", root, "train", 70, train=True, seed=5)
     assert ds.fixed_shifts is None
@@ -259,25 +259,25 @@ def test_train_shifts_per_epoch_reproducible(tmp_path):
 
 def test_explicit_shifts_and_size_arguments(tmp_path):
     root = make_cvusa(tmp_path / "cvusa", pano=(24, 132), sat=40, manifest=SMALL_CVUSA)
-    ds = build_dataset("cvusa", root, "val", 90, train=False, shifts=[0, 511])
+    ds = build_dataset("cvusa", root, "test", 90, train=False, shifts=[0, 511])
     assert [ds[0]["shift"], ds[1]["shift"]] == [0, 511]
     assert ds[0]["heading"] == -135.0
     with pytest.raises(ValueError, match="2 integers"):
-        build_dataset("cvusa", root, "val", 90, train=False, shifts=[1, 2, 3])
+        build_dataset("cvusa", root, "test", 90, train=False, shifts=[1, 2, 3])
     with pytest.raises(ValueError, match=r"\[0, 512\)"):
-        build_dataset("cvusa", root, "val", 90, train=False, shifts=[0, 512])
+        build_dataset("cvusa", root, "test", 90, train=False, shifts=[0, 512])
     with pytest.raises(ValueError, match="128 px"):
-        build_dataset("cvusa", root, "val", 90, train=False, ground_size=(128, 100))
-    assert build_dataset("cvusa", root, "val", 90, train=False, ground_size=(128, 128))[0]["ground"].shape[2] == 128
+        build_dataset("cvusa", root, "test", 90, train=False, ground_size=(128, 100))
+    assert build_dataset("cvusa", root, "test", 90, train=False, ground_size=(128, 128))[0]["ground"].shape[2] == 128
     with pytest.raises(ValueError, match="unknown dataset"):
-        build_dataset("kitti", root, "val", 90, train=False)
+        build_dataset("kitti", root, "test", 90, train=False)
     with pytest.raises(ValueError, match="unknown cvusa split"):
         build_dataset("cvusa", root, "everything", 90, train=False)
 
 
 def test_ground_and_satellite_views_and_dataloader(tmp_path):
     root = make_cvusa(tmp_path / "cvusa", pano=(24, 132), sat=40, manifest=SMALL_CVUSA, locations=False)
-    ds = build_dataset("cvusa", root, "val", 70, train=False)
+    ds = build_dataset("cvusa", root, "test", 70, train=False)
     assert np.isnan(ds.locations).all() and ds.locations.shape == (2, 2)
     assert math.isnan(ds[0]["lat"])
     satellites = ds.satellite_view()
@@ -299,7 +299,7 @@ def test_cvusa_split_errors(tmp_path):
     def error_for(text: str) -> str:
         split.write_text(text)
         with pytest.raises(DatasetError) as info:
-            build_dataset("cvusa", root, "val", 90, train=False)
+            build_dataset("cvusa", root, "test", 90, train=False)
         return str(info.value)
 
     message = error_for(good + "bingmap/19/0000001.jpg,streetview/panos/0000001.jpg\n")
@@ -318,28 +318,28 @@ def test_cvusa_split_errors(tmp_path):
     split.write_text(good)
     (root / "split_locations/all.csv").write_text("1.0,2.0,3.0,4.0\n1.0,north,3.0,4.0\n")
     with pytest.raises(DatasetError, match=r"all\.csv:2: latitude/longitude columns are not numbers"):
-        build_dataset("cvusa", root, "val", 90, train=False)
+        build_dataset("cvusa", root, "test", 90, train=False)
     (root / "split_locations/all.csv").unlink()
     (root / "dataset.json").write_text("{not json")
     with pytest.raises(DatasetError, match=r"dataset\.json: not a readable JSON manifest"):
-        build_dataset("cvusa", root, "val", 90, train=False)
+        build_dataset("cvusa", root, "test", 90, train=False)
     (root / "dataset.json").write_text(json.dumps({"panorama_size": [24]}))
     with pytest.raises(DatasetError, match=r"dataset\.json: panorama_size must be \[height, width\]"):
-        build_dataset("cvusa", root, "val", 90, train=False)
+        build_dataset("cvusa", root, "test", 90, train=False)
     (root / "dataset.json").write_text(json.dumps(SMALL_CVUSA))
     split.unlink()
     with pytest.raises(DatasetError, match=r"val-19zl\.csv: split file does not exist"):
-        build_dataset("cvusa", root, "val", 90, train=False)
+        build_dataset("cvusa", root, "test", 90, train=False)
     with pytest.raises(DatasetError, match="dataset root does not exist"):
-        build_dataset("cvusa", tmp_path / "nowhere", "val", 90, train=False)
+        build_dataset("cvusa", tmp_path / "nowhere", "test", 90, train=False)
 
 
 def test_skip_missing(tmp_path):
     root = make_cvusa(tmp_path / "cvusa", pano=(24, 132), sat=40, manifest=SMALL_CVUSA)
     (root / "streetview/panos/0000003.jpg").unlink()
     with pytest.raises(DatasetError, match=r"val-19zl\.csv:1: image .*0000003\.jpg does not exist"):
-        build_dataset("cvusa", root, "val", 90, train=False)
-    ds = build_dataset("cvusa", root, "val", 90, train=False, skip_missing=True)
+        build_dataset("cvusa", root, "test", 90, train=False)
+    ds = build_dataset("cvusa", root, "test", 90, train=False, skip_missing=True)
     assert len(ds) == 1 and ds[0]["id"] == "0000004"
 
 
@@ -376,7 +376,7 @@ def test_utm_conversion_matches_reference():
 
 def test_cvact_real_sizes(tmp_path):
     root = make_cvact(tmp_path / "cvact")
-    ds = build_dataset("cvact", root, "val", 70, train=False)
+    ds = build_dataset("cvact", root, "test", 70, train=False)
     assert len(ds) == 2 and [r.id for r in ds.records] == [PANO_IDS[1], PANO_IDS[2]]
     for index, row in enumerate((1, 2)):
         sample = ds[index]
@@ -395,7 +395,7 @@ def test_cvact_real_sizes(tmp_path):
     write_image(root / "satview_polish" / f"{PANO_IDS[1]}_satView_polish.jpg", texture(750, 750, 0))
     expected_message = r"_satView_polish\.jpg: expected a 1200x1200 satellite tile.*valInd entry 1"
     with pytest.raises(DatasetError, match=expected_message):
-        build_dataset("cvact", root, "val", 70, train=False)
+        build_dataset("cvact", root, "test", 70, train=False)
 
 
 def test_cvact_manifest_cell_ids_swapped_utm_and_train(tmp_path):
@@ -421,7 +421,7 @@ def test_cvact_errors(tmp_path):
         root = make_cvact(tmp_path / f"cvact{len(list(tmp_path.iterdir()))}", pano=(32, 64), sat=48,
                           manifest=SMALL_CVACT, **kwargs)
         with pytest.raises(DatasetError) as info:
-            build_dataset("cvact", root, "val", 90, train=False)
+            build_dataset("cvact", root, "test", 90, train=False)
         return str(info.value)
 
     assert "valSet.valInd entry 2: index 4.0 is not an integer in 1..3" in error_for(val=(1, 4))
@@ -431,18 +431,18 @@ def test_cvact_errors(tmp_path):
     root = make_cvact(tmp_path / "missing_image", pano=(32, 64), sat=48, manifest=SMALL_CVACT)
     (root / "streetview" / f"{PANO_IDS[2]}_grdView.jpg").unlink()
     with pytest.raises(DatasetError, match=r"ACT_data\.mat, valSet\.valInd entry 2: image .*_grdView\.jpg does not"):
-        build_dataset("cvact", root, "val", 90, train=False)
+        build_dataset("cvact", root, "test", 90, train=False)
     (root / "ACT_data.mat").write_bytes(b"garbage")
     with pytest.raises(DatasetError, match=r"ACT_data\.mat: not a readable MATLAB"):
-        build_dataset("cvact", root, "val", 90, train=False)
+        build_dataset("cvact", root, "test", 90, train=False)
     (root / "ACT_data.mat").unlink()
     with pytest.raises(DatasetError, match=r"ACT_data\.mat: CVACT metadata file does not exist"):
-        build_dataset("cvact", root, "val", 90, train=False)
+        build_dataset("cvact", root, "test", 90, train=False)
     scipy.io.savemat(root / "ACT_data.mat", {"panoIds": np.array(PANO_IDS), "utm": CANBERRA_UTM})
     with pytest.raises(DatasetError, match="no valSet struct"):
-        build_dataset("cvact", root, "val", 90, train=False)
-    with pytest.raises(ValueError, match="unknown cvact split"):
         build_dataset("cvact", root, "test", 90, train=False)
+    with pytest.raises(ValueError, match="unknown cvact split"):
+        build_dataset("cvact", root, "validation", 90, train=False)
 
 
 # ------------------------------------------------------------------------------------------- VIGOR
@@ -482,7 +482,7 @@ def test_vigor_cities(tmp_path):
     assert [r.id for r in ds.records] == ["NewYork/n1", "NewYork/n2", "Chicago/c1"]
     assert ds[2]["ground"].shape == (3, 128, 99)
     assert ds.locations[2].tolist() == [41.88, -87.63]
-    only = build_dataset("vigor", root, "val", 70, train=False, cities="Chicago")
+    only = build_dataset("vigor", root, "test", 70, train=False, cities="Chicago")
     assert len(only) == 1 and only.records[0].id == "Chicago/c1"
     with pytest.raises(DatasetError, match=r"splits/Seattle/same_area_balanced_test\.txt: split file does not exist"):
         build_dataset("vigor", root, "test", 70, train=False, cities=["Seattle"])
@@ -512,6 +512,57 @@ def test_vigor_label_errors(tmp_path):
     (root / "splits/NewYork/same_area_balanced_train.txt").unlink()
     with pytest.raises(DatasetError, match="no city has a same_area_balanced_test.txt label file"):
         build_dataset("vigor", root, "test", 90, train=False)
+
+
+# ----------------------------------------------------------------------------- split names and subsets
+
+
+def test_split_names_mean_one_thing_in_every_layout(tmp_path):
+    root = make_cvusa(tmp_path / "cvusa", train_ids=(1, 2, 3), test_ids=(4, 5), pano=(24, 132), sat=40,
+                      manifest=SMALL_CVUSA)
+    assert [r.id for r in build_dataset("cvusa", root, "test", 90, train=False).records] == ["0000004", "0000005"]
+    for name, kind in (("cvusa", "cvusa"), ("synth", "synth")):  # no selection-19zl.csv: real CVUSA has none
+        with pytest.raises(NoSelectionSplitError, match=rf"this {kind} dataset has no model-selection split.*"
+                                                        r"'test' \(splits/val-19zl\.csv\).*carves"):
+            build_dataset(name, root, "val", 90, train=False)
+    (root / "splits/selection-19zl.csv").write_text("bingmap/19/0000003.jpg,streetview/panos/0000003.jpg,a.png\n")
+    val = build_dataset("synth", root, "val", 90, train=False)
+    assert [r.id for r in val.records] == ["0000003"] and val.records[0].source.endswith("selection-19zl.csv:1")
+    cvact = make_cvact(tmp_path / "cvact", pano=(32, 64), sat=48, manifest=SMALL_CVACT)
+    assert [r.id for r in build_dataset("cvact", cvact, "test", 90, train=False).records] == PANO_IDS[1:]
+    with pytest.raises(NoSelectionSplitError, match=r"cvact dataset has no model-selection split.*valSet"):
+        build_dataset("cvact", cvact, "val", 90, train=False)
+    vigor = make_vigor(tmp_path / "vigor", pano=(32, 64), sat=40, manifest=SMALL_VIGOR)
+    assert len(build_dataset("vigor", vigor, "test", 90, train=False)) == 2
+    with pytest.raises(NoSelectionSplitError, match=r"vigor dataset has no model-selection split.*_test\.txt"):
+        build_dataset("vigor", vigor, "val", 90, train=False)
+    assert issubclass(NoSelectionSplitError, DatasetError)
+
+
+def test_subset_restricts_records_positions_and_shifts(tmp_path):
+    root = make_cvusa(tmp_path / "cvusa", train_ids=tuple(range(1, 9)), test_ids=(9,), pano=(24, 132), sat=40,
+                      manifest=SMALL_CVUSA)
+    ds = build_dataset("cvusa", root, "train", 90, train=True, seed=4)
+    assert ds.tile_metres == 150.0  # CVUSA's approximate footprint; a manifest's geometry.tile_metres wins
+    part = ds.subset([6, 1, 3], split="train[selection]", train=False)
+    assert [r.id for r in part.records] == ["0000007", "0000002", "0000004"] and len(part) == 3
+    assert (part.split, part.subset_of, part.train) == ("train[selection]", "train", False)
+    np.testing.assert_array_equal(part.locations, ds.locations[[6, 1, 3]])
+    assert part.fixed_shifts.tolist() == eval_shifts(3).tolist()  # SPEC 4 shifts of the subset's own order
+    assert part[1]["id"] == "0000002" and part[1]["shift"] == eval_shifts(3)[1]
+    torch.testing.assert_close(part[1]["satellite"], ds[1]["satellite"], rtol=0, atol=0)
+    kept = ds.subset([0, 2, 4, 5, 7])  # still training: per-epoch shifts of the subset's own indices
+    assert kept.train and kept.fixed_shifts is None and kept.split == "train[subset]"
+    assert [kept.shift_for(i) for i in range(5)] == [int(np.random.default_rng([4, 0, i]).integers(0, 512))
+                                                      for i in range(5)]
+    assert len(ds) == 8 and ds.train  # the source is unchanged
+    fixed = build_dataset("cvusa", root, "train", 90, train=False, shifts=list(range(10, 18)))
+    assert fixed.subset([5, 2]).fixed_shifts.tolist() == [15, 12]  # explicit shifts stay with their pairs
+    with pytest.raises(IndexError):
+        ds.subset([8])
+    manifest = {**SMALL_CVUSA, "geometry": {"tile_metres": 64.0}}
+    (root / "dataset.json").write_text(json.dumps(manifest))
+    assert build_dataset("cvusa", root, "train", 90, train=True).tile_metres == 64.0
 
 
 # -------------------------------------------------------------------------------------- transforms

@@ -81,6 +81,9 @@ def test_result_carries_what_the_ui_shows(world, localizer):
 
 def test_two_stage_reranking_everything_equals_exhaustive(world, localizer):
     two = Localizer(world["ckpt"], world["db"], device="cpu", two_stage=True, rerank=N_TILES)
+    # the exhaustive search may time fp32 as faster on this CPU; its fp16 first pass re-ranks in float64 like the
+    # two-stage search, so that is the path whose distances must agree to the bit
+    localizer.fast_search = True
     # the build saved the FAISS index of the checkpoint's FoV: 90 deg = 4 of the 16 orientation blocks
     assert set(two.first_stage._index_files) == {4}
     for tile, shift in ((4, 37), (7, 200)):
@@ -173,3 +176,27 @@ def test_first_stage_orientations_are_22_5_degrees_where_the_stage_widths_allow(
     assert num_orientations(block4) == 8 and block_widths(block4) == {4: 1}
     with pytest.raises(ValueError, match="no stage"):
         block_widths(block4, orientations=16)
+
+
+def test_gate_corr_database_stores_gates_and_topk_equals_brute_force(tmp_path, world):
+    """A gate-corr model's database holds the CA column gates of its used stages; the engine's answer (with either
+    search precision it may choose) equals the model's own alignment of the whole gallery."""
+    config = ModelConfig(ground_height=64, sat_height=64, sat_width=256, align_mode="gate-corr", base_channels=16,
+                         wrap_satellite=True)
+    ckpt = random_checkpoint(tmp_path / "gates.safetensors", config, seed=1)
+    db_path = build_database(world["source"], ckpt, tmp_path / "db", chunk_size=4, batch_size=4, show_progress=False)
+    db = ReferenceDatabase.open(db_path)
+    assert [db.array(f"gates_{s}").shape for s in (1, 2, 3, 4)] == [(N_TILES, 16, 64), (N_TILES, 32, 32),
+                                                                     (N_TILES, 64, 16), (N_TILES, 128, 8)]
+    loc = Localizer(ckpt, db_path, device="cpu")
+    assert set(loc.search_timings) == {"fp16 first pass", "fp32"}
+    image = _query(world)
+    with torch.inference_mode():
+        ground = loc.model.encode_ground(to_tensor(image)[None])
+        full = align_windows(ground, db.slice(0, N_TILES), "gate-corr", config.stages, chunk_size=None)
+    order = np.argsort(full.distances[0].numpy(), kind="stable")
+    for fast in (True, False):
+        loc.fast_search = fast
+        result = loc.localize(image, top_k=N_TILES)
+        assert [c.index for c in result.candidates] == order.tolist()
+        assert np.allclose([c.distance for c in result.candidates], full.distances[0, order].numpy(), atol=1e-5)

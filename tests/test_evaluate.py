@@ -1,4 +1,5 @@
-"""Evaluation (issue 4): block-wise ranks over an encoded gallery agree with a brute-force full distance matrix."""
+"""Evaluation (issue 4): block-wise ranks over an encoded gallery agree with a brute-force full distance matrix;
+(issue 10) mean +- std over the report shift seeds, and no report on the split that chose the checkpoint."""
 
 import json
 
@@ -22,7 +23,7 @@ def setup(tmp_path_factory):
     root = write_tiny_cvusa(tmp_path_factory.mktemp("tiny_eval"), n_train=4, n_val=10, seed=1)
     torch.manual_seed(0)
     model = build_model(CFG).eval()
-    ds = open_split("synth", root, "val", 90, 32, 128, train=False)
+    ds = open_split("synth", root, "test", 90, 32, 128, train=False)
     return root, model, ds, PairImages(ds, cache="yes")
 
 
@@ -73,7 +74,9 @@ def test_blockwise_evaluation_matches_brute_force(setup, subset):
     both = [r["R@5"] for r in report["results"] if r["fov"] == 70]
     assert summary["R@5"] == pytest.approx(np.mean(both))
     assert summary["R@5_std"] == pytest.approx(np.std(both, ddof=1))
-    assert "70 deg" in format_table(report)
+    table = format_table(report)
+    assert "70 deg" in table and f"{summary['R@5']:.2f} ± {summary['R@5_std']:.2f}" in table
+    assert "mean ± std over the shift seeds" in table
 
 
 def test_subset_indices_are_evenly_spread():
@@ -88,5 +91,40 @@ def test_cli_writes_a_report(setup, tmp_path, capsys):
     args = ["--checkpoint", str(ckpt), "--fov", "70", "90", "--size", "6", "--no-progress", "--out", str(out)]
     assert main(args) == 0
     report = json.loads(out.read_text())
-    assert set(report["by_fov"]) == {"70", "90"} and report["n_queries"] == 6 and report["split"] == "val"
-    assert "R@1%" in capsys.readouterr().out
+    assert set(report["by_fov"]) == {"70", "90"} and report["n_queries"] == 6 and report["split"] == "test"
+    # default: 2019 (SPEC 4) first, then 2020 and 2021; per-seed rows and mean +- std per metric
+    assert report["shift_seeds"] == [2019, 2020, 2021] and len(report["results"]) == 6
+    assert [r["shift_seed"] for r in report["results"] if r["fov"] == 90] == [2019, 2020, 2021]
+    r1 = [r["R@1"] for r in report["results"] if r["fov"] == 90]
+    assert report["by_fov"]["90"]["R@1"] == pytest.approx(np.mean(r1))
+    assert report["by_fov"]["90"]["R@1_std"] == pytest.approx(np.std(r1, ddof=1))
+    captured = capsys.readouterr()
+    assert "R@1%" in captured.out and "split 'test'" in captured.out and " ± " in captured.out
+    assert "does not record which split chose it" in captured.err  # a checkpoint from before issue 10
+    assert main(args[:-2] + ["--shift-seeds", "2019"]) == 0  # one seed still possible: no std
+    assert "+-" not in capsys.readouterr().out and "_std" not in json.dumps(report["results"])
+
+
+@pytest.mark.parametrize("selection, split", [("test", "test"), ({"carved_from": "train", "method": "spatial",
+                                                                   "n": 3}, "train")])
+def test_cli_refuses_the_split_that_chose_the_checkpoint(setup, tmp_path, capsys, selection, split):
+    root, model, _, _ = setup
+    meta = {"train_config": {"dataset": "synth", "data_root": str(root)}, "selection_split": selection,
+            "report_split": "test"}
+    ckpt = save_model(tmp_path / "m.safetensors", model, meta)
+    args = ["--checkpoint", str(ckpt), "--split", split, "--fov", "90", "--shift-seeds", "2019", "--no-progress",
+            "--out", str(tmp_path / "eval.json")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "error: the checkpoint was chosen on" in err and "--allow-selection-split" in err
+    assert not (tmp_path / "eval.json").exists()
+    assert main(args + ["--allow-selection-split"]) == 0
+    err = capsys.readouterr().err
+    assert "WARNING: the checkpoint was chosen on" in err and "NOT held-out figures" in err
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["selection_split_evaluated"] is True and report["selection_split"] == selection
+    # another dataset root is not the selection split, whatever its name
+    other = dict(meta, train_config={"dataset": "synth", "data_root": str(tmp_path / "elsewhere")})
+    ckpt = save_model(tmp_path / "other.safetensors", model, other)
+    assert main(["--checkpoint", str(ckpt), "--dataset", "synth", "--data-root", str(root), "--split", split,
+                 "--fov", "90", "--shift-seeds", "2019", "--no-progress"]) == 0

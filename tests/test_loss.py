@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -57,33 +58,26 @@ def test_loss_is_finite_positive_and_decreases_on_a_fixed_batch(cfg):
     assert losses[-1] < losses[0] * 0.9, losses
 
 
-def test_orientation_loss_prefers_the_true_window_and_trains_the_masks():
-    """Scores peaked at the true offset give a lower loss than scores peaked elsewhere; gradient reaches CA."""
+def test_alignment_loss_prefers_the_true_window_and_trains_the_gates():
+    """Logits peaked at the true offset give a lower loss than logits peaked elsewhere (two-hot target, so a
+    fractional true offset shares its weight); through a gate-corr model the gradient reaches both branches' CA."""
     from geoapp.data.fov import true_offset
-    from geoapp.model import StageMaps
-    from geoapp.model.loss import orientation_loss
+    from geoapp.training.objective import TrainForward, alignment_loss
 
     shifts = torch.tensor([0, 128, 300])
-    W, w, H = 16, 4, 2
-    sat_masks, ground_masks, wrong_masks = [], [], []
-    for shift in shifts.tolist():
-        o = int(round(true_offset(shift, W)))
-        m = torch.full((H, W), 0.1)
-        m[:, [(o + k) % W for k in range(w)]] = 0.9
-        sat_masks.append(m)
-        ground_masks.append(torch.full((H, w), 0.5))
-        wrong = torch.full((H, W), 0.1)
-        wrong[:, [(o + 8 + k) % W for k in range(w)]] = 0.9
-        wrong_masks.append(wrong)
-    feats_g = [torch.zeros(3, 1, H, w)] * 4
-    feats_s = [torch.zeros(3, 1, H, W)] * 4
-    ground = StageMaps(feats_g, [torch.stack(ground_masks)] * 4)
-    good = orientation_loss(ground, StageMaps(feats_s, [torch.stack(sat_masks)] * 4), shifts, "mask-corr", (4,))
-    bad = orientation_loss(ground, StageMaps(feats_s, [torch.stack(wrong_masks)] * 4), shifts, "mask-corr", (4,))
-    assert good.item() < 1.0 < bad.item()
+    W = 16
+    good, bad = torch.zeros(3, W), torch.zeros(3, W)
+    for i, shift in enumerate(shifts.tolist()):
+        o = true_offset(shift, W)
+        good[i, int(np.floor(o)) % W] = good[i, (int(np.floor(o)) + 1) % W] = 12.0
+        bad[i, (int(round(o)) + 8) % W] = 12.0
+    assert alignment_loss([good], shifts, 512).item() < 1.0 < alignment_loss([bad], shifts, 512).item()
 
-    model = build_model(ModelConfig(ground_height=64, sat_height=64, sat_width=256))
-    _, g, s = model(torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 256), return_maps=True)
-    orientation_loss(g, s, torch.tensor([10, 200]), pano_width=256).backward()
+    model = build_model(ModelConfig(ground_height=64, sat_height=64, sat_width=256, base_channels=16,
+                                    align_mode="gate-corr"))
+    _, logits = TrainForward(model, with_logits=True, window_choice="soft")(torch.randn(2, 3, 64, 64),
+                                                                       torch.randn(2, 3, 64, 256))
+    alignment_loss(logits, torch.tensor([10, 200]), 256).backward()
     assert model.satellite.layer4[1].ca.conv_w.weight.grad.abs().sum() > 0
-    assert model.ground.layer1[1].ca.conv_h.weight.grad.abs().sum() > 0
+    assert model.ground.layer1[1].ca.conv_w.weight.grad.abs().sum() > 0
+    assert model.window_log_temperature.grad.abs().sum() > 0

@@ -179,3 +179,37 @@ def test_checkpoint_errors_are_specific(tmp_path):
     with pytest.raises(CheckpointError, match=r"missing \['ground.layer1.0.ca"):
         load_model(tmp_path / "mix.safetensors")
     assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temp files
+
+
+def test_wrapped_satellite_branch_follows_a_roll_of_the_polar_image():
+    """With circular width padding, rolling the polar input by 32 columns (the total stride) rolls every stage's
+    features, masks and gates by 32 / stride columns; with zero padding the edge columns differ."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 256)
+    for wrap in (True, False):
+        branch = resnet18_ca(base_channels=16, wrap=wrap).eval()
+        with torch.no_grad():
+            a, b = branch(x), branch(torch.roll(x, 32, dims=3))
+        for s in range(4):
+            k = 32 // (4 * 2**s)  # stage strides 4, 8, 16, 32
+            diffs = [float((torch.roll(m[s], k, dims=-1) - n[s]).abs().max())
+                     for m, n in ((a.features, b.features), (a.masks, b.masks), (a.gates, b.gates))]
+            if wrap:
+                assert max(diffs) < 1e-4, (s, diffs)
+            elif s == 0:
+                assert diffs[0] > 1e-2  # zero padding: the seam columns see different neighbours
+
+
+def test_narrow_model_scales_every_stage_and_keeps_the_spec_layout():
+    cfg = ModelConfig(base_channels=32, ground_height=64, sat_height=64, sat_width=256, align_mode="gate-corr")
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        maps = model.encode_satellite(torch.randn(1, 3, 64, 256))
+    assert [tuple(f.shape[1:]) for f in maps.features] == [(32, 16, 64), (64, 8, 32), (128, 4, 16), (256, 2, 8)]
+    assert [tuple(g.shape[1:]) for g in maps.gates] == [(32, 64), (64, 32), (128, 16), (256, 8)]
+    full = sum(p.numel() for p in resnet18_ca().parameters())
+    narrow = sum(p.numel() for p in model.ground.parameters())
+    assert 0.2 < narrow / full < 0.3  # convolutions scale with the square of the width
+    with pytest.raises(ValueError, match="base_channels"):
+        ModelConfig(base_channels=12)
+

@@ -19,12 +19,12 @@ from geoapp.synth.__main__ import build_parser, main
 from geoapp.synth.canvas import WorldCanvas
 from geoapp.synth.figure import make_figure
 from geoapp.synth.geo import GeoFrame
-from geoapp.synth.layout import TEST, TRAIN, split_ok
+from geoapp.synth.layout import TEST, TRAIN, VAL, split_ok
 from geoapp.synth.render import RenderConfig
 from geoapp.synth.world import World, WorldConfig, generate_world
 from geoapp.synth.writer import ImageOptions, SynthConfigError, location_paths, write_dataset
 
-SMALL = WorldConfig(seed=7, n_train=24, n_test=8, tile_metres=64.0, block_metres=256.0, train_spacing=24.0,
+SMALL = WorldConfig(seed=7, n_train=24, n_val=6, n_test=8, tile_metres=64.0, block_metres=256.0, train_spacing=24.0,
                     test_spacing=32.0, district_metres=160.0, area_mix=(0.25, 0.25, 0.25, 0.25))
 SMALL_IMAGES = ImageOptions(tile_size=128, pano_height=64, pano_width=256, polar_height=64, polar_width=256,
                             mosaic_size=512)
@@ -153,18 +153,30 @@ def test_written_polar_is_the_spec_polar_transform_of_the_tile(world, dataset):
 # ---------------------------------------------------------------------------------------------- splits
 
 
-def test_train_and_test_tiles_never_overlap(world):
+def test_train_val_and_test_tiles_never_overlap(world):
     loc = world.locations
     tile_px = SMALL.tile_metres / SMALL.metres_per_pixel
-    tr, te = loc.split == TRAIN, loc.split == TEST
-    assert tr.sum() == SMALL.n_train and te.sum() == SMALL.n_test
-    dx = np.abs(loc.x[te][:, None] - loc.x[tr][None, :])
-    dy = np.abs(loc.y[te][:, None] - loc.y[tr][None, :])
-    assert np.all((dx >= tile_px) | (dy >= tile_px)), "a test tile overlaps a training tile"
-    # every test tile lies inside a test block, every training tile outside all of them
+    masks = {split: loc.split == split for split in (TRAIN, VAL, TEST)}
+    assert [int(m.sum()) for m in masks.values()] == [SMALL.n_train, SMALL.n_val, SMALL.n_test]
+    for a, b in ((VAL, TRAIN), (TEST, TRAIN), (VAL, TEST)):
+        dx = np.abs(loc.x[masks[a]][:, None] - loc.x[masks[b]][None, :])
+        dy = np.abs(loc.y[masks[a]][:, None] - loc.y[masks[b]][None, :])
+        assert np.all((dx >= tile_px) | (dy >= tile_px)), f"a {a} tile overlaps a {b} tile"
+    # every val / test tile lies inside a block of its split, every training tile outside all of them
     xm, ym = loc.x * SMALL.metres_per_pixel, loc.y * SMALL.metres_per_pixel
-    assert split_ok(world.plan, TEST, xm[te], ym[te], SMALL.tile_metres).all()
-    assert split_ok(world.plan, TRAIN, xm[tr], ym[tr], SMALL.tile_metres).all()
+    for split, mask in masks.items():
+        assert split_ok(world.plan, split, xm[mask], ym[mask], SMALL.tile_metres).all(), split
+    # the three splits share no block: each camera stands in a block of its own split
+    plan = world.plan
+    assert (len(plan.val_blocks), len(plan.test_blocks)) == (plan.n_val_blocks, plan.n_test_blocks) == (1, 1)
+    gx, _ = plan.grid
+    block_of = (ym // plan.block_m).astype(int) * gx + (xm // plan.block_m).astype(int)
+    blocks = {split: set(block_of[mask].tolist()) for split, mask in masks.items()}
+    assert not (blocks[TRAIN] & blocks[VAL]) and not (blocks[TRAIN] & blocks[TEST]) and not (blocks[VAL] & blocks[TEST])
+    for split, found in blocks.items():
+        assert {plan.blocks[k].split for k in found} == {split}
+    # ids (1-based positions) are contiguous per split: train, then val, then test
+    assert list(loc.split) == [TRAIN] * SMALL.n_train + [VAL] * SMALL.n_val + [TEST] * SMALL.n_test
 
 
 def test_cameras_stand_on_open_ground(world):
@@ -208,7 +220,7 @@ def test_all_csv_latlon_follows_world_coordinates(world, dataset):
 
 
 def test_dataset_layout(dataset):
-    total = SMALL.n_train + SMALL.n_test
+    total = SMALL.n_train + SMALL.n_val + SMALL.n_test
     for i in range(1, total + 1):
         p = location_paths(i)
         assert _read(dataset / p["tile"]).shape == (SMALL_IMAGES.tile_size, SMALL_IMAGES.tile_size, 3)
@@ -216,7 +228,7 @@ def test_dataset_layout(dataset):
         assert _read(dataset / p["polar"]).shape == (SMALL_IMAGES.polar_height, SMALL_IMAGES.polar_width, 3)
         assert not (dataset / p["annotation"]).exists()
     splits = {}
-    for name in ("train-19zl.csv", "val-19zl.csv"):
+    for name in ("train-19zl.csv", "selection-19zl.csv", "val-19zl.csv"):
         with open(dataset / "splits" / name, newline="") as fh:
             rows = list(csv.reader(fh))
         assert all(len(r) == 3 for r in rows)
@@ -227,15 +239,41 @@ def test_dataset_layout(dataset):
                                        f"annotations/{sid}.png")
         splits[name] = [int(Path(r[0]).stem) for r in rows]
     assert splits["train-19zl.csv"] == list(range(1, SMALL.n_train + 1))
-    assert splits["val-19zl.csv"] == list(range(SMALL.n_train + 1, total + 1))
+    assert splits["selection-19zl.csv"] == list(range(SMALL.n_train + 1, SMALL.n_train + SMALL.n_val + 1))
+    assert splits["val-19zl.csv"] == list(range(SMALL.n_train + SMALL.n_val + 1, total + 1))
     with open(dataset / "split_locations/all.csv", newline="") as fh:
         rows = list(csv.reader(fh))
     assert len(rows) == total and all(len(r) == 4 for r in rows)
     with open(dataset / "locations.csv", newline="") as fh:
         meta = list(csv.DictReader(fh))
     assert [int(r["id"]) for r in meta] == list(range(1, total + 1))
+    assert [r["split"] for r in meta] == ["train"] * SMALL.n_train + ["val"] * SMALL.n_val + ["test"] * SMALL.n_test
     assert {r["area"] for r in meta} <= set(P.AREA_NAMES)
     assert _read(dataset / "map/mosaic.jpg").shape[1] <= SMALL_IMAGES.mosaic_size
+
+
+def test_the_reader_opens_the_three_splits(dataset):
+    from geoapp.data.datasets import build_dataset
+
+    ids = {split: [r.id for r in build_dataset("synth", dataset, split, 90, train=False).records]
+           for split in ("train", "val", "test")}
+    assert [len(v) for v in ids.values()] == [SMALL.n_train, SMALL.n_val, SMALL.n_test]
+    assert ids["val"] == [f"{i:07d}" for i in range(SMALL.n_train + 1, SMALL.n_train + SMALL.n_val + 1)]
+    assert not set(ids["train"]) & set(ids["val"]) and not set(ids["train"]) & set(ids["test"])
+    assert not set(ids["val"]) & set(ids["test"])
+
+
+def test_a_world_without_val_writes_no_selection_split(tmp_path):
+    from geoapp.data.datasets import NoSelectionSplitError, build_dataset
+
+    out = tmp_path / "ds"
+    cfg = WorldConfig(**{**SMALL.__dict__, "n_train": 4, "n_val": 0, "n_test": 2})
+    m = write_dataset(out, cfg, SMALL_IMAGES, workers=1, progress=False, log=lambda m: None)
+    assert m["counts"] == {"train": 4, "val": 0, "test": 2, "total": 6} and m["world"]["val_blocks"] == 0
+    assert not (out / "splits/selection-19zl.csv").exists() and m["mosaic"]["val_regions"] == []
+    assert len(build_dataset("synth", out, "test", 90, train=False)) == 2
+    with pytest.raises(NoSelectionSplitError, match="no model-selection split.*carves"):
+        build_dataset("synth", out, "val", 90, train=False)
 
 
 def test_manifest_fields(dataset):
@@ -244,17 +282,25 @@ def test_manifest_fields(dataset):
                 "image_sizes", "origin", "metres_per_pixel", "mosaic", "timing", "files", "geometry", "world"):
         assert key in m, key
     assert m["seed"] == SMALL.seed
-    assert m["counts"] == {"train": SMALL.n_train, "test": SMALL.n_test, "total": SMALL.n_train + SMALL.n_test}
+    total = SMALL.n_train + SMALL.n_val + SMALL.n_test
+    assert m["counts"] == {"train": SMALL.n_train, "val": SMALL.n_val, "test": SMALL.n_test, "total": total}
     assert m["image_sizes"] == {"tile": [128, 128], "pano": [64, 256], "polar": [64, 256]}
     # the keys the dataset readers (geoapp.data.base) check the files against
     assert (m["panorama_size"], m["satellite_size"], m["polar_size"]) == ([64, 256], 128, [64, 256])
     assert sum(m["area_types"]["train"].values()) == SMALL.n_train
+    assert sum(m["area_types"]["val"].values()) == SMALL.n_val
     assert sum(m["area_types"]["test"].values()) == SMALL.n_test
     assert m["metres_per_pixel"] == SMALL.metres_per_pixel
     assert m["origin"]["lat"] == SMALL.origin[0] and m["origin"]["lon"] == SMALL.origin[1]
     b = m["mosaic"]["bounds"]
     assert m["mosaic"]["file"] == "map/mosaic.jpg" and b["north"] > b["south"] and b["east"] > b["west"]
-    assert m["timing"]["total_s"] > 0 and m["timing"]["locations_rendered"] == SMALL.n_train + SMALL.n_test
+    assert (m["world"]["val_blocks"], m["world"]["test_blocks"]) == (1, 1)
+    assert len(m["mosaic"]["test_regions"]) == len(m["mosaic"]["val_regions"]) == 1
+    for box in m["mosaic"]["test_regions"] + m["mosaic"]["val_regions"]:  # inside the world, not the same block
+        assert b["south"] - 1e-9 <= box["south"] < box["north"] <= b["north"] + 1e-9
+        assert b["west"] - 1e-9 <= box["west"] < box["east"] <= b["east"] + 1e-9
+    assert m["mosaic"]["test_regions"] != m["mosaic"]["val_regions"]
+    assert m["timing"]["total_s"] > 0 and m["timing"]["locations_rendered"] == total
     assert m["settings"]["world"]["train_spacing"] == SMALL.train_spacing
 
 
@@ -278,7 +324,7 @@ def test_resume_renders_only_missing_files(world, dataset):
     logs = []
     m = write_dataset(dataset, SMALL, SMALL_IMAGES, workers=1, progress=False, log=logs.append, world=world)
     assert m["timing"]["locations_rendered"] == 2
-    assert m["timing"]["locations_skipped"] == SMALL.n_train + SMALL.n_test - 2
+    assert m["timing"]["locations_skipped"] == SMALL.n_train + SMALL.n_val + SMALL.n_test - 2
     assert pano.exists() and _read(tile).shape == (128, 128, 3)
     assert untouched.stat().st_mtime_ns == before
     assert not [p for p in dataset.rglob("*.tmp")]
@@ -298,7 +344,7 @@ def test_other_settings_into_the_same_folder_are_refused(dataset):
 
 def test_outputs_of_other_generator_code_are_refused(tmp_path):
     out = tmp_path / "ds"
-    cfg = WorldConfig(**{**SMALL.__dict__, "n_train": 4, "n_test": 2})
+    cfg = WorldConfig(**{**SMALL.__dict__, "n_train": 4, "n_val": 2, "n_test": 2})
     write_dataset(out, cfg, SMALL_IMAGES, workers=1, progress=False, log=lambda m: None)
     settings = json.loads((out / "synth_config.json").read_text())
     settings["code"] = "0123456789abcdef"  # as if written by an older version of geoapp/synth
@@ -308,7 +354,7 @@ def test_outputs_of_other_generator_code_are_refused(tmp_path):
 
 
 def test_cli_refuses_mismatch_with_a_clear_message(dataset, capsys):
-    rc = main(["--out", str(dataset), "--seed", "99", "--train", "24", "--test", "8", "--no-progress"])
+    rc = main(["--out", str(dataset), "--seed", "99", "--train", "24", "--val", "6", "--test", "8", "--no-progress"])
     assert rc == 2
     err = capsys.readouterr().err
     assert "different settings" in err and "seed" in err and "another --out" in err
@@ -330,7 +376,7 @@ def test_help_documents_every_flag():
         if action.option_strings and action.dest != "help":
             assert action.help, f"{action.option_strings} has no help"
     assert "figure" in text
-    for flag in ("--train", "--test", "--seed", "--out", "--tile-size", "--pano-size", "--workers"):
+    for flag in ("--train", "--val", "--test", "--seed", "--out", "--tile-size", "--pano-size", "--workers"):
         assert flag in text
 
 
@@ -347,12 +393,12 @@ def test_fast_polar_is_bit_identical_to_polar_transform():
 def test_same_settings_write_byte_identical_files(tmp_path):
     """Two runs (one and two workers) of the same settings write the same bytes (dataset.json aside: it
     records timings and the command line)."""
-    cfg = WorldConfig(**{**SMALL.__dict__, "n_train": 6, "n_test": 3})
+    cfg = WorldConfig(**{**SMALL.__dict__, "n_train": 6, "n_val": 2, "n_test": 3})
     hashes = []
     for workers, name in ((1, "a"), (2, "b")):
         write_dataset(tmp_path / name, cfg, SMALL_IMAGES, workers=workers, progress=False, log=lambda m: None)
         files = sorted(p for p in (tmp_path / name).rglob("*") if p.is_file() and p.name != "dataset.json")
         hashes.append({p.relative_to(tmp_path / name).as_posix(): p.read_bytes() for p in files})
-    assert hashes[0].keys() == hashes[1].keys() and len(hashes[0]) == 3 * 9 + 7
+    assert hashes[0].keys() == hashes[1].keys() and len(hashes[0]) == 3 * 11 + 8  # 3 split CSVs among the tables
     for key in hashes[0]:
         assert hashes[0][key] == hashes[1][key], key

@@ -1,4 +1,5 @@
-"""Training (issue 4): batches, one step, exact resume, self-describing checkpoints, CLI config, torchrun."""
+"""Training (issue 4): batches, one step, exact resume, self-describing checkpoints, CLI config, torchrun; split
+discipline (issue 10): choose on the selection split (the dataset's val split or a carved subset), report on test."""
 
 import json
 import os
@@ -12,9 +13,11 @@ import torch
 from safetensors.torch import load_file
 from tiny_world import write_tiny_cvusa
 
-from geoapp.evaluate import evaluate_model
+from geoapp.data.selection import carve_dataset, ids_sha256
+from geoapp.evaluate import REPORT_SHIFT_SEEDS, evaluate_model
 from geoapp.model import ModelConfig, build_model, load_model, read_metadata, soft_margin_triplet_loss
 from geoapp.train import config_from_args
+from geoapp.train import main as train_main
 from geoapp.training import TrainConfig
 from geoapp.training.data import PairImages, TrainBatches, open_split
 from geoapp.training.loop import lr_at, train, train_step
@@ -27,7 +30,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    return write_tiny_cvusa(tmp_path_factory.mktemp("tiny_world"), n_train=12, n_val=8)
+    # train 12, val (selection-19zl.csv) 4, test (val-19zl.csv) 8
+    return write_tiny_cvusa(tmp_path_factory.mktemp("tiny_world"), n_train=12, n_val=8, n_selection=4)
 
 
 def tiny_config(root, out, **kw) -> TrainConfig:
@@ -63,7 +67,7 @@ def test_two_steps_lower_the_loss_on_that_batch(world, align_weight):
     _, ground, sat, _, shifts = next(TrainBatches(PairImages(ds, cache="yes"), batch_size=4, seed=0).epoch(0))
     torch.manual_seed(0)
     model = build_model(ModelConfig(ground_height=32, sat_height=32, sat_width=128)).train()
-    net = TrainForward(model, with_scores=align_weight > 0)
+    net = TrainForward(model, with_logits=align_weight > 0)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=5e-4)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     args = (10.0, torch.device("cpu"), "fp32", 0.0, shifts, align_weight, 128)
@@ -148,21 +152,32 @@ def test_checkpoint_rebuilds_its_model_and_reproduces_the_metrics(world, tmp_pat
     assert meta["dataset"]["sha256"][str(split)] == sha256_file(split)
     assert meta["dataset"]["sha256"][str(Path(world) / "dataset.json")] == sha256_file(Path(world) / "dataset.json")
     assert set(meta["final_eval"]) == {"90", "70"} and meta["metrics"]["R@1"] >= 0
+    # chosen on the world's val split (selection-19zl.csv), reported on its test split (val-19zl.csv)
+    assert (meta["selection_split"], meta["report_split"]) == ("val", "test")
+    resolved = json.loads(run.config.read_text())["resolved"]
+    assert (resolved["selection_split"], resolved["report_split"]) == ("val", "test")
+    assert (resolved["train_pairs"], resolved["val_pairs"], resolved["test_pairs"]) == (12, 4, 8)
+    selection = Path(world) / "splits/selection-19zl.csv"
+    assert meta["dataset"]["sha256"][str(selection)] == sha256_file(selection)
     # rebuilt from its own metadata, the model gives the same outputs and hence the same metrics
     model, _ = load_model(run.best)
     by_hand = build_model(ModelConfig.from_dict(meta["model_config"]))
     by_hand.load_state_dict(load_file(str(run.best)))
     by_hand.eval()
-    ds = open_split("synth", world, "val", 90, 32, 128, train=False)
+    ds = open_split("synth", world, "test", 90, 32, 128, train=False)
     images = PairImages(ds, cache="yes")
     ground = torch.randn(2, 3, 32, 32)
     sat = torch.randn(3, 3, 32, 128)
     with torch.no_grad():
         assert torch.equal(model(ground, sat).distances, by_hand(ground, sat).distances)
-    report = evaluate_model(model, images, [90.0, 70.0])
-    assert report["by_fov"] == json.loads(run.final_eval.read_text())["by_fov"] == summary["final_eval"]
+    report = evaluate_model(model, images, [90.0, 70.0], shift_seeds=REPORT_SHIFT_SEEDS)
+    final = json.loads(run.final_eval.read_text())
+    assert report["by_fov"] == final["by_fov"] == summary["final_eval"]
+    assert (final["split"], final["selection_split"], final["report_split"]) == ("test", "val", "test")
+    assert final["shift_seeds"] == [2019, 2020, 2021] and final["n_queries"] == 8 and len(final["results"]) == 6
+    assert "R@1_std" in final["by_fov"]["90"]
     records = run.read_log()
-    assert [r["step"] for r in records if r["kind"] == "val"] == [3]
+    assert [(r["step"], r["split"], r["n"]) for r in records if r["kind"] == "val"] == [(3, "val", 4)]
     train_records = [r for r in records if r["kind"] == "train"]
     assert all(k in train_records[0] for k in ("step", "epoch", "loss", "lr", "pairs_per_s"))
 
@@ -186,6 +201,61 @@ def test_cli_resolution_presets_flags_and_resume_guard(tmp_path):
     assert resume and cfg.batch_size == 6 and cfg.max_minutes == 5
     with pytest.raises(SystemExit, match="lr"):
         config_from_args(["--out", str(run), "--resume", "--lr", "1e-3"])
+
+
+def test_cli_carves_a_spatially_separate_selection_subset_from_train(tmp_path):
+    # a fake CVUSA layout without a selection split: 64 training pairs on a 25 m grid, 40 m tiles, 6 test pairs
+    root = write_tiny_cvusa(tmp_path / "cvusa", n_train=64, n_val=6, spacing_m=25.0, tile_metres=40.0, seed=2)
+    out = tmp_path / "run"
+    assert train_main(["--dataset", "cvusa", "--data-root", str(root), "--height", "32", "--sat-width", "128",
+                       "--batch-size", "4", "--max-steps", "2", "--val-every", "2", "--val-size", "6", "--cache",
+                       "yes", "--workers", "0", "--no-progress", "--eval-fov", "90", "--out", str(out)]) == 0
+    resolved = json.loads((out / "config.json").read_text())["resolved"]
+    record = resolved["selection_split"]
+    # what the run recorded is the library's carve: seeded 80 m cells, training tiles overlapping them dropped
+    full = open_split("cvusa", root, "train", 90, 32, 128, train=True)
+    carve = carve_dataset(full, 6, seed=0)
+    ids = [r.id for r in full.records]
+    selected = [ids[i] for i in carve.selection]
+    training = [ids[i] for i in carve.train]
+    assert record == carve.record(ids, "train") and record["method"] == "spatial" and record["cell_m"] == 80.0
+    assert record["ids_sha256"] == ids_sha256(selected) and 6 <= record["n"] == len(selected) < 6 + 16
+    assert record["n"] + record["n_train"] + record["n_dropped"] == 64 and record["n_dropped"] > 0
+    assert (resolved["train_pairs"], resolved["val_pairs"], resolved["test_pairs"]) == (len(training), record["n"], 6)
+    assert resolved["report_split"] == "test"
+    # disjoint from the reported split and from the run's own training pairs; no training tile overlaps one
+    test_ids = [r.id for r in open_split("cvusa", root, "test", 90, 32, 128, train=False).records]
+    assert not set(selected) & set(test_ids) and not set(selected) & set(training)
+    pos = {r.id: r for r in full.records}
+    for a in training:
+        for b in selected:
+            d_north = abs(pos[a].ground_lat - pos[b].ground_lat) * 111_195.0
+            d_east = abs(pos[a].ground_lon - pos[b].ground_lon) * 111_195.0 * np.cos(np.radians(40.0))
+            assert max(d_north, d_east) >= 40.0 - 1e-6, (a, b)
+    # validation ran on the carved pairs, the final evaluation on the test split; the checkpoint records both
+    val = [r for r in RunDir(out).read_log() if r["kind"] == "val"]
+    assert [(r["split"], r["n"]) for r in val] == [("train[selection]", 6)]
+    final = json.loads((out / "final_eval.json").read_text())
+    assert (final["split"], final["n_queries"], final["shift_seeds"]) == ("test", 6, [2019, 2020, 2021])
+    assert final["selection_split"] == record
+    meta = read_metadata(out / "best.safetensors")
+    assert (meta["selection_split"], meta["report_split"]) == (record, "test")
+
+
+def test_selection_on_the_test_split_needs_the_explicit_flag(world, tmp_path, capsys):
+    with pytest.raises(ValueError, match="val_split 'test' is the test split"):
+        config_from_args(["--val-split", "test"])
+    cfg, _ = config_from_args(["--val-split", "test", "--allow-test-selection"])
+    assert cfg.allow_test_selection and cfg.val_split == "test"
+    summary = train(tiny_config(world, tmp_path / "run", max_steps=1, val_every="1", val_split="test",
+                                allow_test_selection=True))
+    assert "WARNING: model selection on the TEST split 'test'" in capsys.readouterr().err
+    assert summary["step"] == 1 and read_metadata(tmp_path / "run/best.safetensors")["selection_split"] == "test"
+    # a selection split listing the test pairs again is refused as well
+    copy = write_tiny_cvusa(tmp_path / "copy", n_train=12, n_val=8, n_selection=4)
+    (copy / "splits/selection-19zl.csv").write_text((copy / "splits/val-19zl.csv").read_text())
+    with pytest.raises(ValueError, match="selection split 'val' shares 8 pairs with the test split 'test'"):
+        train(tiny_config(copy, tmp_path / "copy_run", max_steps=1))
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ Steps (each skipped when its output already exists, so an interrupted start cont
 2. ``python -m geoapp.train --preset demo --data-root data/synth --out runs/demo``  (``--resume`` after a kill),
    then ``runs/demo/best.safetensors`` is copied to ``checkpoints/demo.safetensors``
 3. ``python -m geoapp.build_db --checkpoint checkpoints/demo.safetensors --dataset synth --data-root data/synth
-   --split val --out reference_db/demo``                              (continues an unfinished build itself)
+   --split test --out reference_db/demo``                             (continues an unfinished build itself)
 
 The commands run as subprocesses with the terminal as their output, so their own progress bars show.
 """
@@ -23,13 +23,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from geoapp.utils import REPO_ROOT, atomic_path
+from geoapp.model.checkpoint import QUALITY_FLOOR_R1, accuracy_text, measured_accuracy, read_metadata
+from geoapp.utils import REPO_ROOT, atomic_path, home_dir
 
-DEMO_CHECKPOINT = REPO_ROOT / "checkpoints" / "demo.safetensors"
-DEMO_DATABASE = REPO_ROOT / "reference_db" / "demo"
-DEMO_DATA_ROOT = REPO_ROOT / "data" / "synth"
-DEMO_RUN = REPO_ROOT / "runs" / "demo"
-DEMO_SPLIT = "val"
+HOME = home_dir()  # GEOAPP_HOME, a Space's /data, or the repository (geoapp.utils.home_dir)
+DEMO_CHECKPOINT = HOME / "checkpoints" / "demo.safetensors"
+DEMO_DATABASE = HOME / "reference_db" / "demo"
+DEMO_DATA_ROOT = HOME / "data" / "synth"
+DEMO_RUN = HOME / "runs" / "demo"
+DEMO_SPLIT = "test"  # the reference database and the bundled examples: the reported split, never chosen on
 SYNTH_DONE_MARKER = "dataset.json"  # the generator writes its manifest last
 DATABASE_DONE_MARKER = "metadata.json"  # build_db writes it last, then renames the folder into place
 
@@ -92,6 +94,24 @@ def _resumable(run_dir: Path) -> bool:
     return any((run_dir / name / "state.json").is_file() for name in ("last", "last.old"))
 
 
+def report_quality(checkpoint: Path, log: Callable[[str], None] = print) -> dict | None:
+    """Say in plain words how good the model this machine built is; below the floor, say what to do."""
+    meta = read_metadata(checkpoint)
+    acc = measured_accuracy(meta)
+    log(f"[geoapp] {accuracy_text(meta)}")
+    if acc is not None and acc["below_floor"]:
+        log("[geoapp] " + "=" * 100)
+        log(f"[geoapp] WARNING: the demo model built on this machine is poor (R@1 {acc['R@1']:.1f} % < "
+            f"{QUALITY_FLOOR_R1:.0f} %). The app will run, but its answers are little better than guesses.")
+        log("[geoapp] Likely cause: this CPU trained too few steps in the time budget (see runs/demo/config.json: "
+            "'precision_choice' and the steps reached in metrics.jsonl).")
+        log("[geoapp] What to do: train longer and rebuild, e.g. `python -m geoapp.train --preset demo --max-minutes "
+            "40 --out runs/demo-long`, copy its best.safetensors to checkpoints/demo.safetensors, delete "
+            "reference_db/demo and start the app again; or run the first start on a machine with a GPU.")
+        log("[geoapp] " + "=" * 100)
+    return acc
+
+
 def ensure_demo(paths: DemoPaths | None = None, python: str = sys.executable,
                 log: Callable[[str], None] = print) -> dict[str, float]:
     """Build whatever of the demo is missing; returns the seconds each step that ran took."""
@@ -117,6 +137,7 @@ def ensure_demo(paths: DemoPaths | None = None, python: str = sys.executable,
         with atomic_path(paths.checkpoint) as tmp:
             shutil.copyfile(best, tmp)
         log(f"[geoapp] copied {best} -> {paths.checkpoint}")
+        report_quality(paths.checkpoint, log)
     else:
         log(f"[geoapp] 1-2/3: {paths.checkpoint} exists, skipping the world and training")
 

@@ -12,7 +12,7 @@ import numpy as np
 from geoapp.data.base import read_manifest
 from geoapp.data.photo import ImageError, load_image
 from geoapp.retrieval.engine import Localizer
-from geoapp.utils import REPO_ROOT
+from geoapp.utils import home_dir
 
 from .examples import ExampleSet, write_examples
 from .mapview import WorldImage
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TOP_K = 5
 EXAMPLE_COUNT = 6
 EXAMPLE_FOV_DEG = 90.0
-CACHE_ROOT = REPO_ROOT / "data" / "app_cache"  # per database: the bundled examples and the map's base layer
+CACHE_ROOT = home_dir() / "data" / "app_cache"  # per database: the bundled examples and the map's base layer
 WORLD_IMAGE_NAME = "world_mosaic.jpg"  # the map's base layer, written beside the examples
 DEFAULT_CONE_M = 75.0  # half a CVUSA tile (about 150 m across at zoom 19) when the dataset does not say
 

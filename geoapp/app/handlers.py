@@ -182,7 +182,8 @@ def select_view(ctx: AppContext, state: QueryState, position: int) -> Selection:
     config = ctx.localizer.config
     polar = polar_transform(tile, config.sat_height, config.sat_width)
     mask = ctx.localizer.db.mask(chosen.index, state.mask_stage)  # stage resolution; the views upsample it
-    polar_view = render.polar_window_view(polar, mask, chosen.window_offset, chosen.window_width, config.sat_width)
+    polar_view = render.polar_window_view(polar, mask, chosen.window_offset, chosen.window_width, config.sat_width,
+                                          window_scores=chosen.window_scores)
     topdown = render.topdown_view(tile, mask, chosen.heading_deg, state.fov_deg, true_heading)
     heading = render.display_heading(chosen.heading_deg)
     summary = (f"**Candidate #{chosen.rank}** · score {chosen.score:.3f} · predicted heading **{heading:.1f}°** · "

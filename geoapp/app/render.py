@@ -69,7 +69,7 @@ def window_columns(offset: float, window_width: float, map_width: float, image_w
 
 def polar_window_view(
     polar: np.ndarray, mask: np.ndarray | None, offset: float, window_width: float, map_width: float,
-    min_height: int = 256,
+    min_height: int = 256, window_scores: np.ndarray | None = None,
 ) -> np.ndarray:
     """The polar satellite image with its attention heatmap and the aligned window (SPEC 5) outlined.
 
@@ -93,6 +93,28 @@ def polar_window_view(
         x = fraction * width + 4  # image label covers the top-left corner
         draw.text((x, height - 4), letter, fill=(255, 255, 255), font=font, anchor="ld", stroke_width=2,
                   stroke_fill=(0, 0, 0))
+    image = np.asarray(canvas)
+    if window_scores is not None:
+        image = np.concatenate([image, score_strip(window_scores, window_width / map_width, width)], axis=0)
+    return image
+
+
+def score_strip(scores: np.ndarray, window_fraction: float, width: int, height: int = 28) -> np.ndarray:
+    """A strip under the polar view: for each direction (image column) the gate-corr score of the window centred
+    there, as a heat colour and a white curve, so a person sees where the photo's attention fits the tile and how
+    sharply (the heading is the peak)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    n = len(scores)
+    centres = (np.arange(n) + window_fraction * n / 2) / n  # window centre of each offset, as a width fraction
+    cols = (np.arange(width) + 0.5) / width
+    order = np.argsort(centres % 1.0)
+    xs, ys = (centres % 1.0)[order], scores[order]
+    values = np.interp(cols, np.concatenate([xs - 1, xs, xs + 1]), np.tile(ys, 3))  # circular
+    canvas = Image.fromarray(np.ascontiguousarray(np.repeat(colorize(normalise(values)[None]), height, axis=0)))
+    draw = ImageDraw.Draw(canvas)
+    lo, hi = float(values.min()), float(values.max())
+    ys_px = (height - 3) - (values - lo) / max(hi - lo, 1e-9) * (height - 6)
+    draw.line(list(zip(range(width), ys_px.tolist())), fill=(255, 255, 255), width=2)
     return np.asarray(canvas)
 
 

@@ -34,16 +34,15 @@ def bench_polar(repeats: int) -> dict:
     return out
 
 
-def bench_synth(root: Path, n_train: int, n_test: int, workers: int) -> dict:
+def bench_synth(root: Path, n_train: int, n_test: int, workers: int, n_val: int = 0) -> dict:
     from ..synth import WorldConfig, write_dataset
 
     t0 = time.perf_counter()
-    manifest = write_dataset(
-        root, WorldConfig(seed=0, n_train=n_train, n_test=n_test), workers=workers, progress=False, log=lambda msg: None
-    )
+    config = WorldConfig(seed=0, n_train=n_train, n_val=n_val, n_test=n_test)
+    manifest = write_dataset(root, config, workers=workers, progress=False, log=lambda msg: None)
     total = time.perf_counter() - t0
     timing = manifest.get("timing", {})
-    n = n_train + n_test
+    n = n_train + n_val + n_test
     return {
         "locations": n,
         "world_s": timing.get("world_s"),
@@ -59,7 +58,7 @@ def bench_loader(root: Path, batch_size: int, batches: int, workers: int) -> dic
 
     out = {}
     for label, train in (("train", True), ("eval", False)):
-        ds = build_dataset("synth", root, "train" if train else "val", 90.0, train=train)
+        ds = build_dataset("synth", root, "train" if train else "test", 90.0, train=train)
         loader = torch.utils.data.DataLoader(
             ds, batch_size=batch_size, shuffle=train, num_workers=workers, persistent_workers=False
         )

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from ..retrieval.engine import tune_allocator
 from ..retrieval.index import FirstStageIndex, compute_first_stage, num_orientations, two_stage_topk
 from ..retrieval.metrics import ranks_from_distances, recall_from_ranks
 from ..retrieval.search import gallery_chunks, topk_matches
+from ..training.precision import cpu_description
 from ..utils import sha256_file
 
 TARGET_EXHAUSTIVE_10K_MS = 300
@@ -100,6 +100,8 @@ def build_replica_store(seed_db: ReferenceDatabase, out: Path, n: int, seed: int
     writer.write_extra("latlon", np.stack([40 + rng.random(n), -75 + rng.random(n)], axis=1))
     seed_feats = {s: torch.from_numpy(np.asarray(seed_db.array(f"features_{s}"))) for s in config.stages}  # NWCH
     seed_masks = {s: torch.from_numpy(seed_db.mask_array(s)) for s in range(1, 5)} if config.use_ca else {}
+    seed_gates = {s: torch.from_numpy(np.asarray(seed_db.array(f"gates_{s}"))) for s in config.stages} if (
+        config.use_ca) else {}
     for c in writer.pending_chunks():
         start, stop = writer.chunk_range(c)
         src = torch.as_tensor(np.arange(start, stop) % len(seed_db))
@@ -120,8 +122,17 @@ def build_replica_store(seed_db: ReferenceDatabase, out: Path, n: int, seed: int
                 sel = torch.as_tensor(np.flatnonzero(roll == r))
                 out[sel] = torch.roll(out[sel], int(r) * m, dims=2)
             masks[s - 1] = out
+        gates = [torch.empty(0)] * 4
+        for s, f in seed_gates.items():  # R x C x W
+            out = f[src].clone()
+            m = f.shape[2] // o
+            for r in np.unique(roll):
+                sel = torch.as_tensor(np.flatnonzero(roll == r))
+                out[sel] = torch.roll(out[sel], int(r) * m, dims=2)
+            gates[s - 1] = out
         thumbs = np.stack([seed_db.thumbnail(int(i)) for i in src])
-        writer.write_chunk(c, StageMaps(feats, masks if config.use_ca else None), thumbs)
+        writer.write_chunk(c, StageMaps(feats, masks if config.use_ca else None, gates=gates if config.use_ca
+                                        else None), thumbs)
     for name, array in compute_first_stage(writer.read_maps, n, config).items():
         writer.write_extra(name, array)
     meta = {k: seed_db.metadata[k] for k in ("checkpoint", "first_stage")}
@@ -360,6 +371,8 @@ def main(argv=None) -> int:
     p.add_argument("--recall-rerank", default="20,50,100,200,500", help="M values for the recall comparison")
     p.add_argument("--recall-dims", default="16,32,64", help="first-stage PCA dims per block compared for recall")
     p.add_argument("--chunk-size", type=int, default=512, help="references per alignment chunk")
+    p.add_argument("--align-mode", default="gate-corr", choices=["gate-corr", "mask-corr", "mask-sum", "feature"],
+                   help="window alignment of the random SPEC-size model timed for latency (default: %(default)s)")
     p.add_argument("--chunk-sweep", default="32,64,128,256,512", help="chunk sizes tried on the 1k gallery")
     p.add_argument("--threads", type=int, default=1,
                    help="torch/FAISS threads (default 1: on this shared 2-core machine a 2-thread OpenMP region "
@@ -381,8 +394,9 @@ def main(argv=None) -> int:
     faiss.omp_set_num_threads(args.threads)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    print(f"== geoapp engine benchmark: {platform.processor() or platform.machine()}, {args.threads} threads, "
-          f"torch {torch.__version__}, faiss {faiss.__version__}, glibc allocator tuned: {tuned} ==")
+    cpu = cpu_description()
+    print(f"== geoapp engine benchmark: CPU {cpu['model']} (kernels {cpu['torch_capability']}), {args.threads} "
+          f"threads, torch {torch.__version__}, faiss {faiss.__version__}, glibc allocator tuned: {tuned} ==")
     print(f"load average at start: {os.getloadavg()[0]:.1f} (timings scale with what else runs on the CPU)")
     if args.only != "recall":
         latency_section(args, sizes, work)
@@ -395,8 +409,8 @@ def main(argv=None) -> int:
 
 
 def latency_section(args, sizes: list[int], work: Path) -> None:
-    config = ModelConfig()
-    ckpt = random_checkpoint(work / "random_full.safetensors", config)
+    config = ModelConfig(align_mode=args.align_mode)
+    ckpt = random_checkpoint(work / f"random_full_{args.align_mode}.safetensors", config)
     print(f"model: random weights, SPEC sizes (polar {config.sat_height} x {config.sat_width}, ground "
           f"{config.ground_height} x {config.ground_width} = {config.fov_deg:g} deg), align {config.align_mode}")
 

@@ -9,7 +9,6 @@ pair for each mode at the SPEC sizes. Figures are medians of repeated runs after
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
@@ -18,6 +17,7 @@ import torch
 from ..model import ModelConfig, StageMaps, align_windows, build_model, soft_margin_triplet_loss
 from ..model.align import column_energy
 from ..retrieval.engine import tune_allocator
+from ..training.precision import cpu_description
 
 
 def _median_seconds(fn, repeats: int, warmup: int = 1) -> float:
@@ -71,6 +71,7 @@ def bench_alignment(args) -> dict:
     ground = StageMaps(
         [torch.randn(1, c, h, w, generator=gen) for c, h, _, w in dims],
         [torch.rand(1, h, w, generator=gen) for _, h, _, w in dims],
+        gates=[torch.rand(1, c, w, generator=gen) for c, _, _, w in dims],
     )
     # the gallery in the database's column-major fp16 layout, viewed as N x C x H x W
     features = [torch.randn(n, big_w, c, h, generator=gen).half().permute(0, 2, 3, 1) for c, h, big_w, _ in dims]
@@ -78,11 +79,12 @@ def bench_alignment(args) -> dict:
         features,
         [torch.rand(n, h, big_w, generator=gen).half() for _, h, big_w, _ in dims],
         [column_energy(f) for f in features],  # precomputed by build_db, as the engine reads them
+        [torch.rand(n, c, big_w, generator=gen).half() for c, _, big_w, _ in dims],
     )
     tune_allocator()  # the engine's allocator setting (see geoapp.retrieval.engine.tune_allocator)
     out = {}
     with torch.inference_mode():
-        for mode in ("mask-corr", "mask-sum", "feature"):
+        for mode in ("gate-corr", "mask-corr", "mask-sum", "feature"):
             for stages in ((1, 2, 3, 4), (4,)):
                 # fp16 dots: the engine's first pass (topk_matches re-ranks the few pairs inside its error bound)
                 for fp16 in ((False, True) if mode != "feature" else (False,)):
@@ -106,10 +108,9 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    print(
-        f"# geoapp model benchmark: torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{platform.processor() or platform.machine()}, CPU capability {torch.backends.cpu.get_cpu_capability()}"
-    )
+    cpu = cpu_description()
+    print(f"# geoapp model benchmark: torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"CPU {cpu['model']}, capability {cpu['torch_capability']}")
     ca, plain = bench_branches(True, args), bench_branches(False, args)
     step_ca, step_plain = bench_train_step(True, args), bench_train_step(False, args)
     align = bench_alignment(args)
@@ -132,6 +133,7 @@ def main(argv=None) -> dict:
         print(f"  {name:<37} {us:8.2f} us/pair  ({us * 10:.0f} ms per 10,000 references)")
     result = {
         "torch": torch.__version__,
+        "cpu": cpu,
         "threads": torch.get_num_threads(),
         "resnet18_ca": ca,
         "resnet18": plain,

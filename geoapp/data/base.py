@@ -20,10 +20,16 @@ the dataset root (written by the synthetic world generator, or by hand for a re-
      "origin": {"lat": 40.0, "lon": -75.0}}
 
 ``satellite_size`` may be an int or ``[S, S]``; every key is optional.
+
+Split names mean one thing in every layout (SPEC 7): ``train`` is fitted on, ``val`` is the model-selection
+split (best checkpoint, recipe and ablation choices, calibration) and ``test`` is only reported on. A layout
+without a model-selection split raises :class:`NoSelectionSplitError` for ``val``; training then carves one
+from ``train`` (:mod:`geoapp.data.selection`, :meth:`CrossViewDataset.subset`).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -51,6 +57,19 @@ _LAYOUT_DEFAULT = object()  # "use the layout's own rule" for keyword arguments 
 
 class DatasetError(ValueError):
     """A dataset on disk that does not match its layout; the message names the file (and line)."""
+
+
+class NoSelectionSplitError(DatasetError):
+    """The ``val`` (model-selection) split was asked of a dataset that has none (real CVUSA, CVACT, VIGOR)."""
+
+
+def no_selection_split(root: Path, layout: str, reported: str) -> NoSelectionSplitError:
+    """The error a reader raises for split ``val`` when its dataset has no model-selection split."""
+    return NoSelectionSplitError(
+        f"{root}: this {layout} dataset has no model-selection split ('val'); its reported split is 'test' "
+        f"({reported}), on which nothing may be tuned. python -m geoapp.train carves a model-selection subset "
+        "from 'train' (--val-split auto, the default); geoapp.data.selection.carve_selection does it in code"
+    )
 
 
 @dataclass(frozen=True)
@@ -162,6 +181,9 @@ class CrossViewDataset(torch.utils.data.Dataset):
 
     name = "base"
     default_sizes = ImageSizes(panorama=(1, 1), satellite=(1, 1))
+    # Ground extent of a satellite tile in metres (approximate), unless the manifest's geometry.tile_metres
+    # says; the carved model-selection subset keeps training tiles this far away (geoapp.data.selection).
+    default_tile_metres = 150.0
     # Rows of the raw panorama kept before resizing, as fractions of its height (None: all rows).
     default_ground_rows: tuple[float, float] | None = None
 
@@ -229,6 +251,8 @@ class CrossViewDataset(torch.utils.data.Dataset):
         self.locations = np.array([[r.ground_lat, r.ground_lon] for r in records], dtype=np.float64)
         self.satellite_locations = np.array([[r.satellite_lat, r.satellite_lon] for r in records], dtype=np.float64)
         self.fixed_shifts = self._resolve_shifts(shifts)
+        self._shifts_given = shifts is not None
+        self.subset_of: str | None = None  # the split this dataset is a subset of (see subset())
 
         # Fail at construction, not mid-epoch, when the first pair does not have the expected sizes.
         self.load_panorama(0)
@@ -238,6 +262,44 @@ class CrossViewDataset(torch.utils.data.Dataset):
     def read_records(self) -> list[PairRecord]:
         """Parse the split of the layout at ``self.root`` into records (in split order)."""
         raise NotImplementedError
+
+    # --------------------------------------------------------------------------------------- subsets
+    @property
+    def tile_metres(self) -> float:
+        """Ground extent of one satellite tile in metres: the manifest's ``geometry.tile_metres`` (the
+        synthetic world records it), else the layout's approximate :attr:`default_tile_metres`."""
+        geometry = (self.manifest or {}).get("geometry") or {}
+        value = geometry.get("tile_metres") if isinstance(geometry, dict) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value)
+        return float(self.default_tile_metres)
+
+    def subset(self, indices, split: str | None = None, train: bool | None = None) -> CrossViewDataset:
+        """The pairs ``indices`` (positions in this dataset, in that order) as a dataset of their own.
+
+        ``split`` names it (default ``"<split>[subset]"``; ``subset_of`` keeps this dataset's split name);
+        ``train`` switches between per-epoch random shifts and SPEC 4's fixed shifts, which are then drawn for
+        the subset's own length and order (explicitly given shifts are kept per pair).
+        """
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if len(indices) == 0:
+            raise ValueError("a dataset subset needs at least one pair")
+        if indices.min() < 0 or indices.max() >= len(self.records):
+            raise IndexError(f"subset indices must be in [0, {len(self.records)}), got "
+                             f"[{indices.min()}, {indices.max()}]")
+        out = copy.copy(self)
+        out.records = [self.records[int(i)] for i in indices]
+        out.locations = self.locations[indices].copy()
+        out.satellite_locations = self.satellite_locations[indices].copy()
+        out.train = self.train if train is None else bool(train)
+        out.subset_of = self.subset_of or self.split
+        out.split = split or f"{self.split}[subset]"
+        if self._shifts_given:
+            out.fixed_shifts = self.fixed_shifts[indices].copy()
+        else:
+            out.fixed_shifts = None if out.train else eval_shifts(len(out.records), width=out.pano_width)
+        out.epoch = 0
+        return out
 
     # --------------------------------------------------------------------------------- configuration
     @staticmethod

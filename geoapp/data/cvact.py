@@ -8,6 +8,10 @@ Layout under the root::
                                               valSet.valInd (1-based indices into panoIds)
     dataset.json                              optional manifest declaring other image sizes
 
+Splits (SPEC 7): "train" -> trainSet.trainInd; "test" -> valSet.valInd (CVACT_val, the split CVACT results
+are reported on). CVACT has no model-selection split: "val" raises
+:class:`~geoapp.data.base.NoSelectionSplitError` (training carves a selection subset from "train").
+
 Panoramas are cut to rows [208, 624) (the middle half, SPEC 2) before resizing. One UTM position per
 pair serves as both the ground and the satellite location; it is converted to WGS84 lat/lon with pyproj
 (zone 55 south by default: Canberra). The column order of ``utm`` (easting, northing) is detected from
@@ -22,10 +26,10 @@ import numpy as np
 import scipy.io
 from pyproj import Transformer
 
-from geoapp.data.base import CrossViewDataset, DatasetError, ImageSizes, PairRecord
+from geoapp.data.base import CrossViewDataset, DatasetError, ImageSizes, PairRecord, no_selection_split
 
 MAT_FILE = "ACT_data.mat"
-SPLIT_INDICES = {"train": ("trainSet", "trainInd"), "val": ("valSet", "valInd")}
+SPLIT_INDICES = {"train": ("trainSet", "trainInd"), "test": ("valSet", "valInd")}
 EASTING_RANGE_M = (100_000.0, 900_000.0)  # UTM false easting 500 km +- 400 km covers every zone
 
 
@@ -84,6 +88,8 @@ class CVACTDataset(CrossViewDataset):
         super().__init__(*args, **kwargs)
 
     def read_records(self) -> list[PairRecord]:
+        if self.split == "val":
+            raise no_selection_split(self.root, self.name, f"{MAT_FILE} valSet.valInd, CVACT_val")
         if self.split not in SPLIT_INDICES:
             raise ValueError(f"unknown {self.name} split {self.split!r}; expected one of {sorted(SPLIT_INDICES)}")
         mat_path = self.root / MAT_FILE

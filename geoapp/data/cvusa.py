@@ -6,12 +6,16 @@ Layout under the root::
     streetview/panos/0000001.jpg    north-aligned ground panoramas, 224 x 1232 (360 deg wide)
     polarmap/19/0000001.png         optional pre-made SPEC 3 polar images, 128 x 512
     splits/train-19zl.csv           no header: satellite path, ground path, annotation path (relative)
-    splits/val-19zl.csv
+    splits/val-19zl.csv             CVUSA's reported split (named "test" here)
+    splits/selection-19zl.csv       optional, same format: a model-selection split (the synthetic world
+                                    writes it; real CVUSA has none)
     split_locations/all.csv         optional, no header: sat_lat, sat_lon, ground_lat, ground_lon, ...;
                                     row id - 1 belongs to image id (0000123.jpg -> row 122)
     dataset.json                    optional manifest declaring other image sizes (see geoapp.data.base)
 
-Splits: "train" -> train-19zl.csv; "val" (alias "test") -> val-19zl.csv.
+Splits (SPEC 7): "train" -> train-19zl.csv; "test" -> val-19zl.csv (the split CVUSA results are reported on,
+by convention); "val" (model selection) -> selection-19zl.csv when the dataset has it, otherwise a
+:class:`~geoapp.data.base.NoSelectionSplitError` (training carves a selection subset from "train").
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ from geoapp.data.base import (
     DatasetError,
     ImageSizes,
     PairRecord,
+    no_selection_split,
     relative_image_path,
     split_error,
 )
 
-SPLIT_FILES = {"train": "splits/train-19zl.csv", "val": "splits/val-19zl.csv", "test": "splits/val-19zl.csv"}
+SPLIT_FILES = {"train": "splits/train-19zl.csv", "val": "splits/selection-19zl.csv", "test": "splits/val-19zl.csv"}
 LOCATIONS_FILE = "split_locations/all.csv"
 POLAR_DIR = "polarmap/19"
 
@@ -68,6 +73,8 @@ class CVUSADataset(CrossViewDataset):
         if self.split not in SPLIT_FILES:
             raise ValueError(f"unknown {self.name} split {self.split!r}; expected one of {sorted(SPLIT_FILES)}")
         split_path = self.root / SPLIT_FILES[self.split]
+        if self.split == "val" and not split_path.is_file():
+            raise no_selection_split(self.root, self.name, SPLIT_FILES["test"])
         if not split_path.is_file():
             raise DatasetError(f"{split_path}: split file does not exist")
         locations_path = self.root / LOCATIONS_FILE

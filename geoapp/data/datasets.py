@@ -3,11 +3,16 @@
 =========  ===========================================================  ==========================
 name       layout                                                       splits
 =========  ===========================================================  ==========================
-cvusa      CVUSA subset of CVM-Net/SAFA/DSM (:mod:`geoapp.data.cvusa`)   train, val (= test)
-cvact      CVACT ANU_data_small (:mod:`geoapp.data.cvact`)               train, val
-vigor      VIGOR same-area (:mod:`geoapp.data.vigor`)                    train, test (= val)
-synth      our synthetic world, written in the CVUSA layout              train, val (= test)
+cvusa      CVUSA subset of CVM-Net/SAFA/DSM (:mod:`geoapp.data.cvusa`)   train, test
+cvact      CVACT ANU_data_small (:mod:`geoapp.data.cvact`)               train, test
+vigor      VIGOR same-area (:mod:`geoapp.data.vigor`)                    train, test
+synth      our synthetic world, written in the CVUSA layout              train, val, test
 =========  ===========================================================  ==========================
+
+Split names (SPEC 7): ``train`` is fitted on, ``val`` selects (best checkpoint, recipe and ablation choices,
+calibration), ``test`` is only reported on (CVUSA's ``val-19zl.csv``, CVACT_val, VIGOR's same-area test).
+A dataset without ``val`` raises :class:`NoSelectionSplitError` for it; ``python -m geoapp.train`` then
+carves a model-selection subset from ``train`` (:mod:`geoapp.data.selection`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from geoapp.data.base import (
     DatasetError,
     GroundView,
     ImageSizes,
+    NoSelectionSplitError,
     PairRecord,
     SatelliteView,
 )
@@ -46,6 +52,7 @@ __all__ = [
     "DatasetError",
     "GroundView",
     "ImageSizes",
+    "NoSelectionSplitError",
     "PairRecord",
     "SatelliteView",
     "SynthDataset",

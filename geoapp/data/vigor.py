@@ -9,7 +9,9 @@ Layout under the root::
     splits/<city>/same_area_balanced_test.txt        name, dy, dx); the first satellite is the positive
     dataset.json                                     optional manifest declaring other image sizes
 
-Splits: "train" -> same_area_balanced_train.txt; "test" (alias "val") -> same_area_balanced_test.txt.
+Splits (SPEC 7): "train" -> same_area_balanced_train.txt; "test" (the reported split) ->
+same_area_balanced_test.txt. VIGOR has no model-selection split: "val" raises
+:class:`~geoapp.data.base.NoSelectionSplitError` (training carves a selection subset from "train").
 Cities: default every city under ``splits/`` with the split's label file, in VIGOR's order (NewYork,
 Seattle, SanFrancisco, Chicago, then others alphabetically); the order fixes the evaluation shifts.
 
@@ -34,13 +36,12 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from geoapp.data.base import CrossViewDataset, DatasetError, ImageSizes, PairRecord, split_error
+from geoapp.data.base import CrossViewDataset, DatasetError, ImageSizes, PairRecord, no_selection_split, split_error
 
 VIGOR_CITIES = ("NewYork", "Seattle", "SanFrancisco", "Chicago")
 LABEL_FILES = {
     "train": "same_area_balanced_train.txt",
     "test": "same_area_balanced_test.txt",
-    "val": "same_area_balanced_test.txt",
 }
 SATELLITE_LIST = "satellite_list.txt"
 FIELDS_PER_LINE = 13  # panorama + 4 x (satellite, dy, dx)
@@ -79,6 +80,7 @@ class VIGORDataset(CrossViewDataset):
     name = "vigor"
     default_sizes = ImageSizes(panorama=(1024, 2048), satellite=(640, 640))
     default_ground_rows = (0.25, 0.75)
+    default_tile_metres = 73.0  # 640 px at about 0.114 m per pixel
 
     def __init__(self, *args, cities: Sequence[str] | None = None, **kwargs):
         if isinstance(cities, str):
@@ -97,6 +99,8 @@ class VIGORDataset(CrossViewDataset):
         return known + sorted(present - set(known))
 
     def read_records(self) -> list[PairRecord]:
+        if self.split == "val":
+            raise no_selection_split(self.root, self.name, f"splits/<city>/{LABEL_FILES['test']}")
         if self.split not in LABEL_FILES:
             raise ValueError(f"unknown {self.name} split {self.split!r}; expected one of {sorted(LABEL_FILES)}")
         label_name = LABEL_FILES[self.split]

@@ -6,7 +6,7 @@ from .config import ALIGN_MODES, ModelConfig
 from .crossview import CrossViewModel, build_model
 from .fmc import multiscale_descriptor
 from .layers import BasicBlockCA, CoordAttention
-from .loss import hardest_negatives, orientation_loss, soft_margin_triplet_loss
+from .loss import hardest_negatives, soft_margin_triplet_loss
 from .resnet import ResNet18CA, StageMaps, WeightsReport, load_imagenet_weights, resnet18_ca
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
     "load_imagenet_weights",
     "load_model",
     "multiscale_descriptor",
-    "orientation_loss",
     "read_metadata",
     "resnet18_ca",
     "save_model",

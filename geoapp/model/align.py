@@ -4,12 +4,20 @@ At stage b the ground map (width ``w_b``) is a window that slides circularly ove
 (width ``W_b``; the panorama wraps): offset ``o`` covers satellite columns ``(o + k) mod W_b``. The offset
 is chosen per (ground, satellite) pair and per stage by one of three scores:
 
-- ``mask-corr`` (default): ``sum_{h,k} M_g(h, k) * M_s(h, (o + k) mod W_b)``
-- ``mask-sum`` (the paper's literal wording): ``sum_{h,k} M_s(h, (o + k) mod W_b)``
+- ``gate-corr`` (the demo's): the centred, channel-resolved correlation of the CA column gates ``a_w`` of the
+  stage's last block, ``sum_{c,k} A_g(c, k) * A_s(c, (o + k) mod W_b) / (|A_g| |A_s window at o|)`` with
+  ``A_g = a_w^g - mean_k a_w^g`` and ``A_s = a_w^s - mean_W a_w^s`` per channel: a cosine in [-1, 1] between the
+  photo's column attention and the tile's, C x W values per stage (not C x H x W). A constant ground gives 0 at
+  every offset (no direction, no preference), and unlike ``mask-*`` the score cannot ignore the photo.
+- ``mask-corr``: ``sum_{h,k} M_g(h, k) * M_s(h, (o + k) mod W_b)`` (SPEC 5's default; the mean over 64-512
+  sigmoid products is nearly flat, so in practice it behaves like ``mask-sum``)
+- ``mask-sum`` (the paper's literal wording): ``sum_{h,k} M_s(h, (o + k) mod W_b)`` (cannot depend on the photo)
 - ``feature`` (DSM, the "no FCA" baseline): ``<G_b, S_b window at o>`` on raw features
 
-(ties: lowest offset). The descriptor of a pair is the L2-normalised concatenation of the used stages
-(FMC, SPEC 6), with the satellite maps cropped at the chosen windows, so the pair distance is
+(ties: lowest offset). Training can replace the argmax by a softmax over the offsets (``soft_window_distances``)
+so that the triplet loss reaches the scores; inference always takes the argmax. The descriptor of a pair is
+the L2-normalised concatenation of the used stages (FMC, SPEC 6), with the satellite maps cropped at the chosen
+windows, so the pair distance is
 
     d = || g / |g| - s_crop / |s_crop| ||,  |g|^2 = sum_b |G_b|^2,  |s_crop|^2 = sum_b E_b(o_b)
 
@@ -49,13 +57,14 @@ def window_scores(
     mode: str,
     ground_feat: torch.Tensor,
     sat_feat: torch.Tensor,
-    ground_mask: torch.Tensor | None,
-    sat_mask: torch.Tensor | None,
+    ground_att: torch.Tensor | None,
+    sat_att: torch.Tensor | None,
     diagonal: bool = False,
 ) -> torch.Tensor:
     """Score of every circular offset at one stage.
 
-    ``ground_feat`` Q x C x H x w, ``sat_feat`` R x C x H x W, masks Q x H x w and R x H x W.
+    ``ground_feat`` Q x C x H x w, ``sat_feat`` R x C x H x W; the attention ``ground_att`` / ``sat_att`` is what the
+    mode reads: masks Q x H x w and R x H x W (``mask-*``), or column gates Q x C x w and R x C x W (``gate-corr``).
     Returns Q x R x W (all pairs) or N x W (``diagonal``: pair i with i, Q == R == N).
     """
     if mode not in ALIGN_MODES:
@@ -74,10 +83,46 @@ def window_scores(
         kernel = ground_feat.reshape(q, c * h, w)
         signal = sat_feat.reshape(r, c * h, big_w)
     else:
-        if sat_mask is None or (mode == "mask-corr" and ground_mask is None):
+        if sat_att is None or (mode != "mask-sum" and ground_att is None):
             raise ValueError(f"alignment mode {mode!r} needs Coordinate Attention masks (model built without CA?)")
-        signal = sat_mask
-        kernel = ground_mask if mode == "mask-corr" else torch.ones_like(sat_mask[:1, :, :w]).expand(q, -1, -1)
+        if mode == "gate-corr":
+            return gate_corr_scores(ground_att, sat_att, diagonal)
+        signal = sat_att
+        kernel = ground_att if mode == "mask-corr" else torch.ones_like(sat_att[:1, :, :w]).expand(q, -1, -1)
+    return _correlate(mode, kernel, signal, diagonal)
+
+
+def gate_corr_scores(ground_gates: torch.Tensor, sat_gates: torch.Tensor, diagonal: bool = False) -> torch.Tensor:
+    """``gate-corr`` window scores from the column gates alone: ground Q x C x w, satellite R x C x W ->
+    Q x R x W (or N x W when ``diagonal``), cosines in [-1, 1] (see the module docstring)."""
+    raw = _correlate("gate-corr", centred_gates(ground_gates), sat_gates, diagonal)
+    norm = gate_window_norm(sat_gates, ground_gates.shape[-1])  # R x W
+    return raw / (norm if diagonal else norm[None])
+
+
+def centred_gates(gates: torch.Tensor) -> torch.Tensor:
+    """``gate-corr``'s ground kernel: each channel's gates minus their mean over the window, the whole Q x C x w
+    kernel scaled to unit norm (a constant ground gives an all-zero kernel: every offset scores 0)."""
+    g = gates.float()
+    g = g - g.mean(dim=-1, keepdim=True)
+    return g / g.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]
+
+
+def gate_window_norm(gates: torch.Tensor, width: int) -> torch.Tensor:
+    """R x W: the norm of each circular window (``width`` columns) of the satellite gates R x C x W, centred per
+    channel over the whole width. Dividing by it makes a ``gate-corr`` score the cosine of the centred ground
+    kernel and the centred window, in [-1, 1] (the centring of the window changes nothing in the numerator,
+    because the kernel sums to zero over its columns in every channel)."""
+    s = gates.float()
+    col = (s - s.mean(dim=-1, keepdim=True)).pow(2).sum(dim=1)  # R x W
+    win = F.conv1d(_circular_extend(col, width)[:, None], col.new_ones(1, 1, width))[:, 0]
+    return win.clamp_min(1e-12).sqrt()
+
+
+def _correlate(mode: str, kernel: torch.Tensor, signal: torch.Tensor, diagonal: bool) -> torch.Tensor:
+    """``sum_{d,k} K[q, d, k] S[r, d, (o + k) mod W]`` for every offset: Q x R x W, or N x W when ``diagonal``."""
+    q, _, w = kernel.shape
+    r, _, big_w = signal.shape
     if mode != "mask-sum" and not diagonal and q <= GEMM_MAX_QUERIES and not (
             torch.is_grad_enabled() and (kernel.requires_grad or signal.requires_grad)):
         return _scores_by_matmul(kernel, signal)
@@ -118,6 +163,12 @@ def _scores_by_matmul(kernel: torch.Tensor, signal: torch.Tensor) -> torch.Tenso
         out[..., : big_w - k] += p[:, :, k, k:]
         out[..., big_w - k:] += p[:, :, k, :k]
     return out.permute(1, 0, 2)
+
+
+def attention(maps: StageMaps, mode: str, stage: int) -> torch.Tensor | None:
+    """What ``mode`` reads to choose the window at ``stage``: the column gates (``gate-corr``), else the masks."""
+    att = maps.gates if mode == "gate-corr" else maps.masks
+    return None if att is None else att[stage - 1]
 
 
 def best_offsets(scores: torch.Tensor) -> torch.Tensor:
@@ -318,9 +369,8 @@ def align_windows(
     for s in stages:
         g = ground.features[s - 1]
         sat = satellite.features[s - 1]
-        gm = ground.masks[s - 1] if ground.masks is not None else None
-        sm = satellite.masks[s - 1] if satellite.masks is not None else None
-        scores = window_scores(mode, g, sat, gm, sm, diagonal=diagonal)
+        scores = window_scores(mode, g, sat, attention(ground, mode, s), attention(satellite, mode, s),
+                               diagonal=diagonal)
         off = best_offsets(scores)
         w = g.shape[-1]
         col_e = satellite.col_energy[s - 1] if satellite.col_energy is not None else column_energy(sat)
@@ -362,3 +412,42 @@ def align_windows(
         crops=crops if return_crops else None,
         similarity_error=None if dot_error is None else dot_error / norm,
     )
+
+
+def soft_window_distances(
+    ground: StageMaps, satellite: StageMaps, mode: str, stages: tuple[int, ...], temperature: torch.Tensor,
+    straight_through: bool = False,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Training form of :func:`align_windows` (all B x B pairs) with a soft window choice, so the triplet loss
+    reaches the scores that choose the window (the argmax of inference has no gradient).
+
+    At stage b the window weights are ``p(o) = softmax_o(T_b * score(o))``; the pair's stage dot product and
+    window energy are their ``p``-weighted means over the offsets, and the FMC similarity is formed from them as
+    in :func:`align_windows`, which it equals when ``p`` is one-hot (``T_b`` -> infinity). Returns the B x B
+    distances and, per used stage, the true pairs' window logits ``T_b * score`` (B x W_b) for the alignment loss.
+    ``straight_through``: the forward pass uses the argmax window (the inference distances), the backward pass
+    the softmax's gradient.
+    """
+    dot_total = 0.0
+    s_energy = 0.0
+    g_energy = 0.0
+    logits_diag = []
+    for s in stages:
+        g, sat = ground.features[s - 1], satellite.features[s - 1]
+        w = g.shape[-1]
+        scores = window_scores(mode, g, sat, attention(ground, mode, s), attention(satellite, mode, s))  # B x B x W
+        logits = temperature[s - 1] * scores
+        p = torch.softmax(logits, dim=-1)
+        if straight_through:
+            hard = F.one_hot(logits.argmax(dim=-1), logits.shape[-1]).to(p.dtype)
+            p = hard + p - p.detach()
+        corr = window_scores("feature", g, sat, None, None)  # B x B x W: the dot product at every offset
+        col_e = column_energy(sat.float())  # B x W
+        win_e = F.conv1d(_circular_extend(col_e, w)[:, None], col_e.new_ones(1, 1, w))[:, 0]  # B x W
+        dot_total = dot_total + (p * corr).sum(-1)
+        s_energy = s_energy + (p * win_e[None]).sum(-1)
+        g_energy = g_energy + g.float().pow(2).sum(dim=(1, 2, 3))[:, None]
+        logits_diag.append(logits.diagonal(dim1=0, dim2=1).transpose(0, 1))
+    similarity = dot_total / (torch.sqrt(g_energy * s_energy) + 1e-12)
+    return torch.sqrt(torch.clamp(2.0 - 2.0 * similarity, min=1e-12)), logits_diag
+

@@ -102,3 +102,44 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     model.to(map_location)
     model.eval()
     return model, meta
+
+
+# Below this R@1 (%, at the checkpoint's own FoV, on its reported split) a model's answers are close to guesses:
+# the first start says so in plain words and the app shows it beside every answer.
+QUALITY_FLOOR_R1 = 30.0
+
+
+def measured_accuracy(meta: dict) -> dict | None:
+    """The accuracy a checkpoint's metadata records from its final evaluation, at its training FoV when it was
+    evaluated there (else the widest evaluated FoV): ``{"fov", "R@1", "R@1_std", "heading_median_deg", "split",
+    "n", "below_floor"}``; None when the checkpoint was never evaluated."""
+    by_fov = meta.get("final_eval")
+    if not isinstance(by_fov, dict) or not by_fov:
+        return None
+    train_fov = (meta.get("train_config") or {}).get("fov")
+    key = f"{train_fov:g}" if isinstance(train_fov, (int, float)) and f"{train_fov:g}" in by_fov else max(
+        by_fov, key=float)
+    m = by_fov[key]
+    try:
+        r1 = float(m["R@1"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return {"fov": float(key), "R@1": r1, "R@1_std": m.get("R@1_std"),
+            "heading_median_deg": m.get("heading_median_deg"), "split": meta.get("report_split", "unknown split"),
+            "n": meta.get("final_eval_pairs"), "below_floor": r1 < QUALITY_FLOOR_R1}
+
+
+def accuracy_text(meta: dict) -> str:
+    """One line a person reads to know how much to trust this model's answers."""
+    acc = measured_accuracy(meta)
+    if acc is None:
+        return "model accuracy unknown (its checkpoint records no evaluation): treat its answers as unverified"
+    spread = f" ± {acc['R@1_std']:.1f}" if isinstance(acc.get("R@1_std"), (int, float)) else ""
+    heading = (f", median heading error {acc['heading_median_deg']:.1f}°"
+               if isinstance(acc.get("heading_median_deg"), (int, float)) else "")
+    where = f"{acc['n']:,} " if isinstance(acc.get("n"), int) else ""
+    text = (f"model measured R@1 {acc['R@1']:.1f}{spread} % at {acc['fov']:g}°{heading} on {where}"
+            f"{acc['split']} locations")
+    if acc["below_floor"]:
+        text += (f" — BELOW the {QUALITY_FLOOR_R1:.0f} % quality floor: its answers are little better than guesses")
+    return text

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from ..data.fov import fov_width
 
-ALIGN_MODES = ("mask-corr", "mask-sum", "feature")
+ALIGN_MODES = ("gate-corr", "mask-corr", "mask-sum", "feature")
+ATTENTION_MODES = ("gate-corr", "mask-corr", "mask-sum")  # modes that choose the window from the CA attention
 STAGES = (1, 2, 3, 4)
 CONFIG_VERSION = 1
 
@@ -17,8 +18,13 @@ class ModelConfig:
     """Architecture and matching settings of a cross-view model (SPEC 1, 5, 6).
 
     - ``use_ca``: ResNet18_CA (paper) or the plain ResNet18 baseline.
-    - ``align_mode``: window selection of SPEC 5. ``mask-corr`` / ``mask-sum`` need CA masks (this is FCA);
-      ``feature`` is DSM's dynamic similarity matching on raw features (the "no FCA" ablation).
+    - ``align_mode``: window selection of SPEC 5. ``gate-corr`` / ``mask-corr`` / ``mask-sum`` choose it from the CA
+      attention (this is FCA; ``gate-corr`` is the centred, channel-resolved correlation of the column gates, see
+      :mod:`geoapp.model.align`); ``feature`` is DSM's dynamic similarity matching on raw features (the "no FCA"
+      ablation).
+    - ``base_channels``: channels of block 1 (ResNet18: 64); the other stages scale with it (2x, 4x, 8x). A
+      narrower model is a CPU-sized one; only 64 loads ImageNet weights.
+    - ``wrap_satellite``: the satellite branch pads the width circularly (the polar image is a panorama).
     - ``stages``: which stage maps form the descriptor; ``(1, 2, 3, 4)`` is FMC, ``(4,)`` the block-4-only ablation.
     - ``heading_stage``: the stage whose window offset gives the predicted heading; by default the finest stage
       in ``stages`` (its window step is the smallest: 2.8 deg at block 1 vs 22.5 deg at block 4).
@@ -34,6 +40,8 @@ class ModelConfig:
     sat_height: int = 128
     sat_width: int = 512
     heading_stage: int | None = None
+    base_channels: int = 64
+    wrap_satellite: bool = False
     arch: str = "resnet18"
     version: int = field(default=CONFIG_VERSION)
 
@@ -44,7 +52,7 @@ class ModelConfig:
             problems.append(f"arch must be 'resnet18', got {self.arch!r}")
         if self.align_mode not in ALIGN_MODES:
             problems.append(f"align_mode must be one of {ALIGN_MODES}, got {self.align_mode!r}")
-        elif self.align_mode != "feature" and not self.use_ca:
+        elif self.align_mode in ATTENTION_MODES and not self.use_ca:
             problems.append(
                 f"align_mode {self.align_mode!r} reads Coordinate Attention masks, so it needs use_ca=True "
                 "(the plain ResNet18 baseline uses align_mode='feature')"
@@ -58,6 +66,8 @@ class ModelConfig:
         for name in ("ground_height", "sat_height", "sat_width"):
             if getattr(self, name) < 32 or getattr(self, name) % 32:
                 problems.append(f"{name} must be a positive multiple of 32 (ResNet stride), got {getattr(self, name)}")
+        if self.base_channels < 8 or self.base_channels % 8:
+            problems.append(f"base_channels must be a positive multiple of 8, got {self.base_channels}")
         if self.ground_height != self.sat_height:
             problems.append(f"ground_height ({self.ground_height}) and sat_height ({self.sat_height}) must be equal")
         if self.version != CONFIG_VERSION:

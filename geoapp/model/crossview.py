@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -9,6 +11,8 @@ from .align import AlignResult, align_windows
 from .config import ModelConfig
 from .fmc import multiscale_descriptor
 from .resnet import ResNet18CA, StageMaps, WeightsReport, load_imagenet_weights, resnet18_ca
+
+INITIAL_WINDOW_TEMPERATURE = 10.0  # cosine 1 vs 0 starts e^10 times likelier; learned from there
 
 
 class CrossViewModel(nn.Module):
@@ -18,8 +22,12 @@ class CrossViewModel(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.ground = resnet18_ca(config.use_ca, config.ca_reduction)
-        self.satellite = resnet18_ca(config.use_ca, config.ca_reduction)
+        self.ground = resnet18_ca(config.use_ca, config.ca_reduction, config.base_channels)
+        self.satellite = resnet18_ca(config.use_ca, config.ca_reduction, config.base_channels, config.wrap_satellite)
+        if config.align_mode == "gate-corr":
+            # log of the per-stage temperature that turns gate-corr scores (cosines in [-1, 1]) into window logits;
+            # used in training only (soft window choice, alignment loss); inference takes the argmax
+            self.window_log_temperature = nn.Parameter(torch.full((4,), math.log(INITIAL_WINDOW_TEMPERATURE)))
 
     def encode_ground(self, images: torch.Tensor) -> StageMaps:
         return self.ground(images)
@@ -36,6 +44,10 @@ class CrossViewModel(nn.Module):
         ground, satellite = self.encode_ground(ground_images), self.encode_satellite(satellite_images)
         result = self.match(ground, satellite)
         return (result, ground, satellite) if return_maps else result
+
+    def window_temperature(self) -> torch.Tensor:
+        """The per-stage window temperatures (4,) of a ``gate-corr`` model."""
+        return self.window_log_temperature.exp()
 
     def ground_descriptor(self, ground: StageMaps) -> torch.Tensor:
         """The FMC descriptor of ground maps (no cropping needed on the ground side)."""

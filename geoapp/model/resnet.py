@@ -12,9 +12,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .layers import BasicBlockCA
+from .layers import BasicBlockCA, WrapConv2d, WrapMaxPool2d
 
 STAGE_CHANNELS = (64, 128, 256, 512)
+
+
+def stage_channels(base_channels: int = 64) -> tuple[int, ...]:
+    """Channels of blocks 1-4: ``base_channels`` x (1, 2, 4, 8); 64 is ResNet18's (SPEC 1)."""
+    return tuple(base_channels * m for m in (1, 2, 4, 8))
 
 
 @dataclass
@@ -27,6 +32,8 @@ class StageMaps:
     # Optional per-stage column energies N x W (sum over C, H of the squared features). A reference database
     # precomputes them so that window energies cost O(w) per pair instead of a pass over the whole map.
     col_energy: list[torch.Tensor] | None = None
+    # Per-stage column gates ``a_w`` of the stage's last CA, N x C x W (with CA; ``gate-corr`` alignment).
+    gates: list[torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return self.features[0].shape[0]
@@ -35,7 +42,18 @@ class StageMaps:
         def apply(maps):
             return None if maps is None else [fn(m) for m in maps]
 
-        return StageMaps(apply(self.features), apply(self.masks), apply(self.col_energy))
+        return StageMaps(apply(self.features), apply(self.masks), apply(self.col_energy), apply(self.gates))
+
+    @classmethod
+    def cat(cls, parts: list[StageMaps]) -> StageMaps:
+        """The batches ``parts`` joined along N (every field that the first part has)."""
+        def join(name):
+            first = getattr(parts[0], name)
+            if first is None:
+                return None
+            return [torch.cat([getattr(p, name)[b] for p in parts]) for b in range(len(first))]
+
+        return cls(join("features"), join("masks"), join("col_energy"), join("gates"))
 
     def to(self, *args, **kwargs) -> StageMaps:
         return self._map(lambda m: m.to(*args, **kwargs))
@@ -50,22 +68,26 @@ class StageMaps:
 class ResNet18CA(nn.Module):
     """ResNet18 backbone returning the four stage maps and, when ``use_ca``, the four stage masks.
 
-    With ``use_ca=False`` this is exactly torchvision's ResNet18 without its pooling/classifier head.
+    With ``use_ca=False`` and the defaults this is exactly torchvision's ResNet18 without its pooling/classifier
+    head. ``base_channels`` narrows (or widens) every stage in proportion (a CPU-sized model; only 64 loads
+    ImageNet weights). ``wrap``: the width is padded circularly everywhere (the satellite branch's polar image
+    is a panorama, see :mod:`geoapp.model.layers.wrap_conv`).
     """
 
-    def __init__(self, use_ca: bool = True, ca_reduction: int = 32):
+    def __init__(self, use_ca: bool = True, ca_reduction: int = 32, base_channels: int = 64, wrap: bool = False):
         super().__init__()
         self.use_ca = use_ca
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        conv = WrapConv2d if wrap else nn.Conv2d
+        self.conv1 = conv(3, base_channels, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(base_channels)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        inplanes = 64
-        for i, planes in enumerate(STAGE_CHANNELS, start=1):
+        self.maxpool = (WrapMaxPool2d if wrap else nn.MaxPool2d)(kernel_size=3, stride=2, padding=1)
+        inplanes = base_channels
+        for i, planes in enumerate(stage_channels(base_channels), start=1):
             stride = 1 if i == 1 else 2
             layer = nn.Sequential(
-                BasicBlockCA(inplanes, planes, stride, use_ca, ca_reduction),
-                BasicBlockCA(planes, planes, 1, use_ca, ca_reduction),
+                BasicBlockCA(inplanes, planes, stride, use_ca, ca_reduction, wrap),
+                BasicBlockCA(planes, planes, 1, use_ca, ca_reduction, wrap),
             )
             self.add_module(f"layer{i}", layer)
             inplanes = planes
@@ -88,19 +110,20 @@ class ResNet18CA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> StageMaps:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        features, masks = [], []
+        features, masks, gates = [], [], []
         for layer in self.stages:
             x = layer(x)
             features.append(x)
             if self.use_ca:
                 # SPEC 5: the stage mask comes from the CA of the stage's last BasicBlock.
                 masks.append(layer[-1].ca.mask())
-        return StageMaps(features, masks if self.use_ca else None)
+                gates.append(layer[-1].ca.gates())
+        return StageMaps(features, masks if self.use_ca else None, gates=gates if self.use_ca else None)
 
 
-def resnet18_ca(use_ca: bool = True, ca_reduction: int = 32) -> ResNet18CA:
+def resnet18_ca(use_ca: bool = True, ca_reduction: int = 32, base_channels: int = 64, wrap: bool = False) -> ResNet18CA:
     """Builder for one branch: ResNet18_CA (``use_ca=True``, the paper) or the plain ResNet18 baseline."""
-    return ResNet18CA(use_ca=use_ca, ca_reduction=ca_reduction)
+    return ResNet18CA(use_ca=use_ca, ca_reduction=ca_reduction, base_channels=base_channels, wrap=wrap)
 
 
 # Keys of torchvision's resnet18 state dict that the backbone deliberately does not have.

@@ -7,6 +7,8 @@ Layout of a database directory (all arrays are ``.npy`` files, so any NumPy can 
     col_energy_<b>.npy            float32, R x W_b: per column, the sum of the squared stored features (the window
                                   alignment's normaliser; precomputed so a search never reads whole maps)
     masks_<b>.npy                 float16, R x H_b x W_b        (b = 1..4; only for models with attention masks)
+    gates_<b>.npy                 float16, R x C_b x W_b        (b = the used stages; the CA column gates that the
+                                  ``gate-corr`` alignment correlates; only for models with attention)
     latlon.npy                    float64, R x 2 (tile centre; nan when unknown)
     thumbnails.npy                uint8,   R x 96 x 96 x 3 (RGB, the square tile resized)
     paths.txt                     one tile path per line
@@ -37,7 +39,7 @@ import torch
 
 from ..model import ModelConfig, StageMaps
 from ..model.align import column_energy
-from ..model.resnet import STAGE_CHANNELS
+from ..model.resnet import stage_channels
 from ..utils import atomic_path, atomic_write_bytes, atomic_write_json, code_revision, command_line
 
 FORMAT = "geoapp-reference-db"
@@ -51,7 +53,11 @@ STAGE_STRIDES = (4, 8, 16, 32)  # ResNet18 stage outputs are the input size divi
 
 # model-config fields that decide what the satellite branch stores; fov_deg, align_mode and heading_stage only
 # matter on the ground side / at matching time, so a database serves any FoV
-STORAGE_CONFIG_FIELDS = ("use_ca", "ca_reduction", "stages", "sat_height", "sat_width", "arch", "version")
+STORAGE_CONFIG_FIELDS = ("use_ca", "ca_reduction", "stages", "sat_height", "sat_width", "base_channels",
+                         "wrap_satellite", "arch", "version")
+
+
+SEARCHED_ARRAYS = ("features_", "masks_", "gates_", "col_energy_")  # what a search reads (a GPU preloads them)
 
 
 class DatabaseError(ValueError):
@@ -61,7 +67,7 @@ class DatabaseError(ValueError):
 def stage_shape(config: ModelConfig, stage: int) -> tuple[int, int, int]:
     """(C, H, W) of the satellite map of ``stage`` (1-based) for this model's polar size (SPEC 1)."""
     stride = STAGE_STRIDES[stage - 1]
-    return STAGE_CHANNELS[stage - 1], config.sat_height // stride, config.sat_width // stride
+    return stage_channels(config.base_channels)[stage - 1], config.sat_height // stride, config.sat_width // stride
 
 
 def array_layout(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -75,13 +81,17 @@ def array_layout(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], str]]:
         for s in (1, 2, 3, 4):  # all four: the masks are small and the app displays one of them
             _, h, w = stage_shape(config, s)
             layout[f"masks_{s}"] = ((h, w), "float16")
+        for s in config.stages:
+            c, _, w = stage_shape(config, s)
+            layout[f"gates_{s}"] = ((c, w), "float16")
     layout["thumbnails"] = ((THUMBNAIL_SIZE, THUMBNAIL_SIZE, 3), "uint8")
     return layout
 
 
 def storage_config(config: ModelConfig | dict) -> dict:
     d = config.to_dict() if isinstance(config, ModelConfig) else dict(config)
-    return {k: d.get(k) for k in STORAGE_CONFIG_FIELDS}
+    defaults = ModelConfig().to_dict()  # fields added later keep their default meaning in older records
+    return {k: d.get(k, defaults[k]) for k in STORAGE_CONFIG_FIELDS}
 
 
 def _short(sha: str | None) -> str:
@@ -167,10 +177,10 @@ class ReferenceDatabase:
         """Copy what the search reads (features, masks, column energies) onto the device once, so a GPU search
         does not copy the whole gallery host-to-device on every query."""
         self._search_arrays = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) if (
-            k.startswith(("features_", "masks_", "col_energy_"))) else v for k, v in self._arrays.items()}
+            k.startswith(SEARCHED_ARRAYS)) else v for k, v in self._arrays.items()}
 
     def search_bytes(self) -> int:
-        return sum(v.nbytes for k, v in self._arrays.items() if k.startswith(("features_", "masks_", "col_energy_")))
+        return sum(v.nbytes for k, v in self._arrays.items() if k.startswith(SEARCHED_ARRAYS))
 
     def slice(self, start: int, stop: int) -> StageMaps:
         """References ``start:stop`` as float16 ``StageMaps`` on the database's device (no copy on the CPU)."""
@@ -240,7 +250,11 @@ def stage_maps_of(arrays: dict, select, device: torch.device | str = "cpu") -> S
     energy = [torch.empty((n, 0), device=device) if e is None else e for e in energy]
     if "masks_1" in arrays:
         masks = [_tensor(arrays[f"masks_{s}"], select, device) for s in (1, 2, 3, 4)]
-    return StageMaps(feats, masks, energy)
+    gates = None
+    if any(f"gates_{s}" in arrays for s in (1, 2, 3, 4)):
+        gates = [_tensor(arrays[f"gates_{s}"], select, device) if f"gates_{s}" in arrays else
+                 torch.empty((n, 0, 0), dtype=torch.float16, device=device) for s in (1, 2, 3, 4)]
+    return StageMaps(feats, masks, energy, gates)
 
 
 def read_database_metadata(path: Path) -> dict:
@@ -400,6 +414,8 @@ class DatabaseWriter:
         if self.config.use_ca:
             for s in (1, 2, 3, 4):
                 self.arrays[f"masks_{s}"][start:stop] = maps.masks[s - 1].to("cpu", torch.float16).numpy()
+            for s in self.config.stages:
+                self.arrays[f"gates_{s}"][start:stop] = maps.gates[s - 1].to("cpu", torch.float16).numpy()
         self.arrays["thumbnails"][start:stop] = thumbnails
         for a in self.arrays.values():
             a.flush()
@@ -455,6 +471,7 @@ class DatabaseWriter:
                 "features": "features_<b>.npy: float16, R x W_b x C_b x H_b (column-major per reference; "
                             "StageMaps view = permute(0, 2, 3, 1))",
                 "masks": "masks_<b>.npy: float16, R x H_b x W_b" if self.config.use_ca else None,
+                "gates": "gates_<b>.npy: float16, R x C_b x W_b (used stages)" if self.config.use_ca else None,
                 "stages": list(self.config.stages),
                 "sat_size": [self.config.sat_height, self.config.sat_width],
                 "thumbnail_size": THUMBNAIL_SIZE,

@@ -33,10 +33,12 @@ from ..data.fov import fov_width, wrap_degrees
 from ..data.photo import hfov_from_exif, load_image, photo_to_cylindrical
 from ..data.transforms import resize_image, to_tensor
 from ..model import ModelConfig, StageMaps, load_model
+from ..model.align import gate_corr_scores
+from ..model.checkpoint import accuracy_text
 from ..utils import sha256_file
 from .database import ReferenceDatabase
 from .index import FirstStageIndex, two_stage_topk
-from .search import TopK, topk_matches
+from .search import GalleryHead, TopK, topk_matches
 
 MASK_STAGE = 3
 PROJECTIONS = ("auto", "pinhole", "crop")
@@ -59,6 +61,9 @@ class Candidate:
     window_offset: int  # first column of the aligned window in the polar image (wraps around)
     window_width: int  # window width in polar-image columns
     offsets: tuple[int, ...]  # window offset per used stage, in that stage's columns
+    # gate-corr models: the window score (a cosine) of every offset at the heading stage, the evidence the
+    # heading was read from (the argmax); None for the other alignment modes
+    window_scores: np.ndarray | None = None
 
 
 @dataclass
@@ -171,11 +176,32 @@ class Localizer:
         ground = self.model.encode_ground(dummy)
         if self.first_stage is not None:
             self.first_stage.search(ground, 1)
+        self.choose_search_precision(ground)
+
+    def choose_search_precision(self, ground: StageMaps, sample: int = 1000, repeats: int = 2) -> None:
+        """Time the search's fp16 first pass against the plain fp32 search on (up to) ``sample`` references and keep
+        the faster: fp16 products are fast on CPUs with AVX-512 FP16/BF16 and on GPUs, but emulated elsewhere (both
+        give the same answers, see ``topk_matches``)."""
+        sub = GalleryHead(self.db, sample)
+        seconds = {}
+        for fast in (True, False):
+            times = []
+            for _ in range(repeats + 1):
+                t = time.perf_counter()
+                topk_matches(self.config, ground, sub, 5, self.chunk_size, fast=fast)
+                self._sync()
+                times.append(time.perf_counter() - t)
+            seconds["fp16 first pass" if fast else "fp32"] = min(times[1:])
+        self.fast_search = seconds["fp16 first pass"] < seconds["fp32"]
+        self.search_timings = seconds
 
     def describe(self) -> str:
         search = f"two-stage (re-rank {self.rerank})" if self.first_stage is not None else "exhaustive"
-        return (f"checkpoint {self.checkpoint_path.name} ({self.checkpoint_sha[:12]}), database {self.db.describe()}, "
-                f"{search} search on {self.device}")
+        if self.first_stage is None:
+            search += " fp16-first-pass" if self.fast_search else " fp32"
+        return (f"checkpoint {self.checkpoint_path.name} ({self.checkpoint_sha[:12]}; "
+                f"{accuracy_text(self.checkpoint_meta)}), database {self.db.describe()}, {search} search on "
+                f"{self.device}")
 
     @torch.inference_mode()
     def encode(self, model_input: np.ndarray) -> StageMaps:
@@ -185,7 +211,7 @@ class Localizer:
         if self.first_stage is not None:
             rerank = max(self.rerank, top_k)  # never fewer candidates than answers
             return two_stage_topk(self.config, ground, self.db, self.first_stage, top_k, rerank, self.chunk_size)
-        return topk_matches(self.config, ground, self.db, top_k, self.chunk_size)
+        return topk_matches(self.config, ground, self.db, top_k, self.chunk_size, fast=self.fast_search)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -204,7 +230,7 @@ class Localizer:
         top = self.search(ground, top_k)
         self._sync()
         t3 = time.perf_counter()
-        candidates = self._candidates(top)
+        candidates = self._candidates(top, ground)
         ground_mask = None
         if ground.masks is not None:
             ground_mask = _upsample(ground.masks[MASK_STAGE - 1][0], model_input.shape[:2])
@@ -216,16 +242,25 @@ class Localizer:
             timings={"preprocess": t1 - t0, "encode": t2 - t1, "search": t3 - t2, "results": t4 - t3},
         )
 
-    def _candidates(self, top: TopK) -> list[Candidate]:
+    def _heading_scores(self, ground: StageMaps, indices: list[int], stage: int) -> list[np.ndarray | None]:
+        """gate-corr window scores over all offsets at ``stage`` for the references ``indices`` (k x W_b)."""
+        if self.config.align_mode != "gate-corr" or not self.db.has(f"gates_{stage}") or not indices:
+            return [None] * len(indices)
+        sat_gates = torch.from_numpy(np.asarray(self.db.array(f"gates_{stage}")[np.asarray(indices)])).to(self.device)
+        scores = gate_corr_scores(ground.gates[stage - 1], sat_gates)  # 1 x k x W_b
+        return [row.float().cpu().numpy() for row in scores[0]]
+
+    def _candidates(self, top: TopK, ground: StageMaps) -> list[Candidate]:
         stage = self.config.heading_stage_resolved
         i = top.stages.index(stage)
+        heading_scores = self._heading_scores(ground, top.indices[0].tolist(), stage)
         headings = np.asarray(wrap_degrees(top.headings(stage)))[0] % 360.0
         scale = self.config.sat_width / top.map_widths[i]  # polar-image columns per stage column
         polar_size = (self.config.sat_height, self.config.sat_width)
         out = []
-        for rank, (idx, dist, sim, offs, heading) in enumerate(zip(
+        for rank, (idx, dist, sim, offs, heading, scores) in enumerate(zip(
                 top.indices[0].tolist(), top.distances[0].tolist(), top.similarity[0].tolist(),
-                top.offsets[0].tolist(), headings), start=1):
+                top.offsets[0].tolist(), headings, heading_scores), start=1):
             mask = self.db.mask(idx, MASK_STAGE)
             out.append(Candidate(
                 rank=rank, index=idx, distance=float(dist), score=float(min(1.0, max(0.0, (1.0 + sim) / 2.0))),
@@ -233,6 +268,6 @@ class Localizer:
                 path=self.db.paths[idx], thumbnail=self.db.thumbnail(idx),
                 satellite_mask=None if mask is None else _upsample(torch.from_numpy(mask), polar_size),
                 window_offset=int(round(offs[i] * scale)), window_width=int(round(top.window_widths[i] * scale)),
-                offsets=tuple(int(o) for o in offs),
+                offsets=tuple(int(o) for o in offs), window_scores=scores,
             ))
         return out

@@ -127,6 +127,19 @@ def topk_per_subset(ground: StageMaps, gallery, subsets, topk_fn) -> TopK:
                 first.stages, first.window_widths, first.map_widths)
 
 
+class GalleryHead:
+    """The first ``n`` references of a gallery as a gallery of their own (views, no copies)."""
+
+    def __init__(self, gallery, n: int):
+        self.gallery, self.n = gallery, min(int(n), len(gallery))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def slice(self, start: int, stop: int) -> StageMaps:
+        return self.gallery.slice(start, min(stop, self.n))
+
+
 class IndexedGallery:
     """The references ``indices`` (ascending) of a gallery as a gallery of their own, for re-ranking."""
 
@@ -151,10 +164,7 @@ def gather_maps(gallery, indices) -> StageMaps:
         return gallery.gather(indices)
     if isinstance(gallery, StageMaps):
         return gallery._map(lambda m: m[torch.as_tensor(indices, device=m.device)])
-    parts = [gallery.slice(int(i), int(i) + 1) for i in indices]
-    return StageMaps(*(None if getattr(parts[0], f) is None else [torch.cat([getattr(p, f)[b] for p in parts])
-                                                                    for b in range(4)]
-                       for f in ("features", "masks", "col_energy")))
+    return StageMaps.cat([gallery.slice(int(i), int(i) + 1) for i in indices])
 
 
 def _exact_topk(config, chunks, k) -> TopK:

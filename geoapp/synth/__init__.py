@@ -11,12 +11,12 @@ azimuth c / W * 360 - 180 (SPEC 2), so the SPEC 3 polar transform of the tile li
 Command line: ``python -m geoapp.synth --help``. API::
 
     from geoapp.synth import WorldConfig, generate_world, write_dataset
-    world = generate_world(WorldConfig(seed=0, n_train=100, n_test=20))
+    world = generate_world(WorldConfig(seed=0, n_train=100, n_val=10, n_test=20))
     x, y = world.locations.x[0], world.locations.y[0]        # world pixels, x east, y south
     tile = world.render_satellite(x, y)                      # 750 x 750 x 3 RGB
     pano = world.render_panorama(x, y)                       # 128 x 512 x 3 RGB
     lat, lon = world.latlon(x, y)
-    write_dataset("data/synth_small", WorldConfig(seed=0, n_train=100, n_test=20))
+    write_dataset("data/synth_small", WorldConfig(seed=0, n_train=100, n_val=10, n_test=20))
 """
 
 from geoapp.synth.canvas import WorldCanvas

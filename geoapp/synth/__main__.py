@@ -25,7 +25,9 @@ subcommand:
 The same seed and flags give byte-identical images and tables (dataset.json also records timings).
 Rerunning into the same --out folder renders only missing images; other flags (or other generator
 code) are refused with an error, so one folder never mixes outputs.
-Defaults: 5000 train + 1000 test locations, 750 px tiles covering 128 m (like CVUSA's zoom-19 tiles),
+Defaults: 5000 train + 500 val + 1000 test locations in disjoint blocks (splits/train-19zl.csv,
+splits/selection-19zl.csv, splits/val-19zl.csv: the dataset splits "train", "val" for model selection and
+"test" for reported figures), 750 px tiles covering 128 m (like CVUSA's zoom-19 tiles),
 128 x 512 panoramas with CVUSA's 65.45 degree vertical field of view (the model's input size; ask for
 CVUSA's own size with --pano-size 224 1232).
 """
@@ -53,20 +55,24 @@ def build_parser() -> argparse.ArgumentParser:
     world = p.add_argument_group("world")
     world.add_argument("--seed", type=int, default=_W.seed, help="world seed (default: %(default)s)")
     world.add_argument("--train", type=int, default=_W.n_train, help="training locations (default: %(default)s)")
-    world.add_argument("--test", type=int, default=_W.n_test, help="test locations (default: %(default)s)")
+    world.add_argument("--val", type=int, default=_W.n_val,
+                       help="validation (model-selection) locations, in blocks of their own; 0 = none, training "
+                            "then carves a selection subset from train (default: %(default)s)")
+    world.add_argument("--test", type=int, default=_W.n_test,
+                       help="test locations: the reported split (default: %(default)s)")
     world.add_argument("--metres-per-pixel", type=float, default=_W.metres_per_pixel,
                        help="world raster resolution in metres (default: %(default)s)")
     world.add_argument("--tile-metres", type=float, default=_W.tile_metres,
                        help="ground extent of a satellite tile; the panorama's haze ends at about half of it "
                             "(default: %(default)s)")
     world.add_argument("--block-metres", type=float, default=_W.block_metres,
-                       help="side of the square blocks the world is split into; each block is train or test "
-                            "(default: %(default)s)")
+                       help="side of the square blocks the world is split into; each block is train, val or "
+                            "test (default: %(default)s)")
     world.add_argument("--train-spacing", type=float, default=_W.train_spacing,
                        help="grid spacing of the training cameras in metres (jittered grid, snapped to roads; "
                             "cameras stay at least half of it apart; default: %(default)s)")
     world.add_argument("--test-spacing", type=float, default=_W.test_spacing,
-                       help="the same for the test cameras (default: %(default)s)")
+                       help="the same for the val and test cameras (default: %(default)s)")
     world.add_argument("--district-metres", type=float, default=_W.district_metres,
                        help="typical size of a district (one area type, one street grid; default: %(default)s)")
     world.add_argument("--area-mix", type=float, nargs=4, metavar=("URBAN", "SUBURBAN", "RURAL", "FOREST"),
@@ -113,7 +119,8 @@ def build_figure_parser() -> argparse.ArgumentParser:
 
 
 def configs_from_args(args: argparse.Namespace) -> tuple[WorldConfig, ImageOptions]:
-    world = WorldConfig(seed=args.seed, n_train=args.train, n_test=args.test, metres_per_pixel=args.metres_per_pixel,
+    world = WorldConfig(seed=args.seed, n_train=args.train, n_val=args.val, n_test=args.test,
+                        metres_per_pixel=args.metres_per_pixel,
                         tile_metres=args.tile_metres, block_metres=args.block_metres,
                         train_spacing=args.train_spacing, test_spacing=args.test_spacing,
                         district_metres=args.district_metres, area_mix=tuple(args.area_mix), lakes=args.lakes,
@@ -139,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         argv = argv[1:]
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.train < 0 or args.test < 0 or args.train + args.test == 0:
-        parser.error("--train and --test must be >= 0 and not both 0")
+    if args.train < 0 or args.val < 0 or args.test < 0 or args.train + args.val + args.test == 0:
+        parser.error("--train, --val and --test must be >= 0 and not all 0")
     if args.workers < 1:
         parser.error("--workers must be >= 1")
     world, images = configs_from_args(args)
@@ -156,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.out}: already complete ({manifest['counts']['total']} locations), nothing rendered")
         return 0
     t = manifest["timing"]
-    print(f"{args.out}: {manifest['counts']['train']} train + {manifest['counts']['test']} test locations; "
+    c = manifest["counts"]
+    print(f"{args.out}: {c['train']} train + {c.get('val', 0)} val + {c['test']} test locations; "
           f"{t['locations_rendered']} rendered at {t['render_locations_per_s']} locations/s "
           f"({t['overall_locations_per_s']} locations/s including the world build, {t['total_s']:.0f} s in all)")
     return 0

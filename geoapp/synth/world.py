@@ -2,7 +2,7 @@
 
 ``generate_world(WorldConfig(seed=...))`` builds everything from the seed:
 
-1. a plan: the world's size and its train / test blocks (:mod:`geoapp.synth.layout`);
+1. a plan: the world's size and its train / val / test blocks (:mod:`geoapp.synth.layout`);
 2. a gently rolling terrain (fractal noise, a few metres of relief);
 3. lakes and a river, and a few straight-ish main roads crossing the world;
 4. districts: domain-warped Voronoi cells, each urban, suburban, rural or forest (one or two city cores
@@ -32,7 +32,7 @@ from geoapp.synth.geo import DEFAULT_ORIGIN, GeoFrame
 from geoapp.synth.layout import (
     Locations,
     WorldPlan,
-    assign_test_blocks,
+    assign_blocks,
     free_ground,
     plan_world,
     sample_locations,
@@ -42,7 +42,7 @@ from geoapp.synth.rand import fbm, value_noise
 from geoapp.synth.render import RenderConfig, render_panorama, render_satellite
 from geoapp.synth.shading import Sun, shade_world
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "2.0"  # 2.0: three disjoint sets of blocks (train, val, test)
 COARSE_M = 2.0  # resolution of the district / blocking maps (m)
 NO_OWNER = -1
 
@@ -52,6 +52,7 @@ class WorldConfig:
     seed: int = 0
     n_train: int = 5000
     n_test: int = 1000
+    n_val: int = 500  # model-selection locations, placed like the test ones in blocks of their own
     metres_per_pixel: float = 0.5
     tile_metres: float = 128.0
     block_metres: float = 768.0
@@ -152,10 +153,10 @@ def generate_world(config: WorldConfig = WorldConfig(), log=None, workers: int =
                     (np.random.default_rng(s) for s in seeds.spawn(8))))
     mpp = config.metres_per_pixel
     plan = plan_world(config.n_train, config.n_test, config.tile_metres, config.block_metres, config.train_spacing,
-                      config.test_spacing)
+                      config.test_spacing, n_val=config.n_val)
     w_px, h_px = int(round(plan.width_m / mpp)), int(round(plan.height_m / mpp))
     log(f"world {plan.width_m / 1000:.2f} x {plan.height_m / 1000:.2f} km = {w_px} x {h_px} px, "
-        f"{len(plan.blocks)} blocks ({plan.n_test_blocks} test)")
+        f"{len(plan.blocks)} blocks ({plan.n_val_blocks} val, {plan.n_test_blocks} test)")
     canvas = WorldCanvas.blank(w_px, h_px, mpp, shared=workers > 1)
     cf = max(1, int(round(COARSE_M / mpp)))
     coarse_shape = (math.ceil(h_px / cf), math.ceil(w_px / cf))
@@ -171,7 +172,7 @@ def generate_world(config: WorldConfig = WorldConfig(), log=None, workers: int =
     owner = labels.copy()
     owner[_blocked_mask(water, arterials, coarse_shape, cf, mpp)] = NO_OWNER
     area_coarse = np.array([d.area for d in districts], dtype=np.uint8)[labels]
-    plan = assign_test_blocks(plan, _block_mix(plan, area_coarse, cf * mpp), rngs["plan"])
+    plan = assign_blocks(plan, _block_mix(plan, area_coarse, cf * mpp), rngs["plan"])
     canvas.area[:] = cv2.resize(area_coarse, (coarse_shape[1] * cf, coarse_shape[0] * cf),
                                 interpolation=cv2.INTER_NEAREST)[:h_px, :w_px]
     _paint_districts(canvas, districts, labels, owner, cf, rngs["tex"], config.seed, workers)
@@ -188,7 +189,8 @@ def generate_world(config: WorldConfig = WorldConfig(), log=None, workers: int =
     t = time.perf_counter()
     free = free_ground(canvas.kind, canvas.objh, mpp)
     locations = sample_locations(plan, canvas.centre, free, canvas.area, mpp, config.tile_metres, config.n_train,
-                                 config.n_test, config.train_spacing, config.test_spacing, rngs["locations"])
+                                 config.n_test, config.train_spacing, config.test_spacing, rngs["locations"],
+                                 n_val=config.n_val)
     del free
     timings["locations_s"] = time.perf_counter() - t
 

@@ -1,16 +1,21 @@
 """Write a synthetic world as a CVUSA-layout dataset, in parallel, resumably.
 
-Layout under the output folder (ids start at 1, zero-padded to 7 digits like CVUSA; train ids first):
+Layout under the output folder (ids start at 1, zero-padded to 7 digits like CVUSA, contiguous per split:
+train ids first, then val, then test):
 
 - ``bingmap/19/<id>.jpg``        satellite tile (tile_size^2, north up, camera at the centre)
 - ``streetview/panos/<id>.jpg``  ground panorama (north-aligned, SPEC 2 columns)
 - ``polarmap/19/<id>.png``       SPEC 3 polar transform of the tile (before JPEG compression)
 - ``annotations/<id>.png``       only with ``--annotations``: the tile's surface kinds (palette.KIND_NAMES)
-- ``splits/train-19zl.csv``, ``splits/val-19zl.csv``: ``satellite,ground,annotation`` paths, no header; the
-  annotation path is always listed (as in CVUSA) even where the file is not written
+- ``splits/train-19zl.csv`` (train), ``splits/selection-19zl.csv`` (val: model selection; only when the world
+  has val locations) and ``splits/val-19zl.csv`` (test: the reported split, CVUSA's name for it):
+  ``satellite,ground,annotation`` paths, no header; the annotation path is always listed (as in CVUSA) even
+  where the file is not written. The CVUSA reader maps them to the splits "train", "val" and "test".
 - ``split_locations/all.csv``    ``sat_lat,sat_lon,ground_lat,ground_lon`` per id (row id-1), no header
-- ``locations.csv``              per-id ground truth with a header (split, area type, world position...)
-- ``map/mosaic.jpg`` + ``map/mosaic.json``: the whole world's satellite view (downscaled) and its bounds
+- ``locations.csv``              per-id ground truth with a header (split train/val/test, area type, world
+  position...)
+- ``map/mosaic.jpg`` + ``map/mosaic.json``: the whole world's satellite view (downscaled), its bounds and the
+  lat/lon boxes of the test and val blocks (``test_regions``, ``val_regions``)
 - ``synth_config.json``          every setting that affects the outputs (checked on reruns)
 - ``dataset.json``               the manifest, written last
 
@@ -35,7 +40,7 @@ import numpy as np
 
 from geoapp.data.polar import _bilinear_taps, polar_transform
 from geoapp.synth import palette as P
-from geoapp.synth.layout import TEST, TRAIN
+from geoapp.synth.layout import TEST, TRAIN, VAL
 from geoapp.synth.parallel import STATE, fork_map
 from geoapp.synth.rand import hash_u32
 from geoapp.synth.render import CVUSA_VFOV, RenderConfig, render_panorama, render_satellite
@@ -44,6 +49,9 @@ from geoapp.utils import atomic_write_bytes, code_revision, command_line
 
 CONFIG_FILE = "synth_config.json"
 MANIFEST_FILE = "dataset.json"
+# split CSV of each split (the CVUSA layout's names: geoapp.data.cvusa.SPLIT_FILES)
+SPLIT_CSV = {TRAIN: "splits/train-19zl.csv", VAL: "splits/selection-19zl.csv", TEST: "splits/val-19zl.csv"}
+SPLITS = (TRAIN, VAL, TEST)  # id order
 _JPEG_END = b"\xff\xd9"
 _PNG_END = b"IEND\xaeB`\x82"
 
@@ -257,12 +265,13 @@ def write_tables(world: World, out: Path) -> dict:
     """Split CSVs, all.csv, locations.csv and the mosaic; returns the per-split area-type counts."""
     loc = world.locations
     ids = np.arange(1, len(loc) + 1)
-    rows = {TRAIN: [], TEST: []}
+    rows = {split: [] for split in SPLITS}
     for i, split in zip(ids, loc.split):
         p = location_paths(int(i))
         rows[str(split)].append((p["tile"], p["pano"], p["annotation"]))
-    _write_file(out / "splits/train-19zl.csv", _csv_bytes(rows[TRAIN]))
-    _write_file(out / "splits/val-19zl.csv", _csv_bytes(rows[TEST]))
+    for split in SPLITS:
+        if split != VAL or rows[VAL]:  # no val locations: no selection file (training then carves one)
+            _write_file(out / SPLIT_CSV[split], _csv_bytes(rows[split]))
     lat, lon = world.latlon(loc.x, loc.y)
     _write_file(out / "split_locations/all.csv",
                        _csv_bytes([(f"{a:.8f}", f"{b:.8f}", f"{a:.8f}", f"{b:.8f}") for a, b in zip(lat, lon)]))
@@ -276,7 +285,7 @@ def write_tables(world: World, out: Path) -> dict:
     _write_file(out / "locations.csv", _csv_bytes(meta, ["id", "split", "area", "x_px", "y_px", "east_m",
                                                                 "north_m", "lat", "lon", "ground_z_m", "on_road"]))
     counts = {}
-    for split in (TRAIN, TEST):
+    for split in SPLITS:
         sel = loc.split == split
         counts[split] = {name: int(np.sum(loc.area[sel] == k)) for k, name in enumerate(P.AREA_NAMES)}
     return counts
@@ -286,13 +295,21 @@ def write_mosaic(world: World, out: Path, max_side: int, quality: int) -> dict:
     mosaic = world.mosaic(max_side)
     _write_file(out / "map/mosaic.jpg", _encode(".jpg", mosaic, quality))
     bounds = world.geo.bounds()
-    tests = []
-    for b in world.plan.test_blocks if world.plan else []:
-        lats, lons = world.latlon(np.array([b.x0, b.x1]) / world.mpp, np.array([b.y1, b.y0]) / world.mpp)
-        tests.append({"south": float(lats[0]), "north": float(lats[1]), "west": float(lons[0]), "east": float(lons[1])})
+
+    def regions(blocks) -> list[dict]:
+        out = []
+        for b in blocks:
+            lats, lons = world.latlon(np.array([b.x0, b.x1]) / world.mpp, np.array([b.y1, b.y0]) / world.mpp)
+            out.append({"south": float(lats[0]), "north": float(lats[1]), "west": float(lons[0]),
+                        "east": float(lons[1])})
+        return out
+
+    plan = world.plan
     info = {"file": "map/mosaic.jpg", "bounds": bounds, "size_px": [int(mosaic.shape[1]), int(mosaic.shape[0])],
             "metres_per_pixel": world.mpp * world.shape[1] / mosaic.shape[1],
-            "world_size_px": [int(world.shape[1]), int(world.shape[0])], "test_regions": tests}
+            "world_size_px": [int(world.shape[1]), int(world.shape[0])],
+            "test_regions": regions(plan.test_blocks if plan else []),
+            "val_regions": regions(plan.val_blocks if plan else [])}
     _write_json(out / "map/mosaic.json", info)
     return info
 
@@ -319,13 +336,14 @@ def write_dataset(out_dir, config: WorldConfig | None = None, images: ImageOptio
     if not resuming:
         _write_json(out / CONFIG_FILE, settings)
     _remove_stale_temps(out)
-    total = config.n_train + config.n_test
+    total = config.n_train + config.n_val + config.n_test
     kinds = ("tile", "pano", "polar") + (("annotation",) if images.annotations else ())
     missing = [i for i in range(1, total + 1)
                if not all(is_complete(out / location_paths(i)[k]) for k in kinds)]
     manifest_path = out / MANIFEST_FILE
-    tables = ("splits/train-19zl.csv", "splits/val-19zl.csv", "split_locations/all.csv", "locations.csv",
-              "map/mosaic.jpg", "map/mosaic.json", MANIFEST_FILE)
+    split_tables = tuple(SPLIT_CSV[s] for s in SPLITS if s != VAL or config.n_val > 0)
+    tables = (*split_tables, "split_locations/all.csv", "locations.csv", "map/mosaic.jpg", "map/mosaic.json",
+              MANIFEST_FILE)
     if not missing and all((out / t).exists() for t in tables):
         log(f"{out}: all {total} locations are complete, nothing to do")
         manifest = json.loads(manifest_path.read_text())
@@ -402,7 +420,8 @@ def _manifest(config: WorldConfig, images: ImageOptions, world: World, area_coun
         "command": command_line(),
         "code_revision": code_revision(),
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "counts": {"train": config.n_train, "test": config.n_test, "total": config.n_train + config.n_test},
+        "counts": {"train": config.n_train, "val": config.n_val, "test": config.n_test,
+                   "total": config.n_train + config.n_val + config.n_test},
         "area_types": area_counts,
         "image_sizes": {"tile": [images.tile_size, images.tile_size], "pano": [images.pano_height, images.pano_width],
                         "polar": [images.polar_height, images.polar_width]},
@@ -425,17 +444,21 @@ def _manifest(config: WorldConfig, images: ImageOptions, world: World, area_coun
         "metres_per_pixel": config.metres_per_pixel,
         "world": {"width_m": plan.width_m, "height_m": plan.height_m, "size_px": [int(world.shape[1]),
                                                                                int(world.shape[0])],
-                  "block_metres": plan.block_m, "blocks": len(plan.blocks), "test_blocks": len(plan.test_blocks)},
+                  "block_metres": plan.block_m, "blocks": len(plan.blocks), "val_blocks": len(plan.val_blocks),
+                  "test_blocks": len(plan.test_blocks)},
         "mosaic": mosaic,
         "files": {
             "satellite": "bingmap/19/<id>.jpg", "ground": "streetview/panos/<id>.jpg", "polar": "polarmap/19/<id>.png",
             "annotations": ("annotations/<id>.png (surface kinds: " + ", ".join(
                 f"{k}={n}" for k, n in enumerate(P.KIND_NAMES)) + ")") if images.annotations else
             "not written (pass --annotations); the split CSVs list annotations/<id>.png as CVUSA does",
-            "train_split": "splits/train-19zl.csv", "test_split": "splits/val-19zl.csv",
+            "train_split": SPLIT_CSV[TRAIN], "test_split": SPLIT_CSV[TEST],
+            "val_split": SPLIT_CSV[VAL] if config.n_val > 0 else "none (no val locations)",
+            "splits": "dataset split names (geoapp.data.cvusa): train = splits/train-19zl.csv, val (model "
+                      "selection) = splits/selection-19zl.csv, test (reported) = splits/val-19zl.csv",
             "all_locations": "split_locations/all.csv (sat_lat, sat_lon, ground_lat, ground_lon; row id-1)",
             "locations": "locations.csv (header; per-id split, area type, world position, lat/lon, ground height)",
-            "ids": "1-based, zero-padded to 7 digits; train ids first, then test",
+            "ids": "1-based, zero-padded to 7 digits; train ids first, then val, then test",
         },
         "timing": timing,
     }

@@ -1,5 +1,9 @@
 """Data for training and evaluation: whole panoramas + polar images as uint8, cropped per batch.
 
+Splits (SPEC 7): training fits on ``train_split``, chooses (validation during training, ``best.safetensors``)
+on the model-selection split that :func:`select_split` resolves (the dataset's ``val`` split, or a subset
+carved from the training split by :mod:`geoapp.data.selection`), and reports on ``test_split`` only.
+
 A split is read through :func:`geoapp.data.datasets.build_dataset` (``load_panorama`` / ``load_polar``
 give the resized uint8 images). :class:`PairImages` either keeps every image of the split in memory
 (``cache``: the small synthetic world decodes once, then a batch is an index operation) or reads batches
@@ -16,11 +20,15 @@ incomplete last batches dropped).
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..data.datasets import CrossViewDataset, build_dataset
+from ..data.datasets import CrossViewDataset, NoSelectionSplitError, build_dataset
+from ..data.selection import carve_dataset
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 CACHE_AUTO_LIMIT_BYTES = 6 << 30  # cache=auto keeps a split in memory when its uint8 images fit in this
@@ -29,6 +37,77 @@ CACHE_AUTO_LIMIT_BYTES = 6 << 30  # cache=auto keeps a split in memory when its 
 def open_split(name: str, root: str, split: str, fov: float, height: int, width: int, train: bool, seed: int = 0):
     """The dataset of ``split`` at the model's resolution (ground ``height x fov_width``, polar ``height x width``)."""
     return build_dataset(name, root, split, fov, train, ground_size=(height, None), sat_size=(height, width), seed=seed)
+
+
+AUTO_SELECTION = "auto"  # the dataset's val split if it has one, else a subset carved from the training split
+CARVED_SELECTION = "carve"  # always carve from the training split
+
+
+@dataclass
+class Selection:
+    """The training pairs and the model-selection pairs of a run, and what the run records about them."""
+
+    train: CrossViewDataset  # the training split, less a carved subset and the pairs whose tiles overlap it
+    val: CrossViewDataset  # model-selection pairs, opened for evaluation (SPEC 4 fixed shifts)
+    record: str | dict  # ``selection_split``: a split name, or the carve's record (geoapp.data.selection)
+    message: str
+
+
+def _loud(message: str) -> None:
+    bar = "!" * 100
+    print(f"{bar}\nWARNING: {message}\n{bar}", file=sys.stderr, flush=True)
+
+
+def select_split(cfg, train_ds: CrossViewDataset, test_ds: CrossViewDataset | None = None) -> Selection:
+    """Resolve ``cfg.val_split`` (a :class:`~geoapp.training.presets.TrainConfig`) for the opened training split.
+
+    ``"auto"``: the dataset's ``val`` split when it has one, else a subset carved from ``train_ds``
+    (:func:`geoapp.data.selection.carve_dataset` with ``cfg.val_size`` and ``cfg.seed``); ``"carve"``: always
+    carve; any other name: that split, except the test split (``cfg.test_split``) unless
+    ``cfg.allow_test_selection``, which warns loudly. ``test_ds`` (the opened test split) is checked to share
+    no pair id with a named selection split.
+    """
+    name = cfg.val_split
+
+    def open_eval(split: str) -> CrossViewDataset:
+        return open_split(cfg.dataset, cfg.data_root, split, cfg.fov, cfg.height, cfg.sat_width, train=False)
+
+    def named(split: str, val: CrossViewDataset) -> Selection:
+        if test_ds is not None and split != cfg.test_split and not cfg.allow_test_selection:
+            shared = {r.id for r in val.records} & {r.id for r in test_ds.records}
+            if shared:
+                raise ValueError(f"the selection split {split!r} shares {len(shared)} pairs with the test split "
+                                 f"{cfg.test_split!r} (e.g. {sorted(shared)[0]}); pass --allow-test-selection to "
+                                 "use it anyway")
+        return Selection(train_ds, val, split, f"model selection on the {split!r} split ({len(val)} pairs); "
+                                               f"training on {len(train_ds)} {cfg.train_split!r} pairs")
+
+    if name == AUTO_SELECTION:
+        try:
+            val = open_eval("val")
+        except NoSelectionSplitError:
+            val = None
+        if val is not None:
+            return named("val", val)
+    if name in (AUTO_SELECTION, CARVED_SELECTION):
+        carve = carve_dataset(train_ds, cfg.val_size, cfg.seed)
+        ids = [r.id for r in train_ds.records]
+        train = train_ds.subset(carve.train, split=cfg.train_split)
+        val = train_ds.subset(carve.selection, split=f"{cfg.train_split}[selection]", train=False)
+        return Selection(train, val, carve.record(ids, cfg.train_split), carve.describe(cfg.train_split))
+
+    if name == cfg.test_split:
+        if not cfg.allow_test_selection:
+            raise ValueError(f"--val-split {name!r} is the test split (--test-split {cfg.test_split!r}): choosing "
+                             "the checkpoint on the split the results are reported on makes them optimistic. Use "
+                             "'auto' (the dataset's val split, or a subset carved from train), another split, or "
+                             "--allow-test-selection to do it anyway")
+        _loud(f"model selection on the TEST split {name!r} (--allow-test-selection): best.safetensors is chosen on "
+              "the split its final evaluation reports, so those figures are NOT held-out figures")
+    elif name == cfg.train_split:
+        _loud(f"model selection on the training split {name!r} itself: the best checkpoint is the one that fits "
+              "the training data best, not the one that generalises best")
+    return named(name, open_eval(name))
 
 
 class _Raw(torch.utils.data.Dataset):

@@ -4,10 +4,17 @@ One path for CPU, one GPU and torchrun (see :mod:`geoapp.training.distributed`).
 (seed, epoch, step) and the lr a function of the step, so a run resumed from its ``last`` checkpoint reaches
 exactly the weights of an uninterrupted run. A time budget or SIGTERM/SIGINT stops the run cleanly after the
 current step (checkpoint; with the time budget also the final evaluation).
+
+Splits (SPEC 7): validation during training and the choice of ``best.safetensors`` use the model-selection
+split (``val_split``, resolved by :func:`geoapp.training.data.select_split`: the dataset's ``val`` split or a
+subset carved from the training split); the final evaluation of ``best.safetensors`` runs on ``test_split``,
+with the shift seeds of :data:`geoapp.evaluate.REPORT_SHIFT_SEEDS` (mean +- std). ``config.json`` ("resolved"),
+every checkpoint's metadata and ``final_eval.json`` record ``selection_split`` and ``report_split``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 import time
@@ -16,10 +23,11 @@ import torch
 
 from ..model import build_model, save_model, soft_margin_triplet_loss
 from ..utils import atomic_write_json, code_revision, command_line, seed_everything
-from .data import PairImages, TrainBatches, open_split
-from .distributed import autocast, cleanup_distributed, resolve_precision, setup_distributed
+from .data import PairImages, TrainBatches, open_split, select_split
+from .distributed import autocast, cleanup_distributed, setup_distributed
 from .objective import TrainForward, alignment_loss
 from .plot import plot_curves
+from .precision import choose_precision
 from .presets import TrainConfig, parse_every
 from .run_dir import RunDir, dataset_fingerprint, load_last, save_last, set_rng_state
 
@@ -106,41 +114,54 @@ def train(cfg: TrainConfig, resume: bool = False, on_step=None) -> dict:
 
 
 def _train(cfg: TrainConfig, d, device, resume: bool, on_step) -> dict:
-    from ..evaluate import evaluate_model, format_table, subset_indices
+    from ..evaluate import REPORT_SHIFT_SEEDS, evaluate_model, format_table, subset_indices
 
     started = time.time()  # the time budget counts from here: data caching and validations included
     run = RunDir(cfg.out)
-    precision = resolve_precision(cfg.precision, device)
     if resume and run.last_dir() is None:
         raise FileNotFoundError(f"--resume: {run.path} has no checkpoint to resume from")
     if not resume and run.last_dir() is not None:
         raise FileExistsError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out")
     say = print if d.main else (lambda *a, **k: None)
+    saved_resolved = json.loads(run.config.read_text()).get("resolved", {}) if resume and run.config.is_file() else {}
+    if "precision" in saved_resolved:  # a resumed run keeps the precision it chose, so it computes the same
+        precision, precision_choice = saved_resolved["precision"], saved_resolved.get("precision_choice")
+    elif cfg.precision == "auto" and device.type == "cpu" and d.enabled:  # every process must choose the same
+        precision, precision_choice = "fp32", {"requested": "auto", "chosen": "fp32", "how": "several CPU processes"}
+    else:
+        precision, precision_choice = choose_precision(cfg.precision, device, cfg.model_config(), log=say)
 
-    # ---- data
+    # ---- data: fit on train, choose on the selection split, report on the test split (SPEC 7)
     train_ds = open_split(cfg.dataset, cfg.data_root, cfg.train_split, cfg.fov, cfg.height, cfg.sat_width,
                           train=True, seed=cfg.seed)
+    test_ds = open_split(cfg.dataset, cfg.data_root, cfg.test_split, cfg.fov, cfg.height, cfg.sat_width, train=False)
+    selection = select_split(cfg, train_ds, test_ds)
+    train_ds, val_ds = selection.train, selection.val
+    say(selection.message)
     show = d.main and cfg.progress
     train_images = PairImages(train_ds, cfg.cache, cfg.workers, progress=show)
     batches = TrainBatches(train_images, cfg.batch_size, cfg.seed, d.rank, d.world)
     spe = batches.steps_per_epoch
     total = cfg.max_steps or cfg.epochs * spe
     val_images = val_idx = None
-    val_ds = open_split(cfg.dataset, cfg.data_root, cfg.val_split, cfg.fov, cfg.height, cfg.sat_width, train=False)
     if d.main:
         val_images = PairImages(val_ds, cfg.cache, cfg.workers, progress=show)
         val_idx = subset_indices(len(val_ds), cfg.val_size)
     val_every = interval_steps(cfg.val_every, spe, spe)
     ckpt_every = interval_steps(cfg.ckpt_every, spe, val_every)
-    fingerprint = dataset_fingerprint(train_ds, val_ds)
+    fingerprint = dataset_fingerprint(train_ds, val_ds, test_ds)
+    splits = {"selection_split": selection.record, "report_split": cfg.test_split}
     resolved = {
         "device": str(device),
         "precision": precision,
+        "precision_choice": precision_choice,
         "world_size": d.world,
         "global_batch": cfg.batch_size * d.world,
+        **splits,
         "train_pairs": len(train_ds),
         "val_pairs": len(val_ds),
         "val_subset": len(val_idx) if val_idx is not None else None,
+        "test_pairs": len(test_ds),
         "steps_per_epoch": spe,
         "total_steps": total,
         "val_every_steps": val_every,
@@ -162,6 +183,10 @@ def _train(cfg: TrainConfig, d, device, resume: bool, on_step) -> dict:
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     state = {"step": 0, "best": None, "best_step": None, "last_val_step": None}
     if resume:
+        saved = json.loads(run.config.read_text()).get("resolved", {}) if run.config.is_file() else {}
+        if "selection_split" in saved and saved["selection_split"] != selection.record:
+            raise ValueError(f"--resume: {run.path} chose on {saved['selection_split']}, this run would choose on "
+                             f"{selection.record} (has the dataset changed?)")
         model_state, optim_state, state, scaler_state, rng = load_last(run)
         model.load_state_dict(model_state)
         optimizer.load_state_dict(optim_state)
@@ -180,20 +205,20 @@ def _train(cfg: TrainConfig, d, device, resume: bool, on_step) -> dict:
         })
         run.log({"kind": "event", "event": "start", "step": 0, "command": command_line()})
     say("training config:\n" + cfg.dumps() + "\nresolved: " + str(resolved))
-    net = TrainForward(model, with_scores=cfg.align_loss > 0)
+    net = TrainForward(model, with_logits=cfg.align_loss > 0, window_choice=cfg.window_choice)
     if d.enabled:
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda"
                                                         else None)
 
     def metadata(metrics=None):
-        return {"train_config": cfg.to_dict(), "dataset": fingerprint, "step": state["step"],
+        return {"train_config": cfg.to_dict(), "dataset": fingerprint, **splits, "step": state["step"],
                 "epoch": state["step"] / spe, "metrics": metrics or state["best"], "precision": precision}
 
     def validate():
         report = evaluate_model(model, val_images, [cfg.fov], indices=val_idx, device=device, precision=precision)
         m = report["by_fov"][f"{cfg.fov:g}"]
         record = {"kind": "val", "step": state["step"], "epoch": state["step"] / spe, "fov": cfg.fov,
-                  "n": report["n_queries"], "seconds": report["seconds"], **m,
+                  "split": val_ds.split, "n": report["n_queries"], "seconds": report["seconds"], **m,
                   "heading_median_deg_by_stage": report["results"][0]["heading_median_deg_by_stage"]}
         run.log(record)
         state["last_val_step"] = state["step"]
@@ -282,14 +307,17 @@ def _train(cfg: TrainConfig, d, device, resume: bool, on_step) -> dict:
     from ..model import load_model
 
     best_model, best_meta = load_model(run.best, map_location=device)
-    eval_images = val_images
-    final_idx = subset_indices(len(val_ds), cfg.final_eval_size)
+    val_images = None  # the selection split's images are not needed any more
+    eval_images = PairImages(test_ds, cfg.cache, cfg.workers, progress=show)
+    final_idx = subset_indices(len(test_ds), cfg.final_eval_size)
     fovs = list(cfg.eval_fovs) or [cfg.fov]
-    say(f"final evaluation of {run.best} (step {best_meta['step']}) on {len(final_idx)} {cfg.val_split} pairs")
+    say(f"final evaluation of {run.best} (step {best_meta['step']}, chosen on the selection split) on "
+        f"{len(final_idx)} {cfg.test_split!r} pairs, shift seeds {list(REPORT_SHIFT_SEEDS)}")
     t_eval = time.time()
-    report = evaluate_model(best_model, eval_images, fovs, indices=final_idx, device=device, precision="fp32",
-                            progress=show)  # fp32, like python -m geoapp.evaluate and the app
-    report.update(checkpoint=str(run.best), step=best_meta["step"], split=cfg.val_split, precision="fp32")
+    report = evaluate_model(best_model, eval_images, fovs, REPORT_SHIFT_SEEDS, indices=final_idx, device=device,
+                            precision="fp32", progress=show)  # fp32, like python -m geoapp.evaluate and the app
+    report.update(checkpoint=str(run.best), step=best_meta["step"], split=cfg.test_split, **splits,
+                  precision="fp32")
     atomic_write_json(run.final_eval, report)
     run.log({"kind": "event", "event": "final_eval", "step": state["step"], "by_fov": report["by_fov"]})
     best_meta.pop("model_config", None)

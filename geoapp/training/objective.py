@@ -1,16 +1,19 @@
 """What a training step computes: the paper's triplet loss and an optional window-alignment loss.
 
-The paper trains with the batch-hard soft-margin triplet loss only (SPEC 6). The window offset (FCA) is an
-argmax, so nothing in that loss asks the alignment scores to peak at the true heading; the masks learn it
-only indirectly. ``align_loss > 0`` adds a training-only auxiliary term (not in the paper; the model and
-inference are unchanged): for each positive pair and each used stage, the cross-entropy of the true window
-offset ``o* = round((W - shift) / W * W_b) mod W_b`` (SPEC 5) among the circular offsets. The logits are the
-window scores of the model's own align mode relative to their maximum over offsets, ``ALIGN_SCALE * s /
-max(s)`` (the maximum is not differentiated; the scores of all three modes are positive: masks are sigmoid
-products, features follow a ReLU), so they lie in [0, ALIGN_SCALE] and the loss is bounded by
-``ALIGN_SCALE + log W_b``. (Standardising by the standard deviation blows the gradients up at initialisation,
-when the masks are nearly flat; dividing by the mean lets feature scores reach huge logits and diverge.)
-The shifts are known during training because the crops are made from north-aligned panoramas.
+The paper trains with the batch-hard soft-margin triplet loss only (SPEC 6). Its window offset (FCA) is an
+argmax, so nothing in that loss reaches the scores that choose the window; the masks learn only as feature
+gates, and in our CPU-budget runs they never learned where the photo sits (median heading error ~90 deg,
+chance). Two training-only additions (not in the paper; the model and inference are unchanged):
+
+- ``window_choice`` ``soft`` / ``straight-through`` (``gate-corr`` models): the triplet loss sees distances formed
+  with a softmax over the window offsets, or the argmax's distances with the softmax's gradient
+  (:func:`geoapp.model.align.soft_window_distances`, temperatures learned), so it trains the gates.
+- ``align_loss > 0``: for each positive pair and each used stage, the cross-entropy between the softmax of the
+  window logits and a two-hot target on the offsets either side of the true offset
+  ``o* = (W - shift) / W * W_b`` (SPEC 5), averaged over the stages. The logits of ``gate-corr`` are its
+  cosine scores times the learned temperature; for the other modes (kept for the ablation) the window scores
+  relative to their maximum, ``ALIGN_SCALE * s / max(s)`` (their scores are positive: masks are sigmoid
+  products, features follow a ReLU). The shifts are known because crops are made from north-aligned panoramas.
 """
 
 from __future__ import annotations
@@ -21,44 +24,62 @@ from torch import nn
 
 from ..data.fov import true_offset
 from ..model import CrossViewModel, window_scores
+from ..model.align import attention, soft_window_distances
 
 ALIGN_SCALE = 10.0  # logits in [0, 10]: the best window can be e^10 times likelier than a zero-score one
 
 
 class TrainForward(nn.Module):
-    """Distances of all B x B pairs and, when ``with_scores``, the positives' window scores per stage.
+    """Distances of all B x B pairs and, when ``with_logits``, the positives' window logits per stage.
 
     DistributedDataParallel wraps this module, so the whole step's computation is its forward.
     """
 
-    def __init__(self, model: CrossViewModel, with_scores: bool = False):
+    def __init__(self, model: CrossViewModel, with_logits: bool = False, window_choice: str = "argmax"):
         super().__init__()
+        if window_choice != "argmax" and model.config.align_mode != "gate-corr":
+            raise ValueError(f"window choice {window_choice!r} is for gate-corr models, not "
+                             f"{model.config.align_mode!r}")
         self.model = model
-        self.with_scores = with_scores
+        self.with_logits = with_logits
+        self.window_choice = window_choice
 
     def forward(self, ground: torch.Tensor, satellite: torch.Tensor):
         g = self.model.encode_ground(ground)
         s = self.model.encode_satellite(satellite)
-        result = self.model.match(g, s)
-        if not self.with_scores:
-            return result.distances, None
         cfg = self.model.config
-        scores = []
+        if self.window_choice != "argmax":
+            distances, logits = soft_window_distances(g, s, cfg.align_mode, cfg.stages, self.model.window_temperature(),
+                                                      straight_through=self.window_choice == "straight-through")
+            return distances, logits if self.with_logits else None
+        distances = self.model.match(g, s).distances
+        if not self.with_logits:
+            return distances, None
+        logits = []
         for b in cfg.stages:
-            gm = g.masks[b - 1] if g.masks is not None else None
-            sm = s.masks[b - 1] if s.masks is not None else None
-            scores.append(window_scores(cfg.align_mode, g.features[b - 1], s.features[b - 1], gm, sm, diagonal=True))
-        return result.distances, scores
+            sc = window_scores(cfg.align_mode, g.features[b - 1], s.features[b - 1], attention(g, cfg.align_mode, b),
+                               attention(s, cfg.align_mode, b), diagonal=True)
+            if cfg.align_mode == "gate-corr":
+                logits.append(self.model.window_temperature()[b - 1] * sc)
+            else:
+                logits.append(ALIGN_SCALE * sc / sc.amax(-1, keepdim=True).detach().clamp_min(1e-12))
+        return distances, logits
 
 
-def alignment_loss(scores: list[torch.Tensor], shifts: torch.Tensor, pano_width: int) -> torch.Tensor:
-    """Mean over stages of the cross-entropy of the true window offset (see the module docstring)."""
-    shifts = torch.as_tensor(shifts).cpu().numpy()
+def alignment_loss(logits: list[torch.Tensor], shifts, pano_width: int) -> torch.Tensor:
+    """Mean over stages of the two-hot cross-entropy of the true window offset (see the module docstring)."""
+    shifts = torch.as_tensor(shifts).detach().cpu().numpy()
     losses = []
-    for sc in scores:  # N x W_b
-        sc = sc.float()
-        width = sc.shape[-1]
-        target = torch.as_tensor(true_offset(shifts, width, pano_width)).round().long().remainder(width)
-        logits = ALIGN_SCALE * sc / sc.amax(-1, keepdim=True).detach().clamp_min(1e-12)
-        losses.append(F.cross_entropy(logits, target.to(sc.device)))
+    for lg in logits:  # N x W_b
+        lg = lg.float()
+        n, width = lg.shape
+        o_true = torch.as_tensor(true_offset(shifts, width, pano_width), dtype=torch.float32).to(lg.device)
+        lo = torch.floor(o_true)
+        frac = o_true - lo
+        lo = lo.long().remainder(width)
+        target = torch.zeros_like(lg)
+        rows = torch.arange(n, device=lg.device)
+        target[rows, lo] += 1 - frac
+        target[rows, (lo + 1) % width] += frac
+        losses.append(-(target * F.log_softmax(lg, dim=-1)).sum(-1).mean())
     return torch.stack(losses).mean()

@@ -1,16 +1,19 @@
 """The run folder and its checkpoints.
 
     runs/NAME/
-      config.json              resolved training config, model config, device/precision, dataset fingerprint
+      config.json              resolved training config, model config, device/precision, dataset fingerprint,
+                               selection_split (the split, or the carve, that chose best.safetensors) and
+                               report_split (the final evaluation's split)
       metrics.jsonl            one JSON record per line: {"kind": "train"|"val"|"event", "step": ..., ...}
       curves.png               loss and validation recall curves
       last/model.safetensors   model weights (geoapp.model.save_model; loads with load_model)
       last/state.safetensors   optimizer tensors, torch RNG states
       last/state.json          everything else: step, epoch, best metrics, optimizer hyper-parameters,
                                GradScaler, Python and NumPy RNG states (written last)
-      best.safetensors         the model the app uses (best validation R@1), metadata: configs, command,
-                               code revision, dataset fingerprint, metrics
-      final_eval.json          the final evaluation of best.safetensors
+      best.safetensors         the model the app uses (best R@1 on the selection split), metadata: configs,
+                               command, code revision, dataset fingerprint, selection_split, report_split,
+                               metrics
+      final_eval.json          the final evaluation of best.safetensors on the report (test) split
 
 ``last`` is replaced as a whole: the new checkpoint is written into a temporary folder, then
 ``last -> last.old``, ``tmp -> last``, ``last.old`` removed; a crash at any point leaves ``last`` or

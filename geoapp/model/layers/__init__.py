@@ -2,5 +2,6 @@
 
 from .basic_block import BasicBlockCA
 from .coord_attention import CoordAttention, HardSigmoid, HardSwish
+from .wrap_conv import WrapConv2d, WrapMaxPool2d
 
-__all__ = ["BasicBlockCA", "CoordAttention", "HardSigmoid", "HardSwish"]
+__all__ = ["BasicBlockCA", "CoordAttention", "HardSigmoid", "HardSwish", "WrapConv2d", "WrapMaxPool2d"]

@@ -10,10 +10,12 @@ import torch
 from torch import nn
 
 from .coord_attention import CoordAttention
+from .wrap_conv import WrapConv2d
 
 
-def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1, wrap: bool = False) -> nn.Conv2d:
+    conv = WrapConv2d if wrap else nn.Conv2d
+    return conv(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
 
 
 class BasicBlockCA(nn.Module):
@@ -21,13 +23,14 @@ class BasicBlockCA(nn.Module):
 
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, use_ca: bool = True, ca_reduction: int = 32):
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, use_ca: bool = True, ca_reduction: int = 32,
+                 wrap: bool = False):
         super().__init__()
-        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.conv1 = conv3x3(inplanes, planes, stride, wrap)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
         self.ca = CoordAttention(planes, ca_reduction) if use_ca else None
-        self.conv2 = conv3x3(planes, planes)
+        self.conv2 = conv3x3(planes, planes, 1, wrap)
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = None
         if stride != 1 or inplanes != planes:

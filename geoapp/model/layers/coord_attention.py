@@ -64,6 +64,13 @@ class CoordAttention(nn.Module):
         if self.a_h is None or self.a_w is None:
             raise RuntimeError("CoordAttention.mask() needs a forward pass first")
         # mean over channels of the outer product, as one batched matmul (N x H x C) @ (N x C x W)
-        a_h = self.a_h.squeeze(3).transpose(1, 2)
-        a_w = self.a_w.squeeze(2)
+        # fp32 even under autocast: the mask's contrast is small and bf16 would round most of it away
+        a_h = self.a_h.float().squeeze(3).transpose(1, 2)
+        a_w = self.a_w.float().squeeze(2)
         return torch.bmm(a_h, a_w) / a_w.shape[1]
+
+    def gates(self) -> torch.Tensor:
+        """The column gates ``a_w`` of the last forward pass, N x C x W in float32 (``gate-corr`` alignment)."""
+        if self.a_w is None:
+            raise RuntimeError("CoordAttention.gates() needs a forward pass first")
+        return self.a_w.float().squeeze(2)
