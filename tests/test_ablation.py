@@ -17,10 +17,11 @@ def test_rows_resolve_to_the_paper_ablation_and_share_everything_else(tmp_path):
     assert (cfgs["resnet18"].use_ca, cfgs["resnet18"].align_mode, tuple(cfgs["resnet18"].stages)) == (
         False, "feature", (4,))
     assert (cfgs["ca"].use_ca, cfgs["ca"].align_mode, tuple(cfgs["ca"].stages)) == (True, "feature", (4,))
-    assert (cfgs["ca-fca"].align_mode, tuple(cfgs["ca-fca"].stages)) == ("mask-corr", (4,))
-    assert (cfgs["ca-fca-fmc"].align_mode, tuple(cfgs["ca-fca-fmc"].stages)) == ("mask-corr", (1, 2, 3, 4))
+    assert (cfgs["ca-fca"].align_mode, tuple(cfgs["ca-fca"].stages)) == ("gate-corr", (4,))
+    assert (cfgs["ca-fca-fmc"].align_mode, tuple(cfgs["ca-fca-fmc"].stages)) == ("gate-corr", (1, 2, 3, 4))
+    assert (cfgs["ca-maskfca-fmc"].align_mode, tuple(cfgs["ca-maskfca-fmc"].stages)) == ("mask-corr", (1, 2, 3, 4))
     for cfg in cfgs.values():
-        assert (cfg.fov, cfg.max_steps, cfg.max_minutes, cfg.batch_size, cfg.align_loss) == (70.0, 500, 0.0, 32, 0.1)
+        assert (cfg.fov, cfg.max_steps, cfg.max_minutes, cfg.batch_size, cfg.align_loss) == (70.0, 500, 0.0, 32, 0.3)
     ablated = {"use_ca", "align_mode", "stages", "out"}
     base = {k: v for k, v in vars(cfgs["ca-fca-fmc"]).items() if k not in ablated}
     for cfg in cfgs.values():
@@ -32,7 +33,7 @@ def test_recipe_variants_change_one_setting_each(tmp_path):
     assert demo.max_minutes == 3.0
     changed = {name: {k for k, v in vars(_train_config(recipe_command(name, 3.0, tmp_path, "data/synth"))).items()
                       if v != getattr(demo, k) and k != "out"} for name in RECIPE}
-    assert changed == {"demo": set(), "fp32": {"precision"}, "batch16": {"batch_size"},
+    assert changed == {"demo": set(), "bf16": {"precision"}, "batch16": {"batch_size"},
                        "batch64": {"batch_size"}, "fullres": {"height", "sat_width"}}
 
 
@@ -45,7 +46,7 @@ def test_tables_read_the_run_folders(tmp_path):
     (run / "metrics.jsonl").write_text(json.dumps({"kind": "train", "step": 500, "elapsed_s": 270.0,
                                                    "pairs_per_s": 60.0}) + "\n")
     text = table(tmp_path, ["ca-fmc", "ca"], [90.0])
-    assert "| +CA+FMC (demo) | 90° | 39.0 | 64.3 | 72.3 | 4.2° | 64.3% | 4.5 |" in text
+    assert "| +CA+FMC | 90° | 39.0 | 64.3 | 72.3 | 4.2° | 64.3% | 4.5 |" in text
     assert "| +CA | 90° | not run |" in text
     (tmp_path / "recipe-demo").mkdir()
     (tmp_path / "recipe-demo" / "final_eval.json").write_text(json.dumps({"by_fov": {"90": metrics}}))
@@ -54,6 +55,6 @@ def test_tables_read_the_run_folders(tmp_path):
     records += [{"kind": "val", "step": s, "R@1": r1, "R@5": 60.0 + r1 / 10, "R@10": 70.0, "heading_median_deg": 3.0}
                 for s, r1 in ((200, 30.5), (340, 41.25))]
     (tmp_path / "recipe-demo" / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records))
-    text = recipe_table(tmp_path, ["demo", "fp32"])
-    assert "| demo preset: bf16, batch 32, 64x256 | 340 | 60 | 41.2 | 64.1 | 70.0 | 3.0° |" in text
-    assert "val R@1" in text and "| fp32 instead of bf16 | not run |" in text
+    text = recipe_table(tmp_path, ["demo", "bf16"])
+    assert "| demo preset: precision auto, batch 32, 64x256 | 340 | 60 | 41.2 | 64.1 | 70.0 | 3.0° |" in text
+    assert "val R@1" in text and "| bf16 autocast | not run |" in text

@@ -190,6 +190,8 @@ def test_gate_corr_database_stores_gates_and_topk_equals_brute_force(tmp_path, w
                                                                      (N_TILES, 64, 16), (N_TILES, 128, 8)]
     loc = Localizer(ckpt, db_path, device="cpu")
     assert set(loc.search_timings) == {"fp16 first pass", "fp32"}
+    # the status line names the model's measured accuracy; a random checkpoint has none, and says so
+    assert "model accuracy unknown" in loc.describe() and ("fp16-first-pass" in loc.describe()) == loc.fast_search
     image = _query(world)
     with torch.inference_mode():
         ground = loc.model.encode_ground(to_tensor(image)[None])

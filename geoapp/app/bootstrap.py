@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from geoapp.model.checkpoint import QUALITY_FLOOR_R1, accuracy_text, measured_accuracy, read_metadata
+from geoapp.model.checkpoint import QUALITY_FLOOR_R1, CheckpointError, accuracy_text, measured_accuracy, read_metadata
 from geoapp.utils import REPO_ROOT, atomic_path, home_dir
 
 HOME = home_dir()  # GEOAPP_HOME, a Space's /data, or the repository (geoapp.utils.home_dir)
@@ -96,7 +96,11 @@ def _resumable(run_dir: Path) -> bool:
 
 def report_quality(checkpoint: Path, log: Callable[[str], None] = print) -> dict | None:
     """Say in plain words how good the model this machine built is; below the floor, say what to do."""
-    meta = read_metadata(checkpoint)
+    try:
+        meta = read_metadata(checkpoint)
+    except CheckpointError as exc:  # the app's own load reports it in full; the build itself is done
+        log(f"[geoapp] cannot read the measured accuracy: {exc}")
+        return None
     acc = measured_accuracy(meta)
     log(f"[geoapp] {accuracy_text(meta)}")
     if acc is not None and acc["below_floor"]:

@@ -6,13 +6,15 @@ paper's (Tables 3-6), cumulatively:
 
 - ``ResNet18``: plain backbone, no FCA (DSM-style feature alignment), block 4 only
 - ``+CA``: Coordinate Attention, still feature alignment, block 4 only
-- ``+CA+FCA``: mask-based window alignment (SPEC 5 ``mask-corr``), block 4 only
-- ``+CA+FCA+FMC``: mask alignment and the multi-scale descriptor of blocks 1-4 (the paper's full model)
-- ``+CA+FMC (demo)``: the demo preset's own choice: feature alignment with the blocks 1-4 descriptor
+- ``+CA+FCA``: window alignment from the CA attention (``gate-corr``), block 4 only
+- ``+CA+FCA+FMC (demo)``: attention alignment and the multi-scale descriptor of blocks 1-4 (the paper's full
+  model, as the demo preset trains it)
+- ``+CA+FCA(mask-corr)+FMC``: the same with SPEC 5's mean-mask correlation instead of ``gate-corr``
+- ``+CA+FMC``: feature alignment with the blocks 1-4 descriptor (no FCA)
 - ``ResNet18+FMC``: the same without Coordinate Attention (what CA adds where the model learns at all)
 
-Everything else (data, batch, lr schedule, bf16, the 0.1 orientation loss) is the demo preset's, so the rows
-differ only in the ablated parts.
+Everything else (data, model width, batch, lr schedule, precision, the 0.3 alignment loss) is the demo preset's,
+so the rows differ only in the ablated parts.
 
 ``--study recipe`` measures the demo preset's own choices the way the issue asks for them: the same wall-clock
 budget (``--minutes``) for each variant of one setting (precision, batch size, input resolution), and the
@@ -37,16 +39,17 @@ from pathlib import Path
 ROWS = {
     "resnet18": ("ResNet18", ["--no-ca", "--align-mode", "feature", "--stages", "4"]),
     "ca": ("+CA", ["--align-mode", "feature", "--stages", "4"]),
-    "ca-fca": ("+CA+FCA", ["--align-mode", "mask-corr", "--stages", "4"]),
-    "ca-fca-fmc": ("+CA+FCA+FMC", ["--align-mode", "mask-corr", "--stages", "1", "2", "3", "4"]),
-    "ca-fmc": ("+CA+FMC (demo)", ["--align-mode", "feature", "--stages", "1", "2", "3", "4"]),
+    "ca-fca": ("+CA+FCA", ["--align-mode", "gate-corr", "--stages", "4"]),
+    "ca-fca-fmc": ("+CA+FCA+FMC (demo)", ["--align-mode", "gate-corr", "--stages", "1", "2", "3", "4"]),
+    "ca-maskfca-fmc": ("+CA+FCA(mask-corr)+FMC", ["--align-mode", "mask-corr", "--stages", "1", "2", "3", "4"]),
+    "ca-fmc": ("+CA+FMC", ["--align-mode", "feature", "--stages", "1", "2", "3", "4"]),
     "fmc": ("ResNet18+FMC", ["--no-ca", "--align-mode", "feature", "--stages", "1", "2", "3", "4"]),
 }
 
 
 RECIPE = {
-    "demo": ("demo preset: bf16, batch 32, 64x256", []),
-    "fp32": ("fp32 instead of bf16", ["--precision", "fp32"]),
+    "demo": ("demo preset: precision auto, batch 32, 64x256", []),
+    "bf16": ("bf16 autocast", ["--precision", "bf16"]),
     "batch16": ("batch 16", ["--batch-size", "16"]),
     "batch64": ("batch 64", ["--batch-size", "64"]),
     "fullres": ("full resolution 128x512", ["--height", "128", "--sat-width", "512"]),
