@@ -81,6 +81,15 @@ def random_checkpoint(path: str | Path, config: ModelConfig | None = None, seed:
 # ---------------------------------------------------------------------------------- simulated galleries
 
 
+def _rotated(maps: torch.Tensor, axis: int, roll: np.ndarray, blocks: int) -> torch.Tensor:
+    """``maps`` (in place) with reference i rolled by ``roll[i]`` of ``blocks`` equal column blocks along ``axis``."""
+    m = maps.shape[axis] // blocks
+    for r in np.unique(roll):
+        sel = torch.as_tensor(np.flatnonzero(roll == r))
+        maps[sel] = torch.roll(maps[sel], int(r) * m, dims=axis)
+    return maps
+
+
 def build_replica_store(seed_db: ReferenceDatabase, out: Path, n: int, seed: int = 0, chunk: int = 256) -> Path:
     """A physical store of ``n`` references made from the ``seed_db`` ones without the network: reference ``i`` is
     seed reference ``i mod S`` rotated by a random number of stage-4 columns (all stages and masks together: a
@@ -107,29 +116,14 @@ def build_replica_store(seed_db: ReferenceDatabase, out: Path, n: int, seed: int
         src = torch.as_tensor(np.arange(start, stop) % len(seed_db))
         roll = rng.integers(0, o, stop - start)
         gains = torch.as_tensor(1 + 0.1 * rng.standard_normal((stop - start, 512)), dtype=torch.float16)
-        feats, masks = [torch.empty(0)] * 4, [torch.empty(0)] * 4
+        feats, masks, gates = [torch.empty(0)] * 4, [torch.empty(0)] * 4, [torch.empty(0)] * 4
         for s, f in seed_feats.items():  # column-major: a rotation is a roll of the outermost (column) axis
-            out = f[src] * gains[:, None, : f.shape[2], None].clamp(0.5, 1.5)
-            m = f.shape[1] // o
-            for r in np.unique(roll):
-                sel = torch.as_tensor(np.flatnonzero(roll == r))
-                out[sel] = torch.roll(out[sel], int(r) * m, dims=1)
+            out = _rotated(f[src] * gains[:, None, : f.shape[2], None].clamp(0.5, 1.5), 1, roll, o)
             feats[s - 1] = out.permute(0, 2, 3, 1)  # the N x C x H x W view write_chunk expects
-        for s, f in seed_masks.items():
-            out = f[src].clone()
-            m = f.shape[2] // o
-            for r in np.unique(roll):
-                sel = torch.as_tensor(np.flatnonzero(roll == r))
-                out[sel] = torch.roll(out[sel], int(r) * m, dims=2)
-            masks[s - 1] = out
-        gates = [torch.empty(0)] * 4
+        for s, f in seed_masks.items():  # R x H x W
+            masks[s - 1] = _rotated(f[src].clone(), 2, roll, o)
         for s, f in seed_gates.items():  # R x C x W
-            out = f[src].clone()
-            m = f.shape[2] // o
-            for r in np.unique(roll):
-                sel = torch.as_tensor(np.flatnonzero(roll == r))
-                out[sel] = torch.roll(out[sel], int(r) * m, dims=2)
-            gates[s - 1] = out
+            gates[s - 1] = _rotated(f[src].clone(), 2, roll, o)
         thumbs = np.stack([seed_db.thumbnail(int(i)) for i in src])
         writer.write_chunk(c, StageMaps(feats, masks if config.use_ca else None, gates=gates if config.use_ca
                                         else None), thumbs)
