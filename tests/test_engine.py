@@ -188,7 +188,20 @@ def test_gate_corr_database_stores_gates_and_topk_equals_brute_force(tmp_path, w
     db = ReferenceDatabase.open(db_path)
     assert [db.array(f"gates_{s}").shape for s in (1, 2, 3, 4)] == [(N_TILES, 16, 64), (N_TILES, 32, 32),
                                                                      (N_TILES, 64, 16), (N_TILES, 128, 8)]
+    # the precomputed gate energies are those of the stored gates, and give the scores computed from the gates
+    from geoapp.model.align import gate_energy
+
+    stored = db.slice(0, N_TILES)
+    for s in (1, 2, 3, 4):
+        assert torch.equal(stored.gate_energy[s - 1], gate_energy(stored.gates[s - 1]))
     loc = Localizer(ckpt, db_path, device="cpu")
+    with torch.inference_mode():
+        g = loc.model.encode_ground(to_tensor(_query(world))[None])
+        with_e = align_windows(g, stored, "gate-corr", config.stages)
+        stored.gate_energy = None
+        without = align_windows(g, stored, "gate-corr", config.stages)
+    assert torch.equal(with_e.offsets, without.offsets)
+    torch.testing.assert_close(with_e.distances, without.distances)
     assert set(loc.search_timings) == {"fp16 first pass", "fp32"}
     # the status line names the model's measured accuracy; a random checkpoint has none, and says so
     assert "model accuracy unknown" in loc.describe() and ("fp16-first-pass" in loc.describe()) == loc.fast_search

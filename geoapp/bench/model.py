@@ -15,7 +15,7 @@ import time
 import torch
 
 from ..model import ModelConfig, StageMaps, align_windows, build_model, soft_margin_triplet_loss
-from ..model.align import column_energy
+from ..model.align import column_energy, gate_energy
 from ..retrieval.engine import tune_allocator
 from ..training.precision import cpu_description
 
@@ -81,6 +81,7 @@ def bench_alignment(args) -> dict:
         [column_energy(f) for f in features],  # precomputed by build_db, as the engine reads them
         [torch.rand(n, c, big_w, generator=gen).half() for c, _, big_w, _ in dims],
     )
+    sat.gate_energy = [gate_energy(g) for g in sat.gates]  # precomputed by build_db too
     tune_allocator()  # the engine's allocator setting (see geoapp.retrieval.engine.tune_allocator)
     out = {}
     with torch.inference_mode():

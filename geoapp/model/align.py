@@ -92,11 +92,13 @@ def window_scores(
     return _correlate(mode, kernel, signal, diagonal)
 
 
-def gate_corr_scores(ground_gates: torch.Tensor, sat_gates: torch.Tensor, diagonal: bool = False) -> torch.Tensor:
+def gate_corr_scores(ground_gates: torch.Tensor, sat_gates: torch.Tensor, diagonal: bool = False,
+                     sat_energy: torch.Tensor | None = None) -> torch.Tensor:
     """``gate-corr`` window scores from the column gates alone: ground Q x C x w, satellite R x C x W ->
-    Q x R x W (or N x W when ``diagonal``), cosines in [-1, 1] (see the module docstring)."""
+    Q x R x W (or N x W when ``diagonal``), cosines in [-1, 1] (see the module docstring). ``sat_energy``: the
+    satellite's precomputed :func:`gate_energy` (R x W), if any."""
     raw = _correlate("gate-corr", centred_gates(ground_gates), sat_gates, diagonal)
-    norm = gate_window_norm(sat_gates, ground_gates.shape[-1])  # R x W
+    norm = gate_window_norm(sat_gates, ground_gates.shape[-1], sat_energy)  # R x W
     return raw / (norm if diagonal else norm[None])
 
 
@@ -108,13 +110,20 @@ def centred_gates(gates: torch.Tensor) -> torch.Tensor:
     return g / g.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]
 
 
-def gate_window_norm(gates: torch.Tensor, width: int) -> torch.Tensor:
-    """R x W: the norm of each circular window (``width`` columns) of the satellite gates R x C x W, centred per
-    channel over the whole width. Dividing by it makes a ``gate-corr`` score the cosine of the centred ground
-    kernel and the centred window, in [-1, 1] (the centring of the window changes nothing in the numerator,
-    because the kernel sums to zero over its columns in every channel)."""
+def gate_energy(gates: torch.Tensor) -> torch.Tensor:
+    """R x W: per column, the sum over channels of the squared satellite gates R x C x W, centred per channel over
+    the whole width (float32; a reference database precomputes it, so a search reads no gates twice)."""
     s = gates.float()
-    col = (s - s.mean(dim=-1, keepdim=True)).pow(2).sum(dim=1)  # R x W
+    return (s - s.mean(dim=-1, keepdim=True)).pow(2).sum(dim=1)
+
+
+def gate_window_norm(gates: torch.Tensor, width: int, energy: torch.Tensor | None = None) -> torch.Tensor:
+    """R x W: the norm of each circular window (``width`` columns) of the satellite gates R x C x W, centred per
+    channel over the whole width (``energy``: their precomputed :func:`gate_energy`). Dividing by it makes a
+    ``gate-corr`` score the cosine of the centred ground kernel and the centred window, in [-1, 1] (the centring of
+    the window changes nothing in the numerator, because the kernel sums to zero over its columns in every
+    channel)."""
+    col = gate_energy(gates) if energy is None else energy.float()
     win = F.conv1d(_circular_extend(col, width)[:, None], col.new_ones(1, 1, width))[:, 0]
     return win.clamp_min(1e-12).sqrt()
 
@@ -369,8 +378,12 @@ def align_windows(
     for s in stages:
         g = ground.features[s - 1]
         sat = satellite.features[s - 1]
-        scores = window_scores(mode, g, sat, attention(ground, mode, s), attention(satellite, mode, s),
-                               diagonal=diagonal)
+        if mode == "gate-corr" and satellite.gate_energy is not None:
+            scores = gate_corr_scores(attention(ground, mode, s), attention(satellite, mode, s), diagonal,
+                                      satellite.gate_energy[s - 1])
+        else:
+            scores = window_scores(mode, g, sat, attention(ground, mode, s), attention(satellite, mode, s),
+                                   diagonal=diagonal)
         off = best_offsets(scores)
         w = g.shape[-1]
         col_e = satellite.col_energy[s - 1] if satellite.col_energy is not None else column_energy(sat)

@@ -34,6 +34,8 @@ class StageMaps:
     col_energy: list[torch.Tensor] | None = None
     # Per-stage column gates ``a_w`` of the stage's last CA, N x C x W (with CA; ``gate-corr`` alignment).
     gates: list[torch.Tensor] | None = None
+    # Optional per-stage N x W gate energies (``geoapp.model.align.gate_energy``), precomputed by a database.
+    gate_energy: list[torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return self.features[0].shape[0]
@@ -42,7 +44,8 @@ class StageMaps:
         def apply(maps):
             return None if maps is None else [fn(m) for m in maps]
 
-        return StageMaps(apply(self.features), apply(self.masks), apply(self.col_energy), apply(self.gates))
+        return StageMaps(apply(self.features), apply(self.masks), apply(self.col_energy), apply(self.gates),
+                         apply(self.gate_energy))
 
     @classmethod
     def cat(cls, parts: list[StageMaps]) -> StageMaps:
@@ -53,7 +56,7 @@ class StageMaps:
                 return None
             return [torch.cat([getattr(p, name)[b] for p in parts]) for b in range(len(first))]
 
-        return cls(join("features"), join("masks"), join("col_energy"), join("gates"))
+        return cls(join("features"), join("masks"), join("col_energy"), join("gates"), join("gate_energy"))
 
     def to(self, *args, **kwargs) -> StageMaps:
         return self._map(lambda m: m.to(*args, **kwargs))

@@ -9,6 +9,8 @@ Layout of a database directory (all arrays are ``.npy`` files, so any NumPy can 
     masks_<b>.npy                 float16, R x H_b x W_b        (b = 1..4; only for models with attention masks)
     gates_<b>.npy                 float16, R x C_b x W_b        (b = the used stages; the CA column gates that the
                                   ``gate-corr`` alignment correlates; only for models with attention)
+    gate_energy_<b>.npy           float32, R x W_b: per column, the channel sum of the squared, centred stored gates
+                                  (``gate-corr``'s window normaliser, precomputed like the column energies)
     latlon.npy                    float64, R x 2 (tile centre; nan when unknown)
     thumbnails.npy                uint8,   R x 96 x 96 x 3 (RGB, the square tile resized)
     paths.txt                     one tile path per line
@@ -38,7 +40,7 @@ import numpy as np
 import torch
 
 from ..model import ModelConfig, StageMaps
-from ..model.align import column_energy
+from ..model.align import column_energy, gate_energy
 from ..model.resnet import stage_channels
 from ..utils import atomic_path, atomic_write_bytes, atomic_write_json, code_revision, command_line
 
@@ -57,7 +59,8 @@ STORAGE_CONFIG_FIELDS = ("use_ca", "ca_reduction", "stages", "sat_height", "sat_
                          "wrap_satellite", "arch", "version")
 
 
-SEARCHED_ARRAYS = ("features_", "masks_", "gates_", "col_energy_")  # what a search reads (a GPU preloads them)
+# what a search reads (a GPU preloads them)
+SEARCHED_ARRAYS = ("features_", "masks_", "gates_", "gate_energy_", "col_energy_")
 
 
 class DatabaseError(ValueError):
@@ -84,6 +87,7 @@ def array_layout(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], str]]:
         for s in config.stages:
             c, _, w = stage_shape(config, s)
             layout[f"gates_{s}"] = ((c, w), "float16")
+            layout[f"gate_energy_{s}"] = ((w,), "float32")
     layout["thumbnails"] = ((THUMBNAIL_SIZE, THUMBNAIL_SIZE, 3), "uint8")
     return layout
 
@@ -250,11 +254,14 @@ def stage_maps_of(arrays: dict, select, device: torch.device | str = "cpu") -> S
     energy = [torch.empty((n, 0), device=device) if e is None else e for e in energy]
     if "masks_1" in arrays:
         masks = [_tensor(arrays[f"masks_{s}"], select, device) for s in (1, 2, 3, 4)]
-    gates = None
+    gates = gate_e = None
     if any(f"gates_{s}" in arrays for s in (1, 2, 3, 4)):
         gates = [_tensor(arrays[f"gates_{s}"], select, device) if f"gates_{s}" in arrays else
                  torch.empty((n, 0, 0), dtype=torch.float16, device=device) for s in (1, 2, 3, 4)]
-    return StageMaps(feats, masks, energy, gates)
+    if any(f"gate_energy_{s}" in arrays for s in (1, 2, 3, 4)):
+        gate_e = [_tensor(arrays[f"gate_energy_{s}"], select, device) if f"gate_energy_{s}" in arrays else
+                  torch.empty((n, 0), device=device) for s in (1, 2, 3, 4)]
+    return StageMaps(feats, masks, energy, gates, gate_e)
 
 
 def read_database_metadata(path: Path) -> dict:
@@ -415,7 +422,9 @@ class DatabaseWriter:
             for s in (1, 2, 3, 4):
                 self.arrays[f"masks_{s}"][start:stop] = maps.masks[s - 1].to("cpu", torch.float16).numpy()
             for s in self.config.stages:
-                self.arrays[f"gates_{s}"][start:stop] = maps.gates[s - 1].to("cpu", torch.float16).numpy()
+                stored = maps.gates[s - 1].to("cpu", torch.float16)
+                self.arrays[f"gates_{s}"][start:stop] = stored.numpy()
+                self.arrays[f"gate_energy_{s}"][start:stop] = gate_energy(stored).numpy()  # of the stored values
         self.arrays["thumbnails"][start:stop] = thumbnails
         for a in self.arrays.values():
             a.flush()

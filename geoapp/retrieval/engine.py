@@ -246,8 +246,9 @@ class Localizer:
         """gate-corr window scores over all offsets at ``stage`` for the references ``indices`` (k x W_b)."""
         if self.config.align_mode != "gate-corr" or not self.db.has(f"gates_{stage}") or not indices:
             return [None] * len(indices)
-        sat_gates = torch.from_numpy(np.asarray(self.db.array(f"gates_{stage}")[np.asarray(indices)])).to(self.device)
-        scores = gate_corr_scores(ground.gates[stage - 1], sat_gates)  # 1 x k x W_b
+        sat = self.db.gather(indices)
+        scores = gate_corr_scores(ground.gates[stage - 1], sat.gates[stage - 1], sat_energy=None if (
+            sat.gate_energy is None) else sat.gate_energy[stage - 1])  # 1 x k x W_b, as the search scored them
         return [row.float().cpu().numpy() for row in scores[0]]
 
     def _candidates(self, top: TopK, ground: StageMaps) -> list[Candidate]:
