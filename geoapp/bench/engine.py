@@ -426,7 +426,7 @@ def latency_section(args, sizes: list[int], work: Path) -> None:
     group = {"features": sum(v for k, v in per_ref.items() if k.startswith("features")),
              "column energies": sum(v for k, v in per_ref.items() if k.startswith("col_energy")),
              "masks": sum(v for k, v in per_ref.items() if k.startswith("masks")),
-             "gates": sum(v for k, v in per_ref.items() if k.startswith("gates")),
+             "gates": sum(v for k, v in per_ref.items() if k.startswith("gate")),  # and their energies
              "thumbnail": per_ref["thumbnails.npy"],
              "first stage": sum(v for k, v in per_ref.items() if k.startswith("first_stage")),
              "other": per_ref["latlon.npy"] + per_ref.get("paths.txt", 0)}
