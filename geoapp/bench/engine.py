@@ -316,8 +316,7 @@ def recall_section(args, work: Path) -> None:
         for s in range(0, n_test, 32):
             batch = torch.stack([ds.ground_item(i)["ground"] for i in range(s, min(n_test, s + 32))])
             parts.append(model.encode_ground(batch))
-    ground = StageMaps([torch.cat([p.features[b] for p in parts]) for b in range(4)],
-                       None if parts[0].masks is None else [torch.cat([p.masks[b] for p in parts]) for b in range(4)])
+    ground = StageMaps.cat(parts)  # with the gates: a gate-corr checkpoint chooses its windows from them
     # one exhaustive pass with the shared search code gives every pair's exact distance (query q's true reference
     # is gallery entry q); the two-stage figures re-rank the first stage's candidates with these distances
     t, dist = timed(lambda: torch.cat([r.distances for _, r in gallery_chunks(config, ground, db, args.chunk_size)],

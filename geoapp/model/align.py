@@ -60,12 +60,14 @@ def window_scores(
     ground_att: torch.Tensor | None,
     sat_att: torch.Tensor | None,
     diagonal: bool = False,
+    sat_gate_energy: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Score of every circular offset at one stage.
 
     ``ground_feat`` Q x C x H x w, ``sat_feat`` R x C x H x W; the attention ``ground_att`` / ``sat_att`` is what the
     mode reads: masks Q x H x w and R x H x W (``mask-*``), or column gates Q x C x w and R x C x W (``gate-corr``).
-    Returns Q x R x W (all pairs) or N x W (``diagonal``: pair i with i, Q == R == N).
+    Returns Q x R x W (all pairs) or N x W (``diagonal``: pair i with i, Q == R == N). ``sat_gate_energy``
+    (``gate-corr``): the satellite's precomputed :func:`gate_energy`, R x W, when it has one.
     """
     if mode not in ALIGN_MODES:
         raise ValueError(f"unknown alignment mode {mode!r}; choose one of {ALIGN_MODES}")
@@ -86,7 +88,7 @@ def window_scores(
         if sat_att is None or (mode != "mask-sum" and ground_att is None):
             raise ValueError(f"alignment mode {mode!r} needs Coordinate Attention masks (model built without CA?)")
         if mode == "gate-corr":
-            return gate_corr_scores(ground_att, sat_att, diagonal)
+            return gate_corr_scores(ground_att, sat_att, diagonal, sat_gate_energy)
         signal = sat_att
         kernel = ground_att if mode == "mask-corr" else torch.ones_like(sat_att[:1, :, :w]).expand(q, -1, -1)
     return _correlate(mode, kernel, signal, diagonal)
@@ -124,8 +126,13 @@ def gate_window_norm(gates: torch.Tensor, width: int, energy: torch.Tensor | Non
     the window changes nothing in the numerator, because the kernel sums to zero over its columns in every
     channel)."""
     col = gate_energy(gates) if energy is None else energy.float()
-    win = F.conv1d(_circular_extend(col, width)[:, None], col.new_ones(1, 1, width))[:, 0]
-    return win.clamp_min(1e-12).sqrt()
+    return circular_window_sums(col, width).clamp_min(1e-12).sqrt()
+
+
+def circular_window_sums(columns: torch.Tensor, width: int) -> torch.Tensor:
+    """R x W: for every offset o, the sum of ``columns`` (R x W, e.g. per-column energies) over the circular window
+    of ``width`` columns starting at o."""
+    return F.conv1d(_circular_extend(columns, width)[:, None], columns.new_ones(1, 1, width))[:, 0]
 
 
 def _correlate(mode: str, kernel: torch.Tensor, signal: torch.Tensor, diagonal: bool) -> torch.Tensor:
@@ -378,12 +385,9 @@ def align_windows(
     for s in stages:
         g = ground.features[s - 1]
         sat = satellite.features[s - 1]
-        if mode == "gate-corr" and satellite.gate_energy is not None:
-            scores = gate_corr_scores(attention(ground, mode, s), attention(satellite, mode, s), diagonal,
-                                      satellite.gate_energy[s - 1])
-        else:
-            scores = window_scores(mode, g, sat, attention(ground, mode, s), attention(satellite, mode, s),
-                                   diagonal=diagonal)
+        gate_e = satellite.gate_energy[s - 1] if satellite.gate_energy is not None else None
+        scores = window_scores(mode, g, sat, attention(ground, mode, s), attention(satellite, mode, s),
+                               diagonal=diagonal, sat_gate_energy=gate_e)
         off = best_offsets(scores)
         w = g.shape[-1]
         col_e = satellite.col_energy[s - 1] if satellite.col_energy is not None else column_energy(sat)
@@ -455,8 +459,7 @@ def soft_window_distances(
             hard = F.one_hot(logits.argmax(dim=-1), logits.shape[-1]).to(p.dtype)
             p = hard + p - p.detach()
         corr = window_scores("feature", g, sat, None, None)  # B x B x W: the dot product at every offset
-        col_e = column_energy(sat.float())  # B x W
-        win_e = F.conv1d(_circular_extend(col_e, w)[:, None], col_e.new_ones(1, 1, w))[:, 0]  # B x W
+        win_e = circular_window_sums(column_energy(sat.float()), w)  # B x W
         dot_total = dot_total + (p * corr).sum(-1)
         s_energy = s_energy + (p * win_e[None]).sum(-1)
         g_energy = g_energy + g.float().pow(2).sum(dim=(1, 2, 3))[:, None]

@@ -246,9 +246,11 @@ class Localizer:
         """gate-corr window scores over all offsets at ``stage`` for the references ``indices`` (k x W_b)."""
         if self.config.align_mode != "gate-corr" or not self.db.has(f"gates_{stage}") or not indices:
             return [None] * len(indices)
-        sat = self.db.gather(indices)
-        scores = gate_corr_scores(ground.gates[stage - 1], sat.gates[stage - 1], sat_energy=None if (
-            sat.gate_energy is None) else sat.gate_energy[stage - 1])  # 1 x k x W_b, as the search scored them
+        rows = np.asarray(indices)  # only the gates and their energies: no feature maps are read for this
+        sat_gates = torch.from_numpy(np.asarray(self.db.array(f"gates_{stage}")[rows])).to(self.device)
+        energy = (torch.from_numpy(np.asarray(self.db.array(f"gate_energy_{stage}")[rows])).to(self.device)
+                  if self.db.has(f"gate_energy_{stage}") else None)
+        scores = gate_corr_scores(ground.gates[stage - 1], sat_gates, sat_energy=energy)  # 1 x k x W_b, as searched
         return [row.float().cpu().numpy() for row in scores[0]]
 
     def _candidates(self, top: TopK, ground: StageMaps) -> list[Candidate]:

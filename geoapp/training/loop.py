@@ -183,10 +183,9 @@ def _train(cfg: TrainConfig, d, device, resume: bool, on_step) -> dict:
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     state = {"step": 0, "best": None, "best_step": None, "last_val_step": None}
     if resume:
-        saved = json.loads(run.config.read_text()).get("resolved", {}) if run.config.is_file() else {}
-        if "selection_split" in saved and saved["selection_split"] != selection.record:
-            raise ValueError(f"--resume: {run.path} chose on {saved['selection_split']}, this run would choose on "
-                             f"{selection.record} (has the dataset changed?)")
+        if "selection_split" in saved_resolved and saved_resolved["selection_split"] != selection.record:
+            raise ValueError(f"--resume: {run.path} chose on {saved_resolved['selection_split']}, this run would "
+                             f"choose on {selection.record} (has the dataset changed?)")
         model_state, optim_state, state, scaler_state, rng = load_last(run)
         model.load_state_dict(model_state)
         optimizer.load_state_dict(optim_state)
