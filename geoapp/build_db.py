@@ -3,262 +3,30 @@
     python -m geoapp.build_db --checkpoint checkpoints/demo.safetensors \\
         --dataset synth --data-root data/synth --split test --out reference_db/synth-test
     python -m geoapp.build_db --checkpoint CKPT --tiles my_tiles/ --locations my_tiles/tiles.csv --out reference_db/mine
+    python -m geoapp.build_db --checkpoint checkpoints/demo.safetensors --dataset synth --data-root data/synth \
+        --out reference_db/demo --calibrate val --calibrate-only      # (re)fit the confidence of a built database
 
 Sources: a dataset split (its satellite side, polar images as the dataset makes them), or a folder of square
 tiles with a CSV ``file,lat,lon`` (header optional; file names relative to the folder), polar-transformed here
 (SPEC 3) at the checkpoint's satellite size. The storage layout is described in ``geoapp.retrieval.database``.
 An interrupted build is continued by running the same command again.
+
+``--calibrate SPLIT`` then fits the database's confidence calibration on that split of ``--dataset`` (never the
+split the database serves; see ``geoapp.retrieval.calibrate``) and stores it in the database's metadata.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import math
-import re
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from tqdm import tqdm
-
-from .data.photo import ImageError, load_image
-from .data.polar import polar_transform
-from .data.transforms import resize_image, to_tensor
-from .model import StageMaps, load_model
-from .retrieval.database import (
-    DEFAULT_CHUNK,
-    THUMBNAIL_SIZE,
-    DatabaseError,
-    DatabaseWriter,
-    run_chunks,
-)
-from .retrieval.index import DEFAULT_DIMS, FirstStageIndex, compute_first_stage, num_orientations
-from .utils import atomic_path, sha256_file
-
-FILE_COLUMNS = ("file", "path", "filename", "name", "tile")
-LAT_COLUMNS = ("lat", "latitude")
-LON_COLUMNS = ("lon", "lng", "longitude")
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def thumbnail_of(tile: np.ndarray) -> np.ndarray:
-    return np.array(resize_image(tile, (THUMBNAIL_SIZE, THUMBNAIL_SIZE)))  # a copy: resize may return its input
-
-
-class TileFolderSource:
-    """Square satellite tiles in a folder, listed with their centre's lat/lon in a CSV."""
-
-    def __init__(self, tiles_dir: str | Path, locations_csv: str | Path, sat_size: tuple[int, int]):
-        self.tiles_dir = Path(tiles_dir)
-        self.locations_csv = Path(locations_csv)
-        self.sat_size = sat_size
-        if not self.tiles_dir.is_dir():
-            raise DatabaseError(f"--tiles {self.tiles_dir} is not a directory")
-        if not self.locations_csv.is_file():
-            raise DatabaseError(f"--locations {self.locations_csv} does not exist")
-        self.files, latlon = self._read_csv()
-        self.latlon = np.array(latlon, dtype=np.float64).reshape(-1, 2)
-
-    def _read_csv(self) -> tuple[list[Path], list[list[float]]]:
-        with open(self.locations_csv, encoding="utf-8-sig", newline="") as fh:
-            rows = [(i, r) for i, r in enumerate(csv.reader(fh), 1) if any(c.strip() for c in r)]
-        if not rows:
-            raise DatabaseError(f"{self.locations_csv} lists no tiles")
-        cols = (0, 1, 2)
-        header = [c.strip().lower() for c in rows[0][1]]
-        if not _is_number(header[1] if len(header) > 1 else ""):
-            try:
-                cols = tuple(next(header.index(n) for n in names if n in header)
-                             for names in (FILE_COLUMNS, LAT_COLUMNS, LON_COLUMNS))
-            except StopIteration:
-                raise DatabaseError(
-                    f"{self.locations_csv}:1: header {rows[0][1]} needs a file column ({'/'.join(FILE_COLUMNS)}), "
-                    f"a latitude ({'/'.join(LAT_COLUMNS)}) and a longitude ({'/'.join(LON_COLUMNS)}) column"
-                ) from None
-            rows = rows[1:]
-        files, latlon = [], []
-        for line, row in rows:
-            where = f"{self.locations_csv}:{line}"
-            if len(row) <= max(cols):
-                raise DatabaseError(f"{where}: expected columns file, lat, lon; got {row}")
-            name, lat, lon = (row[c].strip() for c in cols)
-            if not (_is_number(lat) and _is_number(lon) and -90 <= float(lat) <= 90 and -180 <= float(lon) <= 180):
-                raise DatabaseError(f"{where}: lat/lon must be numbers in [-90, 90] / [-180, 180], got {lat!r}, "
-                                    f"{lon!r}")
-            path = Path(name) if Path(name).is_absolute() else self.tiles_dir / name
-            if not path.is_file():
-                raise DatabaseError(f"{where}: tile {path} does not exist")
-            files.append(path)
-            latlon.append([float(lat), float(lon)])
-        return files, latlon
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    @property
-    def paths(self) -> list[str]:
-        return [str(p) for p in self.files]
-
-    def identity(self) -> dict:
-        return {"kind": "tiles", "tiles_dir": str(self.tiles_dir.resolve()),
-                "locations_csv": str(self.locations_csv.resolve()),
-                "locations_sha256": sha256_file(self.locations_csv)}
-
-    def load(self, index: int) -> tuple[torch.Tensor, np.ndarray]:
-        path = self.files[index]
-        try:
-            tile = load_image(path)
-        except ImageError as exc:
-            raise DatabaseError(f"tile {index} ({path}): {exc}") from exc
-        if tile.shape[0] != tile.shape[1]:
-            raise DatabaseError(f"tile {path} is {tile.shape[1]} x {tile.shape[0]} px; satellite tiles must be square "
-                                "(centred on the listed location)")
-        return to_tensor(polar_transform(tile, *self.sat_size)), thumbnail_of(tile)
-
-
-class DatasetSource:
-    """The satellite side of a dataset split (``geoapp.data.datasets.build_dataset``)."""
-
-    def __init__(self, name: str, root: str | Path, split: str, config):
-        from .data.base import read_rgb
-        from .data.datasets import build_dataset
-
-        self._read_rgb = read_rgb
-        self.name, self.split = name, split
-        self.dataset = build_dataset(name, root, split, fov_deg=config.fov_deg, train=False,
-                                     ground_size=(config.ground_height, None),
-                                     sat_size=(config.sat_height, config.sat_width))
-        self.latlon = np.asarray(self.dataset.satellite_locations, dtype=np.float64)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    @property
-    def paths(self) -> list[str]:
-        return [str(r.satellite_path) for r in self.dataset.records]
-
-    def identity(self) -> dict:
-        # the split file(s) named in the records' "file:line" / "file, entry n" sources
-        files = sorted({re.sub(r"(:\d+|, entry \d+)$", "", r.source) for r in self.dataset.records})
-        return {"kind": "dataset", "dataset": self.name, "split": self.split,
-                "root": str(self.dataset.root.resolve()),
-                "split_files": {f: sha256_file(f) for f in files if Path(f).is_file()}}
-
-    def load(self, index: int) -> tuple[torch.Tensor, np.ndarray]:
-        polar = self.dataset.load_polar(index)
-        tile = self._read_rgb(self.dataset.records[index].satellite_path)
-        thumb = thumbnail_of(tile) if tile is not None else np.zeros((THUMBNAIL_SIZE, THUMBNAIL_SIZE, 3), np.uint8)
-        return to_tensor(polar), thumb
-
-
-def _is_number(text: str) -> bool:
-    try:
-        return math.isfinite(float(text))
-    except ValueError:
-        return False
-
-
-class _Loader(torch.utils.data.Dataset):
-    def __init__(self, source):
-        self.source = source
-
-    def __len__(self):
-        return len(self.source)
-
-    def __getitem__(self, i):
-        return self.source.load(i)
-
-
-class _Limited:
-    """The first ``limit`` references of a source."""
-
-    def __init__(self, source, limit: int):
-        self.source, self.limit = source, min(limit, len(source))
-        self.latlon = source.latlon[: self.limit]
-
-    def __len__(self):
-        return self.limit
-
-    @property
-    def paths(self):
-        return self.source.paths[: self.limit]
-
-    def identity(self):
-        return {**self.source.identity(), "limit": self.limit}
-
-    def load(self, index):
-        return self.source.load(index)
-
-
-def build_database(source, checkpoint: str | Path, out: str | Path, chunk_size: int = DEFAULT_CHUNK,
-                   batch_size: int = 32, device: str = "auto", workers: int = 0, first_stage_dims: int = DEFAULT_DIMS,
-                   overwrite: bool = False, limit: int | None = None, show_progress: bool = True,
-                   on_chunk_done=None) -> Path:
-    """Encode every reference of ``source`` with the checkpoint's satellite branch and write the database."""
-    dev = resolve_device(device)
-    checkpoint = Path(checkpoint)
-    model, meta = load_model(checkpoint, map_location=dev)
-    config = model.config
-    if limit is not None:
-        source = _Limited(source, limit)
-    ckpt_sha = sha256_file(checkpoint)
-    identity = source.identity()
-    # everything that changes the stored bytes; a partial build is resumed only with the same plan
-    plan = {"checkpoint_sha256": ckpt_sha, "source": identity, "batch_size": batch_size, "device": dev.type,
-            "first_stage_dims": first_stage_dims}
-    writer = DatabaseWriter(out, config, plan, len(source), chunk_size, overwrite)
-    writer.write_paths(source.paths)
-    writer.write_extra("latlon", np.asarray(source.latlon, dtype=np.float64))
-
-    @torch.inference_mode()
-    def encode(start: int, stop: int) -> tuple[StageMaps, np.ndarray]:
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(_Loader(source), range(start, stop)),
-                                             batch_size=batch_size, num_workers=workers)
-        parts, thumbs = [], []
-        for polar, thumb in loader:
-            parts.append(model.encode_satellite(polar.to(dev)).to("cpu", torch.float16))  # halve the memory early
-            thumbs.append(np.asarray(thumb, dtype=np.uint8))
-        return StageMaps.cat(parts), np.concatenate(thumbs)
-
-    done_before = len(source) - sum(len(range(*writer.chunk_range(c))) for c in writer.pending_chunks())
-    with tqdm(total=len(source), initial=done_before, unit="tile", desc="satellite branch",
-              disable=not show_progress) as bar:
-        run_chunks(writer, encode, bar, on_chunk_done)
-
-    first_stage_meta = None
-    if first_stage_dims > 0:
-        if "first_stage" not in writer.state["stages_done"]:
-            with tqdm(total=len(source), unit="tile", desc="first-stage descriptors", disable=not show_progress) as b:
-                arrays = compute_first_stage(writer.read_maps, len(source), config, first_stage_dims, progress=b)
-            for name, array in arrays.items():
-                writer.write_extra(name, array)
-            # the FAISS index for the checkpoint's FoV, so a two-stage app starts without building it
-            first = FirstStageIndex(config, *(arrays[f"first_stage_{k}"] for k in ("projection", "blocks", "energy")))
-            with torch.inference_mode():
-                dummy = model.encode_ground(torch.zeros(1, 3, config.ground_height, config.ground_width, device=dev))
-            n_blocks = first.query_vector(dummy.to("cpu"))[1]
-            with atomic_path(writer.partial / f"first_stage_faiss_n{n_blocks}.index") as tmp:
-                first.save_faiss_index(n_blocks, tmp)
-            writer.mark_stage_done("first_stage")
-        first_stage_meta = {"dims_per_block": first_stage_dims, "orientations": num_orientations(config),
-                            "description": "PCA block projections; see geoapp.retrieval.index"}
-    metadata = {
-        "checkpoint": {"sha256": ckpt_sha, "path": str(checkpoint), "name": checkpoint.name,
-                       "model_config": config.to_dict(), "created": meta.get("created")},
-        "source": identity,
-        "first_stage": first_stage_meta,
-        "build_device": dev.type,
-        "batch_size": batch_size,
-    }
-    return writer.finish(metadata)
+from .model import ModelConfig, read_metadata
+from .retrieval.build import ConcatSource, DatasetSource, TileFolderSource, build_database
+from .retrieval.calibrate import fit_calibration, write_calibration
+from .retrieval.database import DEFAULT_CHUNK, read_database_metadata
+from .retrieval.index import DEFAULT_DIMS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -269,7 +37,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     src = p.add_argument_group("source: a dataset split, or a folder of tiles with a CSV")
     src.add_argument("--dataset", choices=["synth", "cvusa", "cvact", "vigor"])
     src.add_argument("--data-root", help="dataset root directory")
-    src.add_argument("--split", default="test", help="dataset split (default: test)")
+    src.add_argument("--split", default="test",
+                     help="dataset split (default: test); several, comma-separated, are stored one after another "
+                          "(e.g. test,train: the test tiles first, then the training tiles as distractors)")
     src.add_argument("--tiles", help="folder of square satellite tiles")
     src.add_argument("--locations", help="CSV with columns file,lat,lon (header optional)")
     p.add_argument("--limit", type=int, help="only the first N references (quick trials)")
@@ -280,7 +50,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--first-stage-dims", type=int, default=DEFAULT_DIMS,
                    help=f"PCA dims per orientation block for the two-stage search (default {DEFAULT_DIMS}; 0: none)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing database at --out")
+    cal = p.add_argument_group("confidence calibration (needs --dataset: queries with known answers)")
+    cal.add_argument("--calibrate", metavar="SPLIT",
+                     help="fit the confidence calibration on this split's ground photos (e.g. val), with training "
+                          "tiles as distractors up to the database's size")
+    cal.add_argument("--calibration-distractors", default="train", metavar="SPLIT",
+                     help="split whose tiles fill the calibration gallery (default: %(default)s)")
+    cal.add_argument("--calibrate-only", action="store_true",
+                     help="only (re)fit the calibration of the existing database at --out")
     args = p.parse_args(argv)
+    if (args.calibrate or args.calibrate_only) and not args.dataset:
+        p.error("--calibrate needs --dataset and --data-root (a split with known locations and headings); a tile "
+                "folder has no ground photos to calibrate on")
+    if args.calibrate_only and not args.calibrate:
+        p.error("--calibrate-only needs --calibrate SPLIT")
+    if args.calibrate and args.calibrate in args.split.split(","):
+        p.error(f"--calibrate {args.calibrate}: the database serves that split, so its confidence would be fitted on "
+                "the very answers it is then judged by; calibrate on another split (e.g. val)")
     if bool(args.dataset) == bool(args.tiles):
         p.error("give either --dataset (with --data-root) or --tiles (with --locations)")
     if args.dataset and not args.data_root:
@@ -292,12 +78,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.calibrate_only:
+        return calibrate(args)
     try:
-        from .model import ModelConfig, read_metadata
-
         config = ModelConfig.from_dict(read_metadata(args.checkpoint)["model_config"])
         if args.dataset:
-            source = DatasetSource(args.dataset, args.data_root, args.split, config)
+            parts = [DatasetSource(args.dataset, args.data_root, split, config) for split in args.split.split(",")]
+            source = parts[0] if len(parts) == 1 else ConcatSource(parts)
         else:
             source = TileFolderSource(args.tiles, args.locations, (config.sat_height, config.sat_width))
         t0 = time.perf_counter()
@@ -309,6 +96,24 @@ def main(argv=None) -> int:
     n = len(source) if args.limit is None else min(args.limit, len(source))
     dt = time.perf_counter() - t0
     print(f"wrote {out}: {n} references in {dt:.1f} s ({dt / n * 1000:.1f} ms per tile)")
+    return calibrate(args) if args.calibrate else 0
+
+
+def calibrate(args: argparse.Namespace) -> int:
+    try:
+        size = read_database_metadata(Path(args.out))["num_references"]
+        t0 = time.perf_counter()
+        calibration = fit_calibration(args.checkpoint, args.dataset, args.data_root, size, split=args.calibrate,
+                                      distractor_split=args.calibration_distractors, device=args.device)
+        write_calibration(args.out, calibration)
+    except (ValueError, OSError) as exc:
+        print(f"error: calibration: {exc}", file=sys.stderr)
+        return 2
+    fit = calibration.record["accuracy_at_fit"]
+    print(f"calibrated {args.out} on {calibration.record['queries']} {args.calibrate!r} queries x "
+          f"{len(calibration.record['fovs'])} FoVs against {calibration.record['gallery_size']} references in "
+          f"{time.perf_counter() - t0:.0f} s (R@1 there {fit['tile_R@1']:.1f} %, heading within 22.5° "
+          f"{fit['heading_within_22.5deg']:.1f} %)")
     return 0
 
 

@@ -33,8 +33,8 @@ from .model import CrossViewModel, StageMaps, build_model, load_model, read_meta
 from .retrieval.metrics import recall_from_ranks
 from .retrieval.search import true_match_ranks
 from .training.data import PairImages, crop_batch, normalize, open_split
-from .training.distributed import autocast, resolve_device, resolve_precision
-from .utils import atomic_write_json
+from .training.distributed import autocast, resolve_precision
+from .utils import atomic_write_json, resolve_device
 
 REPORT_SHIFT_SEEDS = (EVAL_SHIFT_SEED, 2020, 2021)  # reported figures: mean +- std over these (2019 first, SPEC 4)
 METRICS = ("R@1", "R@5", "R@10", "R@1%", "heading_median_deg", "heading_within_10deg", "heading_within_22.5deg")

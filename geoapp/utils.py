@@ -23,12 +23,15 @@ SPACE_STORAGE = Path("/data")  # a Hugging Face Space's persistent storage, when
 def home_dir() -> Path:
     """Where built things go (data/, runs/, checkpoints/, reference_db/): ``GEOAPP_HOME`` when set; on a Hugging
     Face Space with persistent storage ``/data/geoapp`` (a Space restarts on a fresh disk, ``/data`` survives);
-    else the repository itself."""
+    else the repository itself, or ``~/.geoapp`` for an installed package (``pip install .``: the package then
+    lives in site-packages, which is no place for gigabytes of built data)."""
     env = os.environ.get("GEOAPP_HOME")
     if env:
         return Path(env).expanduser().resolve()
     if os.environ.get("SPACE_ID") and SPACE_STORAGE.is_dir() and os.access(SPACE_STORAGE, os.W_OK):
         return SPACE_STORAGE / "geoapp"
+    if not (REPO_ROOT / "pyproject.toml").is_file():
+        return Path.home() / ".geoapp"
     return REPO_ROOT
 
 
@@ -104,6 +107,19 @@ def command_line() -> str:
     else:
         argv = ["python", *argv]
     return shlex.join(argv)
+
+
+def resolve_device(device="auto"):
+    """A torch device from ``auto`` (the GPU when there is one), ``cpu``, ``cuda``, ``cuda:1``...; asking for CUDA
+    where torch sees none is an error that says so, not a crash at the first tensor."""
+    import torch
+
+    name = str(device)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} was asked for but torch sees no CUDA device; use --device cpu or auto")
+    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:

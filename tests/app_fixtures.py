@@ -60,8 +60,8 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_database(tiny_world, tiny_checkpoint, tmp_path_factory) -> Path:
-    from geoapp.build_db import DatasetSource, build_database
     from geoapp.model import ModelConfig, read_metadata
+    from geoapp.retrieval.build import DatasetSource, build_database
 
     config = ModelConfig.from_dict(read_metadata(tiny_checkpoint)["model_config"])
     source = DatasetSource("synth", tiny_world, "test", config)  # the app's database: the reported split

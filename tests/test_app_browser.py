@@ -7,6 +7,7 @@ screenshot is saved as ``test-artifacts/app_browser.png``.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -21,20 +22,43 @@ pytest_plugins = ["app_fixtures"]  # the tiny world, model, database, app contex
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 TIMEOUT_MS = 60_000
 
+
+def in_ci() -> bool:
+    """CI sets CI=true (any value but empty, 0, false or no counts)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def missing_for_the_browser() -> list[str]:
+    missing = []
+    if importlib.util.find_spec("playwright") is None:
+        missing.append("the playwright package (pip install -r requirements-dev.txt)")
+    if not os.path.exists(CHROMIUM):
+        missing.append(f"Chromium at {CHROMIUM} (apt-get install chromium)")
+    return missing
+
+
+MISSING = missing_for_the_browser()
+
 pytestmark = [
     pytest.mark.browser,
-    # a developer machine without Chromium skips; CI (CI=true) installs it, so there a missing browser fails
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
-        reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)",
-    ),
+    # a developer machine without Chromium or playwright skips; CI (CI=true) installs both, so there a missing one
+    # fails (in the browser fixture, with what is missing) instead of passing the run without the test
+    pytest.mark.skipif(bool(MISSING) and not in_ci(), reason="needs " + " and ".join(MISSING)),
     pytest.mark.filterwarnings("ignore::Warning:gradio.queueing"),
 ]
 
 
+def test_chromium_and_playwright_are_installed():
+    """Under CI=true a missing browser or playwright is a failure saying which, not a silently skipped module."""
+    assert not MISSING, f"the browser test cannot run: missing {' and '.join(MISSING)}"
+
+
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    if MISSING:  # only in CI: elsewhere the module is skipped
+        pytest.fail(f"the browser test cannot run under CI=true: missing {' and '.join(MISSING)}", pytrace=False)
+    from playwright import sync_api
+
     with sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, args=CHROMIUM_ARGS,

@@ -43,7 +43,7 @@ def test_every_event_is_named(client):
 def test_localize_round_trip_returns_every_output(client, app_context):
     example = app_context.examples.examples[0]
     result = localize(client, app_context.examples.path(example), 70.0)
-    gallery, heading, compass, selection, map_html, ground, polar, topdown, query, status = result
+    gallery, heading, compass, selection, map_html, ground, polar, topdown, query, status, answer = result
     assert len(gallery) == TOP_K
     for rank, item in enumerate(gallery, start=1):
         assert _is_image(item["image"])
@@ -55,6 +55,13 @@ def test_localize_round_trip_returns_every_output(client, app_context):
     assert map_html.startswith("<iframe") and map_html.count("L.marker(") == TOP_K + 1
     assert "bundled example" in query and "true heading" in query
     assert app_context.localizer.describe() in status and "query took" in status
+    assert f"searched {len(app_context.localizer.db)} of {len(app_context.localizer.db)} references" in status
+    # the answer as data: the same candidates as the gallery, and the query's own description
+    assert [c["rank"] for c in answer["candidates"]] == list(range(1, TOP_K + 1))
+    assert answer["candidates"][0]["heading_deg"] == pytest.approx(heading, abs=0.06)
+    assert answer["searched_references"] == len(app_context.localizer.db) and answer["prior"] is None
+    assert answer["example"]["pair_id"] == example.pair_id and answer["photos"][0]["fov_deg"] == 70.0
+    assert "not calibrated" in query  # the tiny database has no calibration record: the page says so
 
 
 @pytest.mark.parametrize("upload", bad_uploads(), ids=lambda u: u.name)
@@ -69,7 +76,7 @@ def test_bad_input_gets_a_clear_message_and_the_app_keeps_serving(client, upload
 
 @pytest.mark.parametrize("upload", odd_uploads(), ids=lambda u: u.name)
 def test_unusual_input_is_answered(client, upload_dir, upload):
-    gallery, heading, *_, query, _status = localize(client, upload.write(upload_dir))
+    gallery, heading, *_, query, _status, _answer = localize(client, upload.write(upload_dir))
     assert len(gallery) == TOP_K and math.isfinite(heading)
     if upload.name == "exif_rotated.jpg":
         assert "EXIF" in query
@@ -97,4 +104,42 @@ def test_select_candidate_by_rank_follows_the_sessions_last_query(app_server, ap
     assert _is_image(compass) and _is_image(polar) and _is_image(topdown) and "L.marker(" in map_html
     with pytest.raises(AppError, match="no candidate #9"):
         client.predict(9, api_name="/select_candidate")
+    for rank, message in [("abc", "The candidate rank must be a number between 1 and 10000, got 'abc'"),
+                          (2.5, "must be a whole number"), (0, "must be between 1 and 10000, got 0")]:
+        with pytest.raises(AppError, match=re.escape(message)):
+            client.predict(rank, api_name="/select_candidate")
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"fov": "abc"}, "The field of view must be a number between 60° and 120°, got 'abc'"),
+    ({"fov": 500}, "The field of view must be between 60° and 120°, got 500°"),
+    ({"fov": True}, "The field of view must be a number between 60° and 120°, got bool True"),
+    ({"photo_type": "Selfie"}, "The kind of image must be one of"),
+    ({"prior_lat": "north"}, "The prior's latitude must be a number between -90° and 90°, got 'north'"),
+    ({"prior_lat": 40.0}, "Give both the latitude and the longitude"),
+    ({"prior_lat": 40.0, "prior_lon": -75.0, "prior_radius_km": 500}, "The prior's radius must be between 0.1 km"),
+    ({"prior_lat": 0.0, "prior_lon": 0.0}, "no reference tile lies within 1 km of 0.000000, 0.000000"),
+    ({"use_exif_gps": "yes"}, "'Use the photo's GPS' must be true or false, got 'yes'"),
+])
+def test_malformed_api_arguments_get_their_own_message(client, app_context, args, message):
+    values = {"fov": 90.0, "photo_type": PHONE, "prior_lat": None, "prior_lon": None, "prior_radius_km": None,
+              "use_exif_gps": True, **args}
+    path = app_context.examples.path(app_context.examples.examples[0])
+    with pytest.raises(AppError, match=re.escape(message)) as info:
+        client.predict(handle_file(str(path)), values["fov"], values["photo_type"], None, values["prior_lat"],
+                       values["prior_lon"], values["prior_radius_km"], values["use_exif_gps"], api_name="/localize")
+    assert "Something went wrong" not in str(info.value) and "Traceback" not in str(info.value)
+
+
+def test_prior_and_more_photos_through_the_api(client, app_context, upload_dir):
+    examples = app_context.examples.examples
+    lat, lon = examples[0].lat, examples[0].lon
+    *_, query, status, answer = client.predict(
+        handle_file(str(app_context.examples.path(examples[0]))), 90.0, PHONE,
+        [handle_file(str(app_context.examples.path(examples[1])))], lat, lon, 0.2, True, api_name="/localize")
+    inside = answer["searched_references"]
+    assert 0 < inside < len(app_context.localizer.db) and f"searched {inside} of" in status
+    assert answer["prior"] == {"lat": lat, "lon": lon, "radius_m": 200.0, "source": "given"}
+    assert len(answer["photos"]) == 2 and len(answer["candidates"][0]["photo_headings_deg"]) == 2
+    assert "2 photos from one spot" in query and "Location prior" in query
 

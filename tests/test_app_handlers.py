@@ -137,7 +137,11 @@ def test_localize_an_example_fills_every_output(app_context):
     assert out.state.fov_deg == example.fov_deg
     assert "bundled example" in out.query_summary and "true heading" in out.query_summary
     assert "references" in out.status and "query took" in out.status
-    assert out.notes == []
+    # the radio said "phone photo": the note says the example was used as a crop anyway (and the page's radio
+    # follows an example upload, see test_app_browser)
+    assert len(out.notes) == 1 and "used as a panorama crop at its own 90° field of view" in out.notes[0]
+    assert handlers.localize_photo(app_context, app_context.examples.path(example), 75.0, CROP).notes == []
+    assert out.answer["candidates"][0]["rank"] == 1 and out.answer["example"]["pair_id"] == example.pair_id
     assert len(pickle.dumps(out.state)) < 20_000  # the per-session state stays small (no pictures or masks)
 
 
@@ -212,7 +216,8 @@ elif args[1] == "geoapp.train":
     for name in ("best.safetensors", "final_eval.json"):
         (out / name).write_text(name)
 elif args[1] == "geoapp.build_db":
-    out.mkdir(parents=True); (out / "metadata.json").write_text("{{}}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metadata.json").write_text('{{"calibration": {{}}}}' if "--calibrate" in args else "{{}}")
 """
 
 
@@ -227,12 +232,16 @@ def test_first_start_builds_each_missing_step_once_in_order(tmp_path):
     assert list(timings) == ["synth", "train", "build_db"]
     commands = log.read_text().splitlines()
     assert [c.split()[1] for c in commands] == ["geoapp.synth", "geoapp.train", "geoapp.build_db"]
-    assert "--preset demo" in commands[1] and "--split test" in commands[2]
+    assert "--preset demo" in commands[1] and "--split test" in commands[2] and "--calibrate val" in commands[2]
     assert paths.checkpoint.read_text() == "best.safetensors"  # copied from the run
     assert ensure_demo(paths, python=str(fake_python), log=lambda message: None) == {}  # later starts: nothing
     # an interrupted first start resumes: the database step alone is redone
     shutil.rmtree(paths.database)
     assert list(ensure_demo(paths, python=str(fake_python), log=lambda message: None)) == ["build_db"]
+    # a database built before calibration existed is calibrated in place, not rebuilt
+    (paths.database / "metadata.json").write_text("{}")
+    assert list(ensure_demo(paths, python=str(fake_python), log=lambda message: None)) == ["calibrate"]
+    assert log.read_text().splitlines()[-1].endswith("--calibrate val --calibrate-only")
 
 
 def test_a_failing_step_stops_with_the_command_to_rerun(tmp_path):
@@ -248,8 +257,10 @@ def test_a_failing_step_stops_with_the_command_to_rerun(tmp_path):
 
 
 def test_no_build_explains_how_to_build(tmp_path, monkeypatch):
-    import app as app_module
+    import app
+    import geoapp.app.main as app_module
 
+    assert app.resolve_artifacts is app_module.resolve_artifacts  # app.py is the thin launcher of this module
     paths = DemoPaths(checkpoint=tmp_path / "c.safetensors", database=tmp_path / "db", data_root=tmp_path / "d",
                       run_dir=tmp_path / "r")
     monkeypatch.setattr(app_module, "DemoPaths", lambda: paths)

@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from geoapp.bench.engine import make_random_tiles, random_checkpoint
-from geoapp.build_db import TileFolderSource, build_database, main
+from geoapp.build_db import main
 from geoapp.data.photo import load_image
 from geoapp.data.polar import polar_transform
 from geoapp.data.transforms import to_tensor
 from geoapp.model import ModelConfig, load_model
 from geoapp.model.align import column_energy
+from geoapp.retrieval.build import TileFolderSource, build_database
 from geoapp.retrieval.database import DatabaseError, ReferenceDatabase
 from geoapp.utils import sha256_file
 

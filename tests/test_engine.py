@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from geoapp.bench.engine import make_random_tiles, random_checkpoint
-from geoapp.build_db import TileFolderSource, build_database
 from geoapp.data.fov import crop_fov, fov_width
 from geoapp.data.polar import polar_transform
 from geoapp.data.transforms import to_tensor
 from geoapp.model import ModelConfig, align_windows
+from geoapp.retrieval.build import TileFolderSource, build_database
 from geoapp.retrieval.database import DatabaseError, ReferenceDatabase
 from geoapp.retrieval.engine import Localizer, prepare_query
 from geoapp.retrieval.index import FirstStageIndex, block_widths, compute_first_stage

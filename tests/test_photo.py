@@ -10,19 +10,23 @@ import zlib
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, features
+from PIL.TiffImagePlugin import IFDRational
 
 from geoapp.data.fov import crop_fov, heading_from_shift
 from geoapp.data.photo import (
     ACCEPTED,
     CVUSA_PANO_VFOV_DEG,
+    IMAGE_SUFFIXES,
     ImageError,
+    gps_from_exif,
     hfov_from_exif,
     load_image,
     photo_to_cylindrical,
 )
 
 EXIF_IFD = 0x8769
+GPS_IFD = 0x8825
 ORIENTATION = 0x0112
 
 
@@ -233,6 +237,151 @@ def test_hfov_unknown_returns_none():
 def test_hfov_from_pil_image():
     data = encode(Image.new("RGB", (60, 40)), "JPEG", exif=make_exif(x_A405=26))
     assert hfov_from_exif(Image.open(io.BytesIO(data))) == pytest.approx(69.3903, abs=1e-3)
+
+
+# ------------------------------------------------------------------------------------- HEIC / AVIF
+
+
+def heif_available() -> bool:
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    return bool(pillow_heif.libheif_info().get("decoders"))
+
+
+def test_accepted_formats_are_the_ones_that_decode_here():
+    assert ("HEIC/HEIF" in ACCEPTED) == heif_available()
+    assert ("AVIF" in ACCEPTED) == bool("avif" in features.modules and features.check("avif"))
+    assert {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"} <= IMAGE_SUFFIXES
+    assert (".heic" in IMAGE_SUFFIXES and ".heif" in IMAGE_SUFFIXES) == heif_available()
+    assert ".txt" not in IMAGE_SUFFIXES and all(s == s.lower() and s.startswith(".") for s in IMAGE_SUFFIXES)
+
+
+@pytest.mark.skipif(not heif_available(), reason="pillow-heif (requirements.txt) is not installed")
+def test_heic_decodes_through_load_image_with_its_exif(tmp_path):
+    rgb = smooth_rgb(96, 128)  # red follows the rows, green the columns: a swapped channel would show
+    path = tmp_path / "IMG_0001.HEIC"
+    Image.fromarray(rgb).save(path, format="HEIF", quality=95, exif=make_exif(x_A405=26).tobytes())
+    assert path.read_bytes()[4:12] == b"ftypheic"  # a real HEIC (HEVC in an ISO-BMFF box), not a renamed file
+    for source in (path, path.read_bytes()):
+        out = load_image(source)
+        assert out.dtype == np.uint8 and out.shape == (96, 128, 3)
+        error = np.abs(out.astype(int) - rgb)
+        assert error.mean() < 2.5 and error.max() <= 16  # lossy HEVC at quality 95, 4:2:0 chroma
+    assert hfov_from_exif(path) == pytest.approx(math.degrees(2 * math.atan(math.hypot(36, 24) * 0.8 / 52)))
+    data = path.read_bytes()
+    check_error(data[:40], "not a recognised image file", ACCEPTED)
+    check_error(data[:-16], ACCEPTED)  # libheif reads the cut EXIF item when opening: refused at open
+    plain = encode(Image.fromarray(rgb), "HEIF", quality=95)
+    check_error(plain[: len(plain) // 2], "truncated or corrupt", ACCEPTED)  # whole header, cut HEVC data
+
+
+@pytest.mark.skipif(not heif_available(), reason="pillow-heif (requirements.txt) is not installed")
+def test_build_db_reads_heic_tiles(tmp_path):
+    from geoapp.build_db import TileFolderSource
+
+    tile = smooth_rgb(96, 96)
+    Image.fromarray(tile).save(tmp_path / "tile.heic", format="HEIF", quality=95)
+    (tmp_path / "tiles.csv").write_text("file,lat,lon\ntile.heic,48.8584,2.2945\n")
+    source = TileFolderSource(tmp_path, tmp_path / "tiles.csv", (64, 256))
+    polar, thumbnail = source.load(0)
+    assert tuple(polar.shape) == (3, 64, 256) and source.latlon.tolist() == [[48.8584, 2.2945]]
+    expected = cv2.resize(tile, thumbnail.shape[:2][::-1], interpolation=cv2.INTER_AREA).astype(int)
+    assert np.abs(thumbnail.astype(int) - expected).mean() < 3  # the decoded tile, not a blank one
+
+
+@pytest.mark.skipif(not ("avif" in features.modules and features.check("avif")), reason="no AVIF in this Pillow")
+def test_avif_decodes_through_load_image():
+    rgb = smooth_rgb(64, 80)
+    out = load_image(encode(Image.fromarray(rgb), "AVIF", quality=95))
+    assert out.shape == (64, 80, 3) and np.abs(out.astype(int) - rgb).mean() < 2.5
+
+
+# ---------------------------------------------------------------------------------- gps_from_exif
+
+
+def dms(value: float) -> tuple[IFDRational, IFDRational, IFDRational]:
+    """Degrees as EXIF degrees, minutes and seconds (seconds to 1/10000)."""
+    value = abs(value)
+    degrees = int(value)
+    minutes = int((value - degrees) * 60)
+    seconds = ((value - degrees) * 60 - minutes) * 60
+    return IFDRational(degrees, 1), IFDRational(minutes, 1), IFDRational(round(seconds * 10000), 10000)
+
+
+def gps_exif(lat: float | None, lon: float | None, lat_ref=None, lon_ref=None, extra=None) -> Image.Exif:
+    exif = Image.Exif()
+    gps = exif.get_ifd(GPS_IFD)
+    if lat is not None:
+        gps[1] = lat_ref if lat_ref is not None else ("N" if lat >= 0 else "S")
+        gps[2] = dms(lat)
+    if lon is not None:
+        gps[3] = lon_ref if lon_ref is not None else ("E" if lon >= 0 else "W")
+        gps[4] = dms(lon)
+    gps.update(extra or {})
+    return exif
+
+
+def jpeg_with(exif: Image.Exif) -> bytes:
+    return encode(Image.new("RGB", (64, 48), (90, 120, 150)), "JPEG", exif=exif)
+
+
+@pytest.mark.parametrize("lat, lon", [(40.446195, -79.982233), (-33.856784, 151.215297), (0.0, 0.0),
+                                      (89.9999, 179.9999), (-90.0, -180.0)])
+def test_gps_round_trips_through_a_jpeg(tmp_path, lat, lon):
+    path = tmp_path / "gps.jpg"
+    path.write_bytes(jpeg_with(gps_exif(lat, lon)))
+    got = gps_from_exif(path)
+    assert got is not None
+    assert got[0] == pytest.approx(lat, abs=1e-7) and got[1] == pytest.approx(lon, abs=1e-7)  # about 1 cm
+    assert gps_from_exif(Image.open(path)) == got and gps_from_exif(path.read_bytes()) == got
+
+
+def test_gps_known_value_and_other_containers():
+    # 40 deg 26' 46.302" S, 79 deg 58' 56.04" W, written as rationals the way cameras do
+    exif = Image.Exif()
+    exif.get_ifd(GPS_IFD).update({1: "S", 2: (IFDRational(40), IFDRational(26), IFDRational(46302, 1000)),
+                                  3: "W", 4: (IFDRational(79), IFDRational(58), IFDRational(5604, 100)), 9: "A"})
+    expected = (-(40 + 26 / 60 + 46.302 / 3600), -(79 + 58 / 60 + 56.04 / 3600))
+    for fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+        got = gps_from_exif(encode(Image.new("RGB", (32, 32)), fmt, exif=exif))
+        assert got == pytest.approx(expected, abs=1e-9), fmt
+    assert expected == pytest.approx((-40.446195, -79.982233), abs=1e-6)
+    if heif_available():
+        assert gps_from_exif(encode(Image.new("RGB", (32, 32)), "HEIF", exif=exif)) == pytest.approx(expected)
+
+
+def test_gps_absent_or_malformed_is_none():
+    assert gps_from_exif(jpeg_with(Image.Exif())) is None  # no EXIF at all
+    assert gps_from_exif(encode(Image.new("RGB", (32, 32)), "PNG")) is None
+    assert gps_from_exif(jpeg_with(make_exif(x_A405=26))) is None  # EXIF without a GPS block
+    assert gps_from_exif(np.zeros((32, 32, 3), np.uint8)) is None  # arrays carry no EXIF
+    assert gps_from_exif(jpeg_with(gps_exif(40.0, None))) is None  # no longitude
+    assert gps_from_exif(jpeg_with(gps_exif(40.0, 10.0, lat_ref="X"))) is None  # unknown hemisphere
+    missing_ref = gps_exif(40.0, 10.0)
+    del missing_ref.get_ifd(GPS_IFD)[1]
+    assert gps_from_exif(jpeg_with(missing_ref)) is None  # N or S unknown: no sign
+    assert gps_from_exif(jpeg_with(gps_exif(40.0, 10.0, extra={9: "V"}))) is None  # GPSStatus: measurement void
+    too_far = gps_exif(40.0, 10.0)
+    too_far.get_ifd(GPS_IFD)[2] = (IFDRational(95), IFDRational(0), IFDRational(0))  # latitude 95 deg
+    assert gps_from_exif(jpeg_with(too_far)) is None
+    lon_too_far = gps_exif(40.0, 10.0)
+    lon_too_far.get_ifd(GPS_IFD)[4] = (IFDRational(180), IFDRational(30), IFDRational(0))
+    assert gps_from_exif(jpeg_with(lon_too_far)) is None
+    sixty_minutes = gps_exif(40.0, 10.0)
+    sixty_minutes.get_ifd(GPS_IFD)[2] = (IFDRational(40), IFDRational(60), IFDRational(0))
+    assert gps_from_exif(jpeg_with(sixty_minutes)) is None
+    zero_denominator = gps_exif(40.0, 10.0)
+    zero_denominator.get_ifd(GPS_IFD)[2] = (IFDRational(40), IFDRational(1, 0), IFDRational(0))
+    assert gps_from_exif(jpeg_with(zero_denominator)) is None
+    # not an image: None, not an error (load_image explains what is wrong; the app asks for the GPS first)
+    assert gps_from_exif(b"not an image") is None and gps_from_exif(b"") is None
+
+
+def test_gps_reference_in_lower_case():
+    exif = gps_exif(12.5, 45.25, lat_ref="s", lon_ref="w")
+    assert gps_from_exif(jpeg_with(exif)) == pytest.approx((-12.5, -45.25))
 
 
 # ---------------------------------------------------------------------------------- reprojection

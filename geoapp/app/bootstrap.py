@@ -6,13 +6,16 @@ Steps (each skipped when its output already exists, so an interrupted start cont
 2. ``python -m geoapp.train --preset demo --data-root data/synth --out runs/demo``  (``--resume`` after a kill),
    then ``runs/demo/best.safetensors`` is copied to ``checkpoints/demo.safetensors``
 3. ``python -m geoapp.build_db --checkpoint checkpoints/demo.safetensors --dataset synth --data-root data/synth
-   --split test --out reference_db/demo``                             (continues an unfinished build itself)
+   --split test --out reference_db/demo --calibrate val``             (continues an unfinished build itself; then
+   fits the confidence calibration on the val split; a database built without it is calibrated with
+   ``--calibrate-only``)
 
 The commands run as subprocesses with the terminal as their output, so their own progress bars show.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -32,6 +35,7 @@ DEMO_DATABASE = HOME / "reference_db" / "demo"
 DEMO_DATA_ROOT = HOME / "data" / "synth"
 DEMO_RUN = HOME / "runs" / "demo"
 DEMO_SPLIT = "test"  # the reference database and the bundled examples: the reported split, never chosen on
+CALIBRATION_SPLIT = "val"  # the confidence is fitted on the selection split, never on the split it serves
 SYNTH_DONE_MARKER = "dataset.json"  # the generator writes its manifest last
 DATABASE_DONE_MARKER = "metadata.json"  # build_db writes it last, then renames the folder into place
 
@@ -62,12 +66,22 @@ def demo_commands(paths: DemoPaths, python: str = sys.executable) -> dict[str, l
         "synth": [python, "-m", "geoapp.synth", "--out", data],
         "train": [python, "-m", "geoapp.train", "--preset", "demo", "--data-root", data, "--out", run],
         "build_db": [python, "-m", "geoapp.build_db", "--checkpoint", checkpoint, "--dataset", "synth",
-                     "--data-root", data, "--split", DEMO_SPLIT, "--out", database],
+                     "--data-root", data, "--split", DEMO_SPLIT, "--out", database, "--calibrate", CALIBRATION_SPLIT],
+        "calibrate": [python, "-m", "geoapp.build_db", "--checkpoint", checkpoint, "--dataset", "synth",
+                      "--data-root", data, "--split", DEMO_SPLIT, "--out", database, "--calibrate",
+                      CALIBRATION_SPLIT, "--calibrate-only"],
     }
 
 
+def _is_calibrated(database: Path) -> bool:
+    try:
+        return "calibration" in json.loads((database / DATABASE_DONE_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+
+
 def is_demo_built(paths: DemoPaths) -> bool:
-    return paths.checkpoint.is_file() and (paths.database / DATABASE_DONE_MARKER).is_file()
+    return paths.checkpoint.is_file() and _is_calibrated(paths.database)
 
 
 def _run(name: str, command: list[str], log: Callable[[str], None]) -> float:
@@ -148,5 +162,8 @@ def ensure_demo(paths: DemoPaths | None = None, python: str = sys.executable,
     if not (paths.database / DATABASE_DONE_MARKER).is_file():
         if not (paths.data_root / SYNTH_DONE_MARKER).is_file():  # a checkpoint copied in without its world
             timings["synth"] = _run("1/3 synthetic world", commands["synth"], log)
-        timings["build_db"] = _run("3/3 reference database", commands["build_db"], log)
+        timings["build_db"] = _run("3/3 reference database and its confidence calibration", commands["build_db"],
+                                   log)
+    elif not _is_calibrated(paths.database):  # built before databases carried a calibration
+        timings["calibrate"] = _run("3/3 confidence calibration", commands["calibrate"], log)
     return timings

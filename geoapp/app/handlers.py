@@ -17,26 +17,83 @@ import numpy as np
 import torch
 
 from geoapp.data.fov import angular_error
-from geoapp.data.photo import ImageError, hfov_from_exif, load_image
+from geoapp.data.geo import haversine_m
+from geoapp.data.photo import PLAUSIBLE_HFOV_DEG, ImageError, gps_from_exif, hfov_from_exif, load_image
 from geoapp.data.polar import polar_transform
 from geoapp.data.transforms import resize_image
-from geoapp.retrieval.engine import Candidate, LocalizationResult
+from geoapp.retrieval.engine import MAX_VIEWS, Candidate, LocalizationResult
+from geoapp.retrieval.prior import RADIUS_RANGE_M, LocationPrior, PriorError
 
 from . import render
 from .context import AppContext
 from .examples import Example
-from .mapview import MapMarker, build_map, haversine_m, map_iframe
+from .mapview import MapMarker, build_map, map_iframe
 
 FOV_MIN, FOV_MAX, FOV_DEFAULT = 60.0, 120.0, 90.0
-EXIF_FOV_RANGE = (10.0, 170.0)  # a pinhole camera's plausible horizontal FoV; outside it the EXIF is wrong
+EXIF_FOV_RANGE = PLAUSIBLE_HFOV_DEG  # a pinhole camera's plausible horizontal FoV; outside it the EXIF is wrong
 PANORAMA_ASPECT = 3.0  # width / height from which an upload is taken for a 360 deg panorama
-GALLERY_LABEL = "rank · similarity score (0-1) · distance to the true location (examples) · ✓ the true tile"
+GALLERY_LABEL = ("rank · similarity score (0-1; not a probability: see the confidence) · distance to the true "
+                 "location (examples) · ✓ the true tile")
+EXIF_PRIOR_RADIUS_KM = 1.0  # the search radius around a photo's EXIF GPS when the person gives none
 PHOTO_TYPES = {"Phone photo (perspective)": "pinhole", "Panorama crop (already on the panorama grid)": "crop"}
 GALLERY_SIDE = 256
 
 
 class UserInputError(ValueError):
     """The request cannot be answered as given; the message tells the person what to change."""
+
+
+def number_argument(value, name: str, low: float, high: float, unit: str = "", optional: bool = False):
+    """``value`` as a float in [low, high], or a UserInputError naming the argument, its type and range (API
+    clients send anything: strings, lists, booleans). Empty (None or "") is None when ``optional``."""
+    span = f"between {low:g}{unit} and {high:g}{unit}"
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if optional:
+            return None
+        raise UserInputError(f"{name} is required: a number {span}.")
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, np.integer, np.floating)):
+        raise UserInputError(f"{name} must be a number {span}, got {type(value).__name__} {value!r}.")
+    try:
+        number = float(value)
+    except ValueError:
+        raise UserInputError(f"{name} must be a number {span}, got {value!r}.") from None
+    if not math.isfinite(number) or not low <= number <= high:
+        raise UserInputError(f"{name} must be {span}, got {number:g}{unit}.")
+    return number
+
+
+def choice_argument(value, name: str, choices) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise UserInputError(f"{name} must be one of {list(choices)}, got {value!r}.")
+    return value
+
+
+def flag_argument(value, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise UserInputError(f"{name} must be true or false, got {value!r}.")
+    return value
+
+
+def location_prior(path, lat, lon, radius_km, use_exif_gps: bool) -> tuple[LocationPrior | None, list[str]]:
+    """The query's prior: the given centre and radius; else, when allowed, the photo's EXIF GPS with the given
+    radius (default EXIF_PRIOR_RADIUS_KM); else None. Half a centre is an error, not silently ignored."""
+    lat = number_argument(lat, "The prior's latitude", -90.0, 90.0, "°", optional=True)
+    lon = number_argument(lon, "The prior's longitude", -180.0, 180.0, "°", optional=True)
+    low, high = (r / 1000.0 for r in RADIUS_RANGE_M)
+    radius = number_argument(radius_km, "The prior's radius", low, high, " km", optional=True)
+    notes: list[str] = []
+    if (lat is None) != (lon is None):
+        raise UserInputError("Give both the latitude and the longitude of the prior's centre (or neither).")
+    if lat is not None:
+        return LocationPrior(lat, lon, 1000.0 * (radius or EXIF_PRIOR_RADIUS_KM)), notes
+    if use_exif_gps and path is not None:
+        gps = gps_from_exif(path)
+        if gps is not None:
+            prior = LocationPrior(gps[0], gps[1], 1000.0 * (radius or EXIF_PRIOR_RADIUS_KM), source="exif")
+            notes.append(f"The photo's EXIF GPS was used as a location prior: searched {prior.describe()}. Untick "
+                         "'Use the photo's GPS' to search everywhere.")
+            return prior, notes
+    return None, notes
 
 
 @dataclass
@@ -64,11 +121,12 @@ class QueryState:
     truth: Example | None
     distances_m: list[float | None]
     mask_stage: int
+    prior: LocationPrior | None = None
 
     @classmethod
     def of(cls, result: LocalizationResult, truth: Example | None, distances_m: list[float | None]) -> QueryState:
         light = [replace(c, thumbnail=None, satellite_mask=None) for c in result.candidates]
-        return cls(light, result.fov_deg, truth, distances_m, result.mask_stage)
+        return cls(light, result.fov_deg, truth, distances_m, result.mask_stage, result.prior)
 
 
 @dataclass
@@ -80,6 +138,7 @@ class LocalizeOutputs:
     status: str
     state: QueryState
     notes: list[str] = field(default_factory=list)
+    answer: dict = field(default_factory=dict)  # answer_record: what API clients read
 
 
 # ------------------------------------------------------------------------------------------- the photo
@@ -102,6 +161,9 @@ def prepare_photo(path: str | os.PathLike, fov_slider: float, photo_type: str,
         raise UserInputError(f"This file cannot be used as a photo: {message}.") from exc
     notes: list[str] = []
     if example is not None:
+        if PHOTO_TYPES.get(photo_type) != "crop":
+            notes.append(f"This file is a bundled example, a crop of a test panorama: it was used as a panorama crop "
+                         f"at its own {example.fov_deg:g}° field of view (the 'Kind of image' choice does not apply).")
         return rgb, example.fov_deg, f"{example.fov_deg:g}° (bundled example)", "crop", notes
     fov = float(fov_slider)
     if not FOV_MIN <= fov <= FOV_MAX:
@@ -205,15 +267,44 @@ def map_html(ctx: AppContext, state: QueryState, chosen: Candidate) -> str:
         return "<p>The reference tiles have no coordinates, so there is no map.</p>"
     truth = state.truth
     true_location = (truth.lat, truth.lon) if truth is not None and math.isfinite(truth.lat) else None
+    prior = None if state.prior is None else (state.prior.lat, state.prior.lon, state.prior.radius_m)
     return map_iframe(build_map(markers, chosen.rank, chosen.heading_deg, state.fov_deg, ctx.cone_length_m,
-                                truth=true_location, world=ctx.world))
+                                truth=true_location, world=ctx.world, prior=prior))
+
+
+def confidence_text(result: LocalizationResult, ctx: AppContext) -> list[str]:
+    """How much to trust this answer, in words: the calibrated probability, and what lowers it."""
+    conf = result.confidence
+    if conf is None:
+        return ["**Confidence:** not calibrated: this reference database has no calibration record (build it with "
+                "`--calibrate val`), so the scores below are similarities, not probabilities."]
+    record = ctx.localizer.calibration.record
+    lines = [f"**Confidence:** {conf.words()} (calibrated on {record.get('queries', '?')} "
+             f"{record.get('split', '?')!r}-split photos against {record.get('gallery_size', '?')} references)"]
+    if len(result.views) > 1:
+        lines.append("(fitted on single photos: with several photos the true probability is usually higher)")
+    if result.prior is not None and result.searched < record.get("gallery_size", result.searched):
+        lines.append(f"(the prior left {result.searched:,} references, fewer look-alikes than the calibration "
+                     "saw: the probability is conservative)")
+    if conf.unfamiliar:
+        lines.append("**This photo does not look like the photos the model knows:** its best score is below that of "
+                     "99 % of the calibration photos. Treat the answer as a guess.")
+    return lines
 
 
 def query_summary(result: LocalizationResult, fov_text: str, truth: Example | None,
-                  distances_m: list[float | None]) -> str:
-    lines = [f"**Field of view:** {fov_text}",
-             f"**Projection:** {'reprojected phone photo' if result.projection == 'pinhole' else 'panorama-grid crop'}"
-             f" → model input {result.input_image.shape[1]} x {result.input_image.shape[0]} px"]
+                  distances_m: list[float | None], ctx: AppContext | None = None) -> str:
+    lines = confidence_text(result, ctx) if ctx is not None else []
+    lines += [f"**Field of view:** {fov_text}",
+              f"**Projection:** {'reprojected phone photo' if result.projection == 'pinhole' else 'panorama-grid crop'}"
+              f" → model input {result.input_image.shape[1]} x {result.input_image.shape[0]} px"]
+    if len(result.views) > 1:
+        best = result.candidates[0]
+        headings = ", ".join(f"{render.display_heading(h):.1f}°" for h in best.view_headings)
+        lines.append(f"**{len(result.views)} photos from one spot:** combined; at the best tile they look toward "
+                     f"{headings}")
+    if result.prior is not None:
+        lines.append(f"**Location prior:** {result.prior.describe()}; {result.searched:,} references searched")
     if truth is not None:
         lines.append(f"**Bundled example ({truth.label()}):** true location {truth.lat:.6f}, {truth.lon:.6f}; "
                      f"true heading {render.display_heading(truth.heading_deg):.1f}°")
@@ -225,11 +316,35 @@ def query_summary(result: LocalizationResult, fov_text: str, truth: Example | No
     return "  \n".join(lines)
 
 
+def coverage_text(ctx: AppContext) -> str:
+    """What the loaded database can answer, and how to localize photos it cannot."""
+    cov = ctx.localizer.coverage()
+    box = cov["box"]
+    extent = ("tiles without coordinates" if box is None else
+              f"latitudes {box[0]:.4f} to {box[2]:.4f}, longitudes {box[1]:.4f} to {box[3]:.4f}")
+    if box is not None:
+        extent += (f" (about {haversine_m(box[0], box[1], box[2], box[1]) / 1000:.1f} x "
+                   f"{haversine_m(box[0], box[1], box[0], box[3]) / 1000:.1f} km)")
+    trained = cov["trained_on"] or "an unrecorded dataset"
+    how = ("To localize real photos: train a paper preset on CVUSA or CVACT (`python -m geoapp.train --preset "
+           "paper-cvusa-90 --data-root data/cvusa`) and build a database of your region's square satellite tiles "
+           "(`python -m geoapp.build_db --checkpoint ... --tiles my_tiles/ --locations my_tiles/tiles.csv`), then "
+           "start the app with `--checkpoint` and `--reference-db`.")
+    if cov["synthetic"]:
+        return (f"**What this demo can answer:** its reference database is a **generated (synthetic) world**, "
+                f"{cov['references']:,} tiles over {extent}; the model was trained on {trained}. **No real place can "
+                f"be found in it:** a real photo still gets an answer, but the answer means nothing. {how}")
+    what = ", ".join(f"{d} ({s})" for d, s in zip(cov["datasets"], cov["splits"])) or "a folder of tiles"
+    return (f"**What this database covers:** {cov['references']:,} reference tiles from {what}, {extent}; the "
+            f"model was trained on {trained}. A photo taken elsewhere cannot be found. {how}")
+
+
 def status_line(ctx: AppContext, result: LocalizationResult | None = None) -> str:
     text = ctx.localizer.describe()
     if result is not None:
         parts = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in result.timings.items())
-        text += f" · query took {result.elapsed_s:.2f} s ({parts})"
+        text += (f" · searched {result.searched:,} of {len(ctx.localizer.db):,} references · query took "
+                 f"{result.elapsed_s:.2f} s ({parts})")
     return text
 
 
@@ -237,17 +352,37 @@ def status_line(ctx: AppContext, result: LocalizationResult | None = None) -> st
 
 
 def localize_photo(ctx: AppContext, path: str | os.PathLike | None, fov_slider: float = FOV_DEFAULT,
-                   photo_type: str = next(iter(PHOTO_TYPES))) -> LocalizeOutputs:
-    """Everything the page shows for one uploaded photo."""
+                   photo_type: str = next(iter(PHOTO_TYPES)), more_paths: list | None = None, prior_lat=None,
+                   prior_lon=None, prior_radius_km=None, use_exif_gps: bool = True) -> LocalizeOutputs:
+    """Everything the page shows for one uploaded photo (and up to MAX_VIEWS - 1 more from the same spot)."""
     if path is None or not os.path.isfile(path):
         raise UserInputError("Upload a ground photo first (or pick one of the examples).")
-    truth = ctx.examples.lookup(path) if ctx.examples is not None else None
-    rgb, fov, fov_text, projection, notes = prepare_photo(path, fov_slider, photo_type, truth)
+    fov_slider = number_argument(fov_slider, "The field of view", FOV_MIN, FOV_MAX, "°")
+    photo_type = choice_argument(photo_type, "The kind of image", PHOTO_TYPES)
+    use_exif_gps = flag_argument(use_exif_gps, "'Use the photo's GPS'")
+    more_paths = [p for p in (more_paths or []) if p is not None]
+    if len(more_paths) > MAX_VIEWS - 1:
+        raise UserInputError(f"At most {MAX_VIEWS - 1} more photos can join the first one, got {len(more_paths)}.")
+    for extra in more_paths:
+        if not os.path.isfile(extra):
+            raise UserInputError(f"The extra photo {os.path.basename(str(extra))!r} did not arrive; upload it again.")
+    truth = ctx.examples.lookup(path) if ctx.examples is not None and not more_paths else None
+    prior, prior_notes = location_prior(path, prior_lat, prior_lon, prior_radius_km, use_exif_gps)
+    prepared = [prepare_photo(p, fov_slider, photo_type, truth if p == path else None) for p in [path, *more_paths]]
+    rgbs, fovs, fov_texts, projections, notes = ([x[i] for x in prepared] for i in range(5))
+    notes = [n for photo_notes in notes for n in photo_notes]
     with torch.inference_mode():
         try:
-            result = ctx.localizer.localize(rgb, fov_deg=fov, top_k=ctx.top_k, projection=projection)
+            result = _localize(ctx, rgbs, fovs, projections, prior)
+        except PriorError as exc:
+            if prior is None or prior.source != "exif":
+                raise UserInputError(f"The location prior cannot be used: {exc}.") from exc
+            prior_notes = [f"The photo's EXIF GPS ({prior.lat:.5f}, {prior.lon:.5f}) is outside this database, so "
+                           f"it was not used as a prior: {exc}."]
+            result = _localize(ctx, rgbs, fovs, projections, None)
         except ImageError as exc:  # e.g. a crop too narrow for the network after resizing
             raise UserInputError(f"This photo cannot be localized: {exc}.") from exc
+    notes += prior_notes
     distances = [haversine_m(c.lat, c.lon, truth.lat, truth.lon)
                  if truth is not None and math.isfinite(truth.lat) and math.isfinite(c.lat) else None
                  for c in result.candidates]
@@ -259,11 +394,40 @@ def localize_photo(ctx: AppContext, path: str | os.PathLike | None, fov_slider: 
         gallery=gallery_items(ctx, result.candidates, distances, truth),
         ground_view=ground_view,
         selection=select_view(ctx, state, 0),
-        query_summary=query_summary(result, fov_text, truth, distances),
+        query_summary=query_summary(result, fov_texts[0], truth, distances, ctx),
         status=status_line(ctx, result),
         state=state,
         notes=notes,
+        answer=answer_record(result, truth, distances),
     )
+
+
+def _localize(ctx: AppContext, rgbs, fovs, projections, prior) -> LocalizationResult:
+    if len(rgbs) == 1:
+        return ctx.localizer.localize(rgbs[0], fov_deg=fovs[0], top_k=ctx.top_k, projection=projections[0],
+                                      prior=prior)
+    return ctx.localizer.localize_together(rgbs, fov_deg=fovs, top_k=ctx.top_k, projection=projections, prior=prior)
+
+
+def answer_record(result: LocalizationResult, truth: Example | None, distances_m: list[float | None]) -> dict:
+    """The query's answer as plain data, what API clients read (the pictures come as the other outputs)."""
+    conf = result.confidence
+    return {
+        "confidence": None if conf is None else {
+            "tile_probability": round(conf.tile, 4), "heading_within_22.5deg_probability": round(conf.heading, 4),
+            "unfamiliar": conf.unfamiliar, "words": conf.words()},
+        "searched_references": result.searched,
+        "prior": None if result.prior is None else {"lat": result.prior.lat, "lon": result.prior.lon,
+                                                    "radius_m": result.prior.radius_m, "source": result.prior.source},
+        "photos": [{"fov_deg": v.fov_deg, "fov_source": v.fov_source, "projection": v.projection}
+                   for v in result.views],
+        "candidates": [{"rank": c.rank, "lat": c.lat, "lon": c.lon, "heading_deg": round(c.heading_deg, 2),
+                        "score": round(c.score, 4), "photo_headings_deg": [round(h, 2) for h in c.view_headings]
+                        or [round(c.heading_deg, 2)], "distance_to_truth_m": d, "tile": os.path.basename(c.path)}
+                       for c, d in zip(result.candidates, distances_m)],
+        "example": None if truth is None else {"pair_id": truth.pair_id, "lat": truth.lat, "lon": truth.lon,
+                                               "heading_deg": truth.heading_deg},
+    }
 
 
 def select_candidate(ctx: AppContext, state: QueryState | None, position: int | None) -> Selection:
@@ -271,3 +435,11 @@ def select_candidate(ctx: AppContext, state: QueryState | None, position: int | 
     if state is None or position is None:
         raise UserInputError("There are no results yet: localize a photo first.")
     return select_view(ctx, state, int(position))
+
+
+def candidate_position(rank) -> int:
+    """A 1-based candidate rank from an API client (any JSON value) as a 0-based position."""
+    number = number_argument(rank, "The candidate rank", 1, 10_000)
+    if not number.is_integer():
+        raise UserInputError(f"The candidate rank must be a whole number (1 = best), got {rank!r}.")
+    return int(number) - 1

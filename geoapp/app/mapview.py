@@ -23,15 +23,16 @@ import numpy as np
 from branca.element import MacroElement
 from jinja2 import Template
 
+from geoapp.data.geo import EARTH_RADIUS_M, haversine_m
 from geoapp.utils import atomic_write_bytes
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-EARTH_RADIUS_M = 6_371_008.8
 MAP_HEIGHT_PX = 520
 MAX_OVERLAY_SIDE = 2048  # about 1 m per pixel for the demo world: sharp at the zoom the candidates are shown
 BEST_COLOUR = "#e62828"
 OTHER_COLOUR = "#2864c8"
 TRUE_COLOUR = "#14aa3c"
+PRIOR_COLOUR = "#8a2be2"
 
 
 @dataclass(frozen=True)
@@ -79,14 +80,6 @@ class WorldImage:
     @property
     def bounds(self) -> list[list[float]]:
         return [[self.south, self.west], [self.north, self.east]]
-
-
-def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance in metres."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
 
 
 def destination(lat: float, lon: float, bearing_deg: float, distance_m: float) -> tuple[float, float]:
@@ -171,9 +164,11 @@ def build_map(
     cone_length_m: float,
     truth: tuple[float, float] | None = None,
     world: WorldImage | None = None,
+    prior: tuple[float, float, float] | None = None,
 ) -> folium.Map:
     """A map centred on the selected candidate, with every candidate, the selected one's FoV cone toward
-    ``heading_deg`` and the true location (green) when known. Candidates without coordinates are skipped."""
+    ``heading_deg``, the true location (green) when known and the location prior's circle (lat, lon, radius in
+    metres) when the query had one. Candidates without coordinates are skipped."""
     placed = [m for m in markers if math.isfinite(m.lat) and math.isfinite(m.lon)]
     if not placed:
         raise ValueError("none of the candidates has a location; the map cannot be drawn")
@@ -188,6 +183,10 @@ def build_map(
         overlay.url = world.url  # set afterwards: folium would open a scheme-less (relative) URL as a local file
         overlay.add_to(fmap)
 
+    if prior is not None:
+        folium.Circle([prior[0], prior[1]], radius=float(prior[2]), color=PRIOR_COLOUR, weight=2, fill=False,
+                      dash_array="6 6", tooltip=f"location prior: {prior[2]:,.0f} m around {prior[0]:.5f}, "
+                      f"{prior[1]:.5f}").add_to(fmap)
     folium.Polygon(
         cone_polygon(selected.lat, selected.lon, heading_deg, fov_deg, cone_length_m),
         color=BEST_COLOUR, weight=2, fill=True, fill_opacity=0.25,

@@ -62,6 +62,25 @@ def served_url(path: Path) -> str:
     return f"{API_PREFIX.lstrip('/')}/file={quote(str(Path(path).resolve()))}"
 
 
+def upload_path(record, name: str) -> str | None:
+    """The server-side path of an uploaded file as the event receives it (preprocess=False): Gradio's file record
+    (a dict with ``path``), or a plain path string from older clients; None when nothing was uploaded."""
+    if record is None or isinstance(record, str):
+        return record
+    if isinstance(record, dict) and isinstance(record.get("path"), str):
+        return record["path"]
+    raise handlers.UserInputError(f"{name} must be an uploaded image file, got {type(record).__name__} "
+                                  f"{str(record)[:80]!r}.")
+
+
+def upload_paths(records) -> list[str]:
+    if records is None:
+        return []
+    if not isinstance(records, list):
+        records = [records]
+    return [upload_path(r, f"Extra photo {i}") for i, r in enumerate(records, start=1)]
+
+
 def _guard(fn):
     """Run a handler; input problems -> gr.Error with their message, bugs -> logged and a short gr.Error."""
 
@@ -93,32 +112,40 @@ def build_demo(localizer: Localizer | AppContext, top_k: int = DEFAULT_TOP_K) ->
     k = ctx.top_k
 
     @_guard
-    def on_localize(photo, fov, photo_type):
-        # preprocess=False (see the event below): ``photo`` is the upload's file record, not a decoded image
-        path = photo.get("path") if isinstance(photo, dict) else photo
-        out = handlers.localize_photo(ctx, path, fov, photo_type)
+    def on_localize(photo, fov, photo_type, more_photos=None, prior_lat=None, prior_lon=None, prior_radius_km=None,
+                    use_exif_gps=True):
+        # preprocess=False (see the event below): files arrive as their upload records, not decoded images, and
+        # every other value exactly as the client sent it (the handlers check each one)
+        out = handlers.localize_photo(ctx, upload_path(photo, "The ground photo"), fov, photo_type,
+                                      upload_paths(more_photos), prior_lat, prior_lon, prior_radius_km, use_exif_gps)
         for note in out.notes:
             gr.Warning(note, duration=20)
         sel = out.selection
         gallery = [(picture_file(image), caption) for image, caption in out.gallery]
         return (gallery, sel.heading_deg, picture_file(sel.compass), sel.summary, sel.map_html,
                 picture_file(out.ground_view), picture_file(sel.polar_view), picture_file(sel.topdown_view),
-                out.query_summary, out.status, out.state)
+                out.query_summary, out.status, out.answer, out.state)
+
+    def on_photo_change(photo):
+        # a bundled example is always used as a panorama crop at its own FoV: show that, however it arrived
+        example = ctx.examples.lookup(photo) if ctx.examples is not None and isinstance(photo, str) else None
+        if example is None:
+            return gr.update(), gr.update()
+        return list(handlers.PHOTO_TYPES)[1], example.fov_deg
 
     def on_gallery_click(evt: gr.SelectData):
         return evt.index + 1
 
     @_guard
     def on_select(state, rank):
-        if rank is None or not float(rank).is_integer():
-            raise handlers.UserInputError(f"The candidate rank must be a whole number, got {rank!r}.")
-        sel = handlers.select_candidate(ctx, state, int(rank) - 1)
+        sel = handlers.select_candidate(ctx, state, handlers.candidate_position(rank))
         return (sel.heading_deg, picture_file(sel.compass), sel.summary, sel.map_html, picture_file(sel.polar_view),
                 picture_file(sel.topdown_view))
 
     # analytics off: the app makes no network requests of its own (it must work offline)
     with gr.Blocks(title="geoapp: where was this photo taken?", analytics_enabled=False) as demo:
         gr.Markdown(INTRO)
+        gr.Markdown(handlers.coverage_text(ctx), elem_id="coverage")
         status = gr.Markdown(handlers.status_line(ctx), elem_id="status")
         state = gr.State(None)
         selected_rank = gr.Number(1, precision=0, visible=False, label="Candidate rank (1 = best)")
@@ -131,6 +158,19 @@ def build_demo(localizer: Localizer | AppContext, top_k: int = DEFAULT_TOP_K) ->
                 fov = gr.Slider(handlers.FOV_MIN, handlers.FOV_MAX, value=handlers.FOV_DEFAULT, step=1,
                                 label="Horizontal field of view (°)", elem_id="fov",
                                 info="Used when the photo carries no EXIF focal length (EXIF wins when present).")
+                with gr.Accordion("More photos from the same spot, location prior", open=False):
+                    more_photos = gr.File(label=f"Up to {handlers.MAX_VIEWS - 1} more photos taken at the same "
+                                          "place in other directions (combined into one answer)",
+                                          file_count="multiple", file_types=["image"], elem_id="more-photos")
+                    with gr.Row():
+                        prior_lat = gr.Number(None, label="Prior centre: latitude (°)", elem_id="prior-lat")
+                        prior_lon = gr.Number(None, label="Prior centre: longitude (°)", elem_id="prior-lon")
+                        prior_radius = gr.Number(None, label="Prior radius (km)", elem_id="prior-radius",
+                                                 info=f"{handlers.RADIUS_RANGE_M[0] / 1000:g} to "
+                                                 f"{handlers.RADIUS_RANGE_M[1] / 1000:g} km; empty: "
+                                                 f"{handlers.EXIF_PRIOR_RADIUS_KM:g} km")
+                    use_gps = gr.Checkbox(True, label="Use the photo's GPS (EXIF) as the prior when it has one",
+                                          elem_id="use-gps")
                 button = gr.Button("Localize", variant="primary", elem_id="localize")
                 if ctx.examples is not None and len(ctx.examples):
                     gr.set_static_paths([ctx.examples.folder])  # servable even when the app starts elsewhere
@@ -165,12 +205,16 @@ def build_demo(localizer: Localizer | AppContext, top_k: int = DEFAULT_TOP_K) ->
         # preprocess=False: gr.Image's own preprocessing opens every upload with Pillow, so a non-image or a
         # decompression bomb would fail inside Gradio with a generic error, before the handler could explain it.
         # Gradio still copies the file into its cache first, as it does for any file input; load_image decodes it.
+        answer = gr.JSON(label="The answer as data (what API clients read)", elem_id="answer", open=False)
         button.click(
-            on_localize, inputs=[photo, fov, photo_type],
+            on_localize, inputs=[photo, fov, photo_type, more_photos, prior_lat, prior_lon, prior_radius, use_gps],
             outputs=[gallery, heading, compass, selection_md, map_html, ground_view, polar_view, topdown_view,
-                     query_md, status, state],
+                     query_md, status, answer, state],
             api_name="localize", preprocess=False,
         )
+        # (photo_kind only mirrors an example's kind and FoV into the radio and slider, for the page)
+        photo.change(on_photo_change, inputs=photo, outputs=[photo_type, fov], api_name="photo_kind",
+                     api_visibility="undocumented", queue=False)
         # A click only records the rank; the views follow from (session state, rank), so API clients can ask
         # for a candidate by rank (/select_candidate) without gallery event data.
         # (gallery_click needs the click's event data, so it stays out of the API docs)

@@ -26,11 +26,11 @@ import cv2
 import numpy as np
 import torch
 
-from ..build_db import DatasetSource, TileFolderSource, build_database
 from ..data.fov import crop_fov
 from ..data.polar import polar_transform
 from ..data.transforms import to_tensor
 from ..model import ModelConfig, StageMaps, build_model, load_model, save_model
+from ..retrieval.build import DatasetSource, Limited, TileFolderSource, build_database
 from ..retrieval.database import DatabaseError, DatabaseWriter, ReferenceDatabase
 from ..retrieval.engine import tune_allocator
 from ..retrieval.index import FirstStageIndex, compute_first_stage, num_orientations, two_stage_topk
@@ -266,7 +266,7 @@ class ConcatSource:
 
 def synth_database(demo: Path, synth: Path, config, distractors: int, work: Path) -> tuple[ReferenceDatabase, str]:
     """The demo checkpoint's database of the synthetic test split followed by ``distractors`` train tiles."""
-    from ..build_db import _Limited
+
 
     sha = sha256_file(demo)
     db_path = work / f"synth_test_plus_{distractors}_train_db"
@@ -276,7 +276,7 @@ def synth_database(demo: Path, synth: Path, config, distractors: int, work: Path
         pass
     sources = [DatasetSource("synth", synth, "test", config)]
     if distractors:
-        sources.append(_Limited(DatasetSource("synth", synth, "train", config), distractors))
+        sources.append(Limited(DatasetSource("synth", synth, "train", config), distractors))
     t, _ = timed(lambda: build_database(ConcatSource(sources), demo, db_path, overwrite=True, show_progress=False))
     return ReferenceDatabase.open(db_path, sha, config), f"built in {t:.0f} s"
 

@@ -14,6 +14,10 @@ Decoding rules of :func:`load_image` (every input ends up as uint8 H x W x 3 RGB
 - 16-bit images are scaled to 8 bits (``round(v / 257)`` for 16-bit grayscale; Pillow already keeps the
   high byte of 16-bit RGB(A) PNGs). 32-bit floating-point images are refused.
 - The pixel count is checked from the header BEFORE any pixel is decoded (decompression-bomb guard).
+- HEIC/HEIF (the iPhone default) decode through pillow-heif, registered with Pillow when this module is imported,
+  so every decoder of the project (the app, ``python -m geoapp.localize``, ``build_db --tiles``) reads them; AVIF
+  through Pillow's own plugin where the installed Pillow has it. :data:`DECODABLE_FORMATS` and :data:`ACCEPTED`
+  say what decodes on this install, :data:`IMAGE_SUFFIXES` which file names a folder walk takes.
 """
 
 from __future__ import annotations
@@ -27,10 +31,17 @@ from contextlib import contextmanager
 
 import cv2
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError, features
 
 from geoapp.data.fov import PANO_WIDTH, fov_width
 from geoapp.data.transforms import resize_image
+
+try:  # HEIC/HEIF: a requirement, but a missing or broken install only loses the format, not the module
+    import pillow_heif
+except ImportError:  # pragma: no cover - pillow-heif is in requirements.txt
+    pillow_heif = None
+else:
+    pillow_heif.register_heif_opener()
 
 MAX_PIXELS = 50_000_000  # larger uploads are refused before decoding (a 50 MP RGB array is 150 MB)
 MIN_SIDE = 16  # smaller images carry no usable content (the network downsamples by 32)
@@ -42,10 +53,39 @@ CVUSA_PANO_VFOV_DEG = 224 / 1232 * 360.0
 
 FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)  # 35 mm film frame, 43.27 mm
 
+
+
+def _heif_decodes() -> bool:
+    if pillow_heif is None:
+        return False
+    try:
+        return bool(pillow_heif.libheif_info().get("decoders"))  # libheif built without any decoder reads nothing
+    except Exception:  # an unusable libheif: the format is not offered
+        return False
+
+
+def _decodable_formats() -> dict[str, str]:
+    """Pillow format id -> the name shown, for the formats that open AND decode with this install's libraries."""
+    Image.init()  # every plugin registered, so ``Image.OPEN`` is complete
+    wanted = [("JPEG", "JPEG", features.check("jpg")), ("PNG", "PNG", features.check("zlib")),
+              ("WEBP", "WebP", features.check("webp")), ("BMP", "BMP", True),
+              ("TIFF", "TIFF", True),  # uncompressed, LZW and packbits TIFF need no libtiff
+              ("GIF", "GIF", True), ("HEIF", "HEIC/HEIF", _heif_decodes()),
+              ("AVIF", "AVIF", features.check("avif") if "avif" in features.modules else False)]
+    return {fmt: name for fmt, name, works in wanted if works and fmt in Image.OPEN}
+
+
+DECODABLE_FORMATS = _decodable_formats()
+# file suffixes (lower case, with the dot) of those formats, e.g. .jpg .jpeg .png .heic .heif .avif
+IMAGE_SUFFIXES = frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items()
+                           if fmt in DECODABLE_FORMATS)
+_NAMES = list(DECODABLE_FORMATS.values())
 ACCEPTED = (
-    "accepted: a JPEG/PNG/WebP/BMP/TIFF/GIF image (RGB, grayscale, palette, RGBA, 16-bit or CMYK), "
+    f"accepted: a {', '.join(_NAMES[:-1])} or {_NAMES[-1]} image (RGB, grayscale, palette, RGBA, 16-bit or CMYK), "
     f"at least {MIN_SIDE} px on each side and at most {MAX_PIXELS // 1_000_000} megapixels"
 )
+# a pinhole camera's plausible horizontal field of view in degrees; an EXIF value outside it is wrong
+PLAUSIBLE_HFOV_DEG = (10.0, 170.0)
 
 ImageSource = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray
 
@@ -62,6 +102,12 @@ _TAG_FOCAL_PLANE_RESOLUTION_UNIT = 0xA210
 # extensions some cameras write. 1 ("no absolute unit") gives no sensor size.
 _RESOLUTION_UNIT_MM = {2: 25.4, 3: 10.0, 4: 1.0, 5: 0.001}
 _ORIENTATIONS_ROTATED_90 = {5, 6, 7, 8}  # orientations whose display swaps width and height
+# the GPS sub-IFD (EXIF 2.3, section 4.6.6)
+_TAG_GPS_LATITUDE_REF = 0x0001  # "N" or "S"
+_TAG_GPS_LATITUDE = 0x0002  # degrees, minutes, seconds (rationals)
+_TAG_GPS_LONGITUDE_REF = 0x0003  # "E" or "W"
+_TAG_GPS_LONGITUDE = 0x0004
+_TAG_GPS_STATUS = 0x0009  # "A" measurement active, "V" measurement void
 
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}  # "I": 16-bit PNGs in older Pillow
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
@@ -264,6 +310,60 @@ def hfov_from_exif(source: ImageSource) -> float | None:
         horizontal_mm = FULL_FRAME_DIAGONAL_MM * shown_width / math.hypot(shown_width, shown_height)
         return _fov_degrees(horizontal_mm, focal_35mm)
     return None
+
+
+def _exif_text(value) -> str | None:
+    if isinstance(value, bytes):
+        value = value.decode("ascii", errors="replace")
+    return value.strip("\x00 ").upper() if isinstance(value, str) else None
+
+
+def _gps_degrees(value, ref, positive: str, negative: str, limit: float) -> float | None:
+    """An EXIF GPS coordinate (degrees, minutes, seconds rationals; 1-3 of them) and its hemisphere reference as
+    signed degrees, or None when malformed or outside [-limit, limit]."""
+    ref = _exif_text(ref)
+    if ref not in (positive, negative):  # no (or an unknown) hemisphere: the sign cannot be known
+        return None
+    parts = value if isinstance(value, tuple) else (value,)
+    if not 1 <= len(parts) <= 3:
+        return None
+    try:
+        numbers = [float(v) for v in parts]
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    if not all(math.isfinite(n) and n >= 0 for n in numbers) or any(n >= 60 for n in numbers[1:]):
+        return None
+    degrees = sum(n / 60.0**i for i, n in enumerate(numbers))
+    if degrees > limit:
+        return None
+    return -degrees if ref == negative else degrees
+
+
+def gps_from_exif(source: ImageSource) -> tuple[float, float] | None:
+    """The (latitude, longitude) in signed degrees recorded in a photo's EXIF GPS block, or None.
+
+    Reads ``GPSLatitude``/``GPSLongitude`` (degrees, minutes, seconds as rationals) with their ``N``/``S`` and
+    ``E``/``W`` references. None when the photo has no GPS block, when a coordinate or its reference is missing or
+    malformed (zero denominators, minutes or seconds of 60 or more), when the latitude is outside [-90, 90] or the
+    longitude outside [-180, 180], or when ``GPSStatus`` says the measurement is void. Needs the raw EXIF, so
+    pass the file/bytes or the PIL image as opened, not an array. Never raises for a bad input: a file that is not
+    an image also gives None (reading the pixels with :func:`load_image` says what is wrong with it), so callers
+    may ask before decoding.
+    """
+    if isinstance(source, np.ndarray):
+        return None
+    try:
+        with _open_image(source, max_pixels=2**62, min_side=1) as image:
+            gps = image.getexif().get_ifd(ExifTags.IFD.GPSInfo)
+    except Exception:  # not an image, or an unreadable EXIF block: no position
+        return None
+    if not gps or _exif_text(gps.get(_TAG_GPS_STATUS)) == "V":  # V: measurement void (A: active)
+        return None
+    lat = _gps_degrees(gps.get(_TAG_GPS_LATITUDE), gps.get(_TAG_GPS_LATITUDE_REF), "N", "S", 90.0)
+    lon = _gps_degrees(gps.get(_TAG_GPS_LONGITUDE), gps.get(_TAG_GPS_LONGITUDE_REF), "E", "W", 180.0)
+    if lat is None or lon is None:
+        return None
+    return lat, lon
 
 
 def _as_rgb_photo(photo: ImageSource) -> np.ndarray:

@@ -18,30 +18,37 @@ Display conventions
 from __future__ import annotations
 
 import ctypes
+import logging
+import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..build_db import resolve_device
 from ..data.fov import fov_width, wrap_degrees
 from ..data.photo import hfov_from_exif, load_image, photo_to_cylindrical
 from ..data.transforms import resize_image, to_tensor
 from ..model import ModelConfig, StageMaps, load_model
 from ..model.align import gate_corr_scores
 from ..model.checkpoint import accuracy_text
-from ..utils import sha256_file
+from ..utils import resolve_device, sha256_file
+from .confidence import CONFIDENCE_K, Calibration, Confidence, window_peak_margin
 from .database import ReferenceDatabase
 from .index import FirstStageIndex, two_stage_topk
-from .search import GalleryHead, TopK, topk_matches
+from .prior import LocationPrior, coverage_box, restrict
+from .search import GalleryHead, IndexedGallery, TopK, align_at, gallery_chunks, topk_matches
+
+log = logging.getLogger(__name__)
 
 MASK_STAGE = 3
 PROJECTIONS = ("auto", "pinhole", "crop")
+MAX_VIEWS = 6  # photos in one multi-photo query
+TOP_K_RANGE = (1, 50)
 
 
 @dataclass
@@ -64,12 +71,26 @@ class Candidate:
     # gate-corr models: the window score (a cosine) of every offset at the heading stage, the evidence the
     # heading was read from (the argmax); None for the other alignment modes
     window_scores: np.ndarray | None = None
+    # multi-photo queries: each photo's heading at this tile (the first is ``heading_deg``) and its own score
+    view_headings: tuple[float, ...] = ()
+    view_scores: tuple[float, ...] = ()
+
+
+@dataclass
+class QueryView:
+    """One photo of a query as the model saw it."""
+
+    input_image: np.ndarray  # the model input, uint8 H x w_fov x 3 (the photo on the panorama grid)
+    ground_mask: np.ndarray | None  # H x w_fov float32, the block-3 mask upsampled to the model input
+    fov_deg: float
+    fov_source: str  # "given", "exif" or "crop width"
+    projection: str  # "pinhole" (reprojected photo) or "crop" (already a panorama-grid crop)
 
 
 @dataclass
 class LocalizationResult:
     candidates: list[Candidate]
-    input_image: np.ndarray  # the model input, uint8 H x w_fov x 3 (the photo on the panorama grid)
+    input_image: np.ndarray  # the (first) photo's model input, uint8 H x w_fov x 3 (the photo on the panorama grid)
     ground_mask: np.ndarray | None  # H x w_fov float32, the block-3 mask upsampled to the model input
     fov_deg: float
     fov_source: str  # "given", "exif" or "crop width"
@@ -79,6 +100,14 @@ class LocalizationResult:
     search: str  # "exhaustive" or "two-stage (first stage top M)"
     timings: dict[str, float] = field(default_factory=dict)  # seconds: preprocess, encode, search, results
     mask_stage: int = MASK_STAGE
+    # P(top-1 tile right), P(heading within 22.5 deg), from the database's calibration; None without one
+    confidence: Confidence | None = None
+    searched: int = 0  # references searched: the whole database, or those inside the prior
+    prior: LocationPrior | None = None
+    views: list[QueryView] = field(default_factory=list)  # every photo of the query (one for a single photo)
+    # the (combined) similarities of the best min(searched, max(top_k, CONFIDENCE_K)) references, best first:
+    # what the confidence is computed from
+    similarities: np.ndarray | None = None
 
 
 _ALLOCATOR_TUNED = False
@@ -104,6 +133,10 @@ def tune_allocator() -> bool:
     except (OSError, AttributeError):  # musl or another libc without mallopt
         _ALLOCATOR_TUNED = False
     return _ALLOCATOR_TUNED
+
+
+class FieldOfViewUnknown(ValueError):
+    """A camera photo without EXIF focal length and without a given field of view."""
 
 
 def prepare_query(image, config: ModelConfig, fov_deg: float | None = None,
@@ -142,8 +175,8 @@ def prepare_query(image, config: ModelConfig, fov_deg: float | None = None,
         return rgb, rgb.shape[1] * 360.0 / w_pano, "crop width", "crop"
     fov, source = (float(fov_deg), "given") if fov_deg is not None else (exif_fov, "exif")
     if fov is None:
-        raise ValueError("the photo's field of view is unknown (no EXIF focal length); pass fov_deg, the horizontal "
-                         "field of view in degrees")
+        raise FieldOfViewUnknown("the photo's field of view is unknown (no EXIF focal length); pass fov_deg, the "
+                                 "horizontal field of view in degrees")
     return photo_to_cylindrical(rgb, fov, out_height=h, pano_width=w_pano), fov, source, "pinhole"
 
 
@@ -167,6 +200,12 @@ class Localizer:
         self.chunk_size = chunk_size
         self.rerank = int(rerank)
         self.first_stage = FirstStageIndex.from_database(self.db) if two_stage else None
+        record = self.db.metadata.get("calibration")
+        try:
+            self.calibration = Calibration.from_dict(record) if record else None
+        except ValueError as exc:  # an unreadable record: the answers still come, without a probability
+            log.warning("ignoring the database's calibration record: %s", exc)
+            self.calibration = None
         self.warm_up()
 
     @torch.inference_mode()
@@ -199,15 +238,39 @@ class Localizer:
         search = f"two-stage (re-rank {self.rerank})" if self.first_stage is not None else "exhaustive"
         if self.first_stage is None:
             search += " fp16-first-pass" if self.fast_search else " fp32"
+        calibrated = "calibrated confidence" if self.calibration is not None else "no confidence calibration"
         return (f"checkpoint {self.checkpoint_path.name} ({self.checkpoint_sha[:12]}; "
                 f"{accuracy_text(self.checkpoint_meta)}), database {self.db.describe()}, {search} search on "
-                f"{self.device}")
+                f"{self.device}, {calibrated}")
+
+    def coverage(self) -> dict:
+        """What the loaded database can answer: its source, size and extent, and the model's training data."""
+        source = self.db.metadata.get("source", {})
+        parts = source.get("parts", [source])  # a ConcatSource lists its parts
+        datasets = sorted({p.get("dataset") for p in parts if p.get("kind") == "dataset"} - {None})
+        trained = self.checkpoint_meta.get("train_config") or {}
+        return {
+            "references": len(self.db),
+            "box": coverage_box(self.db.latlon),  # (south, west, north, east) or None
+            "synthetic": bool(datasets) and set(datasets) == {"synth"},
+            "tiles": [p.get("tiles_dir") for p in parts if p.get("kind") == "tiles"],
+            "datasets": datasets,
+            "splits": [p.get("split") for p in parts if p.get("kind") == "dataset"],
+            "trained_on": trained.get("dataset"),
+            "calibration": None if self.calibration is None else self.calibration.record,
+        }
 
     @torch.inference_mode()
     def encode(self, model_input: np.ndarray) -> StageMaps:
         return self.model.encode_ground(to_tensor(model_input)[None].to(self.device))
 
-    def search(self, ground: StageMaps, top_k: int) -> TopK:
+    def search(self, ground: StageMaps, top_k: int, subset: np.ndarray | None = None) -> TopK:
+        """The top ``top_k`` of the whole database, or of the references ``subset`` (ascending indices)."""
+        if subset is not None:
+            top = topk_matches(self.config, ground, IndexedGallery(self.db, subset), top_k, self.chunk_size,
+                               fast=self.fast_search)
+            top.indices = torch.as_tensor(subset, device=top.indices.device)[top.indices]
+            return top
         if self.first_stage is not None:
             rerank = max(self.rerank, top_k)  # never fewer candidates than answers
             return two_stage_topk(self.config, ground, self.db, self.first_stage, top_k, rerank, self.chunk_size)
@@ -217,32 +280,118 @@ class Localizer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    @torch.inference_mode()
-    def localize(self, image, fov_deg: float | None = None, top_k: int = 5,
-                 projection: str = "auto") -> LocalizationResult:
-        """Top ``top_k`` reference tiles for a photo (path, bytes, PIL image or uint8 RGB array)."""
-        t0 = time.perf_counter()
-        model_input, fov, fov_source, projection = prepare_query(image, self.config, fov_deg, projection)
-        t1 = time.perf_counter()
+    def _encode_view(self, prepared: tuple[np.ndarray, float, str, str]) -> tuple[QueryView, StageMaps]:
+        model_input, fov, fov_source, projection = prepared
         ground = self.encode(model_input)
+        mask = None if ground.masks is None else _upsample(ground.masks[MASK_STAGE - 1][0], model_input.shape[:2])
+        return QueryView(model_input, mask, fov, fov_source, projection), ground
+
+    @torch.inference_mode()
+    def localize(self, image, fov_deg: float | None = None, top_k: int = 5, projection: str = "auto",
+                 prior: LocationPrior | None = None) -> LocalizationResult:
+        """Top ``top_k`` reference tiles for a photo (path, bytes, PIL image or uint8 RGB array); with a ``prior``
+        only the references inside it are searched."""
+        return self.localize_together([image], fov_deg, top_k, projection, prior)
+
+    @torch.inference_mode()
+    def localize_together(self, images, fov_deg=None, top_k: int = 5, projection: str = "auto",
+                          prior: LocationPrior | None = None) -> LocalizationResult:
+        """One answer for 1-6 photos taken at the same spot in unknown directions.
+
+        Each photo is aligned with every reference as a single photo would be; a reference's combined similarity
+        is the mean of the photos' similarities, so two 90 deg photos look at 180 deg of the scene. Each
+        candidate carries every photo's heading at that tile. ``fov_deg`` and ``projection`` are one value for
+        all photos or one per photo (fov None: from EXIF / the crop's width). One photo is the single-photo
+        search itself (the two-stage index and the fp16 first pass apply); several are scored exactly over the
+        whole (or the prior's) gallery.
+        """
+        images = list(images)
+        if not 1 <= len(images) <= MAX_VIEWS:
+            raise ValueError(f"a query holds 1 to {MAX_VIEWS} photos, got {len(images)}")
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not (
+                TOP_K_RANGE[0] <= top_k <= TOP_K_RANGE[1]):
+            raise ValueError(f"top_k must be a whole number in [{TOP_K_RANGE[0]}, {TOP_K_RANGE[1]}], got {top_k!r}")
+        fovs = list(fov_deg) if isinstance(fov_deg, (list, tuple)) else [fov_deg] * len(images)
+        if len(fovs) != len(images):
+            raise ValueError(f"got {len(fovs)} fields of view for {len(images)} photos; give one, or one per photo")
+        projections = list(projection) if isinstance(projection, (list, tuple)) else [projection] * len(images)
+        if len(projections) != len(images):
+            raise ValueError(f"got {len(projections)} projections for {len(images)} photos; give one, or one per "
+                             "photo")
+        t0 = time.perf_counter()
+        subset = restrict(self.db.latlon, prior) if prior is not None else None
+        searched = len(self.db) if subset is None else len(subset)
+        # a calibrated confidence reads the top CONFIDENCE_K similarities (so a two-stage search re-ranks at least
+        # that many); without a calibration only the answers are needed
+        k = min(max(int(top_k), CONFIDENCE_K if self.calibration is not None else 1), searched)
+        prepared = [prepare_query(image, self.config, fov, kind) for image, fov, kind in zip(images, fovs, projections)]
+        t1 = time.perf_counter()
+        views, grounds = zip(*(self._encode_view(p) for p in prepared))
         self._sync()
         t2 = time.perf_counter()
-        top = self.search(ground, top_k)
+        if len(views) == 1:
+            top = self.search(grounds[0], k, subset)
+            per_view = [top]
+            combined = top.similarity[0]
+        else:
+            per_view, combined = self._search_together(grounds, k, subset)
         self._sync()
         t3 = time.perf_counter()
-        candidates = self._candidates(top, ground)
-        ground_mask = None
-        if ground.masks is not None:
-            ground_mask = _upsample(ground.masks[MASK_STAGE - 1][0], model_input.shape[:2])
+        candidates = self._candidates(per_view[0], grounds[0], int(top_k))
+        if len(views) > 1:
+            candidates = self._combine(candidates, per_view, combined)
+        confidence = None
+        if self.calibration is not None and len(combined) >= 2:
+            scores = candidates[0].window_scores
+            peak = None if scores is None else window_peak_margin(scores)
+            # a multi-photo query is judged by its first photo's FoV: fitted on single photos, this errs low
+            confidence = self.calibration.confidence(combined.float().cpu().numpy(), views[0].fov_deg, peak)
         t4 = time.perf_counter()
+        first = views[0]
+        if subset is not None:
+            search = f"exhaustive over the {searched:,} references inside the prior"
+        elif len(views) > 1:
+            search = f"exhaustive, {len(views)} photos combined"
+        else:
+            search = f"two-stage (first stage top {self.rerank})" if self.first_stage is not None else "exhaustive"
         return LocalizationResult(
-            candidates=candidates, input_image=model_input, ground_mask=ground_mask, fov_deg=fov,
-            fov_source=fov_source, projection=projection, elapsed_s=t4 - t0, device=str(self.device),
-            search=f"two-stage (first stage top {self.rerank})" if self.first_stage is not None else "exhaustive",
-            timings={"preprocess": t1 - t0, "encode": t2 - t1, "search": t3 - t2, "results": t4 - t3},
+            candidates=candidates, input_image=first.input_image, ground_mask=first.ground_mask, fov_deg=first.fov_deg,
+            fov_source=first.fov_source, projection=first.projection, elapsed_s=t4 - t0, device=str(self.device),
+            search=search, timings={"preprocess": t1 - t0, "encode": t2 - t1, "search": t3 - t2, "results": t4 - t3},
+            confidence=confidence, searched=searched, prior=prior, views=list(views),
+            similarities=combined.float().cpu().numpy(),
         )
 
-    def _heading_scores(self, ground: StageMaps, indices: list[int], stage: int) -> list[np.ndarray | None]:
+    def _search_together(self, grounds, k: int, subset) -> tuple[list[TopK], torch.Tensor]:
+        """Per photo, the similarity to every searched reference; their mean ranks the references."""
+        gallery = self.db if subset is None else IndexedGallery(self.db, subset)
+        total = None
+        for ground in grounds:
+            sims = torch.cat([res.similarity[0].double()
+                              for _, res in gallery_chunks(self.config, ground, gallery, self.chunk_size)])
+            total = sims if total is None else total + sims
+        mean = total / len(grounds)
+        order = torch.sort(-mean, stable=True).indices[:k].cpu().numpy()  # ties: lower index first
+        per_view = [align_at(self.config, ground, gallery, order) for ground in grounds]
+        if subset is not None:
+            for top in per_view:
+                top.indices = torch.as_tensor(subset, device=top.indices.device)[top.indices]
+        return per_view, mean[torch.as_tensor(order, device=mean.device)].float()
+
+    def _combine(self, candidates: list[Candidate], per_view: list[TopK], combined: torch.Tensor) -> list[Candidate]:
+        stage = self.config.heading_stage_resolved
+        headings = [np.asarray(wrap_degrees(top.headings(stage)))[0] % 360.0 for top in per_view]
+        out = []
+        for i, c in enumerate(candidates):
+            sim = float(combined[i])
+            view_scores = tuple(float(min(1.0, max(0.0, (1.0 + float(t.similarity[0, i])) / 2.0)))
+                                for t in per_view)
+            out.append(replace(c, score=float(min(1.0, max(0.0, (1.0 + sim) / 2.0))),
+                               distance=math.sqrt(max(0.0, 2.0 - 2.0 * sim)),
+                               view_headings=tuple(float(h[i]) for h in headings), view_scores=view_scores))
+        return out
+
+    def heading_scores(self, ground: StageMaps, indices: list[int], stage: int) -> list[np.ndarray | None]:
         """gate-corr window scores over all offsets at ``stage`` for the references ``indices`` (k x W_b)."""
         if self.config.align_mode != "gate-corr" or not self.db.has(f"gates_{stage}") or not indices:
             return [None] * len(indices)
@@ -253,10 +402,11 @@ class Localizer:
         scores = gate_corr_scores(ground.gates[stage - 1], sat_gates, sat_energy=energy)  # 1 x k x W_b, as searched
         return [row.float().cpu().numpy() for row in scores[0]]
 
-    def _candidates(self, top: TopK, ground: StageMaps) -> list[Candidate]:
+    def _candidates(self, top: TopK, ground: StageMaps, top_k: int) -> list[Candidate]:
+        """The first ``top_k`` answers of ``top`` with what the UI shows of them."""
         stage = self.config.heading_stage_resolved
         i = top.stages.index(stage)
-        heading_scores = self._heading_scores(ground, top.indices[0].tolist(), stage)
+        heading_scores = self.heading_scores(ground, top.indices[0, :top_k].tolist(), stage)
         headings = np.asarray(wrap_degrees(top.headings(stage)))[0] % 360.0
         scale = self.config.sat_width / top.map_widths[i]  # polar-image columns per stage column
         polar_size = (self.config.sat_height, self.config.sat_width)

@@ -157,6 +157,17 @@ class IndexedGallery:
         return gather_maps(self.gallery, self.indices[np.asarray(indices, dtype=np.int64)])
 
 
+@torch.no_grad()
+def align_at(config: ModelConfig, ground: StageMaps, gallery: Gallery, indices) -> TopK:
+    """One query's alignment with the references ``indices`` of a gallery, as a TopK in that order (e.g. the
+    ranking of a combined score, read back per photo)."""
+    if len(ground) != 1:
+        raise ValueError(f"align_at takes one query, got {len(ground)}")
+    res = align_windows(ground, gather_maps(gallery, indices), config.align_mode, config.stages)
+    index = torch.as_tensor(np.asarray(indices, dtype=np.int64), device=res.distances.device)[None]
+    return TopK(res.distances, index, res.offsets, res.similarity, res.stages, res.window_widths, res.map_widths)
+
+
 def gather_maps(gallery, indices) -> StageMaps:
     """The references at ``indices`` of any gallery, as one StageMaps (a copy)."""
     indices = np.asarray(indices, dtype=np.int64)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..utils import resolve_device
+
 
 @dataclass
 class Dist:
@@ -53,14 +55,6 @@ class Dist:
             t = t.cuda()
         dist.all_reduce(t)
         return float(t.item()) / self.world
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but torch sees no CUDA device")
-    return torch.device(name)
 
 
 def setup_distributed(device_name: str) -> tuple[Dist, torch.device]:

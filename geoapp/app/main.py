@@ -1,0 +1,88 @@
+"""geoapp's web app: ``python app.py`` (or ``geoapp-app``, ``python -m geoapp.app``), then open the printed address.
+
+On a fresh machine the first start builds the synthetic-world demo (world, model, reference database) with the
+project's own commands, showing their progress here; later starts take seconds. ``--checkpoint`` and
+``--reference-db`` (or GEOAPP_CHECKPOINT / GEOAPP_REFERENCE_DB) point it at other artifacts, e.g. a CVUSA
+model. Host and port come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (Gradio reads them itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from geoapp.app.bootstrap import BootstrapError, DemoPaths, demo_commands, ensure_demo, is_demo_built
+from geoapp.app.context import DEFAULT_TOP_K
+from geoapp.app.ui import build_demo
+from geoapp.retrieval.engine import Localizer
+
+__all__ = ["build_demo", "main", "parse_args", "resolve_artifacts"]
+
+
+def _prog() -> str:
+    """How the app was started, for its usage line: ``python app.py``, ``python -m geoapp.app`` or ``geoapp-app``."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "app.py"
+    if name == "app.py":
+        return "python app.py"
+    return "python -m geoapp.app" if name in ("__main__.py", "main.py") else name
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    demo = DemoPaths()
+    p = argparse.ArgumentParser(prog=_prog(), description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", default=os.environ.get("GEOAPP_CHECKPOINT"),
+                   help=f"model checkpoint (env GEOAPP_CHECKPOINT; default: the demo's {demo.checkpoint})")
+    p.add_argument("--reference-db", default=os.environ.get("GEOAPP_REFERENCE_DB"),
+                   help=f"reference database folder (env GEOAPP_REFERENCE_DB; default: the demo's {demo.database})")
+    p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="candidates shown (default %(default)s)")
+    p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1 ...")
+    p.add_argument("--no-build", action="store_true",
+                   help="fail with a message instead of building a missing demo checkpoint or database")
+    args = p.parse_args(argv)
+    if not 1 <= args.top_k <= 20:
+        p.error(f"--top-k must be between 1 and 20, got {args.top_k}")
+    return args
+
+
+def resolve_artifacts(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The checkpoint and database to load; the default demo is built first when it is missing (and allowed)."""
+    demo = DemoPaths()
+    checkpoint = Path(args.checkpoint) if args.checkpoint else demo.checkpoint
+    database = Path(args.reference_db) if args.reference_db else demo.database
+    if (checkpoint, database) == (demo.checkpoint, demo.database) and not is_demo_built(demo):
+        if args.no_build:
+            steps = "\n  ".join(" ".join(["python", *c[1:]]) for c in demo_commands(demo).values())
+            raise SystemExit(f"error: the demo is not built ({demo.checkpoint} or {demo.database} is missing) and "
+                             f"--no-build was given. Start without --no-build, or build it by hand:\n  {steps}\n"
+                             "  (copying the run's best.safetensors to the checkpoint before build_db)")
+        try:
+            ensure_demo(demo)
+        except BootstrapError as exc:  # the failing command's own output is above it in the terminal
+            raise SystemExit(f"error: {exc}") from exc
+    missing = [str(p) for p in (checkpoint, database) if not p.exists()]
+    if missing:
+        raise SystemExit(f"error: {' and '.join(missing)} not found (set with --checkpoint / --reference-db or "
+                         "GEOAPP_CHECKPOINT / GEOAPP_REFERENCE_DB); the app builds only the default demo itself")
+    return checkpoint, database
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests
+    args = parse_args(argv)
+    checkpoint, database = resolve_artifacts(args)
+    try:
+        localizer = Localizer(checkpoint, database, device=args.device)
+    except (ValueError, OSError) as exc:  # CheckpointError, DatabaseError (e.g. a mismatched pair): say what, stop
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"[geoapp] {localizer.describe()}")
+    build_demo(localizer, top_k=args.top_k).launch(max_file_size="100mb")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

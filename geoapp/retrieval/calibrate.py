@@ -1,0 +1,148 @@
+"""Fitting a reference database's confidence calibration, and the answers it is fitted and measured on.
+
+``fit_calibration`` answers the validation split's ground crops (SPEC 4's fixed shifts, several FoVs) through
+the app's own :class:`~geoapp.retrieval.engine.Localizer`, against a gallery of the validation tiles plus
+training tiles as distractors, so that the gallery is as large as the database the calibration will serve (a
+probability of being right depends on how many look-alikes there are). ``write_calibration`` stores the record
+in that database's metadata; the ``Localizer`` reads it from there.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..data.datasets import build_dataset
+from ..data.fov import EVAL_SHIFT_SEED, angular_error, crop_fov, eval_shifts, heading_from_shift
+from ..model import ModelConfig, read_metadata
+from ..utils import atomic_write_json, sha256_file
+from .build import ConcatSource, DatasetSource, Limited, build_database
+from .confidence import CONFIDENCE_K, HEADING_TOLERANCE_DEG, Calibration, window_peak_margin
+from .database import METADATA_NAME, read_database_metadata
+from .engine import Localizer
+
+CALIBRATION_FOVS = (60.0, 70.0, 80.0, 90.0, 100.0)  # the phone photos the app is for
+
+
+@dataclass
+class Answers:
+    """The top-1 answers of a set of queries and whether they were right."""
+
+    similarities: np.ndarray  # Q x k, best first
+    peak_margins: np.ndarray | None  # Q, the top-1 candidate's window peak margin (gate-corr), else None
+    tile_right: np.ndarray  # Q bool: the top-1 tile is the true one
+    heading_error: np.ndarray  # Q, degrees between the top-1 heading and the true heading
+    fovs: np.ndarray  # Q, the query's FoV
+    confidence: np.ndarray | None  # Q x 2 (tile, heading), when the localizer has a calibration
+    searched: np.ndarray  # Q, references each query searched (fewer with a prior)
+
+    @property
+    def heading_right(self) -> np.ndarray:
+        return self.heading_error <= HEADING_TOLERANCE_DEG
+
+    def select(self, mask) -> Answers:
+        def pick(a):
+            return None if a is None else a[mask]
+
+        return Answers(self.similarities[mask], pick(self.peak_margins), self.tile_right[mask],
+                       self.heading_error[mask], self.fovs[mask], pick(self.confidence), self.searched[mask])
+
+
+def split_queries(dataset, fov: float, shift_seed: int, indices, views: int = 1, view_seed: int = 0):
+    """Yield ``(index, crops, true headings)`` per pair: ``views`` crops of its panorama, the first at SPEC 4's
+    fixed shift of ``shift_seed``, the others at seeded random shifts (the same for every run)."""
+    width = dataset.pano_width
+    shifts = eval_shifts(len(dataset), int(shift_seed), width)
+    rng = np.random.default_rng(view_seed)
+    for index in indices:
+        pano = dataset.load_panorama(int(index))
+        extra = rng.integers(0, width, size=views - 1)
+        view_shifts = [int(shifts[index])] + [int(s) for s in extra]
+        crops = [crop_fov(pano, fov, s) for s in view_shifts]
+        headings = [float(heading_from_shift(s, fov, width)) % 360.0 for s in view_shifts]
+        yield int(index), crops, headings
+
+
+def collect_answers(localizer: Localizer, dataset, fovs=CALIBRATION_FOVS, shift_seed: int = EVAL_SHIFT_SEED,
+                    indices=None, views: int = 1, prior_of=None, progress: bool = True, label: str = "answers"):
+    """Answer every query of ``dataset`` (pair i's true tile is database row i) through ``localizer``; returns
+    the :class:`Answers` and the per-query seconds. ``prior_of(index)`` gives an optional location prior."""
+    indices = np.arange(len(dataset)) if indices is None else np.asarray(indices)
+    sims, peaks, right, errors, fov_of, conf, seconds, searched = [], [], [], [], [], [], [], []
+    bar = tqdm(total=len(indices) * len(fovs), desc=label, unit="query", disable=not progress)
+    for fov in fovs:
+        for index, crops, headings in split_queries(dataset, fov, shift_seed, indices, views):
+            prior = prior_of(index) if prior_of is not None else None
+            # top CONFIDENCE_K: the similarities the calibration reads, with or without one loaded
+            result = localizer.localize_together(crops, fov_deg=float(fov), top_k=CONFIDENCE_K, projection="crop",
+                                                 prior=prior)
+            best = result.candidates[0]
+            sims.append(result.similarities)
+            peaks.append(None if best.window_scores is None else window_peak_margin(best.window_scores))
+            right.append(best.index == index)
+            errors.append(float(angular_error(best.heading_deg, headings[0])))
+            fov_of.append(float(fov))
+            if result.confidence is not None:
+                conf.append((result.confidence.tile, result.confidence.heading))
+            seconds.append(result.elapsed_s)
+            searched.append(result.searched)
+            bar.update(1)
+    bar.close()
+    width = min(len(s) for s in sims)
+    answers = Answers(
+        np.stack([s[:width] for s in sims]), None if any(p is None for p in peaks) else np.array(peaks),
+        np.array(right), np.array(errors), np.array(fov_of), np.array(conf) if len(conf) == len(sims) else None,
+        np.array(searched))
+    return answers, np.array(seconds)
+
+
+def fit_calibration(checkpoint: str | Path, dataset: str, data_root: str | Path, gallery_size: int,
+                    split: str = "val", distractor_split: str = "train", fovs=CALIBRATION_FOVS,
+                    shift_seed: int = EVAL_SHIFT_SEED, device: str = "auto", work_dir: str | Path | None = None,
+                    progress: bool = True) -> Calibration:
+    """Fit the calibration for a database of ``gallery_size`` references on ``split``'s queries."""
+    meta = read_metadata(checkpoint)
+    config = ModelConfig.from_dict(meta["model_config"])
+    queries = DatasetSource(dataset, data_root, split, config)
+    parts = [queries]
+    extra = max(0, int(gallery_size) - len(queries))
+    if extra:
+        distractors = DatasetSource(dataset, data_root, distractor_split, config)
+        # spread over the split, not its first rows: distractors from everywhere in the training area
+        parts.append(Limited(distractors, min(extra, len(distractors)), spread=True))
+    source = ConcatSource(parts) if len(parts) > 1 else queries
+    scratch = Path(tempfile.mkdtemp(prefix="geoapp-calibration-", dir=work_dir))
+    try:
+        db_path = build_database(source, checkpoint, scratch / "db", first_stage_dims=0, show_progress=progress,
+                                 device=device)
+        localizer = Localizer(checkpoint, db_path, device=device)
+        data = build_dataset(dataset, data_root, split, fov_deg=config.fov_deg, train=False)
+        answers, _ = collect_answers(localizer, data, fovs, shift_seed, progress=progress,
+                                     label=f"calibration ({split})")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    record = {"split": split, "queries": int(len(data)), "fovs": [float(f) for f in fovs],
+              "shift_seed": int(shift_seed), "gallery_size": len(source),
+              "distractors": {"split": distractor_split, "count": len(source) - len(queries)},
+              "checkpoint_sha256": sha256_file(checkpoint), "dataset": dataset,
+              "accuracy_at_fit": {"tile_R@1": float(answers.tile_right.mean() * 100),
+                                  "heading_within_22.5deg": float(answers.heading_right.mean() * 100)}}
+    return Calibration.fit(answers.similarities, answers.fovs, answers.peak_margins, answers.tile_right,
+                           answers.heading_right, record)
+
+
+def write_calibration(database: str | Path, calibration: Calibration) -> None:
+    """Store ``calibration`` in the database's metadata record (atomically; the arrays are untouched)."""
+    database = Path(database)
+    meta = read_database_metadata(database)
+    if calibration.record.get("checkpoint_sha256") not in (None, meta["checkpoint"]["sha256"]):
+        raise ValueError(f"the calibration was fitted for checkpoint {calibration.record['checkpoint_sha256'][:12]}, "
+                         f"but {database} belongs to {meta['checkpoint']['sha256'][:12]}")
+    meta["calibration"] = calibration.to_dict()
+    atomic_write_json(database / METADATA_NAME, meta)
+    (database / METADATA_NAME).chmod(0o644)
