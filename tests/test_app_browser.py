@@ -104,8 +104,14 @@ def test_upload_an_example_and_inspect_the_results(app_server, page, app_context
     example = app_context.examples.examples[1]
     page.locator("#photo input[type=file]").set_input_files(str(app_context.examples.path(example)))
     page.locator("#photo img").first.wait_for(timeout=TIMEOUT_MS)  # the upload has reached the server
+    # an uploaded bundled example is used as a panorama crop at its own FoV: the radio and slider say so
+    page.wait_for_function("document.querySelector('#photo-type input:checked').value.startsWith('Panorama crop')",
+                           timeout=TIMEOUT_MS)
+    assert float(page.locator("#fov input[type=number]").input_value()) == example.fov_deg
     page.locator("#localize").click()
     _wait_for_results(page)
+    assert "Confidence:" in page.locator("#query-summary").inner_text()
+    assert "generated (synthetic) world" in page.locator("#coverage").inner_text()
 
     gallery = page.locator("#gallery img")
     assert gallery.count() == TOP_K

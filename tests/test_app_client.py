@@ -60,7 +60,7 @@ def test_localize_round_trip_returns_every_output(client, app_context):
     assert [c["rank"] for c in answer["candidates"]] == list(range(1, TOP_K + 1))
     assert answer["candidates"][0]["heading_deg"] == pytest.approx(heading, abs=0.06)
     assert answer["searched_references"] == len(app_context.localizer.db) and answer["prior"] is None
-    assert answer["example"]["pair_id"] == example.pair_id and answer["photos"][0]["fov_deg"] == 70.0
+    assert answer["example"]["pair_id"] == example.pair_id and answer["photos"][0]["fov_deg"] == example.fov_deg
     assert "not calibrated" in query  # the tiny database has no calibration record: the page says so
 
 
@@ -136,10 +136,44 @@ def test_prior_and_more_photos_through_the_api(client, app_context, upload_dir):
     lat, lon = examples[0].lat, examples[0].lon
     *_, query, status, answer = client.predict(
         handle_file(str(app_context.examples.path(examples[0]))), 90.0, PHONE,
-        [handle_file(str(app_context.examples.path(examples[1])))], lat, lon, 0.2, True, api_name="/localize")
+        [handle_file(str(app_context.examples.path(examples[1])))], lat, lon, 0.1, True, api_name="/localize")
     inside = answer["searched_references"]
     assert 0 < inside < len(app_context.localizer.db) and f"searched {inside} of" in status
-    assert answer["prior"] == {"lat": lat, "lon": lon, "radius_m": 200.0, "source": "given"}
+    assert answer["prior"] == {"lat": lat, "lon": lon, "radius_m": 100.0, "source": "given"}
     assert len(answer["photos"]) == 2 and len(answer["candidates"][0]["photo_headings_deg"]) == 2
     assert "2 photos from one spot" in query and "Location prior" in query
 
+
+
+def test_an_iphone_heic_with_gps_is_answered_with_its_gps_as_the_prior(client, app_context, upload_dir):
+    """A HEIC (the iPhone default) made here, with an EXIF GPS position at a bundled example's true location:
+    decoded, localized, and searched only around that position."""
+    import numpy as np
+    from PIL import Image
+
+    example = app_context.examples.examples[0]
+    rgb = np.asarray(Image.open(app_context.examples.path(example)).convert("RGB"))
+    exif = Image.Exif()
+
+    def dms(value):
+        from PIL.TiffImagePlugin import IFDRational
+
+        value = abs(value)
+        minutes = (value - int(value)) * 60
+        return (IFDRational(int(value), 1), IFDRational(int(minutes), 1),
+                IFDRational(round((minutes - int(minutes)) * 60 * 10000), 10000))
+
+    exif.get_ifd(0x8825).update({1: "N" if example.lat >= 0 else "S", 2: dms(example.lat),
+                                 3: "E" if example.lon >= 0 else "W", 4: dms(example.lon)})
+    path = Path(upload_dir) / "IMG_0001.HEIC"
+    Image.fromarray(rgb).save(path, format="HEIF", quality=95, exif=exif.tobytes())
+    assert path.read_bytes()[4:12] == b"ftypheic"
+    crop_type = list(handlers.PHOTO_TYPES)[1]
+    gallery, heading, *_, query, status, answer = client.predict(
+        handle_file(str(path)), example.fov_deg, crop_type, None, None, None, 0.1, True, api_name="/localize")
+    assert len(gallery) <= TOP_K and 0 <= heading < 360
+    prior = answer["prior"]
+    assert prior["source"] == "exif" and prior["radius_m"] == 100.0
+    assert prior["lat"] == pytest.approx(example.lat, abs=1e-6) and prior["lon"] == pytest.approx(example.lon, abs=1e-6)
+    assert 0 < answer["searched_references"] < len(app_context.localizer.db)
+    assert answer["photos"][0]["projection"] == "crop"

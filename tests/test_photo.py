@@ -279,7 +279,7 @@ def test_heic_decodes_through_load_image_with_its_exif(tmp_path):
 
 @pytest.mark.skipif(not heif_available(), reason="pillow-heif (requirements.txt) is not installed")
 def test_build_db_reads_heic_tiles(tmp_path):
-    from geoapp.build_db import TileFolderSource
+    from geoapp.retrieval.build import TileFolderSource
 
     tile = smooth_rgb(96, 96)
     Image.fromarray(tile).save(tmp_path / "tile.heic", format="HEIF", quality=95)

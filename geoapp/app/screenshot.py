@@ -55,10 +55,15 @@ def take_screenshot(context: AppContext, out: Path, example: int = 0, width: int
             page.goto(demo.local_url, wait_until="domcontentloaded", timeout=TIMEOUT_MS)
             page.locator("#photo input[type=file]").set_input_files(str(photo))
             page.locator("#photo img").first.wait_for(timeout=TIMEOUT_MS)
+            # the page sets the radio to what a bundled example is used as; wait for it before localizing
+            page.wait_for_function("document.querySelector('#photo-type input:checked').value.startsWith('Panorama')",
+                                   timeout=TIMEOUT_MS)
             page.locator("#localize").click()
             page.wait_for_function(f"document.querySelectorAll('#gallery img').length === {context.top_k}",
                                    timeout=TIMEOUT_MS)
             page.frame_locator("#map iframe").locator(".geoapp-marker").first.wait_for(timeout=TIMEOUT_MS)
+            # Chromium paints an iframe below the fold only once it has been in view: scroll the map in first
+            page.locator("#map").scroll_into_view_if_needed()
             page.wait_for_timeout(1500)  # let images and the map settle
             png = page.screenshot(full_page=True)
             browser.close()

@@ -205,7 +205,8 @@ def build_demo(localizer: Localizer | AppContext, top_k: int = DEFAULT_TOP_K) ->
         # preprocess=False: gr.Image's own preprocessing opens every upload with Pillow, so a non-image or a
         # decompression bomb would fail inside Gradio with a generic error, before the handler could explain it.
         # Gradio still copies the file into its cache first, as it does for any file input; load_image decodes it.
-        answer = gr.JSON(label="The answer as data (what API clients read)", elem_id="answer", open=False)
+        with gr.Accordion("The answer as data (what API clients read from /localize)", open=False):
+            answer = gr.JSON(label="answer", elem_id="answer")
         button.click(
             on_localize, inputs=[photo, fov, photo_type, more_photos, prior_lat, prior_lon, prior_radius, use_gps],
             outputs=[gallery, heading, compass, selection_md, map_html, ground_view, polar_view, topdown_view,
@@ -222,7 +223,7 @@ def build_demo(localizer: Localizer | AppContext, top_k: int = DEFAULT_TOP_K) ->
                        api_visibility="undocumented", queue=False).then(
             on_select, inputs=[state, selected_rank],
             outputs=[heading, compass, selection_md, map_html, polar_view, topdown_view],
-            api_name="select_candidate",
+            api_name="select_candidate", preprocess=False,  # the rank as sent: the handler says what is wrong
         )
     return demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=CONCURRENCY)
 
