@@ -10,10 +10,11 @@ from tiny_world import write_tiny_cvusa
 
 from geoapp.data.fov import angular_error, crop_fov, eval_shifts, heading_from_shift
 from geoapp.data.transforms import to_tensor
-from geoapp.evaluate import evaluate_model, format_table, main, subset_indices
+from geoapp.evaluate import main
 from geoapp.model import ModelConfig, build_model, save_model
 from geoapp.retrieval.metrics import ranks_from_distances, recall_from_ranks
 from geoapp.training.data import PairImages, open_split
+from geoapp.training.evaluation import evaluate_model, format_table, subset_indices
 
 CFG = ModelConfig(ground_height=32, sat_height=32, sat_width=128, fov_deg=90.0)
 

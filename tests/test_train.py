@@ -14,12 +14,12 @@ from safetensors.torch import load_file
 from tiny_world import write_tiny_cvusa
 
 from geoapp.data.selection import carve_dataset, ids_sha256
-from geoapp.evaluate import REPORT_SHIFT_SEEDS, evaluate_model
 from geoapp.model import ModelConfig, build_model, load_model, read_metadata, soft_margin_triplet_loss
 from geoapp.train import config_from_args
 from geoapp.train import main as train_main
 from geoapp.training import TrainConfig
 from geoapp.training.data import PairImages, TrainBatches, open_split
+from geoapp.training.evaluation import REPORT_SHIFT_SEEDS, evaluate_model
 from geoapp.training.loop import lr_at, train, train_step
 from geoapp.training.objective import TrainForward, alignment_loss
 from geoapp.training.run_dir import RunDir

@@ -1,8 +1,11 @@
 """The Gradio page: layout, and the thin wrappers that turn handler results into component values.
 
-Events (each has an ``api_name``): ``localize`` (the button); ``gallery_click`` (a click in the gallery records
-the candidate's rank), then ``select_candidate`` (the views of the candidate of that rank; API clients call it
-with a rank); Gradio's own ``load_example`` (an example click fills the inputs). Input problems become
+Events (each has an ``api_name``): ``localize`` (the button: the photo, FoV, kind of image, more photos from
+the same spot, the location prior's latitude, longitude and radius in km, and whether to use the photo's EXIF GPS;
+its last output is the answer as a JSON record, with the calibrated confidence); ``photo_kind`` (an upload that
+is a bundled example sets the radio and slider to what it will be used as); ``gallery_click`` (a click in the
+gallery records the candidate's rank), then ``select_candidate`` (the views of the candidate of that rank; API
+clients call it with a rank); Gradio's own ``load_example`` (an example click fills the inputs). Input problems become
 ``gr.Error`` with the handler's message; anything unexpected is logged with its traceback on the server and
 reported as a short error, so the page never shows a traceback and the app keeps serving.
 """
@@ -202,11 +205,13 @@ def build_demo(localizer: Localizer | AppContext, top_k: int = DEFAULT_TOP_K) ->
             topdown_view = gr.Image(label="Satellite tile: attention and field-of-view cone (red: predicted, "
                                     "green: true)", interactive=False, height=320, elem_id="topdown-attention")
 
+        with gr.Accordion("The answer as data (what API clients read from /localize)", open=False):
+            answer = gr.JSON(label="answer", elem_id="answer")
+
         # preprocess=False: gr.Image's own preprocessing opens every upload with Pillow, so a non-image or a
         # decompression bomb would fail inside Gradio with a generic error, before the handler could explain it.
         # Gradio still copies the file into its cache first, as it does for any file input; load_image decodes it.
-        with gr.Accordion("The answer as data (what API clients read from /localize)", open=False):
-            answer = gr.JSON(label="answer", elem_id="answer")
+        # The other inputs also arrive as sent, so a malformed API value gets the handler's specific message.
         button.click(
             on_localize, inputs=[photo, fov, photo_type, more_photos, prior_lat, prior_lon, prior_radius, use_gps],
             outputs=[gallery, heading, compass, selection_md, map_html, ground_view, polar_view, topdown_view,

@@ -27,11 +27,11 @@ import numpy as np
 
 from ..data.datasets import build_dataset
 from ..data.geo import EARTH_RADIUS_M
-from ..evaluate import subset_indices
 from ..retrieval.calibrate import collect_answers
 from ..retrieval.confidence import expected_calibration_error, reliability_bins, risk_coverage
 from ..retrieval.engine import Localizer
 from ..retrieval.prior import LocationPrior
+from ..training.evaluation import subset_indices
 from ..training.precision import cpu_description
 from ..utils import atomic_path, atomic_write_json
 

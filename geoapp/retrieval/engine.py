@@ -180,6 +180,11 @@ def prepare_query(image, config: ModelConfig, fov_deg: float | None = None,
     return photo_to_cylindrical(rgb, fov, out_height=h, pano_width=w_pano), fov, source, "pinhole"
 
 
+def display_score(cosine: float) -> float:
+    """The score the UI shows for a descriptor cosine: (1 + cos) / 2, in [0, 1] (module docstring)."""
+    return float(min(1.0, max(0.0, (1.0 + cosine) / 2.0)))
+
+
 def _upsample(mask: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     up = F.interpolate(mask.float()[None, None], size=size, mode="bilinear", align_corners=False)
     return up[0, 0].cpu().numpy()
@@ -200,13 +205,26 @@ class Localizer:
         self.chunk_size = chunk_size
         self.rerank = int(rerank)
         self.first_stage = FirstStageIndex.from_database(self.db) if two_stage else None
-        record = self.db.metadata.get("calibration")
-        try:
-            self.calibration = Calibration.from_dict(record) if record else None
-        except ValueError as exc:  # an unreadable record: the answers still come, without a probability
-            log.warning("ignoring the database's calibration record: %s", exc)
-            self.calibration = None
+        self.calibration = self._read_calibration()
         self.warm_up()
+
+    def _read_calibration(self) -> Calibration | None:
+        """The database's calibration record, when it was fitted for this checkpoint; else None with a warning
+        (the answers still come, only without a probability)."""
+        record = self.db.metadata.get("calibration")
+        if not record:
+            return None
+        try:
+            calibration = Calibration.from_dict(record)
+        except ValueError as exc:
+            log.warning("ignoring the database's calibration record: %s", exc)
+            return None
+        fitted_for = calibration.record.get("checkpoint_sha256")
+        if fitted_for not in (None, self.checkpoint_sha):
+            log.warning("ignoring the database's calibration: it was fitted for checkpoint %s, not %s; refit it with "
+                        "`build_db --calibrate-only`", fitted_for[:12], self.checkpoint_sha[:12])
+            return None
+        return calibration
 
     @torch.inference_mode()
     def warm_up(self) -> None:
@@ -384,14 +402,13 @@ class Localizer:
         out = []
         for i, c in enumerate(candidates):
             sim = float(combined[i])
-            view_scores = tuple(float(min(1.0, max(0.0, (1.0 + float(t.similarity[0, i])) / 2.0)))
-                                for t in per_view)
-            out.append(replace(c, score=float(min(1.0, max(0.0, (1.0 + sim) / 2.0))),
+            view_scores = tuple(display_score(float(t.similarity[0, i])) for t in per_view)
+            out.append(replace(c, score=display_score(sim),
                                distance=math.sqrt(max(0.0, 2.0 - 2.0 * sim)),
                                view_headings=tuple(float(h[i]) for h in headings), view_scores=view_scores))
         return out
 
-    def heading_scores(self, ground: StageMaps, indices: list[int], stage: int) -> list[np.ndarray | None]:
+    def _heading_scores(self, ground: StageMaps, indices: list[int], stage: int) -> list[np.ndarray | None]:
         """gate-corr window scores over all offsets at ``stage`` for the references ``indices`` (k x W_b)."""
         if self.config.align_mode != "gate-corr" or not self.db.has(f"gates_{stage}") or not indices:
             return [None] * len(indices)
@@ -406,7 +423,7 @@ class Localizer:
         """The first ``top_k`` answers of ``top`` with what the UI shows of them."""
         stage = self.config.heading_stage_resolved
         i = top.stages.index(stage)
-        heading_scores = self.heading_scores(ground, top.indices[0, :top_k].tolist(), stage)
+        heading_scores = self._heading_scores(ground, top.indices[0, :top_k].tolist(), stage)
         headings = np.asarray(wrap_degrees(top.headings(stage)))[0] % 360.0
         scale = self.config.sat_width / top.map_widths[i]  # polar-image columns per stage column
         polar_size = (self.config.sat_height, self.config.sat_width)
@@ -416,7 +433,7 @@ class Localizer:
                 top.offsets[0].tolist(), headings, heading_scores), start=1):
             mask = self.db.mask(idx, MASK_STAGE)
             out.append(Candidate(
-                rank=rank, index=idx, distance=float(dist), score=float(min(1.0, max(0.0, (1.0 + sim) / 2.0))),
+                rank=rank, index=idx, distance=float(dist), score=display_score(sim),
                 lat=float(self.db.latlon[idx, 0]), lon=float(self.db.latlon[idx, 1]), heading_deg=float(heading),
                 path=self.db.paths[idx], thumbnail=self.db.thumbnail(idx),
                 satellite_mask=None if mask is None else _upsample(torch.from_numpy(mask), polar_size),

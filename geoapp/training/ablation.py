@@ -22,7 +22,7 @@ accuracy each reaches in it at 90 deg. A recipe is a choice, so its table reads 
 (the world's validation split, the runs' best validation record: SPEC 7), never the test split.
 
 The ablation table reports each run's final evaluation on the test split (mean over the shift seeds of
-``geoapp.evaluate.REPORT_SHIFT_SEEDS``); no setting is chosen from it.
+``geoapp.training.evaluation.REPORT_SHIFT_SEEDS``); no setting is chosen from it.
 
 Runs are subprocesses of ``python -m geoapp.train`` (their exact command is in each run's config.json); a run
 whose ``final_eval.json`` exists is not trained again, and a killed one resumes, so a sweep can be restarted.

@@ -8,8 +8,9 @@ current step (checkpoint; with the time budget also the final evaluation).
 Splits (SPEC 7): validation during training and the choice of ``best.safetensors`` use the model-selection
 split (``val_split``, resolved by :func:`geoapp.training.data.select_split`: the dataset's ``val`` split or a
 subset carved from the training split); the final evaluation of ``best.safetensors`` runs on ``test_split``,
-with the shift seeds of :data:`geoapp.evaluate.REPORT_SHIFT_SEEDS` (mean +- std). ``config.json`` ("resolved"),
-every checkpoint's metadata and ``final_eval.json`` record ``selection_split`` and ``report_split``.
+with the shift seeds of :data:`geoapp.training.evaluation.REPORT_SHIFT_SEEDS` (mean +- std). ``config.json``
+("resolved"), every checkpoint's metadata and ``final_eval.json`` record ``selection_split`` and
+``report_split``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..model import build_model, save_model, soft_margin_triplet_loss
 from ..utils import atomic_write_json, code_revision, command_line, seed_everything
 from .data import PairImages, TrainBatches, open_split, select_split
 from .distributed import autocast, cleanup_distributed, setup_distributed
+from .evaluation import REPORT_SHIFT_SEEDS, evaluate_model, format_table, subset_indices
 from .objective import TrainForward, alignment_loss
 from .plot import plot_curves
 from .precision import choose_precision
@@ -114,8 +116,6 @@ def train(cfg: TrainConfig, resume: bool = False, on_step=None) -> dict:
 
 
 def _train(cfg: TrainConfig, d, device, resume: bool, on_step) -> dict:
-    from ..evaluate import REPORT_SHIFT_SEEDS, evaluate_model, format_table, subset_indices
-
     started = time.time()  # the time budget counts from here: data caching and validations included
     run = RunDir(cfg.out)
     if resume and run.last_dir() is None:
