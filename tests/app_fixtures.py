@@ -7,7 +7,6 @@ session in a few seconds: a synthetic world with a handful of locations, a rando
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -30,23 +29,7 @@ def tiny_world(tmp_path_factory) -> Path:
     images = ImageOptions(tile_size=128, pano_height=64, pano_width=256, polar_height=64, polar_width=256,
                           mosaic_size=512)
     write_dataset(root, world, images, workers=1, progress=False, log=lambda message: None)
-    declare_sizes(root)
     return root
-
-
-def declare_sizes(root: Path) -> None:
-    """Make sure the manifest declares the image sizes in the keys ``geoapp.data.base`` reads.
-
-    The generator records them under ``image_sizes`` only, which the dataset readers do not read (reported to
-    the lead); without this a world with other than CVUSA's sizes cannot be opened. A no-op once it declares them.
-    """
-    manifest_path = root / "dataset.json"
-    manifest = json.loads(manifest_path.read_text())
-    sizes = manifest.get("image_sizes", {})
-    wanted = {"panorama_size": sizes.get("pano"), "satellite_size": sizes.get("tile"), "polar_size": sizes.get("polar")}
-    missing = {k: v for k, v in wanted.items() if k not in manifest and v is not None}
-    if missing:
-        manifest_path.write_text(json.dumps({**manifest, **missing}))
 
 
 @pytest.fixture(scope="session")
