@@ -70,7 +70,9 @@ def test_calibration_gives_words_and_flags_unfamiliar_queries():
     assert again.confidence(np.array([0.6, 0.57, 0.55]), 60.0, 0.1).tile < again.confidence(
         np.array([0.6, 0.57, 0.55]), 100.0, 0.1).tile
     assert sure.words().startswith("likely: ") and unsure.words().startswith("unsure: ")
-    assert not sure.unfamiliar and again.confidence(np.array([0.1, 0.05]), 90.0, None).unfamiliar
+    assert not sure.unfamiliar and sure.stated() == (sure.tile, sure.heading)
+    odd = again.confidence(np.array([0.1, 0.05]), 90.0, None)  # below every fitting query's best score
+    assert odd.unfamiliar and odd.stated() == (None, None) and odd.words().startswith("no probability")
     assert Confidence(0.5, 0.5, False).words().startswith("possible: 50 %")
 
 

@@ -287,8 +287,8 @@ def confidence_text(result: LocalizationResult, ctx: AppContext) -> list[str]:
         lines.append(f"(the prior left {result.searched:,} references, fewer look-alikes than the calibration "
                      "saw: the probability is conservative)")
     if conf.unfamiliar:
-        lines.append("**This photo does not look like the photos the model knows:** its best score is below that of "
-                     "99 % of the calibration photos. Treat the answer as a guess.")
+        lines.append("**This photo does not look like the photos the model knows** (a real-world photo against a "
+                     "synthetic database, a blank or unrelated image...).")
     return lines
 
 
@@ -409,13 +409,17 @@ def _localize(ctx: AppContext, rgbs, fovs, projections, prior) -> LocalizationRe
     return ctx.localizer.localize_together(rgbs, fov_deg=fovs, top_k=ctx.top_k, projection=projections, prior=prior)
 
 
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
 def answer_record(result: LocalizationResult, truth: Example | None, distances_m: list[float | None]) -> dict:
     """The query's answer as plain data, what API clients read (the pictures come as the other outputs)."""
     conf = result.confidence
     return {
         "confidence": None if conf is None else {
-            "tile_probability": round(conf.tile, 4), "heading_within_22.5deg_probability": round(conf.heading, 4),
-            "unfamiliar": conf.unfamiliar, "words": conf.words()},
+            "tile_probability": _rounded(conf.stated()[0]), "heading_within_22.5deg_probability":
+            _rounded(conf.stated()[1]), "unfamiliar": conf.unfamiliar, "words": conf.words()},
         "searched_references": result.searched,
         "prior": None if result.prior is None else {"lat": result.prior.lat, "lon": result.prior.lon,
                                                     "radius_m": result.prior.radius_m, "source": result.prior.source},

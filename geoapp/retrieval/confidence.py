@@ -177,8 +177,16 @@ class Confidence:
     heading: float  # P(the top-1 heading is within HEADING_TOLERANCE_DEG of the truth)
     unfamiliar: bool  # the best score is below what 99 % of the fitting queries reached
 
+    def stated(self) -> tuple[float | None, float | None]:
+        """(tile, heading) as told to a person: none for an unfamiliar photo, where the calibration would
+        extrapolate (a grey or noise image scores low everywhere, and its margins then mean nothing)."""
+        return (None, None) if self.unfamiliar else (self.tile, self.heading)
+
     def words(self) -> str:
         """The answer's trust in words, as the page shows it."""
+        if self.unfamiliar:
+            return ("no probability: this photo does not look like the photos the model was calibrated on (its best "
+                    "score is below that of 99 % of them), so treat the answer as a guess")
         pct = f"{100 * self.tile:.0f} %"
         if self.tile >= LIKELY:
             text = f"likely: {pct}"

@@ -72,8 +72,9 @@ COLUMNS: dict[str, Callable[[LocalizedPhoto, Candidate], object]] = {
 
 
 def _confidence(photo: LocalizedPhoto, which: str) -> float | None:
-    conf = photo.result.confidence
-    return None if conf is None else round(getattr(conf, which), 4)
+    conf = photo.result.confidence  # None for an unfamiliar photo too (Confidence.stated)
+    value = None if conf is None else conf.stated()[("tile", "heading").index(which)]
+    return None if value is None else round(value, 4)
 
 
 def photo_rows(photo: LocalizedPhoto) -> list[dict]:
