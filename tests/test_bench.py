@@ -1,6 +1,10 @@
 """The benchmark scripts run end to end (tiny settings) and report every figure they promise."""
 
+import pytest
+
 from geoapp.bench import model as bench_model
+
+pytest_plugins = ["app_fixtures"]  # the tiny world, model and database (the answers benchmark)
 
 
 def test_bench_model_reports_every_figure(tmp_path, capsys):
@@ -55,3 +59,36 @@ def test_bench_data_reports_every_figure(tmp_path, capsys):
     assert out["synth"]["locations"] == 24 and out["synth"]["render_locations_per_s"] > 0
     assert out["loader"]["train_samples_per_s"] > 0 and out["loader"]["eval_samples_per_s"] > 0
     assert "locations/s" in capsys.readouterr().out
+
+
+def test_bench_answers_measures_calibration_prior_and_views(tiny_world, tiny_checkpoint, tiny_database, tmp_path):
+    """The answers benchmark on the tiny world: every figure present and consistent with its queries."""
+    import shutil
+
+    from geoapp.bench.answers import calibration_study, draw_figures, format_report, prior_study, views_study
+    from geoapp.retrieval.calibrate import fit_calibration, write_calibration
+    from geoapp.retrieval.engine import Localizer
+    from geoapp.training.precision import cpu_description
+
+    db = tmp_path / "db"
+    shutil.copytree(tiny_database, db)
+    write_calibration(db, fit_calibration(tiny_checkpoint, "synth", tiny_world, gallery_size=16, split="train",
+                                          distractor_split="test", device="cpu", progress=False))
+    localizer = Localizer(tiny_checkpoint, db, device="cpu")
+    calibration = calibration_study(localizer, progress=False)
+    assert calibration["queries"] == 12 and set(calibration["by_fov"]) == {"90", "70"}
+    for row in calibration["by_fov"].values():
+        assert 0 <= row["ECE_tile"] <= 100 and 0 <= row["R@1"] <= 100
+        assert sum(b["n"] for b in row["reliability_tile"]) == 12
+        assert row["risk_coverage"][0]["coverage"] == 1.0 and row["risk_coverage"][0]["accuracy"] * 100 == (
+            pytest.approx(row["R@1"]))
+    views = views_study(localizer, counts=(1, 2), size=6, progress=False)
+    assert [r["photos"] for r in views["rows"]] == [1, 2] and views["queries"] == 6
+    prior = prior_study(localizer, radii=(None, 200.0), size=6, progress=False)
+    none, near = prior["rows"]
+    assert none["mean_references_searched"] == 12 and 0 < near["mean_references_searched"] < 12
+    figures = draw_figures(calibration, tmp_path / "figures")
+    assert [f.name for f in figures] == ["reliability.png", "risk_coverage.png"]
+    assert all(f.stat().st_size > 1000 for f in figures)
+    text = format_report({"cpu": cpu_description(), "calibration": calibration, "prior": prior, "views": views})
+    assert "| 90° |" in text and "| 200 m |" not in text and "| 0.2 km |" in text and "| 2 |" in text
