@@ -95,18 +95,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def resolve_artifacts(args: argparse.Namespace) -> tuple[Path, Path]:
     """The checkpoint and database to load; SystemExit with how to get them when they are missing."""
-    from geoapp.app.bootstrap import DemoPaths, demo_commands
+    from geoapp.app.bootstrap import DemoPaths, manual_steps
 
     demo = DemoPaths()
     checkpoint = Path(args.checkpoint) if args.checkpoint else demo.checkpoint
     database = Path(args.reference_db) if args.reference_db else demo.database
     missing = [p for p in (checkpoint, database) if not p.exists()]
     if missing and (checkpoint, database) == (demo.checkpoint, demo.database):
-        commands = {name: ["python", *c[1:]] for name, c in demo_commands(demo).items()}
-        run_dir = commands["train"][commands["train"].index("--out") + 1]
-        shown_checkpoint = commands["build_db"][commands["build_db"].index("--checkpoint") + 1]
-        steps = "\n  ".join([" ".join(commands["synth"]), " ".join(commands["train"]),
-                             f"cp {run_dir}/best.safetensors {shown_checkpoint}", " ".join(commands["build_db"])])
+        steps = "\n  ".join(manual_steps(demo))
         raise SystemExit(f"error: the demo is not built ({' and '.join(map(str, missing))} missing). Start the app "
                          "once (`python app.py` builds the demo on its first start), or build it by hand from the "
                          f"repository root:\n  {steps}\nor point --checkpoint and --reference-db at other artifacts.")

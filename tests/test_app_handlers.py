@@ -266,7 +266,9 @@ def test_no_build_explains_how_to_build(tmp_path, monkeypatch):
     monkeypatch.setattr(app_module, "DemoPaths", lambda: paths)
     monkeypatch.delenv("GEOAPP_CHECKPOINT", raising=False)
     monkeypatch.delenv("GEOAPP_REFERENCE_DB", raising=False)
-    with pytest.raises(SystemExit, match="(?s)--no-build.*python -m geoapp.synth"):
+    steps = (r"(?s)--no-build.*python -m geoapp.synth.*\n  cp \S+best\.safetensors \S+c\.safetensors"
+             r"\n  .*--calibrate val$")
+    with pytest.raises(SystemExit, match=steps):  # the copy step between training and build_db, nothing after
         app_module.resolve_artifacts(app_module.parse_args(["--no-build"]))
     with pytest.raises(SystemExit, match="not found"):
         app_module.resolve_artifacts(app_module.parse_args(["--checkpoint", str(tmp_path / "nope.safetensors"),

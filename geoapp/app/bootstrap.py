@@ -73,6 +73,13 @@ def demo_commands(paths: DemoPaths, python: str = sys.executable) -> dict[str, l
     }
 
 
+def manual_steps(paths: DemoPaths) -> list[str]:
+    """The demo build as a person types it, from the repository root (the copy ``ensure_demo`` does included)."""
+    commands = {name: shlex.join(["python", *c[1:]]) for name, c in demo_commands(paths).items()}
+    copy = shlex.join(["cp", f"{_shown(paths.run_dir)}/best.safetensors", _shown(paths.checkpoint)])
+    return [commands["synth"], commands["train"], copy, commands["build_db"]]
+
+
 def _is_calibrated(database: Path) -> bool:
     try:
         return "calibration" in json.loads((database / DATABASE_DONE_MARKER).read_text(encoding="utf-8"))

@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from geoapp.app.bootstrap import BootstrapError, DemoPaths, demo_commands, ensure_demo, is_demo_built
+from geoapp.app.bootstrap import BootstrapError, DemoPaths, ensure_demo, is_demo_built, manual_steps
 from geoapp.app.context import DEFAULT_TOP_K
 from geoapp.app.ui import build_demo
 from geoapp.retrieval.engine import Localizer
@@ -54,10 +54,10 @@ def resolve_artifacts(args: argparse.Namespace) -> tuple[Path, Path]:
     database = Path(args.reference_db) if args.reference_db else demo.database
     if (checkpoint, database) == (demo.checkpoint, demo.database) and not is_demo_built(demo):
         if args.no_build:
-            steps = "\n  ".join(" ".join(["python", *c[1:]]) for c in demo_commands(demo).values())
+            steps = "\n  ".join(manual_steps(demo))
             raise SystemExit(f"error: the demo is not built ({demo.checkpoint} or {demo.database} is missing) and "
-                             f"--no-build was given. Start without --no-build, or build it by hand:\n  {steps}\n"
-                             "  (copying the run's best.safetensors to the checkpoint before build_db)")
+                             f"--no-build was given. Start without --no-build, or build it by hand from the "
+                             f"repository root:\n  {steps}")
         try:
             ensure_demo(demo)
         except BootstrapError as exc:  # the failing command's own output is above it in the terminal

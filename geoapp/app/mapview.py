@@ -23,7 +23,7 @@ import numpy as np
 from branca.element import MacroElement
 from jinja2 import Template
 
-from geoapp.data.geo import EARTH_RADIUS_M, haversine_m
+from geoapp.data.geo import destination, haversine_m
 from geoapp.utils import atomic_write_bytes
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -80,15 +80,6 @@ class WorldImage:
     @property
     def bounds(self) -> list[list[float]]:
         return [[self.south, self.west], [self.north, self.east]]
-
-
-def destination(lat: float, lon: float, bearing_deg: float, distance_m: float) -> tuple[float, float]:
-    """The point ``distance_m`` from (lat, lon) toward a compass bearing (local flat-earth step: the cone is
-    at most a few hundred metres long, where the error is far below a pixel)."""
-    b = math.radians(bearing_deg)
-    dlat = distance_m * math.cos(b) / EARTH_RADIUS_M
-    dlon = distance_m * math.sin(b) / (EARTH_RADIUS_M * max(1e-9, math.cos(math.radians(lat))))
-    return lat + math.degrees(dlat), lon + math.degrees(dlon)
 
 
 def cone_polygon(lat: float, lon: float, heading_deg: float, fov_deg: float, length_m: float, steps: int = 16):

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.datasets import build_dataset
-from ..data.geo import EARTH_RADIUS_M
+from ..data.geo import destination
 from ..retrieval.calibrate import collect_answers
 from ..retrieval.confidence import expected_calibration_error, reliability_bins, risk_coverage
 from ..retrieval.engine import Localizer
@@ -75,12 +75,6 @@ def calibration_study(localizer: Localizer, fovs=(90.0, 70.0), size: int = 0, pr
     return out
 
 
-def _moved(lat: float, lon: float, distance_m: float, bearing_deg: float) -> tuple[float, float]:
-    b = math.radians(bearing_deg)
-    return (lat + math.degrees(distance_m * math.cos(b) / EARTH_RADIUS_M),
-            lon + math.degrees(distance_m * math.sin(b) / (EARTH_RADIUS_M * math.cos(math.radians(lat)))))
-
-
 def prior_study(localizer: Localizer, radii=PRIOR_RADII_M, size: int = 500, seed: int = 0,
                 progress: bool = True) -> dict:
     data, split = _test_split(localizer)
@@ -95,7 +89,8 @@ def prior_study(localizer: Localizer, radii=PRIOR_RADII_M, size: int = 500, seed
             if radius is None:
                 return None
             lat, lon = data.locations[index]
-            return LocationPrior(*_moved(float(lat), float(lon), *offsets[index]), radius)
+            distance, bearing = offsets[index]
+            return LocationPrior(*destination(float(lat), float(lon), bearing, distance), radius)
 
         answers, seconds = collect_answers(localizer, data, (90.0,), indices=indices, prior_of=prior_of,
                                            progress=progress, label=f"prior {radius or 'none'}")

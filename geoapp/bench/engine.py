@@ -30,7 +30,7 @@ from ..data.fov import crop_fov
 from ..data.polar import polar_transform
 from ..data.transforms import to_tensor
 from ..model import ModelConfig, StageMaps, build_model, load_model, save_model
-from ..retrieval.build import DatasetSource, Limited, TileFolderSource, build_database
+from ..retrieval.build import ConcatSource, DatasetSource, Limited, TileFolderSource, build_database
 from ..retrieval.database import DatabaseError, DatabaseWriter, ReferenceDatabase
 from ..retrieval.engine import tune_allocator
 from ..retrieval.index import FirstStageIndex, compute_first_stage, num_orientations, two_stage_topk
@@ -237,31 +237,6 @@ def time_gallery(config, db: ReferenceDatabase, n: int, queries: list[StageMaps]
     print(f"{n:>10,} {ex_txt:>30} {fmt_ms(two[0]) + ' / ' + fmt_ms(two[1]):>26} {fmt_ms(first[0]):>15} "
           f"{build_fs + t_index:>8.1f} {fs.ram_bytes / n:>22,.0f}", flush=True)
     return ex, two
-
-
-class ConcatSource:
-    """Several build sources one after the other (the synthetic test split, then train tiles as distractors)."""
-
-    def __init__(self, sources):
-        self.sources = sources
-        self.latlon = np.concatenate([s.latlon for s in sources])
-
-    def __len__(self):
-        return sum(len(s) for s in self.sources)
-
-    @property
-    def paths(self):
-        return [p for s in self.sources for p in s.paths]
-
-    def identity(self):
-        return {"kind": "concat", "parts": [s.identity() for s in self.sources]}
-
-    def load(self, index):
-        for s in self.sources:
-            if index < len(s):
-                return s.load(index)
-            index -= len(s)
-        raise IndexError(index)
 
 
 def synth_database(demo: Path, synth: Path, config, distractors: int, work: Path) -> tuple[ReferenceDatabase, str]:

@@ -7,6 +7,15 @@ import numpy as np
 EARTH_RADIUS_M = 6_371_008.8  # WGS84 mean radius
 
 
+def destination(lat: float, lon: float, bearing_deg: float, distance_m: float) -> tuple[float, float]:
+    """The point ``distance_m`` from (lat, lon) toward a compass bearing (a local flat-earth step: for the few
+    kilometres it is used for, the error is far below a tile)."""
+    b = np.radians(bearing_deg)
+    dlat = distance_m * np.cos(b) / EARTH_RADIUS_M
+    dlon = distance_m * np.sin(b) / (EARTH_RADIUS_M * max(1e-9, float(np.cos(np.radians(lat)))))
+    return float(lat + np.degrees(dlat)), float(lon + np.degrees(dlon))
+
+
 def haversine_m(lat1, lon1, lat2, lon2):
     """Great-circle distance in metres between points in degrees; scalars or NumPy arrays (broadcast).
 

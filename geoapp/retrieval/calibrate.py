@@ -45,12 +45,6 @@ class Answers:
     def heading_right(self) -> np.ndarray:
         return self.heading_error <= HEADING_TOLERANCE_DEG
 
-    def select(self, mask) -> Answers:
-        def pick(a):
-            return None if a is None else a[mask]
-
-        return Answers(self.similarities[mask], pick(self.peak_margins), self.tile_right[mask],
-                       self.heading_error[mask], self.fovs[mask], pick(self.confidence), self.searched[mask])
 
 
 def split_queries(dataset, fov: float, shift_seed: int, indices, views: int = 1, view_seed: int = 0):

@@ -271,11 +271,9 @@ class Localizer:
             "references": len(self.db),
             "box": coverage_box(self.db.latlon),  # (south, west, north, east) or None
             "synthetic": bool(datasets) and set(datasets) == {"synth"},
-            "tiles": [p.get("tiles_dir") for p in parts if p.get("kind") == "tiles"],
             "datasets": datasets,
             "splits": [p.get("split") for p in parts if p.get("kind") == "dataset"],
             "trained_on": trained.get("dataset"),
-            "calibration": None if self.calibration is None else self.calibration.record,
         }
 
     @torch.inference_mode()
