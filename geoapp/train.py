@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="window alignment: gate-corr/mask-corr/mask-sum = FCA from the CA attention (gate-corr: "
                    "centred correlation of the column gates), feature = DSM (no FCA)"
                    + _default("align_mode"))
+    a.add_argument("--shared-window", action="store_const", const=True,
+                   help="attention modes: only the heading stage's attention chooses the window, every other stage "
+                   "crops at the same azimuth (default: each stage chooses its own)")
     a.add_argument("--stages", type=int, nargs="+", help="descriptor stages: '1 2 3 4' = FMC, '4' = block 4 only "
                    "(default: 1 2 3 4)")
 

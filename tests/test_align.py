@@ -10,15 +10,19 @@ from geoapp.model import StageMaps, align_windows, crop_windows, multiscale_desc
 STAGE_DIMS = [(64, 32, 128), (128, 16, 64), (256, 8, 32), (512, 4, 16)]  # C, H, W of the polar branch
 
 
-def _brute_force(ground, sat, mode, stages):
-    """Double loop over pairs and offsets, SPEC 5 formulas verbatim, float64."""
+def _brute_force(ground, sat, mode, stages, offset_stage=None):
+    """Double loop over pairs and offsets, SPEC 5 formulas verbatim, float64. ``offset_stage``: every other stage
+    takes that stage's offset at its own width, ``round(o * W / W_a) mod W``."""
     q_n, r_n = len(ground), len(sat)
     offsets = np.zeros((q_n, r_n, len(stages)), dtype=np.int64)
     dists = np.zeros((q_n, r_n))
     for q in range(q_n):
         for r in range(r_n):
             g_parts, s_parts = [], []
-            for i, s in enumerate(stages):
+            order = sorted(stages, key=lambda s: s != offset_stage)  # the choosing stage first
+            chosen = None
+            for s in order:
+                i = stages.index(s)
                 G = ground.features[s - 1][q].double().numpy()
                 S = sat.features[s - 1][r].double().numpy()
                 Ms = sat.masks[s - 1][r].double().numpy() if sat.masks is not None else None
@@ -41,6 +45,10 @@ def _brute_force(ground, sat, mode, stages):
                         score = float((G * S[:, :, cols]).sum())
                     if score > best:  # strict: ties keep the lowest offset
                         best, best_o = score, o
+                if chosen is not None:
+                    best_o = int(np.floor(chosen[0] * W / chosen[1] + 0.5)) % W
+                elif s == offset_stage:
+                    chosen = (best_o, W)
                 offsets[q, r, i] = best_o
                 g_parts.append(G.ravel())
                 s_parts.append(S[:, :, [(best_o + k) % W for k in range(w)]].ravel())
@@ -225,3 +233,52 @@ def test_matrix_product_path_equals_conv1d_path(mode):
     few = window_scores(mode, feats_g[:3], feats_s, ground_mask[:3], sat_mask)  # matrix product
     assert few.shape == (3, 7, 11)
     assert torch.equal(few, many[:3])
+
+
+@pytest.mark.parametrize("sat_widths", [(8, 4), (8, 5)])
+def test_shared_window_places_every_stage_at_the_choosing_stages_azimuth(sat_widths):
+    """``offset_stage``: stage 1's gates choose, stage 2 crops at the same azimuth; brute force agrees, all pairs,
+    chunked and diagonal, and stage 1's own offsets are those of the unshared search."""
+    from geoapp.model.align import scale_offsets
+
+    ground = _random_maps(3, (3, 2), seed=21)
+    sat = _random_maps(5, sat_widths, seed=22)
+    want_off, want_d = _brute_force(ground, sat, "gate-corr", (1, 2), offset_stage=1)
+    res = align_windows(ground, sat, mode="gate-corr", stages=(1, 2), chunk_size=2, offset_stage=1)
+    np.testing.assert_array_equal(res.offsets.numpy(), want_off)
+    np.testing.assert_allclose(res.distances.numpy(), want_d, rtol=1e-5, atol=1e-6)
+    own = align_windows(ground, sat, mode="gate-corr", stages=(1, 2))
+    np.testing.assert_array_equal(res.offsets[..., 0].numpy(), own.offsets[..., 0].numpy())
+    np.testing.assert_array_equal(res.offsets[..., 1].numpy(), scale_offsets(res.offsets[..., 0], 8, sat_widths[1]))
+    diag = align_windows(ground, sat.slice(0, 3), mode="gate-corr", stages=(1, 2), diagonal=True, offset_stage=1)
+    np.testing.assert_array_equal(diag.offsets.numpy(), np.stack([want_off[i, i] for i in range(3)]))
+    with pytest.raises(ValueError, match="offset_stage 3 is not one of the used stages"):
+        align_windows(ground, sat, mode="gate-corr", stages=(1, 2), offset_stage=3)
+    with pytest.raises(ValueError, match="needs an attention mode"):
+        align_windows(ground, sat, mode="feature", stages=(1, 2), offset_stage=1)
+
+
+def test_scale_offsets_takes_the_nearest_column_circularly():
+    from geoapp.model.align import offset_pooling, scale_offsets
+
+    got = scale_offsets(torch.tensor([0, 3, 4, 5, 12, 60, 63]), 64, 8).tolist()
+    assert got == [0, 0, 1, 1, 2, 0, 0]  # 4 -> 0.5 -> 1 (halves round up); 60 -> 7.5 -> 8 = 0 (wraps)
+    pool = offset_pooling(64, 8)
+    assert pool.shape == (64, 8) and pool.sum(1).eq(1).all() and pool.sum(0).eq(8).all()
+
+
+def test_shared_soft_window_distances_reach_the_shared_argmax_and_train_only_the_choosing_gates():
+    from geoapp.model.align import soft_window_distances
+
+    ground = _random_maps(3, (3, 2), seed=9)
+    sat = _random_maps(3, (8, 4), seed=10)
+    hard = align_windows(ground, sat, mode="gate-corr", stages=(1, 2), offset_stage=1)
+    soft, logits = soft_window_distances(ground, sat, "gate-corr", (1, 2), torch.full((4,), 1e4), offset_stage=1)
+    torch.testing.assert_close(soft, hard.distances, rtol=1e-4, atol=1e-5)
+    assert [lg.shape for lg in logits] == [(3, 8)]  # only the stage that chooses has window logits
+    for m in ground.gates + sat.gates:
+        m.requires_grad_(True)
+    soft, _ = soft_window_distances(ground, sat, "gate-corr", (1, 2), torch.full((4,), 5.0), offset_stage=1)
+    soft.diagonal().sum().backward()
+    assert all(float(m.grad.abs().sum()) > 0 for m in (ground.gates[0], sat.gates[0]))
+    assert all(m.grad is None for m in (ground.gates[1], sat.gates[1]))  # stage 2's gates choose nothing

@@ -4,10 +4,12 @@ Planted world: random panoramas whose columns carry the direction (smooth random
 azimuth); the "satellite" side is the panorama itself plus noise, the ground side a 90 deg crop at a random
 shift, exactly SPEC 4's crop rule. A tiny ResNet18_CA (8 channels at block 1) trained 120 steps with
 the soft window choice and the alignment loss must read the crop's heading off its CA gates far better than
-chance (a uniform guess has a median error of 90 deg).
+chance (a uniform guess has a median error of 90 deg), with each stage choosing its own window and with the
+shared window (block 1 chooses for all).
 """
 
 import numpy as np
+import pytest
 import torch
 
 from geoapp.data.fov import angular_error, heading_from_shift
@@ -38,11 +40,12 @@ def _batch(n: int, gen: torch.Generator):
     return ground, sat, shifts * (512 // W)
 
 
-def test_gate_corr_learns_the_heading_on_planted_data():
+@pytest.mark.parametrize("shared_window", [False, True])
+def test_gate_corr_learns_the_heading_on_planted_data(shared_window):
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     cfg = ModelConfig(align_mode="gate-corr", base_channels=8, wrap_satellite=True, ground_height=H, sat_height=H,
-                      sat_width=W, fov_deg=FOV)
+                      sat_width=W, fov_deg=FOV, shared_window=shared_window)
     model = build_model(cfg)
     net = TrainForward(model, with_logits=True, window_choice="soft")
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -57,5 +60,9 @@ def test_gate_corr_learns_the_heading_on_planted_data():
     ground, sat, shifts = _batch(64, torch.Generator().manual_seed(123))
     with torch.no_grad():
         result = model.match(model.encode_ground(ground), model.encode_satellite(sat), diagonal=True)
-    errors = angular_error(result.headings(), heading_from_shift(shifts, FOV))
+    truth = heading_from_shift(shifts, FOV)
+    errors = angular_error(result.headings(), truth)
     assert np.median(errors) < 15.0, np.median(errors)  # chance: 90 deg
+    if shared_window:  # block 4 crops at block 1's azimuth: within one block-4 column (90 deg / 2 here) of the truth
+        deep = angular_error(result.headings(4), truth)
+        assert np.median(deep) <= 0.5 * 360 / (W // 32) + np.median(errors), np.median(deep)

@@ -85,13 +85,18 @@ def bench_alignment(args) -> dict:
     tune_allocator()  # the engine's allocator setting (see geoapp.retrieval.engine.tune_allocator)
     out = {}
     with torch.inference_mode():
-        for mode in ("gate-corr", "mask-corr", "mask-sum", "feature"):
+        # "gate-corr shared": only the finest stage's gates choose the window (ModelConfig.shared_window)
+        for mode, shared in (("gate-corr", True), ("gate-corr", False), ("mask-corr", False), ("mask-sum", False),
+                             ("feature", False)):
             for stages in ((1, 2, 3, 4), (4,)):
+                if shared and len(stages) == 1:
+                    continue  # one stage: nothing to share
                 # fp16 dots: the engine's first pass (topk_matches re-ranks the few pairs inside its error bound)
                 for fp16 in ((False, True) if mode != "feature" else (False,)):
-                    t = _median_seconds(lambda m=mode, s=stages, f=fp16: align_windows(
-                        ground, sat, m, s, chunk_size=512, fp16_dots=f), 3)
-                    name = f"{mode} stages {''.join(map(str, stages))}" + (", fp16 dots" if fp16 else "")
+                    t = _median_seconds(lambda m=mode, s=stages, f=fp16, a=shared: align_windows(
+                        ground, sat, m, s, chunk_size=512, fp16_dots=f, offset_stage=min(s) if a else None), 3)
+                    name = (f"{mode}{' shared' if shared else ''} stages {''.join(map(str, stages))}"
+                            + (", fp16 dots" if fp16 else ""))
                     out[name] = 1e6 * t / n
     return out
 

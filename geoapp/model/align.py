@@ -14,7 +14,10 @@ is chosen per (ground, satellite) pair and per stage by one of three scores:
 - ``mask-sum`` (the paper's literal wording): ``sum_{h,k} M_s(h, (o + k) mod W_b)`` (cannot depend on the photo)
 - ``feature`` (DSM, the "no FCA" baseline): ``<G_b, S_b window at o>`` on raw features
 
-(ties: lowest offset). Training can replace the argmax by a softmax over the offsets (``soft_window_distances``)
+(ties: lowest offset). With ``offset_stage`` (a model's ``shared_window``) only that stage scores the offsets, and
+every other stage places its window at the same azimuth, ``o_b = round(o_a * W_b / W_a) mod W_b``: the deep
+stages' own gates, coarse (22.5 deg a column at block 4) and the slowest to learn, then choose nothing, and the
+search scores one stage instead of four. Training can replace the argmax by a softmax over the offsets (``soft_window_distances``)
 so that the triplet loss reaches the scores; inference always takes the argmax. The descriptor of a pair is
 the L2-normalised concatenation of the used stages (FMC, SPEC 6), with the satellite maps cropped at the chosen
 windows, so the pair distance is
@@ -193,6 +196,21 @@ def best_offsets(scores: torch.Tensor) -> torch.Tensor:
     return scores.argmax(dim=-1)
 
 
+def scale_offsets(offsets: torch.Tensor, from_width: int, to_width: int) -> torch.Tensor:
+    """The offset on a ``to_width``-column map at the azimuth of ``offsets`` on a ``from_width``-column map
+    (nearest column, circular)."""
+    if from_width == to_width:
+        return offsets
+    return torch.floor(offsets.double() * to_width / from_width + 0.5).long().remainder(to_width)
+
+
+def offset_pooling(from_width: int, to_width: int, device=None) -> torch.Tensor:
+    """``from_width`` x ``to_width`` 0/1 matrix: row o has its 1 at :func:`scale_offsets` of o, so a distribution
+    over the window offsets of one stage times it is the induced distribution over another stage's offsets."""
+    cols = scale_offsets(torch.arange(from_width, device=device), from_width, to_width)
+    return F.one_hot(cols, to_width).float()
+
+
 def _window_index(offsets: torch.Tensor, width: int, map_width: int) -> torch.Tensor:
     return (offsets.unsqueeze(-1) + torch.arange(width, device=offsets.device)) % map_width
 
@@ -345,6 +363,7 @@ def align_windows(
     return_crops: bool = False,
     fp16_dots: bool = False,
     float64_dots: bool = False,
+    offset_stage: int | None = None,
 ) -> AlignResult:
     """Align every ground map with every satellite map (or pair i with i) at each stage and return the offsets
     and the FMC pair distances (SPEC 5, 6). ``ground``/``satellite`` hold all four stages (as the backbone
@@ -352,8 +371,13 @@ def align_windows(
     ``fp16_dots``: see the module docstring (all-pairs inference on fp16 satellite maps in a mask mode only;
     ignored otherwise, and then ``similarity_error`` is None). ``float64_dots`` (inference in a mask mode):
     the window dot products are accumulated in float64 and rounded, so a pair's distance is the same whatever
-    other references share its chunk (the exact re-rank of ``topk_matches`` relies on it).
+    other references share its chunk (the exact re-rank of ``topk_matches`` relies on it). ``offset_stage``: the
+    one stage whose scores choose the window of every stage (see the module docstring); None: each its own.
     """
+    if offset_stage is not None and offset_stage not in stages:
+        raise ValueError(f"offset_stage {offset_stage} is not one of the used stages {tuple(stages)}")
+    if offset_stage is not None and mode == "feature":
+        raise ValueError("offset_stage needs an attention mode: feature mode reads its dot products off its own scores")
     if return_crops and not diagonal:
         raise ValueError("return_crops is only available for diagonal pairs (one crop per pair)")
     n_ref = len(satellite)
@@ -363,7 +387,7 @@ def align_windows(
     if chunk < n_ref:
         parts = [
             align_windows(ground, satellite.slice(i, i + chunk), mode, stages, False, None, fp16_dots=fp16_dots,
-                          float64_dots=float64_dots)
+                          float64_dots=float64_dots, offset_stage=offset_stage)
             for i in range(0, n_ref, chunk)
         ]
         errors = [p.similarity_error for p in parts]
@@ -382,13 +406,24 @@ def align_windows(
     s_energy = 0.0
     dot_error = None
     offsets, widths, map_widths, crops = [], [], [], []
+
+    def chosen_offsets(s: int) -> torch.Tensor:
+        gate_e = satellite.gate_energy[s - 1] if satellite.gate_energy is not None else None
+        return best_offsets(window_scores(mode, ground.features[s - 1], satellite.features[s - 1],
+                                          attention(ground, mode, s), attention(satellite, mode, s),
+                                          diagonal=diagonal, sat_gate_energy=gate_e))
+
+    shared = None if offset_stage is None else chosen_offsets(offset_stage)
     for s in stages:
         g = ground.features[s - 1]
         sat = satellite.features[s - 1]
-        gate_e = satellite.gate_energy[s - 1] if satellite.gate_energy is not None else None
-        scores = window_scores(mode, g, sat, attention(ground, mode, s), attention(satellite, mode, s),
-                               diagonal=diagonal, sat_gate_energy=gate_e)
-        off = best_offsets(scores)
+        if mode == "feature":
+            scores = window_scores(mode, g, sat, None, None, diagonal=diagonal)
+            off = best_offsets(scores)
+        elif shared is None:
+            off = chosen_offsets(s)
+        else:
+            off = scale_offsets(shared, satellite.features[offset_stage - 1].shape[-1], sat.shape[-1])
         w = g.shape[-1]
         col_e = satellite.col_energy[s - 1] if satellite.col_energy is not None else column_energy(sat)
         win_e = _window_energy(col_e.float(), off, w, diagonal)
@@ -433,7 +468,7 @@ def align_windows(
 
 def soft_window_distances(
     ground: StageMaps, satellite: StageMaps, mode: str, stages: tuple[int, ...], temperature: torch.Tensor,
-    straight_through: bool = False,
+    straight_through: bool = False, offset_stage: int | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Training form of :func:`align_windows` (all B x B pairs) with a soft window choice, so the triplet loss
     reaches the scores that choose the window (the argmax of inference has no gradient).
@@ -443,8 +478,23 @@ def soft_window_distances(
     in :func:`align_windows`, which it equals when ``p`` is one-hot (``T_b`` -> infinity). Returns the B x B
     distances and, per used stage, the true pairs' window logits ``T_b * score`` (B x W_b) for the alignment loss.
     ``straight_through``: the forward pass uses the argmax window (the inference distances), the backward pass
-    the softmax's gradient.
+    the softmax's gradient. ``offset_stage``: only that stage's scores choose, every other stage's window weights
+    are its weights pooled onto their offsets (:func:`offset_pooling`), and only its logits are returned.
     """
+    if offset_stage is not None and offset_stage not in stages:
+        raise ValueError(f"offset_stage {offset_stage} is not one of the used stages {tuple(stages)}")
+
+    def window_weights(s: int) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = window_scores(mode, ground.features[s - 1], satellite.features[s - 1], attention(ground, mode, s),
+                               attention(satellite, mode, s))  # B x B x W_s
+        logits = temperature[s - 1] * scores
+        p = torch.softmax(logits, dim=-1)
+        if straight_through:
+            hard = F.one_hot(logits.argmax(dim=-1), logits.shape[-1]).to(p.dtype)
+            p = hard + p - p.detach()
+        return p, logits
+
+    shared = None if offset_stage is None else window_weights(offset_stage)
     dot_total = 0.0
     s_energy = 0.0
     g_energy = 0.0
@@ -452,18 +502,18 @@ def soft_window_distances(
     for s in stages:
         g, sat = ground.features[s - 1], satellite.features[s - 1]
         w = g.shape[-1]
-        scores = window_scores(mode, g, sat, attention(ground, mode, s), attention(satellite, mode, s))  # B x B x W
-        logits = temperature[s - 1] * scores
-        p = torch.softmax(logits, dim=-1)
-        if straight_through:
-            hard = F.one_hot(logits.argmax(dim=-1), logits.shape[-1]).to(p.dtype)
-            p = hard + p - p.detach()
+        if shared is None:
+            p, logits = window_weights(s)
+        else:
+            p, logits = shared
+            p = p @ offset_pooling(p.shape[-1], sat.shape[-1], p.device).to(p.dtype)
         corr = window_scores("feature", g, sat, None, None)  # B x B x W: the dot product at every offset
         win_e = circular_window_sums(column_energy(sat.float()), w)  # B x W
         dot_total = dot_total + (p * corr).sum(-1)
         s_energy = s_energy + (p * win_e[None]).sum(-1)
         g_energy = g_energy + g.float().pow(2).sum(dim=(1, 2, 3))[:, None]
-        logits_diag.append(logits.diagonal(dim1=0, dim2=1).transpose(0, 1))
+        if shared is None or s == offset_stage:
+            logits_diag.append(logits.diagonal(dim1=0, dim2=1).transpose(0, 1))
     similarity = dot_total / (torch.sqrt(g_energy * s_energy) + 1e-12)
     return torch.sqrt(torch.clamp(2.0 - 2.0 * similarity, min=1e-12)), logits_diag
 

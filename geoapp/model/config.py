@@ -28,6 +28,8 @@ class ModelConfig:
     - ``stages``: which stage maps form the descriptor; ``(1, 2, 3, 4)`` is FMC, ``(4,)`` the block-4-only ablation.
     - ``heading_stage``: the stage whose window offset gives the predicted heading; by default the finest stage
       in ``stages`` (its window step is the smallest: 2.8 deg at block 1 vs 22.5 deg at block 4).
+    - ``shared_window`` (attention modes): only the heading stage's attention chooses the window, and every other
+      stage crops at the same azimuth (``geoapp.model.align``, ``offset_stage``); False: each stage chooses its own.
     - input sizes default to SPEC 1; a reduced-resolution model (e.g. for CPU training) scales them together.
     """
 
@@ -42,6 +44,7 @@ class ModelConfig:
     heading_stage: int | None = None
     base_channels: int = 64
     wrap_satellite: bool = False
+    shared_window: bool = False
     arch: str = "resnet18"
     version: int = field(default=CONFIG_VERSION)
 
@@ -59,6 +62,8 @@ class ModelConfig:
             )
         if not self.stages or any(s not in STAGES for s in self.stages) or len(set(self.stages)) != len(self.stages):
             problems.append(f"stages must be distinct values from {STAGES}, got {self.stages}")
+        if self.shared_window and self.align_mode not in ATTENTION_MODES:
+            problems.append(f"shared_window needs an attention align_mode {ATTENTION_MODES}, got {self.align_mode!r}")
         if self.heading_stage is not None and self.heading_stage not in self.stages:
             problems.append(f"heading_stage {self.heading_stage} is not one of the used stages {self.stages}")
         if not 0 < self.fov_deg <= 360:
@@ -83,6 +88,11 @@ class ModelConfig:
     @property
     def heading_stage_resolved(self) -> int:
         return self.heading_stage if self.heading_stage is not None else min(self.stages)
+
+    @property
+    def window_stage(self) -> int | None:
+        """The stage whose scores choose every stage's window (``align_windows(offset_stage=)``), or None."""
+        return self.heading_stage_resolved if self.shared_window else None
 
     def with_fov(self, fov_deg: float) -> ModelConfig:
         return dataclasses.replace(self, fov_deg=float(fov_deg))

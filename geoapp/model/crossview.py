@@ -37,7 +37,8 @@ class CrossViewModel(nn.Module):
 
     def match(self, ground: StageMaps, satellite: StageMaps, diagonal: bool = False, **kwargs) -> AlignResult:
         """Align encoded ground maps with encoded satellite maps using this model's mode and stages."""
-        return align_windows(ground, satellite, self.config.align_mode, self.config.stages, diagonal=diagonal, **kwargs)
+        return align_windows(ground, satellite, self.config.align_mode, self.config.stages, diagonal=diagonal,
+                             offset_stage=self.config.window_stage, **kwargs)
 
     def forward(self, ground_images: torch.Tensor, satellite_images: torch.Tensor, return_maps: bool = False):
         """B x B alignment of a batch; with ``return_maps`` also the encoded maps (for extra losses)."""

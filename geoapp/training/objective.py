@@ -50,13 +50,14 @@ class TrainForward(nn.Module):
         cfg = self.model.config
         if self.window_choice != "argmax":
             distances, logits = soft_window_distances(g, s, cfg.align_mode, cfg.stages, self.model.window_temperature(),
-                                                      straight_through=self.window_choice == "straight-through")
+                                                      straight_through=self.window_choice == "straight-through",
+                                                      offset_stage=cfg.window_stage)
             return distances, logits if self.with_logits else None
         distances = self.model.match(g, s).distances
         if not self.with_logits:
             return distances, None
         logits = []
-        for b in cfg.stages:
+        for b in cfg.stages if cfg.window_stage is None else (cfg.window_stage,):  # the stages that choose
             sc = window_scores(cfg.align_mode, g.features[b - 1], s.features[b - 1], attention(g, cfg.align_mode, b),
                                attention(s, cfg.align_mode, b), diagonal=True)
             if cfg.align_mode == "gate-corr":

@@ -62,6 +62,7 @@ class TrainConfig:
     stages: tuple[int, ...] = (1, 2, 3, 4)
     base_channels: int = 64  # block-1 channels (ResNet18: 64); a narrower model trains faster on a CPU
     wrap_satellite: bool = False  # circular width padding in the satellite branch (the polar image wraps)
+    shared_window: bool = False  # attention modes: the heading stage's window offset places every stage's window
     imagenet_weights: str | None = None
     # ---- optimisation
     epochs: int = 100
@@ -133,6 +134,7 @@ class TrainConfig:
             stages=self.stages,
             base_channels=self.base_channels,
             wrap_satellite=self.wrap_satellite,
+            shared_window=self.shared_window,
             fov_deg=self.fov,
             ground_height=self.height,
             sat_height=self.height,
