@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from geoapp.data.fov import heading_from_offset, heading_from_shift, true_offset
+from geoapp.angles import heading_from_offset, heading_from_shift, true_offset
 from geoapp.model import StageMaps, align_windows, crop_windows, multiscale_descriptor, window_scores
 
 STAGE_DIMS = [(64, 32, 128), (128, 16, 64), (256, 8, 32), (512, 4, 16)]  # C, H, W of the polar branch

@@ -1,5 +1,5 @@
-"""The import graph of ``geoapp``: no cycles, imports run one way (utils -> data/synth -> model -> retrieval/training
--> app and CLIs -> bench), and no private name (``_x``) is imported from another module.
+"""The import graph of ``geoapp``: no cycles, imports run one way (utils/angles -> data/synth -> model ->
+retrieval/training/testing -> app and CLIs -> bench), and no private name (``_x``) is imported from another module.
 
 The graph is read from the source (``ast``), so it also sees imports inside functions; imports under
 ``if TYPE_CHECKING:`` are annotations only and are skipped, and ``from pkg import submodule`` depends on the
@@ -13,7 +13,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "geoapp"
 CLIS = {"geoapp.train", "geoapp.evaluate", "geoapp.build_db", "geoapp.localize"}
-LAYERS = {"data": 1, "synth": 1, "model": 2, "retrieval": 3, "training": 3, "app": 4, "bench": 5}
+LAYERS = {"data": 1, "synth": 1, "model": 2, "retrieval": 3, "training": 3, "testing": 3, "app": 4, "bench": 5}
 
 
 def modules() -> dict[str, Path]:
@@ -55,7 +55,7 @@ def imports(mods: dict[str, Path]) -> tuple[dict[str, set[str]], list[tuple[str,
 
 
 def layer(module: str) -> int:
-    if module in ("geoapp", "geoapp.utils"):
+    if module in ("geoapp", "geoapp.utils", "geoapp.angles"):
         return 0
     if module in CLIS:
         return LAYERS["app"]

@@ -13,10 +13,11 @@ import pytest
 import scipy.io
 import torch
 
+from geoapp.angles import heading_from_shift
 from geoapp.data.base import read_rgb
 from geoapp.data.cvact import utm_to_latlon
 from geoapp.data.datasets import DatasetError, NoSelectionSplitError, SatelliteView, build_dataset
-from geoapp.data.fov import crop_fov, eval_shifts, heading_from_shift
+from geoapp.data.fov import crop_fov, eval_shifts
 from geoapp.data.polar import polar_transform
 from geoapp.data.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize, resize_image, to_tensor
 

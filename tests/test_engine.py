@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from geoapp.bench.engine import make_random_tiles, random_checkpoint
-from geoapp.data.fov import crop_fov, fov_width
+from geoapp.angles import fov_width
+from geoapp.data.fov import crop_fov
 from geoapp.data.polar import polar_transform
 from geoapp.data.transforms import to_tensor
 from geoapp.model import ModelConfig, align_windows
@@ -15,6 +15,7 @@ from geoapp.retrieval.build import TileFolderSource, build_database
 from geoapp.retrieval.database import DatabaseError, ReferenceDatabase
 from geoapp.retrieval.engine import Localizer, prepare_query
 from geoapp.retrieval.index import FirstStageIndex, block_widths, compute_first_stage
+from geoapp.testing import make_random_tiles, random_checkpoint
 
 CONFIG = ModelConfig(ground_height=64, sat_height=64, sat_width=256)
 N_TILES = 10

@@ -8,7 +8,8 @@ import pytest
 import torch
 from tiny_world import write_tiny_cvusa
 
-from geoapp.data.fov import angular_error, crop_fov, eval_shifts, heading_from_shift
+from geoapp.angles import angular_error, heading_from_shift
+from geoapp.data.fov import crop_fov, eval_shifts
 from geoapp.data.transforms import to_tensor
 from geoapp.evaluate import main
 from geoapp.model import ModelConfig, build_model, save_model

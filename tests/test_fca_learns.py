@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from geoapp.data.fov import angular_error, heading_from_shift
+from geoapp.angles import angular_error, heading_from_shift
 from geoapp.model import ModelConfig, build_model, soft_margin_triplet_loss
 from geoapp.training.data import crop_batch
 from geoapp.training.objective import TrainForward, alignment_loss

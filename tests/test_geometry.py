@@ -7,9 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from geoapp.data.fov import (
-    crop_fov,
-    eval_shifts,
+from geoapp.angles import (
     fov_width,
     heading_from_offset,
     heading_from_shift,
@@ -18,6 +16,7 @@ from geoapp.data.fov import (
     true_offset,
     wrap_degrees,
 )
+from geoapp.data.fov import crop_fov, eval_shifts
 from geoapp.data.polar import polar_transform
 
 

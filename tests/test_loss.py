@@ -61,7 +61,7 @@ def test_loss_is_finite_positive_and_decreases_on_a_fixed_batch(cfg):
 def test_alignment_loss_prefers_the_true_window_and_trains_the_gates():
     """Logits peaked at the true offset give a lower loss than logits peaked elsewhere (two-hot target, so a
     fractional true offset shares its weight); through a gate-corr model the gradient reaches both branches' CA."""
-    from geoapp.data.fov import true_offset
+    from geoapp.angles import true_offset
     from geoapp.training.objective import TrainForward, alignment_loss
 
     shifts = torch.tensor([0, 128, 300])

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image, features
 from PIL.TiffImagePlugin import IFDRational
 
-from geoapp.data.fov import crop_fov, heading_from_shift
+from geoapp.angles import heading_from_shift
+from geoapp.data.fov import crop_fov
 from geoapp.data.photo import (
     ACCEPTED,
     CVUSA_PANO_VFOV_DEG,

@@ -8,6 +8,7 @@ import torch
 from geoapp.model import ModelConfig, StageMaps, align_windows
 from geoapp.retrieval.metrics import ranks_from_distances
 from geoapp.retrieval.search import topk_matches, true_match_ranks
+from geoapp.retrieval.window_dots import fp16_window_dots
 
 # small stand-ins for the four stages: (C, H, W) of the satellite map and the ground window width
 DIMS = [(3, 4, 16, 4), (4, 3, 8, 2), (5, 2, 4, 1), (6, 1, 2, 1)]
@@ -145,7 +146,7 @@ def test_fp16_dots_stay_within_their_error_bound():
     ground = _relu_maps(3, 1, ground=True)
     gallery = _relu_maps(200, 2, ground=False, dtype=torch.float16)
     exact = align_windows(ground, gallery, "mask-corr", STAGES, chunk_size=None)
-    fast = align_windows(ground, gallery, "mask-corr", STAGES, chunk_size=64, fp16_dots=True)
+    fast = align_windows(ground, gallery, "mask-corr", STAGES, chunk_size=64, window_dots=fp16_window_dots)
     assert exact.similarity_error is None and fast.similarity_error is not None
     assert torch.equal(fast.offsets, exact.offsets)  # the offsets come from the masks, unchanged
     diff = (fast.similarity - exact.similarity).abs()
@@ -157,9 +158,9 @@ def test_fp16_dots_stay_within_their_error_bound():
 def test_fp16_dots_are_ignored_where_they_do_not_apply():
     ground = _relu_maps(2, 1, ground=True)
     fp32 = _relu_maps(30, 2, ground=False)
-    assert align_windows(ground, fp32, "mask-corr", STAGES, fp16_dots=True).similarity_error is None
+    assert align_windows(ground, fp32, "mask-corr", STAGES, window_dots=fp16_window_dots).similarity_error is None
     fp16 = _relu_maps(30, 2, ground=False, dtype=torch.float16)
-    assert align_windows(ground, fp16, "feature", STAGES, fp16_dots=True).similarity_error is None
+    assert align_windows(ground, fp16, "feature", STAGES, window_dots=fp16_window_dots).similarity_error is None
 
 
 @pytest.mark.parametrize("mode", ["mask-corr", "mask-sum"])

@@ -20,7 +20,7 @@ from geoapp.synth.canvas import WorldCanvas
 from geoapp.synth.figure import make_figure
 from geoapp.synth.geo import GeoFrame
 from geoapp.synth.layout import TEST, TRAIN, VAL, split_ok
-from geoapp.synth.render import RenderConfig
+from geoapp.synth.views import RenderConfig
 from geoapp.synth.world import World, WorldConfig, generate_world
 from geoapp.synth.writer import ImageOptions, SynthConfigError, location_paths, write_dataset
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from geoapp.data.fov import angular_error
+from geoapp.angles import angular_error
 from geoapp.data.geo import haversine_m
 from geoapp.data.photo import PLAUSIBLE_HFOV_DEG, ImageError, gps_from_exif, hfov_from_exif, load_image
 from geoapp.data.polar import polar_transform
@@ -24,7 +24,7 @@ from geoapp.data.transforms import resize_image
 from geoapp.retrieval.engine import MAX_VIEWS, Candidate, LocalizationResult
 from geoapp.retrieval.prior import RADIUS_RANGE_M, LocationPrior, PriorError
 
-from . import render
+from . import figures
 from .context import AppContext
 from .examples import Example
 from .mapview import MapMarker, build_map, map_iframe
@@ -244,10 +244,10 @@ def select_view(ctx: AppContext, state: QueryState, position: int) -> Selection:
     config = ctx.localizer.config
     polar = polar_transform(tile, config.sat_height, config.sat_width)
     mask = ctx.localizer.db.mask(chosen.index, state.mask_stage)  # stage resolution; the views upsample it
-    polar_view = render.polar_window_view(polar, mask, chosen.window_offset, chosen.window_width, config.sat_width,
+    polar_view = figures.polar_window_view(polar, mask, chosen.window_offset, chosen.window_width, config.sat_width,
                                           window_scores=chosen.window_scores)
-    topdown = render.topdown_view(tile, mask, chosen.heading_deg, state.fov_deg, true_heading)
-    heading = render.display_heading(chosen.heading_deg)
+    topdown = figures.topdown_view(tile, mask, chosen.heading_deg, state.fov_deg, true_heading)
+    heading = figures.display_heading(chosen.heading_deg)
     summary = (f"**Candidate #{chosen.rank}** · score {chosen.score:.3f} · predicted heading **{heading:.1f}°** · "
                f"tile centre {chosen.lat:.6f}, {chosen.lon:.6f}")
     distance = state.distances_m[position]
@@ -255,8 +255,8 @@ def select_view(ctx: AppContext, state: QueryState, position: int) -> Selection:
         summary += f" · {_distance_text(distance)} from the true location"
     if true_heading is not None:
         error = float(angular_error(chosen.heading_deg, true_heading))
-        summary += f" · heading error {error:.1f}° (true {render.display_heading(true_heading):.1f}°)"
-    return Selection(heading, render.compass_image(chosen.heading_deg, state.fov_deg, true_heading),
+        summary += f" · heading error {error:.1f}° (true {figures.display_heading(true_heading):.1f}°)"
+    return Selection(heading, figures.compass_image(chosen.heading_deg, state.fov_deg, true_heading),
                      polar_view, topdown, map_html(ctx, state, chosen), summary)
 
 
@@ -300,14 +300,14 @@ def query_summary(result: LocalizationResult, fov_text: str, truth: Example | No
               f" → model input {result.input_image.shape[1]} x {result.input_image.shape[0]} px"]
     if len(result.views) > 1:
         best = result.candidates[0]
-        headings = ", ".join(f"{render.display_heading(h):.1f}°" for h in best.view_headings)
+        headings = ", ".join(f"{figures.display_heading(h):.1f}°" for h in best.view_headings)
         lines.append(f"**{len(result.views)} photos from one spot:** combined; at the best tile they look toward "
                      f"{headings}")
     if result.prior is not None:
         lines.append(f"**Location prior:** {result.prior.describe()}; {result.searched:,} references searched")
     if truth is not None:
         lines.append(f"**Bundled example ({truth.label()}):** true location {truth.lat:.6f}, {truth.lon:.6f}; "
-                     f"true heading {render.display_heading(truth.heading_deg):.1f}°")
+                     f"true heading {figures.display_heading(truth.heading_deg):.1f}°")
         ranks = [c.rank for c in result.candidates if c.index == truth.reference_index]
         lines.append(f"**True tile:** rank {ranks[0]}" if ranks
                      else f"**True tile:** not in the top {len(result.candidates)}")
@@ -388,8 +388,8 @@ def localize_photo(ctx: AppContext, path: str | os.PathLike | None, fov_slider: 
                  for c in result.candidates]
     state = QueryState.of(result, truth, distances)
     ground = result.input_image
-    ground_view = render.upscale(
-        render.heatmap_overlay(ground, result.ground_mask) if result.ground_mask is not None else ground, 256)
+    ground_view = figures.upscale(
+        figures.heatmap_overlay(ground, result.ground_mask) if result.ground_mask is not None else ground, 256)
     return LocalizeOutputs(
         gallery=gallery_items(ctx, result.candidates, distances, truth),
         ground_view=ground_view,

@@ -1,1 +1,1 @@
-"""Benchmarks that print what this machine achieves: ``python -m geoapp.bench engine|model|data``."""
+"""Benchmarks that print what this machine achieves: ``python -m geoapp.bench search|model|data``."""

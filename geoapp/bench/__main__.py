@@ -1,4 +1,4 @@
-"""``python -m geoapp.bench engine|model|data [options]``: dispatch to ``geoapp.bench.<name>:main``.
+"""``python -m geoapp.bench search|model|data [options]``: dispatch to ``geoapp.bench.<name>:main``.
 
 Subcommands are imported only when chosen, so one benchmark's imports (or absence) never affect another.
 """

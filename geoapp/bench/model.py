@@ -17,6 +17,7 @@ import torch
 from ..model import ModelConfig, StageMaps, align_windows, build_model, soft_margin_triplet_loss
 from ..model.align import column_energy, gate_energy
 from ..retrieval.engine import tune_allocator
+from ..retrieval.window_dots import fp16_window_dots
 from ..training.precision import cpu_description
 
 
@@ -94,7 +95,8 @@ def bench_alignment(args) -> dict:
                 # fp16 dots: the engine's first pass (topk_matches re-ranks the few pairs inside its error bound)
                 for fp16 in ((False, True) if mode != "feature" else (False,)):
                     t = _median_seconds(lambda m=mode, s=stages, f=fp16, a=shared: align_windows(
-                        ground, sat, m, s, chunk_size=512, fp16_dots=f, offset_stage=min(s) if a else None), 3)
+                        ground, sat, m, s, chunk_size=512, offset_stage=min(s) if a else None,
+                        window_dots=fp16_window_dots if f else None), 3)
                     name = (f"{mode}{' shared' if shared else ''} stages {''.join(map(str, stages))}"
                             + (", fp16 dots" if fp16 else ""))
                     out[name] = 1e6 * t / n

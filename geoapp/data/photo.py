@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError, features
 
-from geoapp.data.fov import PANO_WIDTH, fov_width
+from geoapp.angles import PANO_WIDTH, fov_width
 from geoapp.data.transforms import resize_image
 
 try:  # HEIC/HEIF: a requirement, but a missing or broken install only loses the format, not the module

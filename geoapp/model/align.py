@@ -17,10 +17,10 @@ is chosen per (ground, satellite) pair and per stage by one of three scores:
 (ties: lowest offset). With ``offset_stage`` (a model's ``shared_window``) only that stage scores the offsets, and
 every other stage places its window at the same azimuth, ``o_b = round(o_a * W_b / W_a) mod W_b``: the deep
 stages' own gates, coarse (22.5 deg a column at block 4) and the slowest to learn, then choose nothing, and the
-search scores one stage instead of four. Training can replace the argmax by a softmax over the offsets (``soft_window_distances``)
-so that the triplet loss reaches the scores; inference always takes the argmax. The descriptor of a pair is
-the L2-normalised concatenation of the used stages (FMC, SPEC 6), with the satellite maps cropped at the chosen
-windows, so the pair distance is
+search scores one stage instead of four. Training can replace the argmax by a softmax over the offsets
+(``soft_window_distances``) so that the triplet loss reaches the scores; inference always takes the argmax. The
+descriptor of a pair is the L2-normalised concatenation of the used stages (FMC, SPEC 6), with the satellite maps
+cropped at the chosen windows, so the pair distance is
 
     d = || g / |g| - s_crop / |s_crop| ||,  |g|^2 = sum_b |G_b|^2,  |s_crop|^2 = sum_b E_b(o_b)
 
@@ -30,23 +30,22 @@ energies come from per-column energies, and the dot products are either read off
 (``feature`` mode, or when gradients flow) or gathered from the chosen window columns only (inference),
 which reads ``w_b / W_b`` of each satellite map. Works on any device; references are processed in chunks.
 
-``fp16_dots`` (search over an fp16 store): the gathered windows are multiplied with the ground in fp16 with fp32
-accumulation, skipping the fp32 copy of every window (on the 2-core CPU the upcast cost twice the rest of the
-search). The result is rounded once to fp16, so each pair also gets a bound on its similarity error
-(``AlignResult.similarity_error``); ``geoapp.retrieval.search.topk_matches`` re-ranks everything inside that bound
-exactly, so its answers equal the fp32 path's.
+The search (``geoapp.retrieval``) may pass its own ``window_dots`` for inference over a reference store
+(fp16 products with an error bound, float64 accumulation: :mod:`geoapp.retrieval.window_dots`); the model itself
+needs only the two paths here: training reads the dots off the feature correlation, inference gathers the chosen
+windows in float32.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.fov import heading_from_offset
+from ..angles import heading_from_offset
 from .config import ALIGN_MODES
 from .resnet import StageMaps
 
@@ -225,6 +224,12 @@ def crop_windows(sat_feat: torch.Tensor, offsets: torch.Tensor, width: int) -> t
     return torch.gather(sat_feat, 3, idx)
 
 
+# ``window_dots(ground_feat Q x C x H x w, sat_feat R x C x H x W, offsets Q x R, window_energy Q x R)`` ->
+# ``(dots Q x R, error bound Q x R or None)``: the search's own arithmetic for a stage's window dot products
+WindowDots = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+                      tuple[torch.Tensor, torch.Tensor | None]]
+
+
 @dataclass
 class AlignResult:
     """Chosen offsets and pair distances for ``Q x R`` pairs (or ``N`` pairs when diagonal).
@@ -241,7 +246,7 @@ class AlignResult:
     window_widths: tuple[int, ...]
     map_widths: tuple[int, ...]
     crops: list[torch.Tensor] | None = None
-    similarity_error: torch.Tensor | None = None  # bound on |similarity - exact| per pair (``fp16_dots``)
+    similarity_error: torch.Tensor | None = None  # bound on |similarity - exact| per pair (``window_dots``)
 
     def headings(self, stage: int | None = None) -> np.ndarray:
         """Predicted heading in degrees, [-180, 180), from the offsets at ``stage`` (default: finest used)."""
@@ -265,7 +270,7 @@ def column_energy(sat_feat: torch.Tensor) -> torch.Tensor:
     return _columns(sat_feat).float().pow(2).sum(-1)
 
 
-def _gathered_windows(sat_feat: torch.Tensor, offsets: torch.Tensor, width: int, diagonal: bool, block: int):
+def gathered_windows(sat_feat: torch.Tensor, offsets: torch.Tensor, width: int, diagonal: bool, block: int):
     """Yield ``(a, b, i, windows)``: the windows at ``offsets`` of references ``a:b`` for query ``i`` (``None`` when
     diagonal: reference j's own offset), as a (b - a) x (width*C*H) matrix in column order, in the store's dtype.
 
@@ -285,63 +290,22 @@ def _gathered_windows(sat_feat: torch.Tensor, offsets: torch.Tensor, width: int,
             yield a, b, i, torch.index_select(s_rows, 0, rows).reshape(b - a, width * c * h)
 
 
-def _stage_dots(
+def gathered_dots(
     ground_feat: torch.Tensor, sat_feat: torch.Tensor, offsets: torch.Tensor, diagonal: bool, block: int = 256,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """``<G_q, S_r window at o_qr>`` from the gathered window columns of each reference, reduced with a mat-vec
-    in ``dtype`` (float64: the float32 result no longer depends on how the BLAS splits the block)."""
+    """``<G_q, S_r window at o_qr>`` (Q x R, or N when diagonal) from the gathered window columns of each reference,
+    reduced with a mat-vec in ``dtype`` (float64: the float32 result no longer depends on how the BLAS splits the
+    block)."""
     q, c, h, w = ground_feat.shape
     g_vec = ground_feat.to(dtype).permute(0, 3, 1, 2).reshape(q, w * c * h)  # Q x (w*CH), column order
     out = torch.empty(offsets.shape, dtype=torch.float32, device=offsets.device)
-    for a, b, i, win in _gathered_windows(sat_feat, offsets, w, diagonal, block):
+    for a, b, i, win in gathered_windows(sat_feat, offsets, w, diagonal, block):
         if i is None:
             out[a:b] = (win.to(dtype) * g_vec[a:b]).sum(-1)
         else:
             out[i, a:b] = win.to(dtype) @ g_vec[i]
     return out
-
-
-# Relative error of one fp16 dot product <x, g> with respect to |x| |g|: rounding the ground to fp16 (2^-11),
-# rounding the fp32-accumulated result to fp16 (2^-11), and the fp32 accumulation itself (1e-4: ~6x the random-walk
-# estimate sqrt(K) 2^-24 for K = 65,536 terms). The stored satellite values are fp16 already: no error.
-FP16_DOT_REL_ERROR = 2.0**-10 + 1e-4
-_FP16_TINY = 2.0**-24  # spacing of fp16 subnormals: the absolute rounding error below the normal range
-
-
-# References per gathered block in ``_stage_dots_fp16``: about this many bytes of windows (one L2 cache), so the copy is
-# still in the CPU cache when the product reads it (the copy and the product each read ~2.5 GB per query at 10,000
-# SPEC-size references otherwise).
-WINDOW_BLOCK_BYTES = 1 << 20
-
-
-def _stage_dots_fp16(
-    ground_feat: torch.Tensor, sat_feat: torch.Tensor, offsets: torch.Tensor, win_energy: torch.Tensor,
-    block: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``_stage_dots`` (all pairs) on an fp16 store without upcasting the windows; returns the dots (Q x R, fp32)
-    and a bound on their absolute error (Q x R), from the window energies ``win_energy`` (Q x R).
-
-    Each query is scaled by a power of two (exact) so that |dot| <= |x| |g| stays far inside fp16's range.
-    """
-    q, c, h, w = ground_feat.shape
-    k = w * c * h
-    g_vec = ground_feat.float().permute(0, 3, 1, 2).reshape(q, k)
-    g_norm = g_vec.norm(dim=1)
-    x_norm = win_energy.clamp_min(0).sqrt()  # |window| per pair
-    biggest = (x_norm.amax(dim=1) * g_norm).clamp_min(1e-30)
-    scale = torch.minimum(2.0**15 / biggest, 2.0**15 / g_vec.abs().amax(dim=1).clamp_min(1e-30))
-    scale = torch.exp2(torch.floor(torch.log2(scale)))  # Q
-    g16 = (g_vec * scale[:, None]).half()
-    out = torch.empty(offsets.shape, dtype=torch.float32, device=offsets.device)
-    if block is None:
-        block = max(8, WINDOW_BLOCK_BYTES // (2 * k))
-    for a, b, i, win in _gathered_windows(sat_feat, offsets, w, False, block):
-        out[i, a:b] = (win @ g16[i]).float()
-    out /= scale[:, None]
-    # relative part, plus the subnormal floor: the ground's (sum |x| <= sqrt(K) |x|) and the result's
-    err = FP16_DOT_REL_ERROR * x_norm * g_norm[:, None] + (math.sqrt(k) * x_norm + 1.0) * _FP16_TINY / scale[:, None]
-    return out, err
 
 
 def _window_energy(col_energy: torch.Tensor, offsets: torch.Tensor, width: int, diagonal: bool) -> torch.Tensor:
@@ -361,18 +325,16 @@ def align_windows(
     diagonal: bool = False,
     chunk_size: int | None = 2048,
     return_crops: bool = False,
-    fp16_dots: bool = False,
-    float64_dots: bool = False,
     offset_stage: int | None = None,
+    window_dots: WindowDots | None = None,
 ) -> AlignResult:
     """Align every ground map with every satellite map (or pair i with i) at each stage and return the offsets
     and the FMC pair distances (SPEC 5, 6). ``ground``/``satellite`` hold all four stages (as the backbone
     returns them); ``stages`` picks the ones used. References are processed ``chunk_size`` at a time.
-    ``fp16_dots``: see the module docstring (all-pairs inference on fp16 satellite maps in a mask mode only;
-    ignored otherwise, and then ``similarity_error`` is None). ``float64_dots`` (inference in a mask mode):
-    the window dot products are accumulated in float64 and rounded, so a pair's distance is the same whatever
-    other references share its chunk (the exact re-rank of ``topk_matches`` relies on it). ``offset_stage``: the
-    one stage whose scores choose the window of every stage (see the module docstring); None: each its own.
+    ``offset_stage``: the one stage whose scores choose the window of every stage (see the module docstring); None:
+    each its own. ``window_dots`` (inference in an attention mode): computes a stage's window dot products from
+    ``(ground, satellite, offsets, window energies)`` and returns them with a bound on their error (None: exact);
+    the default gathers the windows in float32. ``similarity_error`` sums the stages' bounds (None when all exact).
     """
     if offset_stage is not None and offset_stage not in stages:
         raise ValueError(f"offset_stage {offset_stage} is not one of the used stages {tuple(stages)}")
@@ -386,8 +348,8 @@ def align_windows(
     chunk = n_ref if (chunk_size is None or diagonal) else max(1, chunk_size)
     if chunk < n_ref:
         parts = [
-            align_windows(ground, satellite.slice(i, i + chunk), mode, stages, False, None, fp16_dots=fp16_dots,
-                          float64_dots=float64_dots, offset_stage=offset_stage)
+            align_windows(ground, satellite.slice(i, i + chunk), mode, stages, False, None,
+                          offset_stage=offset_stage, window_dots=window_dots)
             for i in range(0, n_ref, chunk)
         ]
         errors = [p.similarity_error for p in parts]
@@ -427,20 +389,20 @@ def align_windows(
         w = g.shape[-1]
         col_e = satellite.col_energy[s - 1] if satellite.col_energy is not None else column_energy(sat)
         win_e = _window_energy(col_e.float(), off, w, diagonal)
-        fast = (fp16_dots and not diagonal and mode != "feature" and sat.dtype == torch.float16
-                and not (torch.is_grad_enabled() and (g.requires_grad or sat.requires_grad)))
-        if fast:
-            dots, err = _stage_dots_fp16(g, sat, off, win_e)
-            dot_error = err if dot_error is None else dot_error + err
-        elif mode == "feature":
+        training = torch.is_grad_enabled() and (g.requires_grad or sat.requires_grad)
+        if mode == "feature":
             dots = scores.gather(-1, off.unsqueeze(-1)).squeeze(-1)  # the feature score is the dot product
-        elif torch.is_grad_enabled() and (g.requires_grad or sat.requires_grad):
-            # training: read the dot off the full feature correlation (one conv1d; no gathered copies to keep
-            # for backward); the offsets themselves come from the masks
+        elif training:
+            # read the dot off the full feature correlation (one conv1d; no gathered copies to keep for
+            # backward); the offsets themselves come from the attention
             corr = window_scores("feature", g, sat, None, None, diagonal=diagonal)
             dots = corr.gather(-1, off.unsqueeze(-1)).squeeze(-1)
+        elif window_dots is not None and not diagonal:
+            dots, err = window_dots(g, sat, off, win_e)
+            if err is not None:
+                dot_error = err if dot_error is None else dot_error + err
         else:
-            dots = _stage_dots(g, sat, off, diagonal, dtype=torch.float64 if float64_dots else torch.float32).float()
+            dots = gathered_dots(g, sat, off, diagonal)
         dot_total = dot_total + dots
         g_norm2 = g.float().pow(2).sum(dim=(1, 2, 3))
         g_energy = g_energy + (g_norm2 if diagonal else g_norm2[:, None])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from ..data.fov import fov_width
+from ..angles import fov_width
 
 ALIGN_MODES = ("gate-corr", "mask-corr", "mask-sum", "feature")
 ATTENTION_MODES = ("gate-corr", "mask-corr", "mask-sum")  # modes that choose the window from the CA attention

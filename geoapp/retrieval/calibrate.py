@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..angles import angular_error, heading_from_shift
 from ..data.datasets import build_dataset
-from ..data.fov import EVAL_SHIFT_SEED, angular_error, crop_fov, eval_shifts, heading_from_shift
+from ..data.fov import EVAL_SHIFT_SEED, crop_fov, eval_shifts
 from ..model import ModelConfig, read_metadata
 from ..utils import atomic_write_json, sha256_file
 from .build import ConcatSource, DatasetSource, Limited, build_database

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.fov import fov_width, wrap_degrees
+from ..angles import fov_width, wrap_degrees
 from ..data.photo import hfov_from_exif, load_image, photo_to_cylindrical
 from ..data.transforms import resize_image, to_tensor
 from ..model import ModelConfig, StageMaps, load_model

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 from ..model import AlignResult, ModelConfig, StageMaps, align_windows
+from ..model.align import WindowDots
+from .window_dots import float64_window_dots, fp16_window_dots
 
 
 class Gallery(Protocol):
@@ -27,13 +29,14 @@ class Gallery(Protocol):
 
 
 def gallery_chunks(config: ModelConfig, ground: StageMaps, gallery: Gallery, chunk_size: int = 1024, progress=None,
-                   fp16_dots: bool = False, float64_dots: bool = False):
-    """Yield ``(start, AlignResult)`` for consecutive chunks of the gallery (Q x chunk pairs each)."""
+                   window_dots: WindowDots | None = None):
+    """Yield ``(start, AlignResult)`` for consecutive chunks of the gallery (Q x chunk pairs each); ``window_dots``:
+    see :func:`geoapp.model.align_windows` and :mod:`geoapp.retrieval.window_dots`."""
     n = len(gallery)
     for start in range(0, n, chunk_size):
         maps = gallery.slice(start, min(n, start + chunk_size))
         yield start, align_windows(ground, maps, config.align_mode, config.stages, chunk_size=None,
-                                   fp16_dots=fp16_dots, float64_dots=float64_dots, offset_stage=config.window_stage)
+                                   offset_stage=config.window_stage, window_dots=window_dots)
         if progress is not None:
             progress.update(min(chunk_size, n - start))
 
@@ -65,17 +68,17 @@ def topk_matches(
     """Running top-k over gallery chunks (ties: lower gallery index first).
 
     ``fast`` (an fp16 gallery in a mask alignment mode, e.g. a reference database): one pass with fp16 dot products
-    (``align_windows(fp16_dots=True)``) keeps, per query, every reference whose similarity bound reaches the k-th
-    best lower bound, and only those are aligned again exactly (float64 dot products, so a distance does not
-    depend on k); the answer is the fp32 path's: the same references in the same order, distances equal to
-    float32 rounding. Elsewhere it is the fp32 path itself.
+    (:func:`~geoapp.retrieval.window_dots.fp16_window_dots`) keeps, per query, every reference whose similarity
+    bound reaches the k-th best lower bound, and only those are aligned again exactly (float64 dot products, so a
+    distance does not depend on k); the answer is the fp32 path's: the same references in the same order, distances
+    equal to float32 rounding. Elsewhere it is the fp32 path itself.
     """
     k = min(k, len(gallery))
     if k < 1:
         raise ValueError("the gallery is empty")
     if not fast:
         return _exact_topk(config, gallery_chunks(config, ground, gallery, chunk_size, progress), k)
-    chunks = gallery_chunks(config, ground, gallery, chunk_size, progress, fp16_dots=True)
+    chunks = gallery_chunks(config, ground, gallery, chunk_size, progress, window_dots=fp16_window_dots)
     first = next(chunks)
     if first[1].similarity_error is None:  # not an fp16 gallery, or the feature mode: these are exact already
         return _exact_topk(config, itertools.chain([first], chunks), k)
@@ -109,7 +112,7 @@ def _candidate_pools(chunks, k: int) -> list[torch.Tensor]:
 def _exact_topk_of_pools(config, ground, gallery, pools, k, chunk_size) -> TopK:
     # float64 dots: a candidate's distance does not depend on which others made the pool (i.e. on k)
     return topk_per_subset(ground, gallery, [pool.cpu().numpy() for pool in pools], lambda g, sub: _exact_topk(
-        config, gallery_chunks(config, g, sub, chunk_size, float64_dots=True), k))
+        config, gallery_chunks(config, g, sub, chunk_size, window_dots=float64_window_dots), k))
 
 
 def topk_per_subset(ground: StageMaps, gallery, subsets, topk_fn) -> TopK:

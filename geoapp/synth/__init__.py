@@ -20,7 +20,7 @@ Command line: ``python -m geoapp.synth --help``. API::
 """
 
 from geoapp.synth.canvas import WorldCanvas
-from geoapp.synth.render import RenderConfig, render_panorama, render_satellite
+from geoapp.synth.views import RenderConfig, render_panorama, render_satellite
 from geoapp.synth.world import GENERATOR_VERSION, World, WorldConfig, generate_world
 from geoapp.synth.writer import ImageOptions, SynthConfigError, write_dataset
 

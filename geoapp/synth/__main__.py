@@ -9,7 +9,7 @@ from pathlib import Path
 
 from geoapp.synth.geo import DEFAULT_ORIGIN
 from geoapp.synth.parallel import tune_malloc
-from geoapp.synth.render import CVUSA_VFOV
+from geoapp.synth.views import CVUSA_VFOV
 from geoapp.synth.world import WorldConfig
 from geoapp.synth.writer import ImageOptions, SynthConfigError, write_dataset
 

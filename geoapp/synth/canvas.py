@@ -13,7 +13,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from geoapp.synth import palette as P
+from geoapp.synth import palette
 from geoapp.synth.parallel import shared_zeros
 
 
@@ -36,7 +36,7 @@ class WorldCanvas:
 
     @classmethod
     def blank(cls, width_px: int, height_px: int, mpp: float = 0.5, ground_rgb=(120, 124, 112),
-              area: int = P.SUBURBAN, shared: bool = False) -> WorldCanvas:
+              area: int = palette.SUBURBAN, shared: bool = False) -> WorldCanvas:
         """A flat, empty world (no terrain relief, no objects): a starting point for tests and demos.
         ``shared`` allocates the layers in anonymous shared memory, so processes forked later can write
         into them."""
@@ -54,7 +54,7 @@ class WorldCanvas:
 
     # ------------------------------------------------------------------ primitives
     def add_box(self, x: float, y: float, width_m: float, depth_m: float, height_m: float, roof_rgb, wall_rgb,
-                angle_deg: float = 0.0, kind: int = P.BUILDING) -> None:
+                angle_deg: float = 0.0, kind: int = palette.BUILDING) -> None:
         """A flat-roofed box centred at pixel coordinates (x, y); ``width_m`` runs east-west before rotating
         clockwise by ``angle_deg``."""
         a = math.radians(angle_deg)
@@ -99,9 +99,9 @@ class WorldCanvas:
                 prof = np.float32(0.4 * top) + np.float32(0.6 * top) * np.sqrt(np.maximum(1.0 - d2, 0.0))
             oh = self.objh[y0:y1, x0:x1]
             kd = self.kind[y0:y1, x0:x1]
-            m = inside & (prof > oh) & (kd != P.BUILDING)
+            m = inside & (prof > oh) & (kd != palette.BUILDING)
             oh[m] = prof[m]
-            kd[m] = P.TREE
+            kd[m] = palette.TREE
             self.albedo[y0:y1, x0:x1][m] = (col[None, :] * tex[sl][m][:, None]).astype(np.uint8)
             self.wall[y0:y1, x0:x1][m] = wall
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geoapp.synth import palette as P
+from geoapp.synth import palette
 from geoapp.synth.rand import rand01
 
 # Salts: one per independent random attribute.
@@ -105,7 +105,7 @@ class Pixels:
 class Paint:
     """Per-pixel output of a painter; colours are float32 RGB."""
 
-    def __init__(self, n: int, ground_rgb: np.ndarray, tex: np.ndarray, kind: int = P.GROUND):
+    def __init__(self, n: int, ground_rgb: np.ndarray, tex: np.ndarray, kind: int = palette.GROUND):
         self.kind = np.full(n, kind, dtype=np.uint8)
         self.objh = np.zeros(n, dtype=np.float32)
         self.albedo = np.empty((n, 3), dtype=np.float32)
@@ -242,9 +242,9 @@ def rect_ok(px: Pixels, district: District, sel: np.ndarray, side: np.ndarray, d
     return ok
 
 
-def jitter_rgb(palette: np.ndarray, family: np.ndarray, tone: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def jitter_rgb(colours: np.ndarray, family: np.ndarray, tone: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Palette colour of each family, scaled by a tone factor, for the pixels of ``mask``."""
-    return palette[family[mask]] * tone[mask][:, None]
+    return colours[family[mask]] * tone[mask][:, None]
 
 
 def gable(depth: np.ndarray, d0: np.ndarray, d1: np.ndarray, eave: np.ndarray, rise: np.ndarray) -> np.ndarray:
@@ -260,7 +260,7 @@ def paint_roads(out: Paint, c: Cells, px: Pixels, half_width: float, surface: np
     road = c.road_d < half_width
     if road.any():
         col = surface[road] * (1.0 + 0.05 * px.tex[road])[:, None]
-        out.put(road, kind=P.ROAD, objh=0.0, albedo=col, treed=0.0)
+        out.put(road, kind=palette.ROAD, objh=0.0, albedo=col, treed=0.0)
         if centre_marking is not None:
             dash = (np.mod(c.road_along, 9.0) < 4.5) & (c.road_d < 0.6 * px.mpp) & road
             out.put(dash, albedo=centre_marking)
@@ -276,7 +276,7 @@ def paint_suburban(d: District, px: Pixels) -> Paint:
     n = len(px.x)
     c = locate(g, px.uw, px.vw)
     max_lots = 16
-    out = Paint(n, P.LAWN[0], px.tex)
+    out = Paint(n, palette.LAWN[0], px.tex)
     hw = g.half_width
     f = edge_frame(c, hw)
     # Lots of 16-26 m along each block edge, leaving the corners (24 m) as gardens; a house per lot.
@@ -292,7 +292,7 @@ def paint_suburban(d: District, px: Pixels) -> Paint:
     lt = Lookup(px, d, c.n_blocks * 4 * max_lots, lot_key)
     x = f.along - corner_d - lot * lot_w  # position inside the lot
 
-    lawn = P.LAWN[np.minimum((lt(S_LAWN) * 4.6).astype(np.int64), 3)] * (0.92 + 0.16 * lt(S_TONE))[:, None]
+    lawn = palette.LAWN[np.minimum((lt(S_LAWN) * 4.6).astype(np.int64), 3)] * (0.92 + 0.16 * lt(S_TONE))[:, None]
     out.albedo[:] = lawn * (1.0 + 0.10 * px.tex)[:, None]
     out.wall[:] = out.albedo
 
@@ -307,7 +307,7 @@ def paint_suburban(d: District, px: Pixels) -> Paint:
     storeys = 1 + (lt(S_STOREYS) < 0.45)
     eave = 2.9 * storeys + 0.3
     rise = hd / 2 * (0.35 + 0.3 * lt(S_RISE))
-    fam = np.minimum((lt(S_FAMILY) * len(P.HOUSE_ROOFS)).astype(np.int64), len(P.HOUSE_ROOFS) - 1)
+    fam = np.minimum((lt(S_FAMILY) * len(palette.HOUSE_ROOFS)).astype(np.int64), len(palette.HOUSE_ROOFS) - 1)
     tone = 0.88 + 0.24 * lt(S_TONE)
     wall_tone = 0.9 + 0.2 * lt(S_WALLTONE)
 
@@ -328,13 +328,14 @@ def paint_suburban(d: District, px: Pixels) -> Paint:
     pool = pool_on & (x >= off + 1.0) & (x < off + 1.0 + 4.0) & (f.depth >= setback + hd + 3.0) & (
         f.depth < setback + hd + 9.0)
 
-    out.put(house, kind=P.BUILDING, objh=gable(f.depth, setback, setback + hd, eave, rise)[house],
-            albedo=jitter_rgb(P.HOUSE_ROOFS, fam, tone, house), wall=jitter_rgb(P.HOUSE_WALLS, fam, wall_tone, house),
+    out.put(house, kind=palette.BUILDING, objh=gable(f.depth, setback, setback + hd, eave, rise)[house],
+            albedo=jitter_rgb(palette.HOUSE_ROOFS, fam, tone, house),
+            wall=jitter_rgb(palette.HOUSE_WALLS, fam, wall_tone, house),
             treed=0.0)
-    out.put(gar, kind=P.BUILDING, objh=3.0, albedo=jitter_rgb(P.HOUSE_ROOFS, fam, tone * 0.95, gar),
-            wall=jitter_rgb(P.HOUSE_WALLS, fam, wall_tone, gar), treed=0.0)
-    out.put(drive, kind=P.PAVED, albedo=P.CONCRETE * (1.0 + 0.05 * px.tex[drive])[:, None], treed=0.0)
-    out.put(pool, kind=P.POOL, albedo=P.POOL_RGB * (1.0 + 0.04 * px.tex[pool])[:, None], treed=0.0)
+    out.put(gar, kind=palette.BUILDING, objh=3.0, albedo=jitter_rgb(palette.HOUSE_ROOFS, fam, tone * 0.95, gar),
+            wall=jitter_rgb(palette.HOUSE_WALLS, fam, wall_tone, gar), treed=0.0)
+    out.put(drive, kind=palette.PAVED, albedo=palette.CONCRETE * (1.0 + 0.05 * px.tex[drive])[:, None], treed=0.0)
+    out.put(pool, kind=palette.POOL, albedo=palette.POOL_RGB * (1.0 + 0.04 * px.tex[pool])[:, None], treed=0.0)
 
     yard = (f.depth >= 0) & ~(house | gar | drive | pool)
     back = yard & (f.depth > setback + hd + 1.5)
@@ -344,7 +345,7 @@ def paint_suburban(d: District, px: Pixels) -> Paint:
     out.treed[yard & ~in_lots] = 0.12
     out.treed[pool_on & (f.depth > setback + hd + 1.5) & (f.depth < setback + hd + 10.5)] = 0.0
 
-    paint_roads(out, c, px, hw, np.broadcast_to(P.ASPHALT, (n, 3)))
+    paint_roads(out, c, px, hw, np.broadcast_to(palette.ASPHALT, (n, 3)))
     return out
 
 
@@ -358,7 +359,7 @@ def paint_urban(d: District, px: Pixels, floors: tuple[int, int] = (3, 9)) -> Pa
     hw = g.half_width
     walk = 3.5
     border = hw + walk
-    out = Paint(n, P.PLAZA, px.tex, kind=P.PAVED)
+    out = Paint(n, palette.PLAZA, px.tex, kind=palette.PAVED)
     f = edge_frame(c, border)
     inside = f.depth >= 0
     bt = Lookup(px, d, c.n_blocks, c.block)
@@ -392,7 +393,7 @@ def paint_urban(d: District, px: Pixels, floors: tuple[int, int] = (3, 9)) -> Pa
     nfl = lo + np.floor((hi - lo + 1) * lt(S_FLOORS))
     nfl = np.where(lt(S_TOWER) < 0.06, 12 + np.floor(14 * lt(S_STOREYS)), nfl)
     height = nfl * 3.3 + 0.6
-    fam = np.minimum((lt(S_FAMILY) * len(P.URBAN_ROOFS)).astype(np.int64), len(P.URBAN_ROOFS) - 1)
+    fam = np.minimum((lt(S_FAMILY) * len(palette.URBAN_ROOFS)).astype(np.int64), len(palette.URBAN_ROOFS) - 1)
 
     cand = built_block & present & (corner | in_lots) & (f.depth < bdepth)
     # corner lots span [0, corner_d) from both edges; rect_ok checks the lot's footprint
@@ -408,33 +409,33 @@ def paint_urban(d: District, px: Pixels, floors: tuple[int, int] = (3, 9)) -> Pa
     fu, fv = px.uw - cu * 6.0, px.vw - cv * 6.0
     box = bldg & (rand01(px.seed, d.id, S_BOX, cu, cv) < 0.16) & (fu > 1.5) & (fu < 3.8) & (fv > 1.5) & (fv < 3.8)
     box &= f.depth > 1.5
-    roof = jitter_rgb(P.URBAN_ROOFS, fam, (0.9 + 0.2 * lt(S_TONE)) * (1.0 + 0.04 * px.tex), bldg)
-    out.put(bldg, kind=P.BUILDING, objh=height[bldg], albedo=roof,
-            wall=jitter_rgb(P.URBAN_WALLS, fam, 0.9 + 0.2 * lt(S_WALLTONE), bldg), treed=0.0)
-    out.put(box, objh=height[box] + 1.8, albedo=P.ROOFTOP_BOX)
+    roof = jitter_rgb(palette.URBAN_ROOFS, fam, (0.9 + 0.2 * lt(S_TONE)) * (1.0 + 0.04 * px.tex), bldg)
+    out.put(bldg, kind=palette.BUILDING, objh=height[bldg], albedo=roof,
+            wall=jitter_rgb(palette.URBAN_WALLS, fam, 0.9 + 0.2 * lt(S_WALLTONE), bldg), treed=0.0)
+    out.put(box, objh=height[box] + 1.8, albedo=palette.ROOFTOP_BOX)
 
     court = inside & built_block & ~bldg
     green_court = bt(S_COURT) < 0.4
-    lawn = P.LAWN[0] * (1.0 + 0.1 * px.tex)[:, None]
+    lawn = palette.LAWN[0] * (1.0 + 0.1 * px.tex)[:, None]
     gc = court & green_court
-    out.put(gc, kind=P.GROUND, albedo=lawn[gc], treed=0.12)
+    out.put(gc, kind=palette.GROUND, albedo=lawn[gc], treed=0.12)
     out.treed[court & ~green_court] = 0.05
     pk = inside & park
-    out.put(pk, kind=P.GROUND, albedo=lawn[pk], treed=0.35)
+    out.put(pk, kind=palette.GROUND, albedo=lawn[pk], treed=0.35)
     pl = inside & parking
-    out.put(pl, kind=P.PAVED, albedo=P.PARKING * (1.0 + 0.05 * px.tex[pl])[:, None], treed=0.0)
+    out.put(pl, kind=palette.PAVED, albedo=palette.PARKING * (1.0 + 0.05 * px.tex[pl])[:, None], treed=0.0)
     row = np.mod(px.vw, 14.0)
     stall = pl & (np.mod(px.uw, 2.7) < 0.5) & (((row > 1.0) & (row < 5.5)) | ((row > 8.5) & (row < 13.0)))
-    out.put(stall, albedo=P.MARKING_WHITE)
+    out.put(stall, albedo=palette.MARKING_WHITE)
 
     # Sidewalks with street trees, then the carriageway with lane markings.
     sw = (c.road_d >= hw) & (c.road_d < border)
-    out.put(sw, kind=P.PAVED, albedo=P.SIDEWALK * (1.0 + 0.04 * px.tex[sw])[:, None], treed=0.0)
+    out.put(sw, kind=palette.PAVED, albedo=palette.SIDEWALK * (1.0 + 0.04 * px.tex[sw])[:, None], treed=0.0)
     out.treed[sw & (c.road_d > border - 2.0) & (c.road_d < border - 0.8)] = 0.3
-    road = paint_roads(out, c, px, hw, np.broadcast_to(P.ASPHALT, (n, 3)))
+    road = paint_roads(out, c, px, hw, np.broadcast_to(palette.ASPHALT, (n, 3)))
     lane = road & (np.abs(c.road_d - hw / 2) < 0.6 * px.mpp) & (np.mod(c.road_along, 6.0) < 3.0)
-    out.put(lane, albedo=P.MARKING_WHITE)
-    out.put(road & (c.road_d < 0.6 * px.mpp), albedo=P.MARKING_YELLOW)
+    out.put(lane, albedo=palette.MARKING_WHITE)
+    out.put(road & (c.road_d < 0.6 * px.mpp), albedo=palette.MARKING_YELLOW)
     return out
 
 
@@ -447,7 +448,7 @@ def paint_rural(d: District, px: Pixels) -> Paint:
     c = locate(g, px.uw, px.vw)
     hw = g.half_width
     verge = hw + 2.5
-    out = Paint(n, P.MEADOW, px.tex)
+    out = Paint(n, palette.MEADOW, px.tex)
     f = edge_frame(c, verge)
     inside = f.depth >= 0
 
@@ -479,19 +480,19 @@ def paint_rural(d: District, px: Pixels) -> Paint:
     track = (cut_d < 2.0) & (border(S_TRACK) < 0.12) & ~hedge
     pt = Lookup(px, d, c.n_blocks * max_parts * max_parts, (c.block * max_parts + pu) * max_parts + pv)
 
-    cum = np.cumsum(P.CROP_WEIGHTS) / P.CROP_WEIGHTS.sum()
-    crop = np.minimum(np.searchsorted(cum, pt(S_CROP), side="right"), len(P.CROP_COLOURS) - 1)
+    cum = np.cumsum(palette.CROP_WEIGHTS) / palette.CROP_WEIGHTS.sum()
+    crop = np.minimum(np.searchsorted(cum, pt(S_CROP), side="right"), len(palette.CROP_COLOURS) - 1)
     orient = pt(S_ORIENT) < 0.5
     period = 1.2 + 2.4 * pt(S_PERIOD)
     s = np.where(orient, px.uw, px.vw)
-    stripes = 1.0 + P.CROP_STRIPES[crop] * np.sin(2 * np.pi * s / period)
-    colour = P.CROP_COLOURS[crop] * ((0.92 + 0.16 * pt(S_TONE)) * stripes * (1.0 + 0.06 * px.tex))[:, None]
+    stripes = 1.0 + palette.CROP_STRIPES[crop] * np.sin(2 * np.pi * s / period)
+    colour = palette.CROP_COLOURS[crop] * ((0.92 + 0.16 * pt(S_TONE)) * stripes * (1.0 + 0.06 * px.tex))[:, None]
     field = inside & (cut_d >= 1.5)
-    out.put(field, kind=P.FIELD, objh=P.CROP_HEIGHTS[crop][field], albedo=colour[field])
+    out.put(field, kind=palette.FIELD, objh=palette.CROP_HEIGHTS[crop][field], albedo=colour[field])
     out.treed[inside & hedge] = 0.8
     out.treed[field & (crop == 4)] = 0.015  # a few lone trees in pastures
     tr = inside & track
-    out.put(tr, kind=P.ROAD, objh=0.0, albedo=P.GRAVEL * (1.0 + 0.08 * px.tex[tr])[:, None], treed=0.0)
+    out.put(tr, kind=palette.ROAD, objh=0.0, albedo=palette.GRAVEL * (1.0 + 0.08 * px.tex[tr])[:, None], treed=0.0)
     out.centre |= tr & (cut_d < 0.75 * px.mpp)
 
     # Farmsteads near the block's north-west corner.
@@ -506,28 +507,29 @@ def paint_rural(d: District, px: Pixels) -> Paint:
     good = np.zeros(c.n_blocks, dtype=bool)
     good[c.block[ok]] = True
     compound &= good[c.block]
-    out.put(compound, kind=P.PAVED, objh=0.0, albedo=P.GRAVEL * (1.0 + 0.08 * px.tex[compound])[:, None], treed=0.0)
+    out.put(compound, kind=palette.PAVED, objh=0.0, albedo=palette.GRAVEL * (1.0 + 0.08 * px.tex[compound])[:, None],
+            treed=0.0)
     wind = compound & ((p >= 50) | (q >= 42))
-    out.put(wind, kind=P.GROUND, albedo=P.MEADOW, treed=0.9)
-    fam = np.minimum((bt(S_FAMILY) * len(P.HOUSE_ROOFS)).astype(np.int64), len(P.HOUSE_ROOFS) - 1)
+    out.put(wind, kind=palette.GROUND, albedo=palette.MEADOW, treed=0.9)
+    fam = np.minimum((bt(S_FAMILY) * len(palette.HOUSE_ROOFS)).astype(np.int64), len(palette.HOUSE_ROOFS) - 1)
     house = compound & (p >= 4) & (p < 16) & (q >= 4) & (q < 14)
     storeys = 1 + (bt(S_STOREYS) < 0.5)
-    out.put(house, kind=P.BUILDING, objh=gable(q, 4.0, 14.0, 2.9 * storeys + 0.3, 2.5)[house],
-            albedo=P.HOUSE_ROOFS[fam[house]], wall=P.HOUSE_WALLS[fam[house]])
-    bfam = np.minimum((bt(S_BARN) * len(P.BARN_ROOFS)).astype(np.int64), len(P.BARN_ROOFS) - 1)
+    out.put(house, kind=palette.BUILDING, objh=gable(q, 4.0, 14.0, 2.9 * storeys + 0.3, 2.5)[house],
+            albedo=palette.HOUSE_ROOFS[fam[house]], wall=palette.HOUSE_WALLS[fam[house]])
+    bfam = np.minimum((bt(S_BARN) * len(palette.BARN_ROOFS)).astype(np.int64), len(palette.BARN_ROOFS) - 1)
     barn = compound & (p >= 24) & (p < 38) & (q >= 6) & (q < 30)
-    out.put(barn, kind=P.BUILDING, objh=gable(p, 24.0, 38.0, 5.0, 4.0)[barn],
-            albedo=P.BARN_ROOFS[bfam[barn]], wall=P.BARN_WALLS[bfam[barn]])
+    out.put(barn, kind=palette.BUILDING, objh=gable(p, 24.0, 38.0, 5.0, 4.0)[barn],
+            albedo=palette.BARN_ROOFS[bfam[barn]], wall=palette.BARN_WALLS[bfam[barn]])
     silo1 = compound & ((p - 45.0) ** 2 + (q - 10.0) ** 2 < 3.6**2)
     silo2 = compound & (bt(S_SILO) < 0.5) & ((p - 45.0) ** 2 + (q - 19.0) ** 2 < 3.0**2)
-    out.put(silo1, kind=P.BUILDING, objh=15.0, albedo=P.SILO)
-    out.put(silo2, kind=P.BUILDING, objh=12.0, albedo=P.SILO * 0.96)
+    out.put(silo1, kind=palette.BUILDING, objh=15.0, albedo=palette.SILO)
+    out.put(silo2, kind=palette.BUILDING, objh=12.0, albedo=palette.SILO * 0.96)
 
     line_gravel = Lookup(px, d, len(g.u) + len(g.v), c.road_line)(S_SURFACE) < 0.4
-    surface = np.where(line_gravel[:, None], P.GRAVEL, P.ASPHALT_OLD)
+    surface = np.where(line_gravel[:, None], palette.GRAVEL, palette.ASPHALT_OLD)
     road = paint_roads(out, c, px, hw, surface)
     marking = road & ~line_gravel & (c.road_d < 0.6 * px.mpp) & (np.mod(c.road_along, 9.0) < 4.5)
-    out.put(marking, albedo=P.MARKING_YELLOW)
+    out.put(marking, albedo=palette.MARKING_YELLOW)
     return out
 
 
@@ -538,26 +540,27 @@ def paint_forest(d: District, px: Pixels) -> Paint:
     g = d.grid
     n = len(px.x)
     c = locate(g, px.uw, px.vw)
-    out = Paint(n, P.FOREST_FLOOR, px.tex)
+    out = Paint(n, palette.FOREST_FLOOR, px.tex)
     clearing = px.clearing > 0.75
-    out.put(clearing, albedo=P.MEADOW * (1.0 + 0.1 * px.tex[clearing])[:, None])
+    out.put(clearing, albedo=palette.MEADOW * (1.0 + 0.1 * px.tex[clearing])[:, None])
     out.treed[:] = np.where(clearing, 0.03, 0.92)
     out.treed[c.road_d < g.half_width + 2.0] = 0.0
-    paint_roads(out, c, px, g.half_width, np.broadcast_to(P.GRAVEL, (n, 3)))
+    paint_roads(out, c, px, g.half_width, np.broadcast_to(palette.GRAVEL, (n, 3)))
     return out
 
 
-PAINTERS = {P.URBAN: paint_urban, P.SUBURBAN: paint_suburban, P.RURAL: paint_rural, P.FOREST: paint_forest}
+PAINTERS = {palette.URBAN: paint_urban, palette.SUBURBAN: paint_suburban, palette.RURAL: paint_rural,
+            palette.FOREST: paint_forest}
 
 # Street grid parameters per area type: spacing along u and v (m), segment drop rate, carriageway half
 # width (m), warp amplitude range (m), warp wavelength range (m).
 GRID_PARAMS = {
-    P.URBAN: dict(spacing_u=(75, 115), spacing_v=(65, 100), drop=0.04, half_width=(5.5, 7.5), warp=(0, 0),
+    palette.URBAN: dict(spacing_u=(75, 115), spacing_v=(65, 100), drop=0.04, half_width=(5.5, 7.5), warp=(0, 0),
                   warp_len=(200, 300)),
-    P.SUBURBAN: dict(spacing_u=(100, 150), spacing_v=(62, 90), drop=0.12, half_width=(3.6, 4.4), warp=(0, 14),
+    palette.SUBURBAN: dict(spacing_u=(100, 150), spacing_v=(62, 90), drop=0.12, half_width=(3.6, 4.4), warp=(0, 14),
                      warp_len=(160, 320)),
-    P.RURAL: dict(spacing_u=(300, 700), spacing_v=(300, 700), drop=0.2, half_width=(3.0, 3.6), warp=(0, 6),
+    palette.RURAL: dict(spacing_u=(300, 700), spacing_v=(300, 700), drop=0.2, half_width=(3.0, 3.6), warp=(0, 6),
                   warp_len=(300, 600)),
-    P.FOREST: dict(spacing_u=(220, 420), spacing_v=(220, 420), drop=0.45, half_width=(2.8, 3.2), warp=(10, 30),
+    palette.FOREST: dict(spacing_u=(220, 420), spacing_v=(220, 420), drop=0.45, half_width=(2.8, 3.2), warp=(10, 30),
                    warp_len=(200, 400)),
 }

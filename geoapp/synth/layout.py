@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geoapp.synth import palette as P
+from geoapp.synth import palette
 
 TRAIN, VAL, TEST = "train", "val", "test"
 HELD_OUT = (VAL, TEST)  # splits whose tiles stay inside blocks of their own
@@ -178,7 +178,7 @@ def free_ground(kind: np.ndarray, objh: np.ndarray, mpp: float, clearance_m: flo
     """Where a camera may stand: open ground at least ``clearance_m`` from buildings, trees and water."""
     import cv2
 
-    obstacle = ((kind == P.BUILDING) | (kind == P.TREE) | (kind == P.WATER) | (kind == P.POOL) | (objh > 1.2))
+    obstacle = (np.isin(kind, (palette.BUILDING, palette.TREE, palette.WATER, palette.POOL)) | (objh > 1.2))
     r = max(1, int(round(clearance_m / mpp)))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
     return cv2.dilate(obstacle.astype(np.uint8), kernel) == 0

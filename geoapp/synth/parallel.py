@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 import cv2
 import numpy as np
 
-STATE: dict = {}  # what the workers read; set before forking, cleared afterwards
+WORKER_STATE: dict = {}  # what the workers read; set before forking, cleared afterwards
 
 
 def shared_zeros(shape: tuple[int, ...], dtype) -> np.ndarray:
@@ -24,8 +24,8 @@ def shared_zeros(shape: tuple[int, ...], dtype) -> np.ndarray:
 
 def fork_map(func: Callable, items: Iterable, workers: int, state: dict, ordered: bool = False) -> Iterator:
     """Yield ``func(item)`` for every item, computed by ``workers`` forked processes (in this process when
-    ``workers`` <= 1). ``func`` reads :data:`STATE`, which holds ``state`` while the map runs."""
-    STATE.update(state)
+    ``workers`` <= 1). ``func`` reads :data:`WORKER_STATE`, which holds ``state`` while the map runs."""
+    WORKER_STATE.update(state)
     try:
         if workers <= 1:
             yield from map(func, items)
@@ -40,7 +40,7 @@ def fork_map(func: Callable, items: Iterable, workers: int, state: dict, ordered
         finally:
             cv2.setNumThreads(cv_threads)
     finally:
-        STATE.clear()
+        WORKER_STATE.clear()
 
 
 def tune_malloc() -> bool:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from geoapp.synth.parallel import STATE, fork_map, shared_zeros
+from geoapp.synth.parallel import WORKER_STATE, fork_map, shared_zeros
 
 AMBIENT = 0.42  # share of light that reaches shadowed / facing-away surfaces
 
@@ -111,13 +111,13 @@ def shade_world(height: np.ndarray, objh: np.ndarray, albedo: np.ndarray, wall: 
 
 
 def _shadow_task(which: int) -> None:
-    st = STATE
+    st = WORKER_STATE
     st["shadows"][which] = cast_shadows(st["height"], st["suns"][which], st["mpp"])
 
 
 def _shade_strip(rows: tuple[int, int, int, int]) -> None:
     r0, r1, a0, a1 = rows
-    st = STATE
+    st = WORKER_STATE
     mpp, (sun_sat, sun_ground) = st["mpp"], st["suns"]
     gsx, gsy, _ = sun_ground.vector()
     gh = math.hypot(gsx, gsy)

@@ -25,7 +25,7 @@ import numpy as np
 from scipy.ndimage import find_objects
 from scipy.spatial import cKDTree
 
-from geoapp.synth import palette as P
+from geoapp.synth import palette
 from geoapp.synth.canvas import WorldCanvas
 from geoapp.synth.districts import GRID_PARAMS, PAINTERS, District, Pixels, make_grid
 from geoapp.synth.geo import DEFAULT_ORIGIN, GeoFrame
@@ -37,10 +37,10 @@ from geoapp.synth.layout import (
     plan_world,
     sample_locations,
 )
-from geoapp.synth.parallel import STATE, fork_map
+from geoapp.synth.parallel import WORKER_STATE, fork_map
 from geoapp.synth.rand import fbm, value_noise
-from geoapp.synth.render import RenderConfig, render_panorama, render_satellite
 from geoapp.synth.shading import Sun, shade_world
+from geoapp.synth.views import RenderConfig, render_panorama, render_satellite
 
 GENERATOR_VERSION = "2.0"  # 2.0: three disjoint sets of blocks (train, val, test)
 COARSE_M = 2.0  # resolution of the district / blocking maps (m)
@@ -117,11 +117,11 @@ class World:
                    sat=sat, street=street, geo=GeoFrame(origin[0], origin[1], canvas.mpp, w, h))
 
     def render_satellite(self, x: float, y: float, cfg: RenderConfig | None = None, seed: int | None = None):
-        """Satellite tile centred on world pixel (x, y); see :func:`geoapp.synth.render.render_satellite`."""
+        """Satellite tile centred on world pixel (x, y); see :func:`geoapp.synth.views.render_satellite`."""
         return render_satellite(self, x, y, cfg or self.default_render_config(), seed)
 
     def render_panorama(self, x: float, y: float, cfg: RenderConfig | None = None, seed: int | None = None):
-        """Ground panorama at world pixel (x, y); see :func:`geoapp.synth.render.render_panorama`."""
+        """Ground panorama at world pixel (x, y); see :func:`geoapp.synth.views.render_panorama`."""
         return render_panorama(self, x, y, cfg or self.default_render_config(), seed)
 
     def default_render_config(self) -> RenderConfig:
@@ -290,12 +290,12 @@ def _districts(rng: np.random.Generator, config: WorldConfig, plan: WorldPlan, c
     order = np.argsort(-urb, kind="stable")
     n_urban = int(round(mix[0] * n))
     n_sub = int(round(mix[1] * n))
-    areas = np.full(n, P.RURAL, dtype=np.int64)
-    areas[order[:n_urban]] = P.URBAN
-    areas[order[n_urban:n_urban + n_sub]] = P.SUBURBAN
+    areas = np.full(n, palette.RURAL, dtype=np.int64)
+    areas[order[:n_urban]] = palette.URBAN
+    areas[order[n_urban:n_urban + n_sub]] = palette.SUBURBAN
     rest = order[n_urban + n_sub:]
     n_forest = int(round(mix[3] / max(mix[2] + mix[3], 1e-9) * len(rest)))
-    areas[rest[np.argsort(-rng.random(len(rest)), kind="stable")[:n_forest]]] = P.FOREST
+    areas[rest[np.argsort(-rng.random(len(rest)), kind="stable")[:n_forest]]] = palette.FOREST
 
     # Domain-warped Voronoi at coarse resolution.
     ch, cw = coarse_shape
@@ -314,9 +314,9 @@ def _districts(rng: np.random.Generator, config: WorldConfig, plan: WorldPlan, c
     for i in range(n):
         area = int(areas[i])
         gp = GRID_PARAMS[area]
-        if area == P.RURAL:
+        if area == palette.RURAL:
             angle = rng.normal(0.0, 0.03)  # section roads run north-south / east-west
-        elif area == P.FOREST:
+        elif area == palette.FOREST:
             angle = rng.uniform(0, math.pi)
         else:
             angle = base_angle + (rng.normal(0.0, 0.08) if rng.random() < 0.7 else rng.uniform(-0.8, 0.8))
@@ -360,7 +360,7 @@ def _block_mix(plan: WorldPlan, area_coarse: np.ndarray, coarse_m: float) -> np.
     ys = np.minimum((np.arange(ch) + 0.5) * coarse_m // plan.block_m, gy - 1).astype(np.int64)
     xs = np.minimum((np.arange(cw) + 0.5) * coarse_m // plan.block_m, gx - 1).astype(np.int64)
     block = (ys[:, None] * gx + xs[None, :]).reshape(-1)
-    counts = np.zeros((gx * gy, len(P.AREA_NAMES)))
+    counts = np.zeros((gx * gy, len(palette.AREA_NAMES)))
     np.add.at(counts, (block, area_coarse.reshape(-1).astype(np.int64)), 1.0)
     return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
 
@@ -406,7 +406,7 @@ def _paint_districts(canvas: WorldCanvas, districts: list[District], labels: np.
 
 
 def _paint_one(k: int) -> None:
-    st = STATE
+    st = WORKER_STATE
     canvas, d, labels, owner, cf = st["canvas"], st["districts"][k], st["labels"], st["owner"], st["cf"]
     mpp = canvas.mpp
     h, w = canvas.shape
@@ -460,29 +460,29 @@ def _plant_trees(canvas: WorldCanvas, rng: np.random.Generator, cell_m: float = 
     n = len(xs)
     if n == 0:
         return 0
-    forest = canvas.area[iy[keep], ix[keep]] == P.FOREST
-    weights = P.TREE_WEIGHTS / P.TREE_WEIGHTS.sum()
-    forest_w = weights * np.where(P.TREE_CONE, 2.5, 1.0)
+    forest = canvas.area[iy[keep], ix[keep]] == palette.FOREST
+    weights = palette.TREE_WEIGHTS / palette.TREE_WEIGHTS.sum()
+    forest_w = weights * np.where(palette.TREE_CONE, 2.5, 1.0)
     species = np.where(forest, rng.choice(len(weights), n, p=forest_w / forest_w.sum()),
                        rng.choice(len(weights), n, p=weights))
-    cone = P.TREE_CONE[species]
+    cone = palette.TREE_CONE[species]
     radius = np.where(forest, rng.uniform(2.5, 4.5, n), rng.uniform(1.8, 4.0, n)) * np.where(cone, 0.75, 1.0)
     height = np.where(cone, rng.uniform(10.0, 20.0, n), rng.uniform(6.0, 14.0, n))
-    colours = P.TREE_COLOURS[species] * rng.uniform(0.88, 1.12, n)[:, None]
+    colours = palette.TREE_COLOURS[species] * rng.uniform(0.88, 1.12, n)[:, None]
     canvas.stamp_trees(xs, ys, radius, height, colours, cone)
     return n
 
 
 def _paint_water(canvas: WorldCanvas, water: np.ndarray) -> None:
-    wet = water & (canvas.kind != P.ROAD)
-    canvas.kind[wet] = P.WATER
+    wet = water & (canvas.kind != palette.ROAD)
+    canvas.kind[wet] = palette.WATER
     canvas.objh[wet] = 0.0
     canvas.treed[wet] = 0
     canvas.centre[wet] = False
     n = int(wet.sum())
     if n:
         rng = np.random.default_rng(n)
-        col = P.WATER_RGB[None, :] * (1.0 + 0.04 * rng.standard_normal(n))[:, None]
+        col = palette.WATER_RGB[None, :] * (1.0 + 0.04 * rng.standard_normal(n))[:, None]
         canvas.albedo[wet] = np.clip(col, 0, 255).astype(np.uint8)
         canvas.wall[wet] = canvas.albedo[wet]
 
@@ -494,14 +494,14 @@ def _paint_arterials(canvas: WorldCanvas, arterials: list[_Arterial]) -> None:
         pts = [np.round((a.points / mpp - 0.5) * 16).astype(np.int32)]
         cv2.polylines(mask, pts, False, 1, thickness=max(1, int(round(a.width / mpp))), lineType=cv2.LINE_8, shift=4)
         m = mask.astype(bool)
-        canvas.kind[m] = P.ROAD
+        canvas.kind[m] = palette.ROAD
         canvas.objh[m] = np.where(canvas.objh[m] < 0.6, 0.0, 0.6)  # bridges stay slightly above the water
-        canvas.albedo[m] = P.ASPHALT.astype(np.uint8)
-        canvas.wall[m] = P.ASPHALT.astype(np.uint8)
+        canvas.albedo[m] = palette.ASPHALT.astype(np.uint8)
+        canvas.wall[m] = palette.ASPHALT.astype(np.uint8)
         canvas.treed[m] = 0
         canvas.centre[m] = False
         line = np.zeros(canvas.shape, dtype=np.uint8)
         cv2.polylines(line, pts, False, 1, thickness=1, lineType=cv2.LINE_8, shift=4)
         lm = line.astype(bool)
         canvas.centre[lm] = True
-        canvas.albedo[lm] = P.MARKING_YELLOW.astype(np.uint8)
+        canvas.albedo[lm] = palette.MARKING_YELLOW.astype(np.uint8)

@@ -39,11 +39,11 @@ import cv2
 import numpy as np
 
 from geoapp.data.polar import polar_transform
-from geoapp.synth import palette as P
+from geoapp.synth import palette
 from geoapp.synth.layout import TEST, TRAIN, VAL
-from geoapp.synth.parallel import STATE, fork_map
+from geoapp.synth.parallel import WORKER_STATE, fork_map
 from geoapp.synth.rand import hash_u32
-from geoapp.synth.render import CVUSA_VFOV, RenderConfig, render_panorama, render_satellite
+from geoapp.synth.views import CVUSA_VFOV, RenderConfig, render_panorama, render_satellite
 from geoapp.synth.world import GENERATOR_VERSION, World, WorldConfig, generate_world
 from geoapp.utils import atomic_write_bytes, code_revision, command_line
 
@@ -228,7 +228,7 @@ def render_annotation(world: World, x: float, y: float, cfg: RenderConfig) -> np
 
 
 def _render_chunk(ids: list[int]) -> tuple[int, int]:
-    world, images, out = STATE["world"], STATE["images"], STATE["out"]
+    world, images, out = WORKER_STATE["world"], WORKER_STATE["images"], WORKER_STATE["out"]
     return len(ids), sum(render_location(world, i, images, out) for i in ids)
 
 
@@ -260,8 +260,8 @@ def write_tables(world: World, out: Path) -> dict:
                        _csv_bytes([(f"{a:.8f}", f"{b:.8f}", f"{a:.8f}", f"{b:.8f}") for a, b in zip(lat, lon)]))
     east, north = world.geo.east_north(loc.x, loc.y)
     ix, iy = loc.x.astype(np.int64), loc.y.astype(np.int64)
-    ground = np.where(np.isin(world.kind[iy, ix], P.RAISED_KINDS), world.terrain[iy, ix], world.height[iy, ix])
-    meta = [(int(i), str(s), P.AREA_NAMES[a], f"{x:.2f}", f"{y:.2f}", f"{e:.2f}", f"{n:.2f}", f"{la:.8f}",
+    ground = np.where(np.isin(world.kind[iy, ix], palette.RAISED_KINDS), world.terrain[iy, ix], world.height[iy, ix])
+    meta = [(int(i), str(s), palette.AREA_NAMES[a], f"{x:.2f}", f"{y:.2f}", f"{e:.2f}", f"{n:.2f}", f"{la:.8f}",
              f"{lo:.8f}", f"{g:.2f}", int(r))
             for i, s, a, x, y, e, n, la, lo, g, r in zip(ids, loc.split, loc.area, loc.x, loc.y, east, north, lat, lon,
                                                          ground, loc.on_road)]
@@ -270,7 +270,7 @@ def write_tables(world: World, out: Path) -> dict:
     counts = {}
     for split in SPLITS:
         sel = loc.split == split
-        counts[split] = {name: int(np.sum(loc.area[sel] == k)) for k, name in enumerate(P.AREA_NAMES)}
+        counts[split] = {name: int(np.sum(loc.area[sel] == k)) for k, name in enumerate(palette.AREA_NAMES)}
     return counts
 
 
@@ -433,7 +433,7 @@ def _manifest(config: WorldConfig, images: ImageOptions, world: World, area_coun
         "files": {
             "satellite": "bingmap/19/<id>.jpg", "ground": "streetview/panos/<id>.jpg", "polar": "polarmap/19/<id>.png",
             "annotations": ("annotations/<id>.png (surface kinds: " + ", ".join(
-                f"{k}={n}" for k, n in enumerate(P.KIND_NAMES)) + ")") if images.annotations else
+                f"{k}={n}" for k, n in enumerate(palette.KIND_NAMES)) + ")") if images.annotations else
             "not written (pass --annotations); the split CSVs list annotations/<id>.png as CVUSA does",
             "train_split": SPLIT_CSV[TRAIN], "test_split": SPLIT_CSV[TEST],
             "val_split": SPLIT_CSV[VAL] if config.n_val > 0 else "none (no val locations)",

@@ -16,7 +16,8 @@ import time
 import numpy as np
 import torch
 
-from ..data.fov import EVAL_SHIFT_SEED, angular_error, eval_shifts, fov_width, heading_from_shift
+from ..angles import angular_error, fov_width, heading_from_shift
+from ..data.fov import EVAL_SHIFT_SEED, eval_shifts
 from ..model import CrossViewModel, StageMaps, build_model
 from ..retrieval.metrics import recall_from_ranks
 from ..retrieval.search import true_match_ranks

@@ -122,14 +122,14 @@ def _train(cfg: TrainConfig, d, device, resume: bool, on_step) -> dict:
         raise FileNotFoundError(f"--resume: {run.path} has no checkpoint to resume from")
     if not resume and run.last_dir() is not None:
         raise FileExistsError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out")
-    say = print if d.main else (lambda *a, **k: None)
+    log_main = print if d.main else (lambda *a, **k: None)
     saved_resolved = json.loads(run.config.read_text()).get("resolved", {}) if resume and run.config.is_file() else {}
     if "precision" in saved_resolved:  # a resumed run keeps the precision it chose, so it computes the same
         precision, precision_choice = saved_resolved["precision"], saved_resolved.get("precision_choice")
     elif cfg.precision == "auto" and device.type == "cpu" and d.enabled:  # every process must choose the same
         precision, precision_choice = "fp32", {"requested": "auto", "chosen": "fp32", "how": "several CPU processes"}
     else:
-        precision, precision_choice = choose_precision(cfg.precision, device, cfg.model_config(), log=say)
+        precision, precision_choice = choose_precision(cfg.precision, device, cfg.model_config(), log=log_main)
 
     # ---- data: fit on train, choose on the selection split, report on the test split (SPEC 7)
     train_ds = open_split(cfg.dataset, cfg.data_root, cfg.train_split, cfg.fov, cfg.height, cfg.sat_width,
@@ -137,18 +137,18 @@ def _train(cfg: TrainConfig, d, device, resume: bool, on_step) -> dict:
     test_ds = open_split(cfg.dataset, cfg.data_root, cfg.test_split, cfg.fov, cfg.height, cfg.sat_width, train=False)
     selection = select_split(cfg, train_ds, test_ds)
     train_ds, val_ds = selection.train, selection.val
-    say(selection.message)
+    log_main(selection.message)
     show = d.main and cfg.progress
     train_images = PairImages(train_ds, cfg.cache, cfg.workers, progress=show)
     batches = TrainBatches(train_images, cfg.batch_size, cfg.seed, d.rank, d.world)
-    spe = batches.steps_per_epoch
-    total = cfg.max_steps or cfg.epochs * spe
+    steps_per_epoch = batches.steps_per_epoch
+    total = cfg.max_steps or cfg.epochs * steps_per_epoch
     val_images = val_idx = None
     if d.main:
         val_images = PairImages(val_ds, cfg.cache, cfg.workers, progress=show)
         val_idx = subset_indices(len(val_ds), cfg.val_size)
-    val_every = interval_steps(cfg.val_every, spe, spe)
-    ckpt_every = interval_steps(cfg.ckpt_every, spe, val_every)
+    val_every = interval_steps(cfg.val_every, steps_per_epoch, steps_per_epoch)
+    ckpt_every = interval_steps(cfg.ckpt_every, steps_per_epoch, val_every)
     fingerprint = dataset_fingerprint(train_ds, val_ds, test_ds)
     splits = {"selection_split": selection.record, "report_split": cfg.test_split}
     resolved = {
@@ -162,7 +162,7 @@ def _train(cfg: TrainConfig, d, device, resume: bool, on_step) -> dict:
         "val_pairs": len(val_ds),
         "val_subset": len(val_idx) if val_idx is not None else None,
         "test_pairs": len(test_ds),
-        "steps_per_epoch": spe,
+        "steps_per_epoch": steps_per_epoch,
         "total_steps": total,
         "val_every_steps": val_every,
         "ckpt_every_steps": ckpt_every,
@@ -175,7 +175,7 @@ def _train(cfg: TrainConfig, d, device, resume: bool, on_step) -> dict:
     model = build_model(cfg.model_config())
     if cfg.imagenet_weights and not resume:
         for branch, report in model.load_imagenet_weights(cfg.imagenet_weights).items():
-            say(f"{branch} branch: {report}")
+            log_main(f"{branch} branch: {report}")
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -195,7 +195,7 @@ def _train(cfg: TrainConfig, d, device, resume: bool, on_step) -> dict:
         if d.main:
             run.truncate_log(state["step"])
             run.log({"kind": "event", "event": "resume", "step": state["step"], "command": command_line()})
-        say(f"resumed {run.path} at step {state['step']} (epoch {state['step'] / spe:.2f})")
+        log_main(f"resumed {run.path} at step {state['step']} (epoch {state['step'] / steps_per_epoch:.2f})")
     elif d.main:
         run.path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run.config, {
@@ -203,7 +203,7 @@ def _train(cfg: TrainConfig, d, device, resume: bool, on_step) -> dict:
             "dataset": fingerprint, "command": command_line(), "code_revision": code_revision(),
         })
         run.log({"kind": "event", "event": "start", "step": 0, "command": command_line()})
-    say("training config:\n" + cfg.dumps() + "\nresolved: " + str(resolved))
+    log_main("training config:\n" + cfg.dumps() + "\nresolved: " + str(resolved))
     net = TrainForward(model, with_logits=cfg.align_loss > 0, window_choice=cfg.window_choice)
     if d.enabled:
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda"
@@ -211,12 +211,12 @@ def _train(cfg: TrainConfig, d, device, resume: bool, on_step) -> dict:
 
     def metadata(metrics=None):
         return {"train_config": cfg.to_dict(), "dataset": fingerprint, **splits, "step": state["step"],
-                "epoch": state["step"] / spe, "metrics": metrics or state["best"], "precision": precision}
+                "epoch": state["step"] / steps_per_epoch, "metrics": metrics or state["best"], "precision": precision}
 
     def validate():
         report = evaluate_model(model, val_images, [cfg.fov], indices=val_idx, device=device, precision=precision)
         m = report["by_fov"][f"{cfg.fov:g}"]
-        record = {"kind": "val", "step": state["step"], "epoch": state["step"] / spe, "fov": cfg.fov,
+        record = {"kind": "val", "step": state["step"], "epoch": state["step"] / steps_per_epoch, "fov": cfg.fov,
                   "split": val_ds.split, "n": report["n_queries"], "seconds": report["seconds"], **m,
                   "heading_median_deg_by_stage": report["results"][0]["heading_median_deg_by_stage"]}
         run.log(record)
@@ -225,7 +225,7 @@ def _train(cfg: TrainConfig, d, device, resume: bool, on_step) -> dict:
         if state["best"] is None or key > (state["best"]["R@1"], state["best"]["R@5"], state["best"]["R@10"]):
             state["best"], state["best_step"] = dict(m), state["step"]
             save_model(run.best, model, metadata(dict(m, validation_subset=report["n_queries"])))
-        say(f"\nstep {state['step']}: val R@1 {m['R@1']:.2f} R@5 {m['R@5']:.2f} R@10 {m['R@10']:.2f} "
+        log_main(f"\nstep {state['step']}: val R@1 {m['R@1']:.2f} R@5 {m['R@5']:.2f} R@10 {m['R@10']:.2f} "
             f"R@1% {m['R@1%']:.2f} heading median {m['heading_median_deg']:.1f} deg ({report['seconds']:.0f} s); "
             f"best R@1 {state['best']['R@1']:.2f} at step {state['best_step']}")
         plot_curves(run.read_log(), run.plot, title=str(run.path))
@@ -245,7 +245,7 @@ def _train(cfg: TrainConfig, d, device, resume: bool, on_step) -> dict:
     model.train()
     with _StopFlag() as stop_flag:
         while state["step"] < total and stop_reason is None:
-            epoch, start = divmod(state["step"], spe)
+            epoch, start = divmod(state["step"], steps_per_epoch)
             t_data = time.perf_counter()
             for _, ground, sat, _, shifts in batches.epoch(epoch, start):
                 step = state["step"]
@@ -275,8 +275,8 @@ def _train(cfg: TrainConfig, d, device, resume: bool, on_step) -> dict:
                     pairs_s = window["n"] * cfg.batch_size * d.world / elapsed
                     bar.set_postfix(loss=f"{mean_loss:.4f}", pairs_s=f"{pairs_s:.1f}", lr=f"{lr:.2e}")
                     if d.main:
-                        run.log({"kind": "train", "step": step, "epoch": step / spe, "loss": mean_loss, "lr": lr,
-                                 "pairs_per_s": pairs_s, "data_wait": window["data"] / elapsed,
+                        run.log({"kind": "train", "step": step, "epoch": step / steps_per_epoch, "loss": mean_loss,
+                                 "lr": lr, "pairs_per_s": pairs_s, "data_wait": window["data"] / elapsed,
                                  "elapsed_s": time.time() - started, **extra})
                     window = {"loss": 0.0, "align": 0.0, "n": 0, "t": time.perf_counter(), "data": 0.0}
 
@@ -310,7 +310,7 @@ def _train(cfg: TrainConfig, d, device, resume: bool, on_step) -> dict:
     eval_images = PairImages(test_ds, cfg.cache, cfg.workers, progress=show)
     final_idx = subset_indices(len(test_ds), cfg.final_eval_size)
     fovs = list(cfg.eval_fovs) or [cfg.fov]
-    say(f"final evaluation of {run.best} (step {best_meta['step']}, chosen on the selection split) on "
+    log_main(f"final evaluation of {run.best} (step {best_meta['step']}, chosen on the selection split) on "
         f"{len(final_idx)} {cfg.test_split!r} pairs, shift seeds {list(REPORT_SHIFT_SEEDS)}")
     t_eval = time.time()
     report = evaluate_model(best_model, eval_images, fovs, REPORT_SHIFT_SEEDS, indices=final_idx, device=device,
@@ -321,7 +321,7 @@ def _train(cfg: TrainConfig, d, device, resume: bool, on_step) -> dict:
     run.log({"kind": "event", "event": "final_eval", "step": state["step"], "by_fov": report["by_fov"]})
     best_meta.pop("model_config", None)
     save_model(run.best, best_model, dict(best_meta, final_eval=report["by_fov"], final_eval_pairs=len(final_idx)))
-    say(format_table(report))
+    log_main(format_table(report))
     summary.update(final_eval=report["by_fov"], final_eval_minutes=(time.time() - t_eval) / 60.0,
                    minutes=(time.time() - started) / 60.0)
     return summary

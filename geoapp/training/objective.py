@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.fov import true_offset
+from ..angles import true_offset
 from ..model import CrossViewModel, window_scores
 from ..model.align import attention, soft_window_distances
 

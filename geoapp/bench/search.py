@@ -1,4 +1,4 @@
-"""``python -m geoapp.bench engine``: what the search engine achieves on this machine (issue 5).
+"""``python -m geoapp.bench search``: what the search engine achieves on this machine (issue 5).
 
 Prints, each figure next to its target:
 
@@ -29,13 +29,14 @@ import torch
 from ..data.fov import crop_fov
 from ..data.polar import polar_transform
 from ..data.transforms import to_tensor
-from ..model import ModelConfig, StageMaps, build_model, load_model, save_model
+from ..model import ModelConfig, StageMaps, load_model
 from ..retrieval.build import ConcatSource, DatasetSource, Limited, TileFolderSource, build_database
 from ..retrieval.database import DatabaseError, DatabaseWriter, ReferenceDatabase
 from ..retrieval.engine import tune_allocator
 from ..retrieval.index import FirstStageIndex, compute_first_stage, num_orientations, two_stage_topk
 from ..retrieval.metrics import ranks_from_distances, recall_from_ranks
 from ..retrieval.search import gallery_chunks, topk_matches
+from ..testing import make_random_tiles, random_checkpoint
 from ..training.precision import cpu_description
 from ..utils import sha256_file
 
@@ -45,37 +46,6 @@ TARGET_R10_LOSS = 1.0
 
 
 # ------------------------------------------------------------------------------------------------ inputs
-
-
-def make_random_tiles(folder: str | Path, n: int, size: int = 750, seed: int = 0) -> Path:
-    """``n`` square JPEG tiles of smooth random colour fields (so polar images have structure) and their CSV
-    (``file,lat,lon``); returns the CSV path. Reused when already there."""
-    folder = Path(folder)
-    csv_path = folder / "tiles.csv"
-    if csv_path.is_file() and len(csv_path.read_text().splitlines()) == n + 1:
-        return csv_path
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    lines = ["file,lat,lon"]
-    for i in range(n):
-        coarse = rng.random((6, 6, 3)).astype(np.float32)
-        fine = rng.random((48, 48, 3)).astype(np.float32)
-        img = 0.7 * cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
-        img += 0.3 * cv2.resize(fine, (size, size), interpolation=cv2.INTER_LINEAR)
-        name = f"tile_{i:06d}.jpg"
-        cv2.imwrite(str(folder / name), np.clip(img * 255, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])
-        lines.append(f"{name},{40 + rng.random():.6f},{-75 + rng.random():.6f}")
-    csv_path.write_text("\n".join(lines) + "\n")
-    return csv_path
-
-
-def random_checkpoint(path: str | Path, config: ModelConfig | None = None, seed: int = 0) -> Path:
-    """A randomly initialised model saved as a checkpoint (reused when present)."""
-    path = Path(path)
-    if not path.is_file():
-        torch.manual_seed(seed)
-        save_model(path, build_model(config or ModelConfig()).eval(), {"note": "random weights (benchmark)"})
-    return path
 
 
 # ---------------------------------------------------------------------------------- simulated galleries
@@ -328,7 +298,7 @@ def recall_section(args, work: Path) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m geoapp.bench engine", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m geoapp.bench search", description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="1000,10000,100000,1000000", help="gallery sizes (comma-separated)")
     p.add_argument("--work", default="data/bench", help="where built files are kept and reused")
     p.add_argument("--physical", type=int, default=10000, help="largest physical store (larger ones are simulated)")

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from geoapp.synth import palette as P
+from geoapp.synth import palette
 
 if TYPE_CHECKING:
     from geoapp.synth.world import World
@@ -156,7 +156,7 @@ def _sky(height: int, width: int, vfov: float, horizon: float) -> tuple[np.ndarr
     h0 = horizon * height - 0.5
     el = (h0 - np.arange(height)) * rad_per_row
     t = np.clip(el / math.radians(40.0), 0.0, 1.0) ** 0.7
-    sky = P.SKY_HORIZON[None, :] * (1 - t[:, None]) + P.SKY_ZENITH[None, :] * t[:, None]
+    sky = palette.SKY_HORIZON[None, :] * (1 - t[:, None]) + palette.SKY_ZENITH[None, :] * t[:, None]
     rng = np.random.default_rng(77)
     cells = max(4, width // 24)
     noise = rng.random((max(3, height // 12), cells)).astype(np.float32)
@@ -176,7 +176,7 @@ def render_panorama(world: World, x: float, y: float, cfg: RenderConfig = Render
     n_k = len(g.steps)
     heights, terrain, kinds = world.height.reshape(-1), world.terrain.reshape(-1), world.kind.reshape(-1)
     ix, iy = min(max(int(x), 0), ww - 1), min(max(int(y), 0), wh - 1)
-    ground = world.terrain[iy, ix] if world.kind[iy, ix] in P.RAISED_KINDS else world.height[iy, ix]
+    ground = world.terrain[iy, ix] if world.kind[iy, ix] in palette.RAISED_KINDS else world.height[iy, ix]
     cam_z = np.float32(ground + cfg.camera_height)
 
     # march all columns at once: W x K samples, projected top rows, running minimum = occlusion
@@ -201,12 +201,12 @@ def render_panorama(world: World, x: float, y: float, cfg: RenderConfig = Render
     dist = np.take(g.steps, kk)
 
     kind = np.take(kinds, fidx)
-    tree = kind == P.TREE
-    bld = kind == P.BUILDING
+    tree = kind == palette.TREE
+    bld = kind == palette.BUILDING
     # A building sample that rises above the previous sample of the same ray, itself on a building, is a
     # sloping roof seen from below the ridge: it shows the roof colour, as in the satellite view.
     prev = np.maximum(sample - 1, g.query_offset)
-    roof = bld & (kk > 0) & (np.take(kinds, np.take(flat, prev)) == P.BUILDING) & (
+    roof = bld & (kk > 0) & (np.take(kinds, np.take(flat, prev)) == palette.BUILDING) & (
         np.take(ray_h, sample) > np.take(ray_h, prev) + 0.05)
     wall = (tree | bld) & ~roof
     # walls and foliage use the street-view side colour, everything else the top colour
@@ -234,12 +234,12 @@ def render_panorama(world: World, x: float, y: float, cfg: RenderConfig = Render
         window = ~is_tree & (fz > 1.0) & (fz < 2.2) & (zr < objh - 0.6) & (fa < 1.6)
         gain.reshape(-1)[facade] = np.where(window, 0.5, fg)
         tint.reshape(-1)[facade] = window
-    water = kind == P.WATER  # water mirrors the hazy sky
+    water = kind == palette.WATER  # water mirrors the hazy sky
     fog = np.clip(dist * np.float32(1.0 / cfg.view_distance), 0.0, 1.0) ** 1.8
     to_haze = np.where(water, 0.55 + 0.45 * fog, fog)
     gain *= np.where(water, 0.45, 1.0) * (1.0 - fog)
     colour *= gain[:, :, None]
-    colour += to_haze[:, :, None] * P.SKY_HORIZON
+    colour += to_haze[:, :, None] * palette.SKY_HORIZON
     colour += (tint * (1.0 - fog))[:, :, None] * np.float32([18.0, 26.0, 38.0])
 
     rng = np.random.default_rng([seed, 2]) if seed is not None else None
