@@ -86,9 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="window alignment: gate-corr/mask-corr/mask-sum = FCA from the CA attention (gate-corr: "
                    "centred correlation of the column gates), feature = DSM (no FCA)"
                    + _default("align_mode"))
-    a.add_argument("--shared-window", action="store_const", const=True,
+    a.add_argument("--shared-window", dest="shared_window", action="store_const", const=True,
                    help="attention modes: only the heading stage's attention chooses the window, every other stage "
-                   "crops at the same azimuth (default: each stage chooses its own)")
+                   "crops at the same azimuth (the demo preset's choice; otherwise off)")
+    a.add_argument("--no-shared-window", dest="shared_window", action="store_const", const=False,
+                   help="each stage chooses its window from its own attention")
     a.add_argument("--stages", type=int, nargs="+", help="descriptor stages: '1 2 3 4' = FMC, '4' = block 4 only "
                    "(default: 1 2 3 4)")
 
@@ -141,6 +143,8 @@ def config_from_args(argv=None) -> tuple[TrainConfig, bool]:
     overrides = dict(args)
     if overrides.get("use_ca") is False and "align_mode" not in overrides:
         overrides["align_mode"] = "feature"
+    if overrides.get("align_mode") == "feature" and "shared_window" not in overrides:
+        overrides["shared_window"] = False  # a preset's shared window is for attention modes; feature has no gates
     explicit_no_imagenet = str(overrides.get("imagenet_weights", "")).lower() == "none"
     if explicit_no_imagenet:
         overrides["imagenet_weights"] = None

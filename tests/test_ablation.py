@@ -20,9 +20,13 @@ def test_rows_resolve_to_the_paper_ablation_and_share_everything_else(tmp_path):
     assert (cfgs["ca-fca"].align_mode, tuple(cfgs["ca-fca"].stages)) == ("gate-corr", (4,))
     assert (cfgs["ca-fca-fmc"].align_mode, tuple(cfgs["ca-fca-fmc"].stages)) == ("gate-corr", (1, 2, 3, 4))
     assert (cfgs["ca-maskfca-fmc"].align_mode, tuple(cfgs["ca-maskfca-fmc"].stages)) == ("mask-corr", (1, 2, 3, 4))
+    # the demo's shared window (block 1's gates place every stage's window) in its rows; feature alignment has none
+    assert {row: cfg.shared_window for row, cfg in cfgs.items()} == {
+        "resnet18": False, "ca": False, "ca-fca": True, "ca-fca-fmc": True, "ca-fca-own-fmc": False,
+        "ca-maskfca-fmc": True, "ca-fmc": False, "fmc": False}
     for cfg in cfgs.values():
         assert (cfg.fov, cfg.max_steps, cfg.max_minutes, cfg.batch_size, cfg.align_loss) == (70.0, 500, 0.0, 32, 0.3)
-    ablated = {"use_ca", "align_mode", "stages", "out"}
+    ablated = {"use_ca", "align_mode", "stages", "shared_window", "out"}
     base = {k: v for k, v in vars(cfgs["ca-fca-fmc"]).items() if k not in ablated}
     for cfg in cfgs.values():
         assert {k: v for k, v in vars(cfg).items() if k not in ablated} == base

@@ -8,7 +8,8 @@ paper's (Tables 3-6), cumulatively:
 - ``+CA``: Coordinate Attention, still feature alignment, block 4 only
 - ``+CA+FCA``: window alignment from the CA attention (``gate-corr``), block 4 only
 - ``+CA+FCA+FMC (demo)``: attention alignment and the multi-scale descriptor of blocks 1-4 (the paper's full
-  model, as the demo preset trains it)
+  model, as the demo preset trains it: block 1's gates place every stage's window)
+- ``+CA+FCA(each stage its own window)+FMC``: the same with every stage choosing its window from its own gates
 - ``+CA+FCA(mask-corr)+FMC``: the same with SPEC 5's mean-mask correlation instead of ``gate-corr``
 - ``+CA+FMC``: feature alignment with the blocks 1-4 descriptor (no FCA)
 - ``ResNet18+FMC``: the same without Coordinate Attention (what CA adds where the model learns at all)
@@ -41,6 +42,8 @@ ROWS = {
     "ca": ("+CA", ["--align-mode", "feature", "--stages", "4"]),
     "ca-fca": ("+CA+FCA", ["--align-mode", "gate-corr", "--stages", "4"]),
     "ca-fca-fmc": ("+CA+FCA+FMC (demo)", ["--align-mode", "gate-corr", "--stages", "1", "2", "3", "4"]),
+    "ca-fca-own-fmc": ("+CA+FCA(each stage its own window)+FMC", ["--align-mode", "gate-corr", "--no-shared-window",
+                                                                 "--stages", "1", "2", "3", "4"]),
     "ca-maskfca-fmc": ("+CA+FCA(mask-corr)+FMC", ["--align-mode", "mask-corr", "--stages", "1", "2", "3", "4"]),
     "ca-fmc": ("+CA+FMC", ["--align-mode", "feature", "--stages", "1", "2", "3", "4"]),
     "fmc": ("ResNet18+FMC", ["--no-ca", "--align-mode", "feature", "--stages", "1", "2", "3", "4"]),

@@ -209,6 +209,7 @@ PRESETS: dict[str, dict] = {
         base_channels=32,
         wrap_satellite=True,
         align_mode="gate-corr",
+        shared_window=True,  # block 1's gates place every stage's window (issue 12's 3-seed comparison)
         window_choice="argmax",
         align_loss=0.3,
         max_steps=1000,
