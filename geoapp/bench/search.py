@@ -311,6 +311,8 @@ def main(argv=None) -> int:
     p.add_argument("--chunk-size", type=int, default=512, help="references per alignment chunk")
     p.add_argument("--align-mode", default="gate-corr", choices=["gate-corr", "mask-corr", "mask-sum", "feature"],
                    help="window alignment of the random SPEC-size model timed for latency (default: %(default)s)")
+    p.add_argument("--shared-window", action=argparse.BooleanOptionalAction, default=True,
+                   help="attention modes: block 1 places every stage's window (the demo's; default: %(default)s)")
     p.add_argument("--chunk-sweep", default="32,64,128,256,512", help="chunk sizes tried on the 1k gallery")
     p.add_argument("--threads", type=int, default=1,
                    help="torch/FAISS threads (default 1: on this shared 2-core machine a 2-thread OpenMP region "
@@ -347,10 +349,12 @@ def main(argv=None) -> int:
 
 
 def latency_section(args, sizes: list[int], work: Path) -> None:
-    config = ModelConfig(align_mode=args.align_mode)
-    ckpt = random_checkpoint(work / f"random_full_{args.align_mode}.safetensors", config)
+    shared = args.shared_window and args.align_mode != "feature"
+    config = ModelConfig(align_mode=args.align_mode, shared_window=shared)
+    ckpt = random_checkpoint(work / f"random_full_{args.align_mode}{'_shared' if shared else ''}.safetensors", config)
     print(f"model: random weights, SPEC sizes (polar {config.sat_height} x {config.sat_width}, ground "
-          f"{config.ground_height} x {config.ground_width} = {config.fov_deg:g} deg), align {config.align_mode}")
+          f"{config.ground_height} x {config.ground_width} = {config.fov_deg:g} deg), align {config.align_mode}"
+          + (", shared window" if shared else ""))
 
     # -- build through the real path
     csv_path = make_random_tiles(work / "tiles", args.build_tiles)
