@@ -31,7 +31,8 @@ from ..data.polar import polar_transform
 from ..data.transforms import to_tensor
 from ..model import ModelConfig, StageMaps, load_model
 from ..retrieval.build import ConcatSource, DatasetSource, Limited, TileFolderSource, build_database
-from ..retrieval.database import DatabaseError, DatabaseWriter, ReferenceDatabase
+from ..retrieval.database import DatabaseError, ReferenceDatabase
+from ..retrieval.database_writer import DatabaseWriter
 from ..retrieval.engine import tune_allocator
 from ..retrieval.index import FirstStageIndex, compute_first_stage, num_orientations, two_stage_topk
 from ..retrieval.metrics import ranks_from_distances, recall_from_ranks

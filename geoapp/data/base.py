@@ -43,9 +43,8 @@ import cv2
 import numpy as np
 import torch
 
-from geoapp.data.fov import crop_fov, eval_shifts
-
 from geoapp.angles import fov_width, heading_from_shift
+from geoapp.data.fov import crop_fov, eval_shifts
 from geoapp.data.polar import polar_transform
 from geoapp.data.transforms import resize_image, to_tensor
 from geoapp.utils import atomic_write_bytes

@@ -23,7 +23,8 @@ from ..data.polar import polar_transform
 from ..data.transforms import resize_image, to_tensor
 from ..model import StageMaps, load_model
 from ..utils import atomic_path, resolve_device, sha256_file
-from .database import DEFAULT_CHUNK, THUMBNAIL_SIZE, DatabaseError, DatabaseWriter, run_chunks
+from .database import DEFAULT_CHUNK, THUMBNAIL_SIZE, DatabaseError
+from .database_writer import DatabaseWriter, run_chunks
 from .index import DEFAULT_DIMS, FirstStageIndex, compute_first_stage, num_orientations
 
 FILE_COLUMNS = ("file", "path", "filename", "name", "tile")

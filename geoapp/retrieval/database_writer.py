@@ -1,0 +1,227 @@
+"""Writing a reference database (its layout is :mod:`geoapp.retrieval.database`): chunk by chunk into
+``<out>.partial/``, resumable, renamed into place when complete.
+
+A build records its finished chunks in ``build_state.json``; a rerun with the same inputs continues where it stopped
+(and produces the same bytes as an uninterrupted build). The directory is renamed to ``<out>`` only when
+everything, ``metadata.json`` last, is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..model import ModelConfig, StageMaps
+from ..model.align import column_energy, gate_energy
+from ..utils import atomic_path, atomic_write_bytes, atomic_write_json, code_revision, command_line, fsync_dir
+from .database import (
+    DEFAULT_CHUNK,
+    FORMAT,
+    FORMAT_VERSION,
+    METADATA_NAME,
+    PATHS_NAME,
+    STATE_NAME,
+    THUMBNAIL_SIZE,
+    DatabaseError,
+    array_layout,
+    stage_maps_of,
+)
+
+
+class DatabaseWriter:
+    """Writes a database into ``<out>.partial/`` chunk by chunk; :meth:`finish` renames it to ``<out>``.
+
+    ``plan`` identifies the build (checkpoint, source, size, layout): a partial directory is only resumed by a
+    build with the same plan.
+    """
+
+    def __init__(self, out: str | os.PathLike, config: ModelConfig, plan: dict, num_references: int,
+                 chunk_size: int = DEFAULT_CHUNK, overwrite: bool = False):
+        self.out = Path(out)
+        self.partial = self.out.with_name(self.out.name + ".partial")
+        self.config = config
+        self.n = int(num_references)
+        self.chunk_size = int(chunk_size)
+        self.layout = array_layout(config)
+        if self.n < 1:
+            raise DatabaseError("the source lists no references; nothing to build")
+        if self.out.exists() and not overwrite:
+            raise DatabaseError(f"{self.out} already exists; pass --overwrite to replace it or choose another --out")
+        self.plan = {**plan, "num_references": self.n, "chunk_size": self.chunk_size,
+                     "layout": {k: [list(s), d] for k, (s, d) in self.layout.items()}}
+        self.state = self._open_state()
+        self.arrays = self._open_arrays()
+        self._clock = time.perf_counter()
+
+    @property
+    def num_chunks(self) -> int:
+        return -(-self.n // self.chunk_size)
+
+    def chunk_range(self, chunk: int) -> tuple[int, int]:
+        return chunk * self.chunk_size, min(self.n, (chunk + 1) * self.chunk_size)
+
+    def _open_state(self) -> dict:
+        state_path = self.partial / STATE_NAME
+        if state_path.is_file():
+            state = json.loads(state_path.read_text(encoding="utf-8"))
+            if state["plan"] != self.plan:
+                differing = sorted(k for k in set(state["plan"]) | set(self.plan)
+                                   if state["plan"].get(k) != self.plan.get(k))
+                raise DatabaseError(
+                    f"{self.partial} holds an unfinished build of different inputs (differs in {differing}); "
+                    "delete it, or rerun the command that started it"
+                )
+            state["sessions"] += 1
+            return state
+        if self.partial.exists():
+            shutil.rmtree(self.partial)  # no state record: nothing in it can be trusted
+        self.partial.mkdir(parents=True)
+        state = {"plan": self.plan, "done_chunks": [], "stages_done": [], "build_seconds": 0.0, "sessions": 1}
+        atomic_write_json(state_path, state)
+        return state
+
+    def _open_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {}
+        for name, (shape, dtype) in self.layout.items():
+            file = self.partial / f"{name}.npy"
+            mode = "r+" if file.is_file() else "w+"
+            arrays[name] = np.lib.format.open_memmap(file, mode=mode, dtype=dtype, shape=(self.n, *shape))
+        return arrays
+
+    def save_state(self) -> None:
+        now = time.perf_counter()
+        self.state["build_seconds"] += now - self._clock  # summed over sessions when a build is resumed
+        self._clock = now
+        atomic_write_json(self.partial / STATE_NAME, self.state)
+
+    def pending_chunks(self) -> list[int]:
+        done = set(self.state["done_chunks"])
+        return [c for c in range(self.num_chunks) if c not in done]
+
+    def write_chunk(self, chunk: int, maps: StageMaps, thumbnails: np.ndarray) -> None:
+        """Store a chunk's network outputs, flush them to disk, then record the chunk as done (in this order, so
+        a crash at any point leaves either a recorded complete chunk or one that is simply redone)."""
+        start, stop = self.chunk_range(chunk)
+        if len(maps) != stop - start or len(thumbnails) != stop - start:
+            raise ValueError(f"chunk {chunk} needs {stop - start} references, got {len(maps)} maps")
+        for s in self.config.stages:
+            cols = maps.features[s - 1].permute(0, 3, 1, 2).to("cpu", torch.float16).contiguous()  # N x W x C x H
+            self.arrays[f"features_{s}"][start:stop] = cols.numpy()
+            # from the stored float16 values, with the alignment's own function, so that energies precomputed
+            # here equal the ones it would compute from the stored maps
+            self.arrays[f"col_energy_{s}"][start:stop] = column_energy(cols.permute(0, 2, 3, 1)).numpy()
+        if self.config.use_ca:
+            for s in (1, 2, 3, 4):
+                self.arrays[f"masks_{s}"][start:stop] = maps.masks[s - 1].to("cpu", torch.float16).numpy()
+            for s in self.config.stages:
+                stored = maps.gates[s - 1].to("cpu", torch.float16)
+                self.arrays[f"gates_{s}"][start:stop] = stored.numpy()
+                self.arrays[f"gate_energy_{s}"][start:stop] = gate_energy(stored).numpy()  # of the stored values
+        self.arrays["thumbnails"][start:stop] = thumbnails
+        for a in self.arrays.values():
+            a.flush()
+        self.state["done_chunks"] = sorted(set(self.state["done_chunks"]) | {chunk})
+        self.save_state()
+
+    def read_maps(self, start: int, stop: int) -> StageMaps:
+        """Written references as float16 ``StageMaps`` (for the first-stage pass)."""
+        return stage_maps_of(self.arrays, slice(start, stop))
+
+    def write_extra(self, name: str, array: np.ndarray) -> None:
+        """A whole array computed after the chunks (latlon, first-stage descriptors), written atomically."""
+        with atomic_path(self.partial / f"{name}.npy") as tmp:
+            with open(tmp, "wb") as fh:
+                np.lib.format.write_array(fh, np.ascontiguousarray(array), allow_pickle=False)
+
+    def write_paths(self, paths: Iterable[str]) -> None:
+        paths = [str(p) for p in paths]
+        bad = [p for p in paths if "\n" in p or "\r" in p]
+        if bad:
+            raise DatabaseError(f"tile paths may not contain line breaks: {bad[0]!r}")
+        atomic_write_bytes(self.partial / PATHS_NAME, "\n".join(paths).encode("utf-8"))
+
+    def mark_stage_done(self, stage: str) -> None:
+        self.state["stages_done"] = sorted(set(self.state["stages_done"]) | {stage})
+        self.save_state()
+
+    def finish(self, metadata: dict) -> Path:
+        """Write ``metadata.json`` (with every file's size) and move the directory to ``<out>``."""
+        for a in self.arrays.values():
+            a.flush()
+        self.arrays = {}  # close the memory maps before the files are measured and renamed
+        files = {}
+        for file in sorted(self.partial.iterdir()):
+            if file.name in (STATE_NAME, METADATA_NAME):
+                continue
+            info = {"bytes": file.stat().st_size}
+            if file.suffix == ".npy":
+                arr = np.load(file, mmap_mode="r")
+                info.update(dtype=str(arr.dtype), shape=list(arr.shape))
+                del arr
+            with open(file, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(file, 0o644)  # atomic writes create 0600 files; a database is meant to be shared read-only
+            files[file.name] = info
+        build_seconds = self.state["build_seconds"] + time.perf_counter() - self._clock
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            **metadata,
+            "num_references": self.n,
+            "layout": {
+                "features": "features_<b>.npy: float16, R x W_b x C_b x H_b (column-major per reference; "
+                            "StageMaps view = permute(0, 2, 3, 1))",
+                "masks": "masks_<b>.npy: float16, R x H_b x W_b" if self.config.use_ca else None,
+                "gates": "gates_<b>.npy: float16, R x C_b x W_b (used stages)" if self.config.use_ca else None,
+                "stages": list(self.config.stages),
+                "sat_size": [self.config.sat_height, self.config.sat_width],
+                "thumbnail_size": THUMBNAIL_SIZE,
+                "chunk_size": self.chunk_size,
+                "bytes_per_reference": sum(i["bytes"] for i in files.values()) / self.n,
+            },
+            "files": files,
+            "command": command_line(),
+            "code_revision": code_revision(),
+            "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "build_seconds": round(build_seconds, 3),
+            "build_sessions": self.state["sessions"],
+        }
+        atomic_write_json(self.partial / METADATA_NAME, meta)
+        os.chmod(self.partial / METADATA_NAME, 0o644)
+        fsync_dir(self.partial)
+        if self.out.exists():  # --overwrite: move the old one aside first so a crash never leaves neither
+            old = self.out.with_name(self.out.name + f".old-{os.getpid()}")
+            os.replace(self.out, old)
+            os.replace(self.partial, self.out)
+            shutil.rmtree(old)
+        else:
+            os.replace(self.partial, self.out)
+        fsync_dir(self.out.parent)
+        # only now: a crash before the rename leaves a resumable partial build, never an unrecorded one
+        (self.out / STATE_NAME).unlink()
+        return self.out
+
+
+def run_chunks(
+    writer: DatabaseWriter,
+    encode: Callable[[int, int], tuple[StageMaps, np.ndarray]],
+    progress=None,
+    on_chunk_done: Callable[[int], None] | None = None,
+) -> None:
+    """Encode and store every chunk not yet done. ``encode(start, stop)`` returns the chunk's maps and
+    thumbnails; ``on_chunk_done(chunk)`` runs after each recorded chunk (tests interrupt builds with it)."""
+    for chunk in writer.pending_chunks():
+        start, stop = writer.chunk_range(chunk)
+        maps, thumbs = encode(start, stop)
+        writer.write_chunk(chunk, maps, thumbs)
+        if progress is not None:
+            progress.update(stop - start)
+        if on_chunk_done is not None:
+            on_chunk_done(chunk)
