@@ -92,3 +92,12 @@ def test_bench_answers_measures_calibration_prior_and_views(tiny_world, tiny_che
     assert all(f.stat().st_size > 1000 for f in figures)
     text = format_report({"cpu": cpu_description(), "calibration": calibration, "prior": prior, "views": views})
     assert "| 90° |" in text and "| 200 m |" not in text and "| 0.2 km |" in text and "| 2 |" in text
+
+
+def test_every_listed_benchmark_is_a_module_with_a_main():
+    import importlib
+
+    from geoapp.bench.__main__ import SUBCOMMANDS
+
+    for name in SUBCOMMANDS:
+        assert callable(importlib.import_module(f"geoapp.bench.{name}").main), name

@@ -9,7 +9,7 @@ import importlib
 import sys
 
 SUBCOMMANDS = {
-    "engine": "search engine: database build, storage, query latency, two-stage recall",
+    "search": "search engine: database build, storage, query latency, two-stage recall",
     "model": "model core: branch latency, training step, alignment cost",
     "data": "data pipeline: decoding, polar transform, loading throughput",
     "answers": "calibrated confidence, location prior and several photos, on the test split",
