@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from app_inputs import TOP_K, bad_uploads, odd_uploads
 
-from geoapp.app import handlers, mapview, render
+from geoapp.app import figures, handlers, mapview
 from geoapp.app.bootstrap import DemoPaths, ensure_demo
 from geoapp.app.examples import ExampleSet
 from geoapp.data.polar import polar_transform
@@ -25,9 +25,9 @@ PHONE, CROP = list(handlers.PHOTO_TYPES)
 
 
 def test_display_heading_is_in_0_360():
-    assert render.display_heading(-90.0) == 270.0
-    assert render.display_heading(359.96) == 0.0  # rounds to 360.0, shown as 0.0
-    assert render.display_heading(720.25) == pytest.approx(0.2, abs=0.051)
+    assert figures.display_heading(-90.0) == 270.0
+    assert figures.display_heading(359.96) == 0.0  # rounds to 360.0, shown as 0.0
+    assert figures.display_heading(720.25) == pytest.approx(0.2, abs=0.051)
 
 
 def test_polar_to_topdown_inverts_the_spec_polar_transform():
@@ -35,7 +35,7 @@ def test_polar_to_topdown_inverts_the_spec_polar_transform():
     y, x = np.mgrid[0:size, 0:size]
     tile = np.stack([x * 255 // size, y * 255 // size, np.full_like(x, 128)], -1).astype(np.uint8)
     polar = polar_transform(tile, 32, 128).astype(np.float32)
-    back, valid = render.polar_to_topdown(polar[:, :, 0], size)
+    back, valid = figures.polar_to_topdown(polar[:, :, 0], size)
     inner = valid & (np.hypot(y - size / 2, x - size / 2) < size * 0.4)
     assert np.median(np.abs(back[inner] - tile[:, :, 0][inner])) < 3
     assert not valid[0, 0] and valid[size // 2, size // 2]
@@ -43,23 +43,23 @@ def test_polar_to_topdown_inverts_the_spec_polar_transform():
 
 def test_polar_view_outlines_a_window_that_wraps_around():
     polar = np.zeros((32, 128, 3), np.uint8)
-    view = render.polar_window_view(polar, None, offset=30, window_width=4, map_width=32, min_height=32)
+    view = figures.polar_window_view(polar, None, offset=30, window_width=4, map_width=32, min_height=32)
     # stage columns 30..33 of 32 -> image columns 120..127 and 0..7 (the window wraps to the left edge)
-    assert view[8, 120].tolist() == list(render.WINDOW_COLOUR)  # (the compass letters are at the bottom)
-    assert view[8, 6].tolist() == list(render.WINDOW_COLOUR)
+    assert view[8, 120].tolist() == list(figures.WINDOW_COLOUR)  # (the compass letters are at the bottom)
+    assert view[8, 6].tolist() == list(figures.WINDOW_COLOUR)
     assert view[8, 64].tolist() == [0, 0, 0]
 
 
 def test_cone_points_follow_compass_bearings():
-    east = render.cone_points(50, 50, 10, heading_deg=90, fov_deg=0, steps=1)[1]
+    east = figures.cone_points(50, 50, 10, heading_deg=90, fov_deg=0, steps=1)[1]
     assert east == pytest.approx((60, 50))  # east is +x
-    south = render.cone_points(50, 50, 10, heading_deg=180, fov_deg=0, steps=1)[1]
+    south = figures.cone_points(50, 50, 10, heading_deg=180, fov_deg=0, steps=1)[1]
     assert south == pytest.approx((50, 60))  # south is +y (down)
 
 
 def test_topdown_view_draws_the_predicted_cone_in_red():
     tile = np.full((64, 64, 3), 128, np.uint8)
-    view = render.topdown_view(tile, None, heading_deg=90, fov_deg=60, size=100)
+    view = figures.topdown_view(tile, None, heading_deg=90, fov_deg=60, size=100)
     east, west = view[50, 80].astype(int), view[50, 20].astype(int)
     assert east[0] > east[1] + 20  # reddened inside the cone toward the east
     assert west.tolist() == [128, 128, 128]
@@ -127,7 +127,7 @@ def test_localize_an_example_fills_every_output(app_context):
     truth_ranks = [c.rank for c in candidates if c.index == example.reference_index]
     assert all(caption.endswith("✓") == (rank in truth_ranks) for rank, (_, caption) in enumerate(out.gallery, 1))
     sel = out.selection
-    assert 0 <= sel.heading_deg < 360 and sel.heading_deg == render.display_heading(candidates[0].heading_deg)
+    assert 0 <= sel.heading_deg < 360 and sel.heading_deg == figures.display_heading(candidates[0].heading_deg)
     assert sel.compass.ndim == 3 and sel.topdown_view.shape[0] == sel.topdown_view.shape[1]
     assert sel.polar_view.shape[1] == 4 * sel.polar_view.shape[0]  # the polar image's 1:4 aspect
     assert out.ground_view.ndim == 3 and out.ground_view.shape[0] >= 256
@@ -150,7 +150,7 @@ def test_selecting_another_candidate_moves_heading_and_map(app_context):
     out = handlers.localize_photo(app_context, app_context.examples.path(example))
     third = handlers.select_candidate(app_context, out.state, 2)
     chosen = out.state.candidates[2]
-    assert third.heading_deg == render.display_heading(chosen.heading_deg)
+    assert third.heading_deg == figures.display_heading(chosen.heading_deg)
     assert "Candidate #3" in third.summary
     assert f"{chosen.lat:.6f}" in third.summary
     with pytest.raises(handlers.UserInputError, match="no candidate #9"):
