@@ -28,7 +28,8 @@ def test_bench_model_reports_every_figure(tmp_path, capsys):
         assert set(out[variant]) == {"ground_ms_70", "ground_ms_90", "satellite_img_per_s"}
         assert all(v > 0 for v in out[variant].values())
         assert out["train_step_s"][variant] > 0
-    assert len(out["align_us_per_pair"]) == 14 and all(v > 0 for v in out["align_us_per_pair"].values())
+    assert len(out["align_us_per_pair"]) == 16 and all(v > 0 for v in out["align_us_per_pair"].values())
+    assert {"gate-corr shared stages 1234", "gate-corr shared stages 1234, fp16 dots"} <= set(out["align_us_per_pair"])
     printed = capsys.readouterr().out
     assert "CA/plain" in printed and "us/pair" in printed and "gate-corr stages 1234, fp16 dots" in printed
     assert (tmp_path / "model.json").exists()
