@@ -115,16 +115,18 @@ def _kill_at(step_to_die):
 
 
 def test_resume_after_kill_reaches_the_same_weights(world, tmp_path):
-    whole = train(tiny_config(world, tmp_path / "whole"))
+    # one precision for both runs: "auto" measures, and where fp32 and bf16 time alike (an AVX-512 BF16 CPU) two
+    # fresh runs may choose differently (a resumed run keeps the choice in its config.json)
+    whole = train(tiny_config(world, tmp_path / "whole", precision="fp32"))
     assert whole["step"] == 4
     # killed after step 3; its last checkpoint is step 2 (mid-epoch: 3 steps per epoch)
     with pytest.raises(SimulatedKill):
-        train(tiny_config(world, tmp_path / "killed"), on_step=_kill_at(3))
+        train(tiny_config(world, tmp_path / "killed", precision="fp32"), on_step=_kill_at(3))
     run = RunDir(tmp_path / "killed")
     assert json.loads((run.last_dir() / "state.json").read_text())["train"]["step"] == 2
     with pytest.raises(FileExistsError):  # a fresh start must not overwrite the run
-        train(tiny_config(world, tmp_path / "killed"))
-    resumed = train(tiny_config(world, tmp_path / "killed"), resume=True)
+        train(tiny_config(world, tmp_path / "killed", precision="fp32"))
+    resumed = train(tiny_config(world, tmp_path / "killed", precision="fp32"), resume=True)
     assert resumed["step"] == 4
     for name in ("model.safetensors", "state.safetensors"):  # weights, BN buffers, AdamW moments, RNG states
         a = load_file(str(tmp_path / "whole/last" / name))
