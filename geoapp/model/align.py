@@ -210,6 +210,11 @@ def offset_pooling(from_width: int, to_width: int, device=None) -> torch.Tensor:
     return F.one_hot(cols, to_width).float()
 
 
+def _check_offset_stage(offset_stage: int | None, stages) -> None:
+    if offset_stage is not None and offset_stage not in stages:
+        raise ValueError(f"offset_stage {offset_stage} is not one of the used stages {tuple(stages)}")
+
+
 def _window_index(offsets: torch.Tensor, width: int, map_width: int) -> torch.Tensor:
     return (offsets.unsqueeze(-1) + torch.arange(width, device=offsets.device)) % map_width
 
@@ -336,8 +341,7 @@ def align_windows(
     ``(ground, satellite, offsets, window energies)`` and returns them with a bound on their error (None: exact);
     the default gathers the windows in float32. ``similarity_error`` sums the stages' bounds (None when all exact).
     """
-    if offset_stage is not None and offset_stage not in stages:
-        raise ValueError(f"offset_stage {offset_stage} is not one of the used stages {tuple(stages)}")
+    _check_offset_stage(offset_stage, stages)
     if offset_stage is not None and mode == "feature":
         raise ValueError("offset_stage needs an attention mode: feature mode reads its dot products off its own scores")
     if return_crops and not diagonal:
@@ -443,8 +447,7 @@ def soft_window_distances(
     the softmax's gradient. ``offset_stage``: only that stage's scores choose, every other stage's window weights
     are its weights pooled onto their offsets (:func:`offset_pooling`), and only its logits are returned.
     """
-    if offset_stage is not None and offset_stage not in stages:
-        raise ValueError(f"offset_stage {offset_stage} is not one of the used stages {tuple(stages)}")
+    _check_offset_stage(offset_stage, stages)
 
     def window_weights(s: int) -> tuple[torch.Tensor, torch.Tensor]:
         scores = window_scores(mode, ground.features[s - 1], satellite.features[s - 1], attention(ground, mode, s),
