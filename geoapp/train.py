@@ -31,7 +31,7 @@ import argparse
 import json
 import sys
 
-from .training.presets import NEEDS_IMAGENET, PRESETS, TrainConfig, resolve_config
+from .training.presets import NEEDS_IMAGENET, PRESETS, WINDOW_CHOICES, TrainConfig, resolve_config
 
 # fields a resumed run may change (they do not change what is computed)
 RUN_CONTROL = {"max_minutes", "workers", "cache", "log_every", "progress", "out", "device", "final_eval_size",
@@ -106,10 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--weight-decay", type=float, help="AdamW weight decay" + _default("weight_decay"))
     o.add_argument("--alpha", type=float, help="soft-margin triplet scale" + _default("alpha"))
     o.add_argument("--grad-clip", type=float, help="clip the gradient norm, 0 = off" + _default("grad_clip"))
-    o.add_argument("--window-choice", choices=["argmax", "soft", "straight-through"], help="how training picks the "
-                   "window: argmax, soft (softmax over offsets) or straight-through (argmax forward, softmax "
-                   "gradient); gate-corr only for the last two, so the triplet loss trains the gates (inference "
-                   "always takes the argmax)" + _default("window_choice"))
+    o.add_argument("--window-choice", choices=WINDOW_CHOICES, help="how training picks the window: argmax, soft "
+                   "(softmax over offsets) or straight-through (argmax forward, softmax gradient), gate-corr only, so "
+                   "the triplet loss trains the gates; or known-positive (argmax for the negatives, the known true "
+                   "window for the positives, so the descriptor learns from aligned pairs from the first step); "
+                   "inference always takes the argmax" + _default("window_choice"))
     o.add_argument("--align-loss", type=float, help="weight of an auxiliary loss that teaches the alignment scores "
                    "the true heading (NOT in the paper; training only, see geoapp/training/objective.py), 0 = off"
                    + _default("align_loss"))

@@ -282,3 +282,27 @@ def test_shared_soft_window_distances_reach_the_shared_argmax_and_train_only_the
     soft.diagonal().sum().backward()
     assert all(float(m.grad.abs().sum()) > 0 for m in (ground.gates[0], sat.gates[0]))
     assert all(m.grad is None for m in (ground.gates[1], sat.gates[1]))  # stage 2's gates choose nothing
+
+
+@pytest.mark.parametrize("mode", ["gate-corr", "feature"])
+def test_given_offsets_give_the_fmc_distance_of_crops_at_those_offsets(mode):
+    """``align_windows(window_offsets=)`` (training's known positive windows) uses exactly the offsets it is given,
+    in the inference and the training path, and its distance is the FMC distance of explicit crops there."""
+    ground = _random_maps(3, (3, 2), seed=5)
+    sat = _random_maps(3, (8, 5), seed=6)
+    given = {1: torch.tensor([7, 0, 3]), 2: torch.tensor([4, 2, 0])}
+    res = align_windows(ground, sat, mode=mode, stages=(1, 2), diagonal=True, window_offsets=given)
+    assert res.offsets[:, 0].tolist() == [7, 0, 3] and res.offsets[:, 1].tolist() == [4, 2, 0]
+    for i in range(3):
+        g = torch.cat([ground.features[s - 1][i].flatten() for s in (1, 2)])
+        c = torch.cat([crop_windows(sat.features[s - 1][i : i + 1], given[s][i : i + 1],
+                                    ground.features[s - 1].shape[-1]).flatten() for s in (1, 2)])
+        expected = (g / g.norm() - c / c.norm()).norm()
+        assert res.distances[i].item() == pytest.approx(expected.item(), abs=1e-5)
+    trained = align_windows(StageMaps([f.requires_grad_() for f in ground.features], ground.masks, gates=ground.gates),
+                            sat, mode=mode, stages=(1, 2), diagonal=True, window_offsets=given)
+    assert torch.allclose(trained.distances, res.distances, atol=1e-5)
+    with pytest.raises(ValueError, match="diagonal pairs and one tensor per used stage"):
+        align_windows(ground, sat, mode=mode, stages=(1, 2), window_offsets=given)
+    with pytest.raises(ValueError, match="one tensor per used stage"):
+        align_windows(ground, sat, mode=mode, stages=(1, 2), diagonal=True, window_offsets={1: given[1]})

@@ -81,3 +81,33 @@ def test_alignment_loss_prefers_the_true_window_and_trains_the_gates():
     assert model.satellite.layer4[1].ca.conv_w.weight.grad.abs().sum() > 0
     assert model.ground.layer1[1].ca.conv_w.weight.grad.abs().sum() > 0
     assert model.window_log_temperature.grad.abs().sum() > 0
+
+
+def test_known_positive_window_crops_positives_at_their_true_window_and_negatives_at_the_argmax():
+    """window choice ``known-positive``: off the diagonal the distances are the argmax's (as at inference); on it,
+    each positive's distance is the one at its known window, round(o*) per stage."""
+    from geoapp.angles import true_offset
+    from geoapp.model.align import align_windows
+    from geoapp.training.objective import TrainForward
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(ground_height=64, sat_height=64, sat_width=256, base_channels=16,
+                                    align_mode="gate-corr", shared_window=True)).eval()
+    ground, sat, shifts = torch.randn(3, 3, 64, 64), torch.randn(3, 3, 64, 256), torch.tensor([0, 100, 230])
+    with torch.no_grad():
+        argmax, _ = TrainForward(model)(ground, sat)
+        known, _ = TrainForward(model, window_choice="known-positive")(ground, sat, shifts, 256)
+        g, s = model.encode_ground(ground), model.encode_satellite(sat)
+    off_diagonal = ~torch.eye(3, dtype=torch.bool)
+    assert torch.equal(known[off_diagonal], argmax[off_diagonal])
+    for b in model.config.stages:
+        width = s.features[b - 1].shape[-1]
+        o = np.rint(true_offset(shifts.numpy(), width, 256)).astype(int) % width
+        assert 0 <= o.min() and o.max() < width
+    pos = align_windows(g, s, "gate-corr", model.config.stages, diagonal=True, window_offsets={
+        b: torch.as_tensor(np.rint(true_offset(shifts.numpy(), s.features[b - 1].shape[-1], 256)).astype(int)
+                           % s.features[b - 1].shape[-1]) for b in model.config.stages}).distances
+    assert torch.allclose(known.diagonal(), pos, atol=1e-6)
+    assert not torch.allclose(known.diagonal(), argmax.diagonal())  # random weights: the argmax is elsewhere
+    with pytest.raises(ValueError, match="needs the crops' shifts"):
+        TrainForward(model, window_choice="known-positive")(ground, sat)

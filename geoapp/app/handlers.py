@@ -256,6 +256,9 @@ def select_view(ctx: AppContext, state: QueryState, position: int) -> Selection:
     if true_heading is not None:
         error = float(angular_error(chosen.heading_deg, true_heading))
         summary += f" · heading error {error:.1f}° (true {figures.display_heading(true_heading):.1f}°)"
+    chooser = ("the attention that chose the window" if config.align_mode != "feature"
+               else "the feature correlation chose the window")
+    summary += f"  \nHeat maps: block {state.mask_stage}'s attention masks ({chooser})"
     return Selection(heading, figures.compass_image(chosen.heading_deg, state.fov_deg, true_heading),
                      polar_view, topdown, map_html(ctx, state, chosen), summary)
 

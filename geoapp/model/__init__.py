@@ -1,6 +1,6 @@
 """The method's model core: ResNet18_CA branches, FCA window alignment, FMC descriptors, triplet loss."""
 
-from .align import AlignResult, align_windows, best_offsets, crop_windows, window_scores
+from .align import AlignResult, StageOffsets, align_windows, best_offsets, crop_windows, window_scores
 from .checkpoint import CheckpointError, load_model, read_metadata, save_model
 from .config import ALIGN_MODES, ModelConfig
 from .crossview import CrossViewModel, build_model
@@ -19,6 +19,7 @@ __all__ = [
     "ModelConfig",
     "ResNet18CA",
     "StageMaps",
+    "StageOffsets",
     "WeightsReport",
     "align_windows",
     "best_offsets",

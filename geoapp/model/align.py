@@ -235,13 +235,33 @@ WindowDots = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
                       tuple[torch.Tensor, torch.Tensor | None]]
 
 
+class StageOffsets:
+    """Headings from per-stage window offsets: the part an alignment result and a search's top-k share.
+
+    Needs ``offsets`` (``[..., i]`` is the window offset at ``stages[i]``), ``stages``, and ``window_widths`` /
+    ``map_widths`` (``w_b`` / ``W_b`` per stage, so headings can be read: SPEC 5).
+    """
+
+    offsets: torch.Tensor
+    stages: tuple[int, ...]
+    window_widths: tuple[int, ...]
+    map_widths: tuple[int, ...]
+
+    def headings(self, stage: int | None = None) -> np.ndarray:
+        """Predicted heading in degrees, [-180, 180), from the offsets at ``stage`` (default: finest used)."""
+        stage = min(self.stages) if stage is None else stage
+        i = self.stages.index(stage)
+        return heading_from_offset(
+            self.offsets[..., i].detach().cpu().numpy(), self.window_widths[i], self.map_widths[i]
+        )
+
+
 @dataclass
-class AlignResult:
+class AlignResult(StageOffsets):
     """Chosen offsets and pair distances for ``Q x R`` pairs (or ``N`` pairs when diagonal).
 
-    ``offsets[..., i]`` is the window offset at ``stages[i]``; ``window_widths``/``map_widths`` give
-    ``w_b``/``W_b`` per stage so headings can be read (SPEC 5). ``crops`` (diagonal only, when asked)
-    holds the cropped satellite maps per stage.
+    ``offsets``, ``stages``, ``window_widths``, ``map_widths``: see :class:`StageOffsets`. ``crops`` (diagonal
+    only, when asked) holds the cropped satellite maps per stage.
     """
 
     offsets: torch.Tensor
@@ -252,14 +272,6 @@ class AlignResult:
     map_widths: tuple[int, ...]
     crops: list[torch.Tensor] | None = None
     similarity_error: torch.Tensor | None = None  # bound on |similarity - exact| per pair (``window_dots``)
-
-    def headings(self, stage: int | None = None) -> np.ndarray:
-        """Predicted heading in degrees, [-180, 180), from the offsets at ``stage`` (default: finest used)."""
-        stage = min(self.stages) if stage is None else stage
-        i = self.stages.index(stage)
-        return heading_from_offset(
-            self.offsets[..., i].detach().cpu().numpy(), self.window_widths[i], self.map_widths[i]
-        )
 
 
 def _columns(sat_feat: torch.Tensor) -> torch.Tensor:
@@ -332,6 +344,7 @@ def align_windows(
     return_crops: bool = False,
     offset_stage: int | None = None,
     window_dots: WindowDots | None = None,
+    window_offsets: dict[int, torch.Tensor] | None = None,
 ) -> AlignResult:
     """Align every ground map with every satellite map (or pair i with i) at each stage and return the offsets
     and the FMC pair distances (SPEC 5, 6). ``ground``/``satellite`` hold all four stages (as the backbone
@@ -340,8 +353,13 @@ def align_windows(
     each its own. ``window_dots`` (inference in an attention mode): computes a stage's window dot products from
     ``(ground, satellite, offsets, window energies)`` and returns them with a bound on their error (None: exact);
     the default gathers the windows in float32. ``similarity_error`` sums the stages' bounds (None when all exact).
+    ``window_offsets`` (diagonal pairs only): stage -> N given window offsets, used instead of choosing them (training
+    crops positives at their known window this way).
     """
     _check_offset_stage(offset_stage, stages)
+    if window_offsets is not None and (not diagonal or set(window_offsets) != set(stages)):
+        raise ValueError(f"given offsets need diagonal pairs and one tensor per used stage {tuple(stages)}, got "
+                         f"stages {sorted(window_offsets)} with diagonal={diagonal}")
     if offset_stage is not None and mode == "feature":
         raise ValueError("offset_stage needs an attention mode: feature mode reads its dot products off its own scores")
     if return_crops and not diagonal:
@@ -379,11 +397,13 @@ def align_windows(
                                           attention(ground, mode, s), attention(satellite, mode, s),
                                           diagonal=diagonal, sat_gate_energy=gate_e))
 
-    shared = None if offset_stage is None else chosen_offsets(offset_stage)
+    shared = None if offset_stage is None or window_offsets is not None else chosen_offsets(offset_stage)
     for s in stages:
         g = ground.features[s - 1]
         sat = satellite.features[s - 1]
-        if mode == "feature":
+        if window_offsets is not None:
+            off = window_offsets[s].to(device=sat.device, dtype=torch.long)
+        elif mode == "feature":
             scores = window_scores(mode, g, sat, None, None, diagonal=diagonal)
             off = best_offsets(scores)
         elif shared is None:
@@ -394,7 +414,10 @@ def align_windows(
         col_e = satellite.col_energy[s - 1] if satellite.col_energy is not None else column_energy(sat)
         win_e = _window_energy(col_e.float(), off, w, diagonal)
         training = torch.is_grad_enabled() and (g.requires_grad or sat.requires_grad)
-        if mode == "feature":
+        if window_offsets is not None:
+            # N given windows (diagonal pairs): crop them, w_b columns each, rather than correlate every offset
+            dots = (crop_windows(sat, off, w).float() * g.float()).sum(dim=(1, 2, 3))
+        elif mode == "feature":
             dots = scores.gather(-1, off.unsqueeze(-1)).squeeze(-1)  # the feature score is the dot product
         elif training:
             # read the dot off the full feature correlation (one conv1d; no gathered copies to keep for

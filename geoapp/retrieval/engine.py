@@ -45,10 +45,15 @@ from .search import GalleryHead, IndexedGallery, TopK, align_at, gallery_chunks,
 
 log = logging.getLogger(__name__)
 
-MASK_STAGE = 3
 PROJECTIONS = ("auto", "pinhole", "crop")
 MAX_VIEWS = 6  # photos in one multi-photo query
 TOP_K_RANGE = (1, 50)
+
+
+def attention_stage(config: ModelConfig) -> int:
+    """The stage whose attention the pictures show: the one that chose the window (a shared-window model's window
+    stage), else the heading stage, whose window gives the heading."""
+    return config.window_stage or config.heading_stage_resolved
 
 
 @dataclass
@@ -99,7 +104,7 @@ class LocalizationResult:
     device: str
     search: str  # "exhaustive" or "two-stage (first stage top M)"
     timings: dict[str, float] = field(default_factory=dict)  # seconds: preprocess, encode, search, results
-    mask_stage: int = MASK_STAGE
+    mask_stage: int = 1  # the stage whose attention the pictures show (attention_stage)
     # P(top-1 tile right), P(heading within 22.5 deg), from the database's calibration; None without one
     confidence: Confidence | None = None
     searched: int = 0  # references searched: the whole database, or those inside the prior
@@ -200,6 +205,7 @@ class Localizer:
         self.checkpoint_path = Path(checkpoint_path)
         self.model, self.checkpoint_meta = load_model(self.checkpoint_path, map_location=self.device)
         self.config: ModelConfig = self.model.config
+        self.mask_stage = attention_stage(self.config)
         self.checkpoint_sha = sha256_file(self.checkpoint_path)
         self.db = ReferenceDatabase.open(database_path, self.checkpoint_sha, self.config, self.device)
         self.chunk_size = chunk_size
@@ -299,7 +305,7 @@ class Localizer:
     def _encode_view(self, prepared: tuple[np.ndarray, float, str, str]) -> tuple[QueryView, StageMaps]:
         model_input, fov, fov_source, projection = prepared
         ground = self.encode(model_input)
-        mask = None if ground.masks is None else _upsample(ground.masks[MASK_STAGE - 1][0], model_input.shape[:2])
+        mask = None if ground.masks is None else _upsample(ground.masks[self.mask_stage - 1][0], model_input.shape[:2])
         return QueryView(model_input, mask, fov, fov_source, projection), ground
 
     @torch.inference_mode()
@@ -374,7 +380,7 @@ class Localizer:
             candidates=candidates, input_image=first.input_image, ground_mask=first.ground_mask, fov_deg=first.fov_deg,
             fov_source=first.fov_source, projection=first.projection, elapsed_s=t4 - t0, device=str(self.device),
             search=search, timings={"preprocess": t1 - t0, "encode": t2 - t1, "search": t3 - t2, "results": t4 - t3},
-            confidence=confidence, searched=searched, prior=prior, views=list(views),
+            confidence=confidence, searched=searched, prior=prior, views=list(views), mask_stage=self.mask_stage,
             similarities=combined.float().cpu().numpy(),
         )
 
@@ -429,7 +435,7 @@ class Localizer:
         for rank, (idx, dist, sim, offs, heading, scores) in enumerate(zip(
                 top.indices[0].tolist(), top.distances[0].tolist(), top.similarity[0].tolist(),
                 top.offsets[0].tolist(), headings, heading_scores), start=1):
-            mask = self.db.mask(idx, MASK_STAGE)
+            mask = self.db.mask(idx, self.mask_stage)
             out.append(Candidate(
                 rank=rank, index=idx, distance=float(dist), score=display_score(sim),
                 lat=float(self.db.latlon[idx, 0]), lon=float(self.db.latlon[idx, 1]), heading_deg=float(heading),

@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from ..model import AlignResult, ModelConfig, StageMaps, align_windows
+from ..model import AlignResult, ModelConfig, StageMaps, StageOffsets, align_windows
 from ..model.align import WindowDots
 from .window_dots import float64_window_dots, fp16_window_dots
 
@@ -42,8 +42,9 @@ def gallery_chunks(config: ModelConfig, ground: StageMaps, gallery: Gallery, chu
 
 
 @dataclass
-class TopK:
-    """The k closest references per query: Q x k distances, gallery indices and per-stage offsets."""
+class TopK(StageOffsets):
+    """The k closest references per query: Q x k distances, gallery indices and per-stage offsets (headings:
+    :class:`~geoapp.model.align.StageOffsets`)."""
 
     distances: torch.Tensor
     indices: torch.Tensor
@@ -52,12 +53,6 @@ class TopK:
     stages: tuple[int, ...]
     window_widths: tuple[int, ...]
     map_widths: tuple[int, ...]
-
-    def headings(self, stage: int | None = None) -> np.ndarray:
-        view = AlignResult(
-            self.offsets, self.distances, self.similarity, self.stages, self.window_widths, self.map_widths
-        )
-        return view.headings(stage)
 
 
 @torch.no_grad()

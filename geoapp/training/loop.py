@@ -51,7 +51,7 @@ def train_step(net, optimizer, scaler, ground, sat, alpha: float, device, precis
     """One optimizer step on one batch (positives on the diagonal). ``net`` is a :class:`TrainForward` (or
     its DDP wrapper). Returns the batch's losses before the step: total, triplet and alignment."""
     with autocast(device, precision):
-        distances, scores = net(ground, sat)
+        distances, scores = net(ground, sat, shifts, pano_width)
     triplet = soft_margin_triplet_loss(distances.float(), alpha)
     loss = triplet
     align = None

@@ -1,13 +1,16 @@
-"""What a training step computes: the paper's triplet loss and an optional window-alignment loss.
+"""What a training step computes: the paper's triplet loss, the window choice it sees, and an optional alignment loss.
 
 The paper trains with the batch-hard soft-margin triplet loss only (SPEC 6). Its window offset (FCA) is an
 argmax, so nothing in that loss reaches the scores that choose the window; the masks learn only as feature
 gates, and in our CPU-budget runs they never learned where the photo sits (median heading error ~90 deg,
-chance). Two training-only additions (not in the paper; the model and inference are unchanged):
+chance). Training-only additions (not in the paper; the model and inference are unchanged):
 
 - ``window_choice`` ``soft`` / ``straight-through`` (``gate-corr`` models): the triplet loss sees distances formed
   with a softmax over the window offsets, or the argmax's distances with the softmax's gradient
   (:func:`geoapp.model.align.soft_window_distances`, temperatures learned), so it trains the gates.
+- ``window_choice`` ``known-positive`` (any mode): the negatives' windows are the argmax, as at inference, but
+  each positive pair is cropped at its known true window (rounded ``o*``, below, per stage), so the descriptor
+  learns from aligned positives from the first step instead of from the windows an untrained score picks.
 - ``align_loss > 0``: for each positive pair and each used stage, the cross-entropy between the softmax of the
   window logits and a two-hot target on the offsets either side of the true offset
   ``o* = (W - shift) / W * W_b`` (SPEC 5), averaged over the stages. The logits of ``gate-corr`` are its
@@ -18,6 +21,7 @@ chance). Two training-only additions (not in the paper; the model and inference 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,23 +41,30 @@ class TrainForward(nn.Module):
 
     def __init__(self, model: CrossViewModel, with_logits: bool = False, window_choice: str = "argmax"):
         super().__init__()
-        if window_choice != "argmax" and model.config.align_mode != "gate-corr":
+        if window_choice in ("soft", "straight-through") and model.config.align_mode != "gate-corr":
             raise ValueError(f"window choice {window_choice!r} is for gate-corr models, not "
                              f"{model.config.align_mode!r}")
         self.model = model
         self.with_logits = with_logits
         self.window_choice = window_choice
 
-    def forward(self, ground: torch.Tensor, satellite: torch.Tensor):
+    def forward(self, ground: torch.Tensor, satellite: torch.Tensor, shifts=None, pano_width: int = 512):
+        """``shifts`` (the crops' panorama shifts) and ``pano_width``: needed by ``known-positive`` only."""
         g = self.model.encode_ground(ground)
         s = self.model.encode_satellite(satellite)
         cfg = self.model.config
-        if self.window_choice != "argmax":
+        if self.window_choice in ("soft", "straight-through"):
             distances, logits = soft_window_distances(g, s, cfg.align_mode, cfg.stages, self.model.window_temperature(),
                                                       straight_through=self.window_choice == "straight-through",
                                                       offset_stage=cfg.window_stage)
             return distances, logits if self.with_logits else None
         distances = self.model.match(g, s).distances
+        if self.window_choice == "known-positive":
+            if shifts is None:
+                raise ValueError("window choice 'known-positive' needs the crops' shifts")
+            known = known_offsets(s, cfg.stages, shifts, pano_width)
+            positives = self.model.match(g, s, diagonal=True, window_offsets=known).distances
+            distances = distances - torch.diag_embed(distances.diagonal()) + torch.diag_embed(positives)
         if not self.with_logits:
             return distances, None
         logits = []
@@ -65,6 +76,17 @@ class TrainForward(nn.Module):
             else:
                 logits.append(ALIGN_SCALE * sc / sc.amax(-1, keepdim=True).detach().clamp_min(1e-12))
         return distances, logits
+
+
+def known_offsets(satellite, stages, shifts, pano_width: int) -> dict[int, torch.Tensor]:
+    """Stage -> the true window offset of each positive pair, ``round(o*) mod W_b`` (SPEC 5)."""
+    shifts = torch.as_tensor(shifts).detach().cpu().numpy()
+    out = {}
+    for b in stages:
+        width = satellite.features[b - 1].shape[-1]
+        o = np.rint(true_offset(shifts, width, pano_width)).astype(np.int64) % width
+        out[b] = torch.as_tensor(o, device=satellite.features[b - 1].device)
+    return out
 
 
 def alignment_loss(logits: list[torch.Tensor], shifts, pano_width: int) -> torch.Tensor:
