@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,6 +19,25 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SPACE_STORAGE = Path("/data")  # a Hugging Face Space's persistent storage, when the Space has it enabled
+
+
+
+def config_to_dict(config) -> dict:
+    """A config dataclass as a JSON-ready dict (its tuple fields as lists): what checkpoints and runs record."""
+    d = dataclasses.asdict(config)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def config_from_dict(cls, d: dict, what: str | None = None):
+    """Rebuild the config dataclass ``cls`` from :func:`config_to_dict`'s record. A field it does not know is an
+    error that names the known ones (a record from other code is never half-read); lists return to tuples."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown {what or cls.__name__} fields {unknown}; known fields are {sorted(fields)}")
+    values = {k: tuple(v) if isinstance(v, list) and str(fields[k].type).startswith("tuple") else v
+              for k, v in d.items()}
+    return cls(**values)
 
 
 def home_dir() -> Path:

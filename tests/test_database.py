@@ -178,3 +178,22 @@ def test_cli_builds_a_database(world, tmp_path, capsys):
     assert len(ReferenceDatabase.open(out)) == 3
     assert main(args) == 2  # exists: needs --overwrite
     assert "already exists" in capsys.readouterr().err
+
+
+def test_shared_window_database_stores_only_the_choosing_stage_gates_and_says_what_a_model_misses(world, tmp_path):
+    """A shared-window model's search reads block 1's gates only, so its database stores no others; a model that
+    chooses at every stage is refused with the stages it would miss."""
+    import dataclasses
+
+    shared = dataclasses.replace(CONFIG, align_mode="gate-corr", shared_window=True)
+    ckpt = random_checkpoint(tmp_path / "shared.safetensors", shared, seed=0)
+    db_path = build_database(world["source"], ckpt, tmp_path / "db", chunk_size=CHUNK, batch_size=3,
+                             show_progress=False)
+    names = {f.name for f in db_path.iterdir()}
+    assert {"gates_1.npy", "gate_energy_1.npy"} <= names
+    assert not names & ({f"gates_{s}.npy" for s in (2, 3, 4)} | {f"gate_energy_{s}.npy" for s in (2, 3, 4)})
+    db = ReferenceDatabase.open(db_path, sha256_file(ckpt), shared)
+    assert db.array("gates_1").shape == (N_TILES, 64, CONFIG.sat_width // 4)  # R x C_1 x W_1
+    own = dataclasses.replace(shared, shared_window=False)
+    with pytest.raises(DatabaseError, match=r"gates of stage\(s\) \[2, 3, 4\], which the database does not store"):
+        ReferenceDatabase.open(db_path, sha256_file(ckpt), own)

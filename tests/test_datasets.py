@@ -14,11 +14,11 @@ import scipy.io
 import torch
 
 from geoapp.angles import heading_from_shift
-from geoapp.data.base import read_rgb
 from geoapp.data.cvact import utm_to_latlon
 from geoapp.data.datasets import DatasetError, NoSelectionSplitError, SatelliteView, build_dataset
 from geoapp.data.fov import crop_fov, eval_shifts
 from geoapp.data.polar import polar_transform
+from geoapp.data.records import read_rgb
 from geoapp.data.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize, resize_image, to_tensor
 
 SMALL_CVUSA = {"panorama_size": [24, 132], "satellite_size": 40}

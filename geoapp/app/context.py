@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from geoapp.data.base import read_manifest
 from geoapp.data.photo import ImageError, load_image
+from geoapp.data.records import read_manifest
 from geoapp.retrieval.engine import Localizer
 from geoapp.utils import home_dir
 

@@ -94,8 +94,10 @@ def bench_alignment(args) -> dict:
                     continue  # one stage: nothing to share
                 # fp16 dots: the engine's first pass (topk_matches re-ranks the few pairs inside its error bound)
                 for fp16 in ((False, True) if mode != "feature" else (False,)):
-                    t = _median_seconds(lambda m=mode, s=stages, f=fp16, a=shared: align_windows(
-                        ground, sat, m, s, chunk_size=512, offset_stage=min(s) if a else None,
+                    # the shared stage is the one the model's own config names (ModelConfig.window_stage)
+                    window_stage = ModelConfig(align_mode=mode, stages=stages, shared_window=shared).window_stage
+                    t = _median_seconds(lambda m=mode, s=stages, f=fp16, o=window_stage: align_windows(
+                        ground, sat, m, s, chunk_size=512, offset_stage=o,
                         window_dots=fp16_window_dots if f else None), 3)
                     name = (f"{mode}{' shared' if shared else ''} stages {''.join(map(str, stages))}"
                             + (", fp16 dots" if fp16 else ""))

@@ -26,7 +26,8 @@ import numpy as np
 import scipy.io
 from pyproj import Transformer
 
-from geoapp.data.base import CrossViewDataset, DatasetError, ImageSizes, PairRecord, no_selection_split
+from geoapp.data.base import CrossViewDataset
+from geoapp.data.records import DatasetError, ImageSizes, PairRecord, no_selection_split
 
 MAT_FILE = "ACT_data.mat"
 SPLIT_INDICES = {"train": ("trainSet", "trainInd"), "test": ("valSet", "valInd")}

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from geoapp.data.base import (
-    CrossViewDataset,
+from geoapp.data.base import CrossViewDataset
+from geoapp.data.records import (
     DatasetError,
     ImageSizes,
     PairRecord,

@@ -22,19 +22,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from geoapp.data.base import (
-    DEFAULT_GROUND_SIZE,
-    DEFAULT_SAT_SIZE,
-    CrossViewDataset,
-    DatasetError,
-    GroundView,
-    ImageSizes,
-    NoSelectionSplitError,
-    PairRecord,
-    SatelliteView,
-)
+from geoapp.data.base import DEFAULT_GROUND_SIZE, CrossViewDataset, GroundView, SatelliteView
 from geoapp.data.cvact import CVACTDataset
 from geoapp.data.cvusa import CVUSADataset, SynthDataset
+from geoapp.data.records import DEFAULT_SAT_SIZE, DatasetError, ImageSizes, NoSelectionSplitError, PairRecord
 from geoapp.data.vigor import VIGORDataset
 
 DATASETS: dict[str, type[CrossViewDataset]] = {

@@ -36,7 +36,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from geoapp.data.base import CrossViewDataset, DatasetError, ImageSizes, PairRecord, no_selection_split, split_error
+from geoapp.data.base import CrossViewDataset
+from geoapp.data.records import DatasetError, ImageSizes, PairRecord, no_selection_split, split_error
 
 VIGOR_CITIES = ("NewYork", "Seattle", "SanFrancisco", "Chicago")
 LABEL_FILES = {

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ..angles import fov_width
+from ..utils import config_from_dict, config_to_dict
 
 ALIGN_MODES = ("gate-corr", "mask-corr", "mask-sum", "feature")
 ATTENTION_MODES = ("gate-corr", "mask-corr", "mask-sum")  # modes that choose the window from the CA attention
@@ -98,17 +99,8 @@ class ModelConfig:
         return dataclasses.replace(self, fov_deg=float(fov_deg))
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["stages"] = list(self.stages)
-        return d
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown ModelConfig fields {unknown}; known fields are {sorted(known)}")
-        d = dict(d)
-        if "stages" in d:
-            d["stages"] = tuple(d["stages"])
-        return cls(**d)
+        return config_from_dict(cls, d)

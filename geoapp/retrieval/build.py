@@ -111,8 +111,8 @@ class DatasetSource:
     """The satellite side of a dataset split (``geoapp.data.datasets.build_dataset``)."""
 
     def __init__(self, name: str, root: str | Path, split: str, config):
-        from ..data.base import read_rgb
         from ..data.datasets import build_dataset
+        from ..data.records import read_rgb
 
         self._read_rgb = read_rgb
         self.name, self.split = name, split

@@ -7,7 +7,8 @@ Layout of a database directory (all arrays are ``.npy`` files, so any NumPy can 
     col_energy_<b>.npy            float32, R x W_b: per column, the sum of the squared stored features (the window
                                   alignment's normaliser; precomputed so a search never reads whole maps)
     masks_<b>.npy                 float16, R x H_b x W_b        (b = 1..4; only for models with attention masks)
-    gates_<b>.npy                 float16, R x C_b x W_b        (b = the used stages; the CA column gates that the
+    gates_<b>.npy                 float16, R x C_b x W_b        (b = the stages that choose windows, gate_stages: the
+                                  window stage of a shared-window model; the CA column gates that the
                                   ``gate-corr`` alignment correlates; only for models with attention)
     gate_energy_<b>.npy           float32, R x W_b: per column, the channel sum of the squared, centred stored gates
                                   (``gate-corr``'s window normaliser, precomputed like the column energies)
@@ -77,12 +78,20 @@ def array_layout(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], str]]:
         for s in (1, 2, 3, 4):  # all four: the masks are small and the app displays one of them
             _, h, w = stage_shape(config, s)
             layout[f"masks_{s}"] = ((h, w), "float16")
-        for s in config.stages:
+        for s in gate_stages(config):
             c, _, w = stage_shape(config, s)
             layout[f"gates_{s}"] = ((c, w), "float16")
             layout[f"gate_energy_{s}"] = ((w,), "float32")
     layout["thumbnails"] = ((THUMBNAIL_SIZE, THUMBNAIL_SIZE, 3), "uint8")
     return layout
+
+
+def gate_stages(config: ModelConfig) -> tuple[int, ...]:
+    """The stages whose CA column gates a search reads: the window stage of a shared-window model (the others'
+    gates choose nothing), else every used stage; none without attention."""
+    if not config.use_ca:
+        return ()
+    return config.stages if config.window_stage is None else (config.window_stage,)
 
 
 def storage_config(config: ModelConfig | dict) -> dict:
@@ -296,6 +305,14 @@ def check_database_matches(
                 for k in STORAGE_CONFIG_FIELDS if mine[k] != theirs[k]]
         if diff:
             problems.append("model configs differ (" + "; ".join(diff) + ")")
+        elif isinstance(model_config, ModelConfig):
+            stored = sorted(int(n[len("gates_"):-len(".npy")]) for n in metadata.get("files", {})
+                            if n.startswith("gates_") and n.endswith(".npy"))
+            missing = sorted(set(gate_stages(model_config)) - set(stored))
+            if missing:
+                problems.append(f"the app's model chooses windows from the gates of stage(s) {missing}, which the "
+                                f"database does not store (it has gates of stage(s) {stored}: it was built for a "
+                                "shared-window model)")
     if problems:
         raise DatabaseError(
             f"database {path} was built with checkpoint {_short(built['sha256'])} ({built.get('name')}, config "

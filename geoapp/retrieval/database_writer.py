@@ -31,6 +31,7 @@ from .database import (
     THUMBNAIL_SIZE,
     DatabaseError,
     array_layout,
+    gate_stages,
     stage_maps_of,
 )
 
@@ -120,7 +121,7 @@ class DatabaseWriter:
         if self.config.use_ca:
             for s in (1, 2, 3, 4):
                 self.arrays[f"masks_{s}"][start:stop] = maps.masks[s - 1].to("cpu", torch.float16).numpy()
-            for s in self.config.stages:
+            for s in gate_stages(self.config):
                 stored = maps.gates[s - 1].to("cpu", torch.float16)
                 self.arrays[f"gates_{s}"][start:stop] = stored.numpy()
                 self.arrays[f"gate_energy_{s}"][start:stop] = gate_energy(stored).numpy()  # of the stored values
@@ -179,7 +180,8 @@ class DatabaseWriter:
                 "features": "features_<b>.npy: float16, R x W_b x C_b x H_b (column-major per reference; "
                             "StageMaps view = permute(0, 2, 3, 1))",
                 "masks": "masks_<b>.npy: float16, R x H_b x W_b" if self.config.use_ca else None,
-                "gates": "gates_<b>.npy: float16, R x C_b x W_b (used stages)" if self.config.use_ca else None,
+                "gates": ("gates_<b>.npy: float16, R x C_b x W_b (the stages that choose windows)"
+                          if self.config.use_ca else None),
                 "stages": list(self.config.stages),
                 "sat_size": [self.config.sat_height, self.config.sat_width],
                 "thumbnail_size": THUMBNAIL_SIZE,

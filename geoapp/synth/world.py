@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -26,8 +26,9 @@ from scipy.ndimage import find_objects
 from scipy.spatial import cKDTree
 
 from geoapp.synth import palette
+from geoapp.synth.blocks import District, Pixels, make_grid
 from geoapp.synth.canvas import WorldCanvas
-from geoapp.synth.districts import GRID_PARAMS, PAINTERS, District, Pixels, make_grid
+from geoapp.synth.districts import GRID_PARAMS, PAINTERS
 from geoapp.synth.geo import DEFAULT_ORIGIN, GeoFrame
 from geoapp.synth.layout import (
     Locations,
@@ -41,6 +42,7 @@ from geoapp.synth.parallel import WORKER_STATE, fork_map
 from geoapp.synth.rand import fbm, value_noise
 from geoapp.synth.shading import Sun, shade_world
 from geoapp.synth.views import RenderConfig, render_panorama, render_satellite
+from geoapp.utils import config_to_dict
 
 GENERATOR_VERSION = "2.0"  # 2.0: three disjoint sets of blocks (train, val, test)
 COARSE_M = 2.0  # resolution of the district / blocking maps (m)
@@ -67,10 +69,7 @@ class WorldConfig:
     sun_elevation: float = 58.0
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["area_mix"] = list(self.area_mix)
-        d["origin"] = list(self.origin)
-        return d
+        return config_to_dict(self)
 
 
 @dataclass

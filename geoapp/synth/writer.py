@@ -32,7 +32,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import cv2
@@ -43,7 +43,7 @@ from geoapp.synth import palette
 from geoapp.synth.layout import TEST, TRAIN, VAL
 from geoapp.synth.parallel import WORKER_STATE, fork_map
 from geoapp.synth.rand import hash_u32
-from geoapp.synth.views import CVUSA_VFOV, RenderConfig, render_panorama, render_satellite
+from geoapp.synth.views import RenderConfig, render_panorama, render_satellite
 from geoapp.synth.world import GENERATOR_VERSION, World, WorldConfig, generate_world
 from geoapp.utils import atomic_write_bytes, code_revision, command_line
 
@@ -62,22 +62,24 @@ class SynthConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ImageOptions:
-    tile_size: int = 750
-    pano_height: int = 128
-    pano_width: int = 512
+    """What the writer produces: the rendering geometry (defaults: :class:`RenderConfig`'s; the tile's ground size
+    is the world's ``tile_metres``), the polar size and the file options. Flat, so the recorded settings stay flat."""
+
+    tile_size: int = RenderConfig.tile_size
+    pano_height: int = RenderConfig.pano_height
+    pano_width: int = RenderConfig.pano_width
     polar_height: int = 128
     polar_width: int = 512
-    pano_vfov: float = CVUSA_VFOV
-    horizon: float = 0.5
-    camera_height: float = 2.0
+    pano_vfov: float = RenderConfig.pano_vfov
+    horizon: float = RenderConfig.horizon
+    camera_height: float = RenderConfig.camera_height
     jpeg_quality: int = 92
     annotations: bool = False
     mosaic_size: int = 4096
 
     def render_config(self, tile_metres: float) -> RenderConfig:
-        return RenderConfig(tile_size=self.tile_size, tile_metres=tile_metres, pano_height=self.pano_height,
-                            pano_width=self.pano_width, pano_vfov=self.pano_vfov, horizon=self.horizon,
-                            camera_height=self.camera_height)
+        shared = {f.name: getattr(self, f.name) for f in fields(RenderConfig) if hasattr(self, f.name)}
+        return RenderConfig(**shared, tile_metres=tile_metres)
 
 
 def location_paths(i: int) -> dict[str, str]:
