@@ -21,7 +21,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SPACE_STORAGE = Path("/data")  # a Hugging Face Space's persistent storage, when the Space has it enabled
 
 
-
 def config_to_dict(config) -> dict:
     """A config dataclass as a JSON-ready dict (its tuple fields as lists): what checkpoints and runs record."""
     d = dataclasses.asdict(config)

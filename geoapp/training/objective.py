@@ -29,6 +29,7 @@ from torch import nn
 from ..angles import true_offset
 from ..model import CrossViewModel, window_scores
 from ..model.align import attention, soft_window_distances
+from .presets import SOFT_WINDOW_CHOICES
 
 ALIGN_SCALE = 10.0  # logits in [0, 10]: the best window can be e^10 times likelier than a zero-score one
 
@@ -41,7 +42,7 @@ class TrainForward(nn.Module):
 
     def __init__(self, model: CrossViewModel, with_logits: bool = False, window_choice: str = "argmax"):
         super().__init__()
-        if window_choice in ("soft", "straight-through") and model.config.align_mode != "gate-corr":
+        if window_choice in SOFT_WINDOW_CHOICES and model.config.align_mode != "gate-corr":
             raise ValueError(f"window choice {window_choice!r} is for gate-corr models, not "
                              f"{model.config.align_mode!r}")
         self.model = model
@@ -53,7 +54,7 @@ class TrainForward(nn.Module):
         g = self.model.encode_ground(ground)
         s = self.model.encode_satellite(satellite)
         cfg = self.model.config
-        if self.window_choice in ("soft", "straight-through"):
+        if self.window_choice in SOFT_WINDOW_CHOICES:
             distances, logits = soft_window_distances(g, s, cfg.align_mode, cfg.stages, self.model.window_temperature(),
                                                       straight_through=self.window_choice == "straight-through",
                                                       offset_stage=cfg.window_stage)
@@ -64,7 +65,8 @@ class TrainForward(nn.Module):
                 raise ValueError("window choice 'known-positive' needs the crops' shifts")
             known = known_offsets(s, cfg.stages, shifts, pano_width)
             positives = self.model.match(g, s, diagonal=True, window_offsets=known).distances
-            distances = distances - torch.diag_embed(distances.diagonal()) + torch.diag_embed(positives)
+            on_diagonal = torch.eye(len(positives), dtype=torch.bool, device=distances.device)
+            distances = torch.where(on_diagonal, torch.diag_embed(positives), distances)
         if not self.with_logits:
             return distances, None
         logits = []
