@@ -27,6 +27,9 @@ def test_rows_resolve_to_the_paper_ablation_and_share_everything_else(tmp_path):
     for cfg in cfgs.values():
         assert (cfg.fov, cfg.max_steps, cfg.max_minutes, cfg.batch_size, cfg.align_loss) == (70.0, 500, 0.0, 32, 0.3)
     ablated = {"use_ca", "align_mode", "stages", "shared_window", "out"}
+    # --train-fov: trained once at 90 deg, evaluated at both FoVs of the table
+    once = _train_config(run_command("ca", 90.0, 1000, tmp_path, "data/synth", [90.0, 70.0]))
+    assert (once.fov, once.eval_fovs, once.max_steps) == (90.0, (90.0, 70.0), 1000)
     base = {k: v for k, v in vars(cfgs["ca-fca-fmc"]).items() if k not in ablated}
     for cfg in cfgs.values():
         assert {k: v for k, v in vars(cfg).items() if k not in ablated} == base
@@ -50,8 +53,14 @@ def test_tables_read_the_run_folders(tmp_path):
     (run / "metrics.jsonl").write_text(json.dumps({"kind": "train", "step": 500, "elapsed_s": 270.0,
                                                    "pairs_per_s": 60.0}) + "\n")
     text = table(tmp_path, ["ca-fmc", "ca"], [90.0])
-    assert "| +CA+FMC | 90° | 39.0 | 64.3 | 72.3 | 4.2° | 64.3% | 4.5 |" in text
-    assert "| +CA | 90° | not run |" in text
+    assert "| +CA+FMC | 90° | 90° | 39.0 | 64.3 | 72.3 | 4.2° | 64.3% | 4.5 |" in text
+    assert "| +CA | 90° | 90° | not run |" in text
+    # --train-fov: one run trained at 90 deg serves every FoV row; its shift-seed spread is shown beside R@1
+    metrics70 = dict(metrics, **{"R@1": 24.91, "R@1_std": 1.62})
+    (run / "final_eval.json").write_text(json.dumps({"by_fov": {"90": metrics, "70": metrics70}}))
+    text = table(tmp_path, ["ca-fmc"], [90.0, 70.0, 60.0], train_fov=90.0)
+    assert "| +CA+FMC | 90° | 70° | 24.9 ± 1.6 | 64.3 |" in text
+    assert "| +CA+FMC | 90° | 60° | not evaluated at this FoV |" in text
     (tmp_path / "recipe-demo").mkdir()
     (tmp_path / "recipe-demo" / "final_eval.json").write_text(json.dumps({"by_fov": {"90": metrics}}))
     records = [{"kind": "train", "step": s, "pairs_per_s": p} for s, p in ((20, 58.0), (340, 62.0))]
