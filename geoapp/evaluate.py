@@ -21,6 +21,7 @@ not record one.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -50,6 +51,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     e.add_argument("--shift-seeds", type=int, nargs="+", default=list(REPORT_SHIFT_SEEDS),
                    help="seeds of the fixed per-query shifts (SPEC 4's is 2019); several give mean ± std "
                         "(default: %(default)s; pass one, e.g. 2019, for a single evaluation)")
+    e.add_argument("--gate-weight", type=float,
+                   help="match with this gate weight instead of the checkpoint's (gate-corr models; an analysis of "
+                   "the similarity, the weights stay the checkpoint's)")
     c = p.add_argument_group("compute")
     c.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     c.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="fp32",
@@ -112,6 +116,12 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     model, meta = load_model(args.checkpoint, map_location=device)
+    if args.gate_weight is not None:
+        try:
+            model.config = dataclasses.replace(model.config, gate_weight=args.gate_weight)
+        except ValueError as exc:
+            print(f"error: --gate-weight {args.gate_weight}: {exc}", file=sys.stderr)
+            return 2
     cfg = model.config
     ds = open_split(dataset, root, split, cfg.fov_deg, cfg.ground_height, cfg.sat_width, train=False)
     images = PairImages(ds, cache=args.cache, workers=args.workers, progress=not args.no_progress)

@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "crops at the same azimuth (the demo preset's choice; otherwise off)")
     a.add_argument("--no-shared-window", dest="shared_window", action="store_const", const=False,
                    help="each stage chooses its window from its own attention")
+    a.add_argument("--gate-weight", type=float,
+                   help="gate-corr: weight of the two branches' attention agreement (the gate-corr cosine at the "
+                   "chosen window) in the pair similarity, beside the FMC cosine; 0 = the paper's FMC cosine alone"
+                   + _default("gate_weight"))
     a.add_argument("--stages", type=int, nargs="+", help="descriptor stages: '1 2 3 4' = FMC, '4' = block 4 only "
                    "(default: 1 2 3 4)")
 
@@ -109,8 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--window-choice", choices=WINDOW_CHOICES, help="how training picks the window: argmax, soft "
                    "(softmax over offsets) or straight-through (argmax forward, softmax gradient), gate-corr only, so "
                    "the triplet loss trains the gates; or known-positive (argmax for the negatives, the known true "
-                   "window for the positives, so the descriptor learns from aligned pairs from the first step); "
-                   "inference always takes the argmax" + _default("window_choice"))
+                   "window for the positives, so the descriptor learns from aligned pairs from the first step); or "
+                   "hardest-negative (known windows for the positives, every negative at the window where its "
+                   "descriptors match best, found by the feature correlation: the hardest negatives, as a feature "
+                   "model trains on); inference always takes the argmax" + _default("window_choice"))
     o.add_argument("--align-loss", type=float, help="weight of an auxiliary loss that teaches the alignment scores "
                    "the true heading (NOT in the paper; training only, see geoapp/training/objective.py), 0 = off"
                    + _default("align_loss"))
@@ -146,6 +152,8 @@ def config_from_args(argv=None) -> tuple[TrainConfig, bool]:
         overrides["align_mode"] = "feature"
     if overrides.get("align_mode") == "feature" and "shared_window" not in overrides:
         overrides["shared_window"] = False  # a preset's shared window is for attention modes; feature has no gates
+    if overrides.get("align_mode") not in (None, "gate-corr") and "gate_weight" not in overrides:
+        overrides["gate_weight"] = 0.0  # a preset's gate weight reads gate-corr cosines, which other modes lack
     explicit_no_imagenet = str(overrides.get("imagenet_weights", "")).lower() == "none"
     if explicit_no_imagenet:
         overrides["imagenet_weights"] = None

@@ -4,7 +4,7 @@ run folders that python -m geoapp.train writes."""
 import json
 
 from geoapp.train import config_from_args
-from geoapp.training.ablation import RECIPE, ROWS, recipe_command, recipe_table, run_command, table
+from geoapp.training.ablation import RECIPE, ROWS, recipe_command, recipe_table, run_command, seeds_table, table
 
 
 def _train_config(cmd):
@@ -22,11 +22,14 @@ def test_rows_resolve_to_the_paper_ablation_and_share_everything_else(tmp_path):
     assert (cfgs["ca-maskfca-fmc"].align_mode, tuple(cfgs["ca-maskfca-fmc"].stages)) == ("mask-corr", (1, 2, 3, 4))
     # the demo's shared window (block 1's gates place every stage's window) in its rows; feature alignment has none
     assert {row: cfg.shared_window for row, cfg in cfgs.items()} == {
-        "resnet18": False, "ca": False, "ca-fca": True, "ca-fca-fmc": True, "ca-fca-own-fmc": False,
-        "ca-maskfca-fmc": True, "ca-fmc": False, "fmc": False}
+        "resnet18": False, "ca": False, "ca-fca": True, "ca-fca-fmc": True, "ca-fca-fmc-cos": True,
+        "ca-fca-own-fmc": False, "ca-maskfca-fmc": True, "ca-fmc": False, "fmc": False}
+    # the demo's gate term counts in its gate-corr rows; the paper's score row and the other modes have none
+    assert {row: cfg.gate_weight for row, cfg in cfgs.items() if cfg.gate_weight} == {
+        "ca-fca": 0.2, "ca-fca-fmc": 0.2, "ca-fca-own-fmc": 0.2}
     for cfg in cfgs.values():
         assert (cfg.fov, cfg.max_steps, cfg.max_minutes, cfg.batch_size, cfg.align_loss) == (70.0, 500, 0.0, 32, 0.3)
-    ablated = {"use_ca", "align_mode", "stages", "shared_window", "out"}
+    ablated = {"use_ca", "align_mode", "stages", "shared_window", "gate_weight", "out"}
     # --train-fov: trained once at 90 deg, evaluated at both FoVs of the table
     once = _train_config(run_command("ca", 90.0, 1000, tmp_path, "data/synth", [90.0, 70.0]))
     assert (once.fov, once.eval_fovs, once.max_steps) == (90.0, (90.0, 70.0), 1000)
@@ -71,3 +74,17 @@ def test_tables_read_the_run_folders(tmp_path):
     text = recipe_table(tmp_path, ["demo", "bf16"])
     assert "| demo preset: precision auto, batch 32, 64x256 | 340 | 60 | 41.2 | 64.1 | 70.0 | 3.0° |" in text
     assert "val R@1" in text and "| bf16 autocast | not run |" in text
+
+
+def test_seeds_table_gives_mean_and_std_over_training_seeds(tmp_path):
+    runs = []
+    for seed, r1 in enumerate((43.4, 41.2, 40.5)):
+        run = tmp_path / f"fca-s{seed}"
+        run.mkdir()
+        m = {"R@1": r1, "R@10": 70.0 + seed, "heading_median_deg": 2.8125, "heading_within_10deg": 73.0}
+        (run / "final_eval.json").write_text(json.dumps({"by_fov": {"90": m}}))
+        runs.append(run)
+    text = seeds_table(runs + [tmp_path / "fca-s3"], [90.0, 70.0])
+    # mean 41.70, sample std 1.51 (ddof 1); R@10 71.0 ± 1.0; one line per FoV, the missing run named
+    assert "| 90° | 3 | 41.7 ± 1.5 | 71.0 ± 1.0 | 2.8 ± 0.0 | 73.0 ± 0.0 | 43.4, 41.2, 40.5 |" in text
+    assert "| 70° | 0 |" in text and "not finished" in text and "fca-s3" in text

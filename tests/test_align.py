@@ -306,3 +306,56 @@ def test_given_offsets_give_the_fmc_distance_of_crops_at_those_offsets(mode):
         align_windows(ground, sat, mode=mode, stages=(1, 2), window_offsets=given)
     with pytest.raises(ValueError, match="one tensor per used stage"):
         align_windows(ground, sat, mode=mode, stages=(1, 2), diagonal=True, window_offsets={1: given[1]})
+
+
+def _gate_cosine(ground, sat, q, r, stage, offset):
+    """The gate-corr cosine of pair (q, r) at ``offset`` of ``stage``, SPEC-5 style, float64."""
+    Ag = ground.gates[stage - 1][q].double().numpy()
+    As = sat.gates[stage - 1][r].double().numpy()
+    w, W = Ag.shape[-1], As.shape[-1]
+    kg = Ag - Ag.mean(axis=1, keepdims=True)
+    ws = (As - As.mean(axis=1, keepdims=True))[:, [(offset + k) % W for k in range(w)]]
+    return float((kg * ws).sum()) / (np.linalg.norm(kg) * np.linalg.norm(ws))
+
+
+@pytest.mark.parametrize("offset_stage", [1, None])
+def test_gate_weight_adds_the_attention_agreement_at_the_chosen_window(offset_stage):
+    """``gate_weight`` λ: sim = (cos_FMC + λ gate) / (1 + λ), gate = the gate-corr cosine at the chosen window (the
+    mean over the choosing stages without a shared window); the windows and headings do not move."""
+    ground = _random_maps(3, (3, 2), seed=31)
+    sat = _random_maps(4, (8, 5), seed=32)
+    plain = align_windows(ground, sat, mode="gate-corr", stages=(1, 2), offset_stage=offset_stage)
+    lam = 0.4
+    res = align_windows(ground, sat, mode="gate-corr", stages=(1, 2), offset_stage=offset_stage, gate_weight=lam,
+                        chunk_size=3)
+    assert torch.equal(res.offsets, plain.offsets)
+    choosing = (1,) if offset_stage else (1, 2)
+    for q in range(3):
+        for r in range(4):
+            gate = np.mean([_gate_cosine(ground, sat, q, r, s, int(plain.offsets[q, r, (1, 2).index(s)]))
+                            for s in choosing])
+            want = (float(plain.similarity[q, r]) + lam * gate) / (1 + lam)
+            assert float(res.similarity[q, r]) == pytest.approx(want, abs=1e-5)
+            assert float(res.distances[q, r]) == pytest.approx(np.sqrt(2 - 2 * want), abs=1e-5)
+    # the ranking changes where the attention agrees: the gate term is not a constant shift
+    gates = (res.similarity * (1 + lam) - plain.similarity) / lam
+    assert float(gates.max() - gates.min()) > 0.1
+    # given windows (training's known positives): the gate term is read at those offsets
+    given = {1: torch.tensor([7, 0, 3]), 2: torch.tensor([4, 2, 0])}
+    diag = align_windows(ground, sat.slice(0, 3), mode="gate-corr", stages=(1, 2), diagonal=True,
+                         offset_stage=offset_stage, window_offsets=given, gate_weight=lam)
+    base = align_windows(ground, sat.slice(0, 3), mode="gate-corr", stages=(1, 2), diagonal=True,
+                         offset_stage=offset_stage, window_offsets=given)
+    for i in range(3):
+        gate = np.mean([_gate_cosine(ground, sat, i, i, s, int(given[s][i])) for s in choosing])
+        assert float(diag.similarity[i]) == pytest.approx((float(base.similarity[i]) + lam * gate) / (1 + lam),
+                                                          abs=1e-5)
+    # the gates learn from the pair similarity in training: the term carries a gradient to them
+    g = StageMaps(ground.features, ground.masks, gates=[a.clone().requires_grad_() for a in ground.gates])
+    align_windows(g, sat, mode="gate-corr", stages=(1, 2), offset_stage=offset_stage, gate_weight=lam
+                  ).similarity.sum().backward()
+    assert float(g.gates[0].grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="needs mode 'gate-corr'"):
+        align_windows(ground, sat, mode="mask-corr", stages=(1, 2), gate_weight=lam)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        align_windows(ground, sat, mode="gate-corr", stages=(1, 2), gate_weight=-0.1)

@@ -130,3 +130,23 @@ def test_cli_refuses_the_split_that_chose_the_checkpoint(setup, tmp_path, capsys
     ckpt = save_model(tmp_path / "other.safetensors", model, other)
     assert main(["--checkpoint", str(ckpt), "--dataset", "synth", "--data-root", str(root), "--split", split,
                  "--fov", "90", "--shift-seeds", "2019", "--no-progress"]) == 0
+
+
+def test_cli_gate_weight_overrides_the_checkpoints_similarity(setup, tmp_path, capsys):
+    root, model, _, _ = setup
+    meta = {"train_config": {"dataset": "synth", "data_root": str(root)}}
+    torch.manual_seed(3)
+    gated = build_model(ModelConfig(ground_height=32, sat_height=32, sat_width=128, align_mode="gate-corr",
+                                    shared_window=True)).eval()
+    ckpt = save_model(tmp_path / "g.safetensors", gated, meta)
+    base = ["--checkpoint", str(ckpt), "--size", "10", "--no-progress", "--shift-seeds", "2019"]
+    assert main(base + ["--out", str(tmp_path / "a.json")]) == 0
+    assert main(base + ["--gate-weight", "0.5", "--out", str(tmp_path / "b.json")]) == 0
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("a.json", "b.json"))
+    assert (a["model_config"]["gate_weight"], b["model_config"]["gate_weight"]) == (0.0, 0.5)
+    # the gate term moves no window, so the headings are the same
+    assert a["results"][0]["heading_median_deg"] == b["results"][0]["heading_median_deg"]
+    plain = save_model(tmp_path / "m.safetensors", model, meta)  # a mask-corr model has no gate cosines
+    capsys.readouterr()
+    assert main(["--checkpoint", str(plain), "--gate-weight", "0.5", "--no-progress"]) == 2
+    assert "--gate-weight 0.5" in capsys.readouterr().err

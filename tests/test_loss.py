@@ -111,3 +111,33 @@ def test_known_positive_window_crops_positives_at_their_true_window_and_negative
     assert not torch.allclose(known.diagonal(), argmax.diagonal())  # random weights: the argmax is elsewhere
     with pytest.raises(ValueError, match="needs the crops' shifts"):
         TrainForward(model, window_choice="known-positive")(ground, sat)
+
+
+@pytest.mark.parametrize("gate_weight", [0.0, 0.3])
+def test_hardest_negative_windows_crop_negatives_where_their_descriptors_match_best(gate_weight):
+    """window choice ``hardest-negative``: the diagonal is known-positive's; off it every pair sits at the feature
+    correlation's best window (the window DSM would choose: the hardest negative a feature model trains on), and with
+    a gate weight the gate term is read at that window."""
+    from geoapp.model.align import align_windows, attention, window_scores
+    from geoapp.training.objective import TrainForward
+
+    torch.manual_seed(1)
+    model = build_model(ModelConfig(ground_height=64, sat_height=64, sat_width=256, base_channels=16,
+                                    align_mode="gate-corr", shared_window=True, gate_weight=gate_weight)).eval()
+    ground, sat, shifts = torch.randn(4, 3, 64, 64), torch.randn(4, 3, 64, 256), torch.tensor([0, 100, 230, 17])
+    with torch.no_grad():
+        known, _ = TrainForward(model, window_choice="known-positive")(ground, sat, shifts, 256)
+        hard, _ = TrainForward(model, window_choice="hardest-negative")(ground, sat, shifts, 256)
+        g, s = model.encode_ground(ground), model.encode_satellite(sat)
+    off = ~torch.eye(4, dtype=torch.bool)
+    assert torch.equal(hard.diagonal(), known.diagonal())
+    feat = align_windows(g, s, "feature", model.config.stages)
+    if gate_weight == 0:
+        torch.testing.assert_close(hard[off], feat.distances[off])
+        assert not torch.allclose(hard[off], known[off])  # the feature correlation picks other windows
+    else:
+        sc = window_scores("gate-corr", g.features[0], s.features[0], attention(g, "gate-corr", 1),
+                           attention(s, "gate-corr", 1))
+        gate = sc.gather(-1, feat.offsets[..., 0:1]).squeeze(-1)
+        want = torch.sqrt(2 - 2 * (feat.similarity + gate_weight * gate) / (1 + gate_weight))
+        torch.testing.assert_close(hard[off], want[off], rtol=1e-5, atol=1e-5)

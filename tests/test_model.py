@@ -81,6 +81,12 @@ def test_config_validation_and_round_trip():
         ModelConfig(align_mode="sliding")
     with pytest.raises(ValueError, match="unknown ModelConfig fields"):
         ModelConfig.from_dict({"fov": 90})
+    gated = ModelConfig(align_mode="gate-corr", shared_window=True, gate_weight=0.2)
+    assert ModelConfig.from_dict(gated.to_dict()) == gated and ModelConfig().gate_weight == 0.0
+    with pytest.raises(ValueError, match="gate_weight must be >= 0 and needs align_mode 'gate-corr'"):
+        ModelConfig(align_mode="feature", gate_weight=0.2)
+    with pytest.raises(ValueError, match="gate_weight must be >= 0"):
+        ModelConfig(align_mode="gate-corr", gate_weight=-1.0)
 
 
 @pytest.fixture

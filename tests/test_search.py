@@ -1,6 +1,8 @@
 """geoapp.retrieval.search: chunked top-k and true-match ranks equal a brute-force pass over the full distance
 matrix, ties included, for chunk sizes that do not divide the gallery (SPEC 5-7)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -179,3 +181,22 @@ def test_fast_topk_equals_the_fp32_topk_on_a_crowded_fp16_gallery(mode, chunk):
     sims = align_windows(ground, gallery.maps, mode, STAGES, chunk_size=None).similarity
     kth = sims.sort(dim=1, descending=True).values[:, 9:10]
     assert ((sims - kth).abs() < 2e-3).sum(1).min() >= 2
+
+
+def test_fast_topk_with_the_gate_term_equals_the_fp32_topk():
+    """A gate_weight model's search: the fp16 first pass and its exact re-rank give the fp32 answer (the gate term is
+    computed the same way in both passes, so the dots' error bound still covers the similarity)."""
+    gen = torch.Generator().manual_seed(11)
+    ground = _relu_maps(3, 5, ground=True)
+    bases = _relu_maps(4, 6, ground=False)
+    gallery = _relu_maps(300, 7, ground=False, dtype=torch.float16, near=bases)
+    for maps, width in ((ground, 1), (gallery, 0)):
+        maps.gates = [torch.rand(len(maps), c, w_g if width else w_sat, generator=gen).to(maps.features[0].dtype)
+                      for c, _, w_sat, w_g in SPEC_LIKE]
+    config = ModelConfig(align_mode="gate-corr", stages=STAGES, shared_window=True, gate_weight=0.5)
+    exact = topk_matches(config, ground, gallery, k=10, chunk_size=64, fast=False)
+    fast = topk_matches(config, ground, gallery, k=10, chunk_size=64, fast=True)
+    assert fast.similarity is not None and torch.equal(fast.indices, exact.indices)
+    torch.testing.assert_close(fast.distances, exact.distances, rtol=0, atol=1e-6)
+    plain = topk_matches(dataclasses.replace(config, gate_weight=0.0), ground, gallery, k=10, chunk_size=64)
+    assert not torch.equal(plain.indices, exact.indices)  # the gate term re-ranks

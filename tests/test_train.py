@@ -188,6 +188,11 @@ def test_cli_resolution_presets_flags_and_resume_guard(tmp_path):
     cfg, resume = config_from_args(["--preset", "demo", "--batch-size", "8", "--no-ca", "--stages", "4"])
     assert not resume and cfg.preset == "demo" and cfg.batch_size == 8 and cfg.dataset == "synth"
     assert cfg.use_ca is False and cfg.align_mode == "feature" and cfg.stages == (4,)
+    # feature alignment has no gates: neither a shared window nor a gate term
+    cfg, _ = config_from_args(["--preset", "demo", "--align-mode", "feature"])
+    assert (cfg.shared_window, cfg.gate_weight) == (False, 0.0)
+    cfg, _ = config_from_args(["--preset", "demo", "--gate-weight", "0.5"])
+    assert cfg.model_config().gate_weight == 0.5
     cfg, _ = config_from_args(["--preset", "paper-cvusa-70", "--imagenet-weights", "none"])
     assert (cfg.fov, cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.alpha) == (70.0, 100, 24, 5e-5, 5e-4, 10)
     assert cfg.imagenet_weights is None and cfg.height == 128 and cfg.sat_width == 512

@@ -259,6 +259,9 @@ def select_view(ctx: AppContext, state: QueryState, position: int) -> Selection:
     chooser = ("the attention that chose the window" if config.align_mode != "feature"
                else "the feature correlation chose the window")
     summary += f"  \nHeat maps: block {state.mask_stage}'s attention masks ({chooser})"
+    if config.gate_weight:
+        summary += (f"; score = (descriptor cosine + {config.gate_weight:g} x their agreement with the photo's "
+                    f"attention) / {1 + config.gate_weight:g}")
     return Selection(heading, figures.compass_image(chosen.heading_deg, state.fov_deg, true_heading),
                      polar_view, topdown, map_html(ctx, state, chosen), summary)
 

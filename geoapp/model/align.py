@@ -24,7 +24,14 @@ cropped at the chosen windows, so the pair distance is
 
     d = || g / |g| - s_crop / |s_crop| ||,  |g|^2 = sum_b |G_b|^2,  |s_crop|^2 = sum_b E_b(o_b)
 
-where ``E_b(o)`` is the energy of the satellite window. Nothing here materialises the crops unless asked:
+where ``E_b(o)`` is the energy of the satellite window. With ``gate_weight`` λ > 0 (``gate-corr`` only) the pair's
+similarity also counts how well the two branches' attention agrees at the chosen window:
+
+    sim = (cos_FMC + λ * gate) / (1 + λ),  d = sqrt(2 - 2 sim)
+
+where ``gate`` is the ``gate-corr`` cosine at the chosen offset (the peak the argmax found; the mean over the
+choosing stages when each stage chooses its own). Dividing by ``1 + λ`` keeps ``sim`` in [-1, 1]; the windows, and so
+the heading, do not change. Nothing here materialises the crops unless asked:
 window scores are 1-D cross-correlations (``conv1d`` over the circularly extended satellite map), the window
 energies come from per-column energies, and the dot products are either read off the feature correlation
 (``feature`` mode, or when gradients flow) or gathered from the chosen window columns only (inference),
@@ -345,6 +352,7 @@ def align_windows(
     offset_stage: int | None = None,
     window_dots: WindowDots | None = None,
     window_offsets: dict[int, torch.Tensor] | None = None,
+    gate_weight: float = 0.0,
 ) -> AlignResult:
     """Align every ground map with every satellite map (or pair i with i) at each stage and return the offsets
     and the FMC pair distances (SPEC 5, 6). ``ground``/``satellite`` hold all four stages (as the backbone
@@ -354,7 +362,8 @@ def align_windows(
     ``(ground, satellite, offsets, window energies)`` and returns them with a bound on their error (None: exact);
     the default gathers the windows in float32. ``similarity_error`` sums the stages' bounds (None when all exact).
     ``window_offsets`` (diagonal pairs only): stage -> N given window offsets, used instead of choosing them (training
-    crops positives at their known window this way).
+    crops positives at their known window this way; the gate term then reads the scores at the given offsets).
+    ``gate_weight``: λ of the gate term in the pair similarity (module docstring; 0: FMC cosine only).
     """
     _check_offset_stage(offset_stage, stages)
     if window_offsets is not None and (not diagonal or set(window_offsets) != set(stages)):
@@ -362,6 +371,9 @@ def align_windows(
                          f"stages {sorted(window_offsets)} with diagonal={diagonal}")
     if offset_stage is not None and mode == "feature":
         raise ValueError("offset_stage needs an attention mode: feature mode reads its dot products off its own scores")
+    if gate_weight < 0 or (gate_weight > 0 and mode != "gate-corr"):
+        raise ValueError(f"gate_weight must be >= 0 and needs mode 'gate-corr' (its scores are cosines), got "
+                         f"{gate_weight} with mode {mode!r}")
     if return_crops and not diagonal:
         raise ValueError("return_crops is only available for diagonal pairs (one crop per pair)")
     n_ref = len(satellite)
@@ -371,7 +383,7 @@ def align_windows(
     if chunk < n_ref:
         parts = [
             align_windows(ground, satellite.slice(i, i + chunk), mode, stages, False, None,
-                          offset_stage=offset_stage, window_dots=window_dots)
+                          offset_stage=offset_stage, window_dots=window_dots, gate_weight=gate_weight)
             for i in range(0, n_ref, chunk)
         ]
         errors = [p.similarity_error for p in parts]
@@ -391,13 +403,28 @@ def align_windows(
     dot_error = None
     offsets, widths, map_widths, crops = [], [], [], []
 
-    def chosen_offsets(s: int) -> torch.Tensor:
-        gate_e = satellite.gate_energy[s - 1] if satellite.gate_energy is not None else None
-        return best_offsets(window_scores(mode, ground.features[s - 1], satellite.features[s - 1],
-                                          attention(ground, mode, s), attention(satellite, mode, s),
-                                          diagonal=diagonal, sat_gate_energy=gate_e))
+    gate_terms = []  # the gate-corr score at each choosing stage's window (gate_weight > 0)
 
-    shared = None if offset_stage is None or window_offsets is not None else chosen_offsets(offset_stage)
+    def stage_scores(s: int) -> torch.Tensor:
+        gate_e = satellite.gate_energy[s - 1] if satellite.gate_energy is not None else None
+        return window_scores(mode, ground.features[s - 1], satellite.features[s - 1], attention(ground, mode, s),
+                             attention(satellite, mode, s), diagonal=diagonal, sat_gate_energy=gate_e)
+
+    def chosen_offsets(s: int, given: torch.Tensor | None = None) -> torch.Tensor:
+        """The argmax offsets of stage ``s`` (or the ``given`` ones), noting their gate score when it counts."""
+        if gate_weight == 0:
+            return best_offsets(stage_scores(s)) if given is None else given
+        scores = stage_scores(s)
+        off = best_offsets(scores) if given is None else given.to(device=scores.device, dtype=torch.long)
+        gate_terms.append(scores.gather(-1, off.unsqueeze(-1)).squeeze(-1).float())
+        return off
+
+    shared = None
+    if offset_stage is not None and window_offsets is None:
+        shared = chosen_offsets(offset_stage)
+    elif window_offsets is not None and gate_weight > 0:  # the gate term of the given windows, at the choosing stages
+        for s in stages if offset_stage is None else (offset_stage,):
+            chosen_offsets(s, window_offsets[s])
     for s in stages:
         g = ground.features[s - 1]
         sat = satellite.features[s - 1]
@@ -442,6 +469,9 @@ def align_windows(
     eps = 1e-12
     norm = torch.sqrt(g_energy * s_energy) + eps
     similarity = dot_total / norm
+    if gate_terms:
+        similarity = (similarity + gate_weight * torch.stack(gate_terms).mean(0)) / (1.0 + gate_weight)
+        norm = norm * (1.0 + gate_weight)  # the dots' share of the similarity, so their error bound, is 1 / (1 + λ)
     distances = torch.sqrt(torch.clamp(2.0 - 2.0 * similarity, min=eps))
     return AlignResult(
         offsets=torch.stack(offsets, dim=-1),

@@ -31,6 +31,9 @@ class ModelConfig:
       in ``stages`` (its window step is the smallest: 2.8 deg at block 1 vs 22.5 deg at block 4).
     - ``shared_window`` (attention modes): only the heading stage's attention chooses the window, and every other
       stage crops at the same azimuth (``geoapp.model.align``, ``offset_stage``); False: each stage chooses its own.
+    - ``gate_weight`` (``gate-corr``): weight λ of the attention agreement in the pair similarity, ``(cos_FMC + λ
+      gate) / (1 + λ)`` with ``gate`` the gate-corr cosine at the chosen window (:mod:`geoapp.model.align`); 0: the
+      paper's FMC cosine alone. It changes the ranking, not the window or the heading.
     - input sizes default to SPEC 1; a reduced-resolution model (e.g. for CPU training) scales them together.
     """
 
@@ -46,6 +49,7 @@ class ModelConfig:
     base_channels: int = 64
     wrap_satellite: bool = False
     shared_window: bool = False
+    gate_weight: float = 0.0
     arch: str = "resnet18"
     version: int = field(default=CONFIG_VERSION)
 
@@ -65,6 +69,9 @@ class ModelConfig:
             problems.append(f"stages must be distinct values from {STAGES}, got {self.stages}")
         if self.shared_window and self.align_mode not in ATTENTION_MODES:
             problems.append(f"shared_window needs an attention align_mode {ATTENTION_MODES}, got {self.align_mode!r}")
+        if self.gate_weight < 0 or (self.gate_weight > 0 and self.align_mode != "gate-corr"):
+            problems.append(f"gate_weight must be >= 0 and needs align_mode 'gate-corr' (its window scores are "
+                            f"cosines), got {self.gate_weight} with {self.align_mode!r}")
         if self.heading_stage is not None and self.heading_stage not in self.stages:
             problems.append(f"heading_stage {self.heading_stage} is not one of the used stages {self.stages}")
         if not 0 < self.fov_deg <= 360:

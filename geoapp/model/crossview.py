@@ -15,6 +15,14 @@ from .resnet import ResNet18CA, StageMaps, WeightsReport, load_imagenet_weights,
 INITIAL_WINDOW_TEMPERATURE = 10.0  # cosine 1 vs 0 starts e^10 times likelier; learned from there
 
 
+def match_maps(config: ModelConfig, ground: StageMaps, satellite: StageMaps, diagonal: bool = False,
+               **kwargs) -> AlignResult:
+    """:func:`align_windows` with the matching settings of ``config`` (mode, stages, window stage, gate weight):
+    the one place the model, the search and the evaluation turn a config into an alignment."""
+    return align_windows(ground, satellite, config.align_mode, config.stages, diagonal=diagonal,
+                         offset_stage=config.window_stage, gate_weight=config.gate_weight, **kwargs)
+
+
 class CrossViewModel(nn.Module):
     """Ground branch (limited-FoV crop, H x w_fov) and satellite branch (polar image, H x W), same
     architecture, separate weights. ``forward`` returns the B x B pair distances of a batch (SPEC 5-6)."""
@@ -37,8 +45,7 @@ class CrossViewModel(nn.Module):
 
     def match(self, ground: StageMaps, satellite: StageMaps, diagonal: bool = False, **kwargs) -> AlignResult:
         """Align encoded ground maps with encoded satellite maps using this model's mode and stages."""
-        return align_windows(ground, satellite, self.config.align_mode, self.config.stages, diagonal=diagonal,
-                             offset_stage=self.config.window_stage, **kwargs)
+        return match_maps(self.config, ground, satellite, diagonal=diagonal, **kwargs)
 
     def forward(self, ground_images: torch.Tensor, satellite_images: torch.Tensor, return_maps: bool = False):
         """B x B alignment of a batch; with ``return_maps`` also the encoded maps (for extra losses)."""
@@ -66,4 +73,4 @@ def build_model(config: ModelConfig) -> CrossViewModel:
     return CrossViewModel(config)
 
 
-__all__ = ["CrossViewModel", "build_model", "ResNet18CA"]
+__all__ = ["CrossViewModel", "build_model", "match_maps", "ResNet18CA"]

@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from ..model import AlignResult, ModelConfig, StageMaps, StageOffsets, align_windows
+from ..model import AlignResult, ModelConfig, StageMaps, StageOffsets, match_maps
 from ..model.align import WindowDots
 from .window_dots import float64_window_dots, fp16_window_dots
 
@@ -35,8 +35,7 @@ def gallery_chunks(config: ModelConfig, ground: StageMaps, gallery: Gallery, chu
     n = len(gallery)
     for start in range(0, n, chunk_size):
         maps = gallery.slice(start, min(n, start + chunk_size))
-        yield start, align_windows(ground, maps, config.align_mode, config.stages, chunk_size=None,
-                                   offset_stage=config.window_stage, window_dots=window_dots)
+        yield start, match_maps(config, ground, maps, chunk_size=None, window_dots=window_dots)
         if progress is not None:
             progress.update(min(chunk_size, n - start))
 
@@ -161,8 +160,7 @@ def align_at(config: ModelConfig, ground: StageMaps, gallery: Gallery, indices) 
     ranking of a combined score, read back per photo)."""
     if len(ground) != 1:
         raise ValueError(f"align_at takes one query, got {len(ground)}")
-    res = align_windows(ground, gather_maps(gallery, indices), config.align_mode, config.stages,
-                        offset_stage=config.window_stage)
+    res = match_maps(config, ground, gather_maps(gallery, indices))
     index = torch.as_tensor(np.asarray(indices, dtype=np.int64), device=res.distances.device)[None]
     return TopK(res.distances, index, res.offsets, res.similarity, res.stages, res.window_widths, res.map_widths)
 
@@ -224,8 +222,7 @@ def true_match_ranks(
         raise ValueError(f"true reference indices must be in [0, {len(gallery)})")
     # the true satellite maps, gathered in gallery order chunks (works for any Gallery)
     true_maps = gather_maps(gallery, true_index.tolist())
-    true_res = align_windows(ground, true_maps, config.align_mode, config.stages, diagonal=True,
-                             offset_stage=config.window_stage)
+    true_res = match_maps(config, ground, true_maps, diagonal=True)
     true_d = true_res.distances
     counts = torch.zeros(q, dtype=torch.long, device=true_d.device)
     rows = torch.arange(q, device=true_d.device)

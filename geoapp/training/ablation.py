@@ -11,6 +11,8 @@ paper's (Tables 3-6), cumulatively:
 - ``+CA+FCA``: window alignment from the CA attention (``gate-corr``), block 4 only
 - ``+CA+FCA+FMC (demo)``: attention alignment and the multi-scale descriptor of blocks 1-4 (the paper's full
   model, as the demo preset trains it: block 1's gates place every stage's window)
+- ``+CA+FCA+FMC, descriptor cosine only``: the demo's model with the paper's pair score, the FMC cosine alone
+  (``--gate-weight 0``: the two branches' attention agreement does not count)
 - ``+CA+FCA(each stage its own window)+FMC``: the same with every stage choosing its window from its own gates
 - ``+CA+FCA(mask-corr)+FMC``: the same with SPEC 5's mean-mask correlation instead of ``gate-corr``
 - ``+CA+FMC``: feature alignment with the blocks 1-4 descriptor (no FCA)
@@ -23,6 +25,9 @@ so the rows differ only in the ablated parts.
 budget (``--minutes``) for each variant of one setting (precision, batch size, input resolution), and the
 accuracy each reaches in it at 90 deg. A recipe is a choice, so its table reads the runs' model-selection split
 (the world's validation split, the runs' best validation record: SPEC 7), never the test split.
+
+``--study seeds --runs DIR [DIR ...]`` summarises runs that differ only in their training seed: per FoV, the mean
+± std over the runs of each run's final evaluation (itself the mean over the shift seeds), and each run's R@1.
 
 The ablation table reports each run's final evaluation on the test split (mean over the shift seeds of
 ``geoapp.training.evaluation.REPORT_SHIFT_SEEDS``); no setting is chosen from it.
@@ -39,11 +44,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROWS = {
     "resnet18": ("ResNet18", ["--no-ca", "--align-mode", "feature", "--stages", "4"]),
     "ca": ("+CA", ["--align-mode", "feature", "--stages", "4"]),
     "ca-fca": ("+CA+FCA", ["--align-mode", "gate-corr", "--stages", "4"]),
     "ca-fca-fmc": ("+CA+FCA+FMC (demo)", ["--align-mode", "gate-corr", "--stages", "1", "2", "3", "4"]),
+    "ca-fca-fmc-cos": ("+CA+FCA+FMC, descriptor cosine only (the paper's score)",
+                       ["--align-mode", "gate-corr", "--gate-weight", "0", "--stages", "1", "2", "3", "4"]),
     "ca-fca-own-fmc": ("+CA+FCA(each stage its own window)+FMC", ["--align-mode", "gate-corr", "--no-shared-window",
                                                                  "--stages", "1", "2", "3", "4"]),
     "ca-maskfca-fmc": ("+CA+FCA(mask-corr)+FMC", ["--align-mode", "mask-corr", "--stages", "1", "2", "3", "4"]),
@@ -144,6 +153,33 @@ def table(out: Path, rows: list[str], fovs: list[float], train_fov: float | None
     return "\n".join(lines)
 
 
+SEED_METRICS = (("R@1", "R@1"), ("R@10", "R@10"), ("heading median", "heading_median_deg"),
+                ("heading within 10°", "heading_within_10deg"))
+
+
+def seeds_table(runs: list[Path], fovs: list[float]) -> str:
+    """Mean ± std over ``runs`` (training seeds) of their final evaluations at each FoV, and each run's R@1."""
+    done = [(run, json.loads((run / "final_eval.json").read_text())["by_fov"]) for run in runs
+            if (run / "final_eval.json").exists()]
+    missing = [str(run) for run in runs if not (run / "final_eval.json").exists()]
+    lines = ["| FoV | runs | " + " | ".join(name for name, _ in SEED_METRICS) + " | R@1 per run |",
+             "|---|---|" + "---|" * len(SEED_METRICS) + "---|"]
+    for fov in fovs:
+        evals = [m[f"{fov:g}"] for _, m in done if f"{fov:g}" in m]
+        if not evals:
+            lines.append(f"| {fov:g}° | 0 | " + "| " * len(SEED_METRICS) + "|")
+            continue
+        cells = []
+        for _, key in SEED_METRICS:
+            v = np.array([e[key] for e in evals], dtype=float)
+            cells.append(f"{v.mean():.1f} ± {v.std(ddof=1):.1f}" if len(v) > 1 else f"{v.mean():.1f}")
+        per_run = ", ".join(f"{e['R@1']:.1f}" for e in evals)
+        lines.append(f"| {fov:g}° | {len(evals)} | " + " | ".join(cells) + f" | {per_run} |")
+    if missing:
+        lines.append(f"(not finished: {', '.join(missing)})")
+    return "\n".join(lines)
+
+
 def _run(cmd: list[str], run: Path) -> None:
     if (run / "final_eval.json").exists():
         return
@@ -155,7 +191,8 @@ def _run(cmd: list[str], run: Path) -> None:
 
 def main(argv=None) -> str:
     p = argparse.ArgumentParser(prog="python -m geoapp.training.ablation", description=__doc__.split("\n\n")[0])
-    p.add_argument("--study", choices=["ablation", "recipe"], default="ablation")
+    p.add_argument("--study", choices=["ablation", "recipe", "seeds"], default="ablation")
+    p.add_argument("--runs", nargs="+", default=[], help="seeds: the run folders to summarise (one per training seed)")
     p.add_argument("--steps", type=int, default=500, help="ablation: optimizer steps per run (the shared budget)")
     p.add_argument("--fov", type=float, nargs="+", default=[90.0, 70.0], help="ablation: ground fields of view")
     p.add_argument("--train-fov", type=float, default=None,
@@ -169,6 +206,12 @@ def main(argv=None) -> str:
     p.add_argument("--table-only", action="store_true", help="print the table of finished runs, train nothing")
     args = p.parse_args(argv)
     out = Path(args.out)
+    if args.study == "seeds":
+        if not args.runs:
+            p.error("--study seeds needs --runs DIR [DIR ...]")
+        result = seeds_table([Path(r) for r in args.runs], args.fov)
+        print(result)
+        return result
     if args.study == "recipe":
         if not args.table_only:
             for name in args.variants:

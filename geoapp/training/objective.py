@@ -11,6 +11,12 @@ chance). Training-only additions (not in the paper; the model and inference are 
 - ``window_choice`` ``known-positive`` (any mode): the negatives' windows are the argmax, as at inference, but
   each positive pair is cropped at its known true window (rounded ``o*``, below, per stage), so the descriptor
   learns from aligned positives from the first step instead of from the windows an untrained score picks.
+- ``window_choice`` ``hardest-negative``: the positives as in ``known-positive``, but every
+  negative is cropped at the window where its descriptors match best (the feature correlation, each stage its own:
+  :func:`hardest_window_distances`). The attention still chooses every window at inference; training only sees
+  the hardest negatives a feature-correlation model trains on, so the descriptor learns to tell a wrong tile from
+  the right one at any window, not only at the window the gates pick for it. It costs the feature correlation of
+  all B x B pairs per step. For a ``feature`` model it is ``known-positive`` (its argmax windows are the hardest).
 - ``align_loss > 0``: for each positive pair and each used stage, the cross-entropy between the softmax of the
   window logits and a two-hot target on the offsets either side of the true offset
   ``o* = (W - shift) / W * W_b`` (SPEC 5), averaged over the stages. The logits of ``gate-corr`` are its
@@ -28,8 +34,8 @@ from torch import nn
 
 from ..angles import true_offset
 from ..model import CrossViewModel, window_scores
-from ..model.align import attention, soft_window_distances
-from .presets import SOFT_WINDOW_CHOICES
+from ..model.align import align_windows, attention, soft_window_distances
+from .presets import KNOWN_POSITIVE_CHOICES, SOFT_WINDOW_CHOICES
 
 ALIGN_SCALE = 10.0  # logits in [0, 10]: the best window can be e^10 times likelier than a zero-score one
 
@@ -45,12 +51,15 @@ class TrainForward(nn.Module):
         if window_choice in SOFT_WINDOW_CHOICES and model.config.align_mode != "gate-corr":
             raise ValueError(f"window choice {window_choice!r} is for gate-corr models, not "
                              f"{model.config.align_mode!r}")
+        if window_choice in SOFT_WINDOW_CHOICES and model.config.gate_weight > 0:
+            raise ValueError(f"window choice {window_choice!r} forms offset-averaged distances without the gate term; "
+                             f"train a gate_weight {model.config.gate_weight} model with argmax or known-positive")
         self.model = model
         self.with_logits = with_logits
         self.window_choice = window_choice
 
     def forward(self, ground: torch.Tensor, satellite: torch.Tensor, shifts=None, pano_width: int = 512):
-        """``shifts`` (the crops' panorama shifts) and ``pano_width``: needed by ``known-positive`` only."""
+        """``shifts`` (the crops' panorama shifts) and ``pano_width``: needed by the known-positive choices only."""
         g = self.model.encode_ground(ground)
         s = self.model.encode_satellite(satellite)
         cfg = self.model.config
@@ -59,10 +68,13 @@ class TrainForward(nn.Module):
                                                       straight_through=self.window_choice == "straight-through",
                                                       offset_stage=cfg.window_stage)
             return distances, logits if self.with_logits else None
-        distances = self.model.match(g, s).distances
-        if self.window_choice == "known-positive":
+        if self.window_choice == "hardest-negative":
+            distances = hardest_window_distances(cfg, g, s)
+        else:
+            distances = self.model.match(g, s).distances
+        if self.window_choice in KNOWN_POSITIVE_CHOICES:
             if shifts is None:
-                raise ValueError("window choice 'known-positive' needs the crops' shifts")
+                raise ValueError(f"window choice {self.window_choice!r} needs the crops' shifts")
             known = known_offsets(s, cfg.stages, shifts, pano_width)
             positives = self.model.match(g, s, diagonal=True, window_offsets=known).distances
             on_diagonal = torch.eye(len(positives), dtype=torch.bool, device=distances.device)
@@ -78,6 +90,24 @@ class TrainForward(nn.Module):
             else:
                 logits.append(ALIGN_SCALE * sc / sc.amax(-1, keepdim=True).detach().clamp_min(1e-12))
         return distances, logits
+
+
+def hardest_window_distances(config, ground, satellite) -> torch.Tensor:
+    """B x B distances with every pair cropped where its descriptors match best (the feature correlation, each stage
+    its own window); with a gate weight, the gate term is read at the choosing stage's window (``config``'s rule)."""
+    feat = align_windows(ground, satellite, "feature", config.stages)
+    if config.gate_weight == 0:
+        return feat.distances
+    choosing = config.stages if config.window_stage is None else (config.window_stage,)
+    gates = []
+    for b in choosing:
+        scores = window_scores("gate-corr", ground.features[b - 1], satellite.features[b - 1],
+                               attention(ground, "gate-corr", b), attention(satellite, "gate-corr", b))
+        off = feat.offsets[..., config.stages.index(b)]
+        gates.append(scores.gather(-1, off.unsqueeze(-1)).squeeze(-1).float())
+    lam = config.gate_weight
+    similarity = (feat.similarity + lam * torch.stack(gates).mean(0)) / (1.0 + lam)
+    return torch.sqrt(torch.clamp(2.0 - 2.0 * similarity, min=1e-12))
 
 
 def known_offsets(satellite, stages, shifts, pano_width: int) -> dict[int, torch.Tensor]:

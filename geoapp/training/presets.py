@@ -36,7 +36,8 @@ from ..model import ModelConfig
 from ..utils import config_from_dict, config_to_dict
 
 SOFT_WINDOW_CHOICES = ("soft", "straight-through")  # gate-corr only: the triplet loss reaches the window scores
-WINDOW_CHOICES = ("argmax", *SOFT_WINDOW_CHOICES, "known-positive")
+KNOWN_POSITIVE_CHOICES = ("known-positive", "hardest-negative")  # positives cropped at their known window
+WINDOW_CHOICES = ("argmax", *SOFT_WINDOW_CHOICES, *KNOWN_POSITIVE_CHOICES)
 
 
 @dataclass
@@ -64,6 +65,7 @@ class TrainConfig:
     base_channels: int = 64  # block-1 channels (ResNet18: 64); a narrower model trains faster on a CPU
     wrap_satellite: bool = False  # circular width padding in the satellite branch (the polar image wraps)
     shared_window: bool = False  # attention modes: the heading stage's window offset places every stage's window
+    gate_weight: float = 0.0  # gate-corr: weight of the attention agreement in the pair similarity (ModelConfig)
     imagenet_weights: str | None = None
     # ---- optimisation
     epochs: int = 100
@@ -136,6 +138,7 @@ class TrainConfig:
             base_channels=self.base_channels,
             wrap_satellite=self.wrap_satellite,
             shared_window=self.shared_window,
+            gate_weight=self.gate_weight,
             fov_deg=self.fov,
             ground_height=self.height,
             sat_height=self.height,
@@ -206,6 +209,7 @@ PRESETS: dict[str, dict] = {
         align_mode="gate-corr",
         shared_window=True,  # block 1's gates place every stage's window (issue 12's 3-seed comparison)
         window_choice="known-positive",  # positives at their known window (issue 12's 1,000-step comparison)
+        gate_weight=0.2,  # the attention agreement in the pair similarity (issue 12, session 7; chosen on val)
         align_loss=0.3,
         max_steps=1000,
         batch_size=32,
