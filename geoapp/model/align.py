@@ -341,6 +341,11 @@ def _window_energy(col_energy: torch.Tensor, offsets: torch.Tensor, width: int, 
     return col_energy[torch.arange(r, device=idx.device)[None, :, None], idx].sum(-1)  # Q x R
 
 
+def gated_similarity(similarity: torch.Tensor, gate: torch.Tensor, gate_weight: float) -> torch.Tensor:
+    """The pair similarity with the gate term (module docstring): ``(cos_FMC + λ gate) / (1 + λ)``, in [-1, 1]."""
+    return (similarity + gate_weight * gate) / (1.0 + gate_weight)
+
+
 def align_windows(
     ground: StageMaps,
     satellite: StageMaps,
@@ -470,7 +475,7 @@ def align_windows(
     norm = torch.sqrt(g_energy * s_energy) + eps
     similarity = dot_total / norm
     if gate_terms:
-        similarity = (similarity + gate_weight * torch.stack(gate_terms).mean(0)) / (1.0 + gate_weight)
+        similarity = gated_similarity(similarity, torch.stack(gate_terms).mean(0), gate_weight)
         norm = norm * (1.0 + gate_weight)  # the dots' share of the similarity, so their error bound, is 1 / (1 + λ)
     distances = torch.sqrt(torch.clamp(2.0 - 2.0 * similarity, min=eps))
     return AlignResult(

@@ -34,7 +34,7 @@ from torch import nn
 
 from ..angles import true_offset
 from ..model import CrossViewModel, window_scores
-from ..model.align import align_windows, attention, soft_window_distances
+from ..model.align import align_windows, attention, gated_similarity, soft_window_distances
 from .presets import KNOWN_POSITIVE_CHOICES, SOFT_WINDOW_CHOICES
 
 ALIGN_SCALE = 10.0  # logits in [0, 10]: the best window can be e^10 times likelier than a zero-score one
@@ -105,8 +105,7 @@ def hardest_window_distances(config, ground, satellite) -> torch.Tensor:
                                attention(ground, "gate-corr", b), attention(satellite, "gate-corr", b))
         off = feat.offsets[..., config.stages.index(b)]
         gates.append(scores.gather(-1, off.unsqueeze(-1)).squeeze(-1).float())
-    lam = config.gate_weight
-    similarity = (feat.similarity + lam * torch.stack(gates).mean(0)) / (1.0 + lam)
+    similarity = gated_similarity(feat.similarity, torch.stack(gates).mean(0), config.gate_weight)
     return torch.sqrt(torch.clamp(2.0 - 2.0 * similarity, min=1e-12))
 
 
