@@ -417,11 +417,10 @@ def align_windows(
 
     def chosen_offsets(s: int, given: torch.Tensor | None = None) -> torch.Tensor:
         """The argmax offsets of stage ``s`` (or the ``given`` ones), noting their gate score when it counts."""
-        if gate_weight == 0:
-            return best_offsets(stage_scores(s)) if given is None else given
         scores = stage_scores(s)
         off = best_offsets(scores) if given is None else given.to(device=scores.device, dtype=torch.long)
-        gate_terms.append(scores.gather(-1, off.unsqueeze(-1)).squeeze(-1).float())
+        if gate_weight > 0:
+            gate_terms.append(scores.gather(-1, off.unsqueeze(-1)).squeeze(-1).float())
         return off
 
     shared = None

@@ -219,14 +219,11 @@ def main(argv=None) -> str:
         result = recipe_table(out, args.variants)
     else:
         if not args.table_only:
-            if args.train_fov is not None:
-                for row in args.rows:
-                    _run(run_command(row, args.train_fov, args.steps, out, args.data_root, args.fov),
-                         out / f"{row}-{args.train_fov:g}")
-            else:
-                for fov in args.fov:
-                    for row in args.rows:
-                        _run(run_command(row, fov, args.steps, out, args.data_root), out / f"{row}-{fov:g}")
+            # (row, training FoV, evaluation FoVs): one run per row with --train-fov, else one per row and FoV
+            runs = ([(row, args.train_fov, args.fov) for row in args.rows] if args.train_fov is not None
+                    else [(row, fov, None) for fov in args.fov for row in args.rows])
+            for row, fov, eval_fovs in runs:
+                _run(run_command(row, fov, args.steps, out, args.data_root, eval_fovs), out / f"{row}-{fov:g}")
         result = table(out, args.rows, args.fov, args.train_fov)
     print(result)
     return result
