@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow --val-split to be the test split (warns loudly: the reported figures are then not "
                    "held out)")
     g.add_argument("--fov", type=float, help="ground field of view in degrees" + _default("fov"))
+    g.add_argument("--fov-range", type=float, nargs=2, metavar=("LO", "HI"),
+                   help="train each batch at a FoV drawn uniformly from LO-HI degrees, so one model serves every "
+                   "phone (validation stays at --fov); default: every batch at --fov")
     g.add_argument("--height", type=int, help="ground and polar image height, multiple of 32" + _default("height"))
     g.add_argument("--sat-width", type=int, help="polar (and panorama) width, multiple of 32" + _default("sat_width"))
     g.add_argument("--cache", choices=["auto", "yes", "no"], help="keep decoded uint8 images in memory (auto: when "

@@ -3,7 +3,7 @@
 from .align import AlignResult, StageOffsets, align_windows, best_offsets, crop_windows, window_scores
 from .checkpoint import CheckpointError, load_model, read_metadata, save_model
 from .config import ALIGN_MODES, ModelConfig
-from .crossview import CrossViewModel, build_model, match_maps
+from .crossview import CrossViewModel, build_model, match_maps, pair_headings
 from .fmc import multiscale_descriptor
 from .layers import BasicBlockCA, CoordAttention
 from .loss import hardest_negatives, soft_margin_triplet_loss
@@ -29,6 +29,7 @@ __all__ = [
     "load_imagenet_weights",
     "load_model",
     "match_maps",
+    "pair_headings",
     "multiscale_descriptor",
     "read_metadata",
     "resnet18_ca",

@@ -202,6 +202,36 @@ def best_offsets(scores: torch.Tensor) -> torch.Tensor:
     return scores.argmax(dim=-1)
 
 
+def peak_fraction(scores: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Sub-column position of each score peak: the vertex of the parabola through the scores at ``offsets`` and at
+    its two circular neighbours, in [-0.5, 0.5] columns (0 where the three are not a peak, e.g. flat).
+
+    ``scores`` N x W (diagonal window scores), ``offsets`` N (the argmax, or any chosen offset) -> N float64.
+    """
+    scores = scores.double()
+    width = scores.shape[-1]
+    rows = torch.arange(len(offsets), device=scores.device)
+    off = offsets.to(scores.device).long()
+    left, mid, right = (scores[rows, (off + d) % width] for d in (-1, 0, 1))
+    curvature = left - 2.0 * mid + right
+    peak = curvature < 0
+    fraction = torch.where(peak, 0.5 * (left - right) / torch.where(peak, curvature, -1.0), 0.0)
+    return fraction.clamp(-0.5, 0.5)
+
+
+def refined_headings(mode: str, stage: int, ground: StageMaps, satellite: StageMaps, offsets: torch.Tensor,
+                     window_width: int, map_width: int) -> np.ndarray:
+    """Headings of N pairs (ground i with satellite i, window at ``offsets`` N on ``stage``) below the column grid:
+    the offset moves by :func:`peak_fraction` of that stage's window scores, the argmax's window stays as it is.
+    With ``gate-corr`` the refined offset is where the photo's column attention matches the tile's best."""
+    gate_e = satellite.gate_energy[stage - 1] if satellite.gate_energy is not None else None
+    scores = window_scores(mode, ground.features[stage - 1], satellite.features[stage - 1],
+                           attention(ground, mode, stage), attention(satellite, mode, stage), diagonal=True,
+                           sat_gate_energy=gate_e)
+    fine = offsets.to(scores.device).double() + peak_fraction(scores, offsets)
+    return heading_from_offset(fine.cpu().numpy(), window_width, map_width)
+
+
 def scale_offsets(offsets: torch.Tensor, from_width: int, to_width: int) -> torch.Tensor:
     """The offset on a ``to_width``-column map at the azimuth of ``offsets`` on a ``from_width``-column map
     (nearest column, circular)."""

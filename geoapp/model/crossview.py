@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
-from .align import AlignResult, align_windows
+from .align import AlignResult, StageOffsets, align_windows, refined_headings
 from .config import ModelConfig
 from .fmc import multiscale_descriptor
 from .resnet import ResNet18CA, StageMaps, WeightsReport, load_imagenet_weights, resnet18_ca
@@ -21,6 +22,16 @@ def match_maps(config: ModelConfig, ground: StageMaps, satellite: StageMaps, dia
     the one place the model, the search and the evaluation turn a config into an alignment."""
     return align_windows(ground, satellite, config.align_mode, config.stages, diagonal=diagonal,
                          offset_stage=config.window_stage, gate_weight=config.gate_weight, **kwargs)
+
+
+def pair_headings(config: ModelConfig, ground: StageMaps, satellite: StageMaps, aligned: StageOffsets) -> np.ndarray:
+    """Headings of N aligned pairs (ground i with satellite i at ``aligned``'s offsets, N x stages), read at the
+    heading stage and refined below its column grid (:func:`~geoapp.model.align.refined_headings`)."""
+    stage = config.heading_stage_resolved
+    i = aligned.stages.index(stage)
+    offsets = aligned.offsets.reshape(-1, len(aligned.stages))[:, i]
+    return refined_headings(config.align_mode, stage, ground, satellite, offsets, aligned.window_widths[i],
+                            aligned.map_widths[i])
 
 
 class CrossViewModel(nn.Module):

@@ -30,11 +30,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..angles import fov_width, wrap_degrees
+from ..angles import fov_width, heading_from_offset, wrap_degrees
 from ..data.photo import hfov_from_exif, load_image, photo_to_cylindrical
 from ..data.transforms import resize_image, to_tensor
 from ..model import ModelConfig, StageMaps, load_model
-from ..model.align import gate_corr_scores
+from ..model.align import gate_corr_scores, peak_fraction
 from ..model.checkpoint import accuracy_text
 from ..utils import resolve_device, sha256_file
 from .confidence import CONFIDENCE_K, Calibration, Confidence, window_peak_margin
@@ -429,6 +429,11 @@ class Localizer:
         i = top.stages.index(stage)
         heading_scores = self._heading_scores(ground, top.indices[0, :top_k].tolist(), stage)
         headings = np.asarray(wrap_degrees(top.headings(stage)))[0] % 360.0
+        for rank, scores in enumerate(heading_scores):  # below the column grid, where the scores are at hand
+            if scores is not None:
+                offset = top.offsets[0, rank, i].reshape(1)
+                fine = offset.double() + peak_fraction(torch.from_numpy(scores)[None], offset)
+                headings[rank] = heading_from_offset(float(fine), top.window_widths[i], top.map_widths[i]) % 360.0
         scale = self.config.sat_width / top.map_widths[i]  # polar-image columns per stage column
         polar_size = (self.config.sat_height, self.config.sat_width)
         out = []

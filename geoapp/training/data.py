@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ..angles import fov_width
 from ..data.datasets import CrossViewDataset, NoSelectionSplitError, build_dataset
 from ..data.selection import carve_dataset
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -200,14 +201,26 @@ def steps_per_epoch(n: int, batch_size: int, world: int = 1) -> int:
     return n // (batch_size * world)
 
 
+def batch_fov(fov_range: tuple[float, float], seed: int, epoch: int, step_in_epoch: int) -> float:
+    """The field of view of one training batch, uniform in ``fov_range`` and a function of (seed, epoch, step)
+    alone (every process of a step draws the same, so their batches stack and a resumed run draws the same)."""
+    lo, hi = fov_range
+    return float(np.random.default_rng([int(seed), int(epoch), int(step_in_epoch), 1]).uniform(lo, hi))
+
+
 class TrainBatches:
     """Training batches as a function of (seed, epoch, step): ``epoch(e, start)`` yields
-    ``(step_in_epoch, ground, satellite, indices, shifts)`` from ``start`` to the end of epoch ``e``."""
+    ``(step_in_epoch, ground, satellite, indices, shifts)`` from ``start`` to the end of epoch ``e``.
 
-    def __init__(self, images: PairImages, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+    ``fov_range`` (lo, hi): each batch's ground crops are as wide as a field of view drawn uniformly from it
+    (:func:`batch_fov`), so one model serves every phone's FoV; empty: the dataset's own FoV for every batch."""
+
+    def __init__(self, images: PairImages, batch_size: int, seed: int, rank: int = 0, world: int = 1,
+                 fov_range: tuple[float, ...] = ()):
         if not images.dataset.train:
             raise ValueError("training batches need a dataset opened with train=True (per-epoch random shifts)")
         self.images, self.batch_size, self.seed, self.rank, self.world = images, batch_size, seed, rank, world
+        self.fov_range = tuple(float(f) for f in fov_range)
         self.steps_per_epoch = steps_per_epoch(len(images), batch_size, world)
         if self.steps_per_epoch < 1:
             raise ValueError(
@@ -219,13 +232,18 @@ class TrainBatches:
         start = (step_in_epoch * self.world + self.rank) * self.batch_size
         return order[start : start + self.batch_size]
 
+    def crop_width(self, epoch: int, step_in_epoch: int) -> int:
+        if not self.fov_range:
+            return self.images.dataset.crop_width
+        return fov_width(batch_fov(self.fov_range, self.seed, epoch, step_in_epoch), self.images.width)
+
     def epoch(self, epoch: int, start: int = 0):
         ds = self.images.dataset
         ds.set_epoch(epoch)
-        crop_width = ds.crop_width
         order = epoch_order(self.seed, epoch, len(self.images))
         index_lists = [self.indices(epoch, t, order) for t in range(start, self.steps_per_epoch)]
         for t, idx, (panos, polars) in zip(range(start, self.steps_per_epoch), index_lists,
                                            self.images.batches(index_lists)):
             shifts = np.array([ds.shift_for(int(i)) for i in idx], dtype=np.int64)
-            yield t, normalize(crop_batch(panos, shifts, crop_width)), normalize(polars), idx, shifts
+            ground = normalize(crop_batch(panos, shifts, self.crop_width(epoch, t)))
+            yield t, ground, normalize(polars), idx, shifts

@@ -18,9 +18,9 @@ import torch
 
 from ..angles import angular_error, fov_width, heading_from_shift
 from ..data.fov import EVAL_SHIFT_SEED, eval_shifts
-from ..model import CrossViewModel, StageMaps, build_model
+from ..model import CrossViewModel, StageMaps, build_model, pair_headings
 from ..retrieval.metrics import recall_from_ranks
-from ..retrieval.search import true_match_ranks
+from ..retrieval.search import gather_maps, true_match_ranks
 from .data import PairImages, crop_batch, normalize
 from .distributed import autocast
 
@@ -91,7 +91,7 @@ def evaluate_model(
         stage = config.heading_stage_resolved
         for seed in shift_seeds:
             shifts = eval_shifts(n_split, int(seed), width)[indices]
-            ranks, errors = [], {s: [] for s in config.stages}
+            ranks, errors, fine_errors = [], {s: [] for s in config.stages}, []
             positions = np.arange(len(indices))
             for block, (panos, _) in zip(_blocks(positions, batch_size),
                                          images.batches(_blocks(indices, batch_size), polars=False)):
@@ -103,12 +103,14 @@ def evaluate_model(
                 truth = heading_from_shift(shifts[block], fov, width)
                 for s in config.stages:
                     errors[s].append(angular_error(match.result.headings(s), truth))
+                fine = pair_headings(config, maps, gather_maps(gallery, block.tolist()), match.result)
+                fine_errors.append(angular_error(fine, truth))
                 if bar is not None:
                     bar.update(len(block))
             errors = {s: np.concatenate(e) for s, e in errors.items()}
             row = {"fov": fov, "shift_seed": int(seed), "heading_stage": stage}
             row.update(recall_from_ranks(np.concatenate(ranks), n_refs=len(indices)))
-            row.update(heading_stats(errors[stage]))
+            row.update(heading_stats(np.concatenate(fine_errors)))  # the heading the app shows: refined
             # diagnostics: the heading each stage's window offset gives (its window step is 360 / W_b degrees)
             row["heading_median_deg_by_stage"] = {str(s): float(np.median(e)) for s, e in errors.items()}
             results.append(row)

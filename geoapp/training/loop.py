@@ -140,7 +140,7 @@ def _train(cfg: TrainConfig, d, device, resume: bool, on_step) -> dict:
     log_main(selection.message)
     show = d.main and cfg.progress
     train_images = PairImages(train_ds, cfg.cache, cfg.workers, progress=show)
-    batches = TrainBatches(train_images, cfg.batch_size, cfg.seed, d.rank, d.world)
+    batches = TrainBatches(train_images, cfg.batch_size, cfg.seed, d.rank, d.world, cfg.fov_range)
     steps_per_epoch = batches.steps_per_epoch
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
     val_images = val_idx = None
