@@ -24,7 +24,8 @@ from pathlib import Path
 
 from .model import ModelConfig, read_metadata
 from .retrieval.build import ConcatSource, DatasetSource, TileFolderSource, build_database
-from .retrieval.calibrate import fit_calibration, write_calibration
+from .retrieval.calibrate import fit_calibration, unfittable_record, write_calibration
+from .retrieval.confidence import UnfittableCalibration
 from .retrieval.database import DEFAULT_CHUNK, read_database_metadata
 from .retrieval.index import DEFAULT_DIMS
 
@@ -106,6 +107,11 @@ def calibrate(args: argparse.Namespace) -> int:
         calibration = fit_calibration(args.checkpoint, args.dataset, args.data_root, size, split=args.calibrate,
                                       distractor_split=args.calibration_distractors, device=args.device)
         write_calibration(args.out, calibration)
+    except UnfittableCalibration as exc:  # a model near chance: the database serves, its answers carry no probability
+        write_calibration(args.out, unfittable_record(args.checkpoint, args.calibrate, exc))
+        print(f"warning: calibration: {exc}; {args.out} answers without a probability of being right",
+              file=sys.stderr)
+        return 0
     except (ValueError, OSError) as exc:
         print(f"error: calibration: {exc}", file=sys.stderr)
         return 2

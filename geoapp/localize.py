@@ -93,23 +93,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def resolve_artifacts(args: argparse.Namespace) -> tuple[Path, Path]:
-    """The checkpoint and database to load; SystemExit with how to get them when they are missing."""
-    from geoapp.app.bootstrap import DemoPaths, manual_steps
+def resolve_artifacts(args: argparse.Namespace) -> tuple[Path, Path, dict | None]:
+    """The checkpoint and database to load and the accuracy to show (None: the checkpoint's); SystemExit with how
+    to get them when they are missing. Without either flag: the demo the app prepared (nothing is built here)."""
+    from geoapp.app.bootstrap import BootstrapError, DemoPaths, ensure_demo
 
-    demo = DemoPaths()
-    checkpoint = Path(args.checkpoint) if args.checkpoint else demo.checkpoint
-    database = Path(args.reference_db) if args.reference_db else demo.database
+    if not args.checkpoint and not args.reference_db:
+        try:
+            state = ensure_demo(DemoPaths(), log=lambda message: None, allow_build=False)
+        except BootstrapError as exc:
+            raise SystemExit(f"error: {exc}\nStart the app once (`python app.py` prepares the demo in a few minutes), "
+                             "or point --checkpoint and --reference-db at other artifacts.") from exc
+        return state.checkpoint, state.database, state.accuracy
+    if not (args.checkpoint and args.reference_db):
+        raise SystemExit("error: give both --checkpoint and --reference-db (or GEOAPP_CHECKPOINT and "
+                         "GEOAPP_REFERENCE_DB), or neither for the demo")
+    checkpoint, database = Path(args.checkpoint), Path(args.reference_db)
     missing = [p for p in (checkpoint, database) if not p.exists()]
-    if missing and (checkpoint, database) == (demo.checkpoint, demo.database):
-        steps = "\n  ".join(manual_steps(demo))
-        raise SystemExit(f"error: the demo is not built ({' and '.join(map(str, missing))} missing). Start the app "
-                         "once (`python app.py` builds the demo on its first start), or build it by hand from the "
-                         f"repository root:\n  {steps}\nor point --checkpoint and --reference-db at other artifacts.")
     if missing:
         raise SystemExit(f"error: {' and '.join(map(str, missing))} not found (set with --checkpoint / --reference-db "
                          "or GEOAPP_CHECKPOINT / GEOAPP_REFERENCE_DB)")
-    return checkpoint, database
+    return checkpoint, database, None
 
 
 def main(argv=None) -> int:
@@ -126,14 +130,14 @@ def main(argv=None) -> int:
         print(f"error: --together takes 2 to {MAX_VIEWS} photos of one spot, got {len(files)}", file=sys.stderr)
         return 2
     try:
-        checkpoint, database = resolve_artifacts(args)
+        checkpoint, database, accuracy = resolve_artifacts(args)
     except SystemExit as exc:
         print(exc, file=sys.stderr)
         return 2
     from geoapp.retrieval.engine import Localizer
 
     try:
-        localizer = Localizer(checkpoint, database, device=args.device)
+        localizer = Localizer(checkpoint, database, device=args.device, accuracy=accuracy)
     except (ValueError, OSError, RuntimeError) as exc:  # CheckpointError, DatabaseError, a device torch lacks
         print(f"error: {exc}", file=sys.stderr)
         return 2

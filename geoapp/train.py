@@ -35,7 +35,7 @@ from .training.presets import NEEDS_IMAGENET, PRESETS, WINDOW_CHOICES, TrainConf
 
 # fields a resumed run may change (they do not change what is computed)
 RUN_CONTROL = {"max_minutes", "workers", "cache", "log_every", "progress", "out", "device", "final_eval_size",
-               "eval_fovs"}
+               "eval_fovs", "export"}
 
 
 def _default(name: str) -> str:
@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--eval-fov", dest="eval_fovs", type=float, nargs="+",
                    help="FoVs of the final evaluation (default: the training FoV)")
     r.add_argument("--final-eval-size", type=int, help="pairs of the final evaluation, 0 = the whole split")
+    r.add_argument("--export", help="after the final evaluation, write best.safetensors to this path in float16 "
+                   "with its test figures measured as stored and the test images' digest (the demo preset: "
+                   "checkpoints/demo.safetensors); '' = no export" + _default("export"))
     r.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bar")
     return p
 
@@ -160,6 +163,10 @@ def config_from_args(argv=None) -> tuple[TrainConfig, bool]:
     explicit_no_imagenet = str(overrides.get("imagenet_weights", "")).lower() == "none"
     if explicit_no_imagenet:
         overrides["imagenet_weights"] = None
+    if preset and "export" not in overrides:
+        variant = {k for k, v in overrides.items() if k not in RUN_CONTROL and PRESETS[preset].get(k, v) != v}
+        if variant and PRESETS[preset].get("export"):
+            overrides["export"] = ""  # the preset's shipped checkpoint is the preset's own, never a variant's
     if not resume:
         cfg = resolve_config(preset, overrides)
         if cfg.preset in NEEDS_IMAGENET and not cfg.imagenet_weights and not explicit_no_imagenet:

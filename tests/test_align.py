@@ -359,3 +359,44 @@ def test_gate_weight_adds_the_attention_agreement_at_the_chosen_window(offset_st
         align_windows(ground, sat, mode="mask-corr", stages=(1, 2), gate_weight=lam)
     with pytest.raises(ValueError, match="must be >= 0"):
         align_windows(ground, sat, mode="gate-corr", stages=(1, 2), gate_weight=-0.1)
+
+
+@pytest.mark.parametrize("fraction", [-0.4, -0.25, 0.0, 0.1, 0.3, 0.45])
+def test_the_heading_is_refined_below_the_column_grid_on_planted_data(fraction):
+    """The photo's gates are the tile's gates sampled at a known fractional offset t. Every channel is a sinusoid of
+    16 columns' period (random phase and amplitude) and the window is 16 columns wide, so every window has the same
+    energy and the gate-corr score is exactly cos(2 pi (o - t) / 16): its peaks are t + 16 k. The refined offset is
+    t (mod 16) within 0.1 column, where the argmax alone is off by the fraction."""
+    from geoapp.model.align import best_offsets, refined_headings
+
+    width, w, period, channels, true_o = 64, 16, 16, 12, 21 + fraction
+    rng = np.random.default_rng(5)
+    amplitude, phase = rng.uniform(0.05, 0.2, (channels, 1)), rng.uniform(0, 2 * np.pi, (channels, 1))
+
+    def gates(cols):
+        return torch.tensor(0.5 + amplitude * np.cos(2 * np.pi * cols / period + phase), dtype=torch.float32)[None]
+
+    sat_gates, ground_gates = gates(np.arange(width)), gates(true_o + np.arange(w))
+    ground = StageMaps([torch.ones(1, channels, 2, w)], None, gates=[ground_gates])  # the score reads gates only
+    sat = StageMaps([torch.ones(1, channels, 2, width)], None, gates=[sat_gates])
+    scores = window_scores("gate-corr", ground.features[0], sat.features[0], ground_gates, sat_gates, diagonal=True)
+    offsets = best_offsets(scores)
+
+    def error(offset):  # columns from the planted offset, modulo the signal's period
+        return abs((offset - true_o + period / 2) % period - period / 2)
+
+    assert error(int(offsets[0])) == pytest.approx(abs(fraction), abs=1e-6)  # the argmax: the nearest column
+    refined = refined_headings("gate-corr", 1, ground, sat, offsets, w, width)
+    assert error((refined[0] + 180.0) / 360.0 * width - w / 2.0) < 0.1
+
+
+def test_peak_fraction_is_the_parabola_vertex_and_zero_without_a_peak():
+    from geoapp.model.align import peak_fraction
+
+    cols = torch.arange(10, dtype=torch.float64)
+    parabola = -(cols - 4.3) ** 2  # vertex at 4.3: the argmax is 4, the fraction 0.3
+    assert abs(float(peak_fraction(parabola[None], torch.tensor([4]))) - 0.3) < 1e-12
+    flat = torch.zeros(1, 10)
+    assert float(peak_fraction(flat, torch.tensor([2]))) == 0.0
+    wrapped = -torch.minimum((cols - 0.2) % 10, (0.2 - cols) % 10) ** 2  # vertex at 0.2 across the wrap
+    assert abs(float(peak_fraction(wrapped[None], torch.tensor([0]))) - 0.2) < 1e-12

@@ -6,7 +6,6 @@ import math
 import pickle
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,6 @@ import pytest
 from app_inputs import TOP_K, bad_uploads, odd_uploads
 
 from geoapp.app import figures, handlers, mapview
-from geoapp.app.bootstrap import DemoPaths, ensure_demo
 from geoapp.app.examples import ExampleSet
 from geoapp.data.polar import polar_transform
 
@@ -201,75 +199,3 @@ def test_missing_upload_is_explained(app_context):
         handlers.localize_photo(app_context, None)
 
 
-# ------------------------------------------------------------------------------------------- bootstrap
-
-FAKE_TOOL = """
-import pathlib, sys
-args = sys.argv[1:]
-with open({log!r}, "a") as fh:
-    fh.write(" ".join(args) + "\\n")
-out = pathlib.Path(args[args.index("--out") + 1])
-if args[1] == "geoapp.synth":
-    out.mkdir(parents=True); (out / "dataset.json").write_text("{{}}")
-elif args[1] == "geoapp.train":
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("best.safetensors", "final_eval.json"):
-        (out / name).write_text(name)
-elif args[1] == "geoapp.build_db":
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metadata.json").write_text('{{"calibration": {{}}}}' if "--calibrate" in args else "{{}}")
-"""
-
-
-def test_first_start_builds_each_missing_step_once_in_order(tmp_path):
-    log = tmp_path / "commands.log"
-    fake_python = tmp_path / "fake_python"
-    fake_python.write_text(f"#!{sys.executable}\n" + FAKE_TOOL.format(log=str(log)))
-    fake_python.chmod(0o755)
-    paths = DemoPaths(checkpoint=tmp_path / "ck" / "demo.safetensors", database=tmp_path / "db" / "demo",
-                      data_root=tmp_path / "data" / "synth", run_dir=tmp_path / "runs" / "demo")
-    timings = ensure_demo(paths, python=str(fake_python), log=lambda message: None)
-    assert list(timings) == ["synth", "train", "build_db"]
-    commands = log.read_text().splitlines()
-    assert [c.split()[1] for c in commands] == ["geoapp.synth", "geoapp.train", "geoapp.build_db"]
-    assert "--preset demo" in commands[1] and "--split test" in commands[2] and "--calibrate val" in commands[2]
-    assert paths.checkpoint.read_text() == "best.safetensors"  # copied from the run
-    assert ensure_demo(paths, python=str(fake_python), log=lambda message: None) == {}  # later starts: nothing
-    # an interrupted first start resumes: the database step alone is redone
-    shutil.rmtree(paths.database)
-    assert list(ensure_demo(paths, python=str(fake_python), log=lambda message: None)) == ["build_db"]
-    # a database built before calibration existed is calibrated in place, not rebuilt
-    (paths.database / "metadata.json").write_text("{}")
-    assert list(ensure_demo(paths, python=str(fake_python), log=lambda message: None)) == ["calibrate"]
-    assert log.read_text().splitlines()[-1].endswith("--calibrate val --calibrate-only")
-
-
-def test_a_failing_step_stops_with_the_command_to_rerun(tmp_path):
-    from geoapp.app.bootstrap import BootstrapError
-
-    failing = tmp_path / "failing_python"
-    failing.write_text("#!/bin/sh\nexit 3\n")
-    failing.chmod(0o755)
-    paths = DemoPaths(checkpoint=tmp_path / "c.safetensors", database=tmp_path / "db", data_root=tmp_path / "d",
-                      run_dir=tmp_path / "r")
-    with pytest.raises(BootstrapError, match=r"exit code 3.*geoapp.synth"):
-        ensure_demo(paths, python=str(failing), log=lambda message: None)
-
-
-def test_no_build_explains_how_to_build(tmp_path, monkeypatch):
-    import app
-    import geoapp.app.main as app_module
-
-    assert app.resolve_artifacts is app_module.resolve_artifacts  # app.py is the thin launcher of this module
-    paths = DemoPaths(checkpoint=tmp_path / "c.safetensors", database=tmp_path / "db", data_root=tmp_path / "d",
-                      run_dir=tmp_path / "r")
-    monkeypatch.setattr(app_module, "DemoPaths", lambda: paths)
-    monkeypatch.delenv("GEOAPP_CHECKPOINT", raising=False)
-    monkeypatch.delenv("GEOAPP_REFERENCE_DB", raising=False)
-    steps = (r"(?s)--no-build.*python -m geoapp.synth.*\n  cp \S+best\.safetensors \S+c\.safetensors"
-             r"\n  .*--calibrate val$")
-    with pytest.raises(SystemExit, match=steps):  # the copy step between training and build_db, nothing after
-        app_module.resolve_artifacts(app_module.parse_args(["--no-build"]))
-    with pytest.raises(SystemExit, match="not found"):
-        app_module.resolve_artifacts(app_module.parse_args(["--checkpoint", str(tmp_path / "nope.safetensors"),
-                                                             "--reference-db", str(tmp_path / "nodb")]))

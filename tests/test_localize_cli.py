@@ -298,15 +298,16 @@ def test_bad_arguments_exit_with_status_2(cli, photo_folder, tmp_path, capsys):
 def test_a_missing_demo_says_how_to_build_it(tmp_path, monkeypatch, capsys, photo_folder):
     from geoapp.app import bootstrap
 
-    paths = bootstrap.DemoPaths(checkpoint=tmp_path / "c.safetensors", database=tmp_path / "db",
-                                data_root=tmp_path / "d", run_dir=tmp_path / "r")
+    paths = bootstrap.DemoPaths(shipped=tmp_path / "c.safetensors", built=tmp_path / "b.safetensors",
+                                database=tmp_path / "db", data_root=tmp_path / "d", run_dir=tmp_path / "r",
+                                verification=tmp_path / "v.json")
     monkeypatch.setattr(bootstrap, "DemoPaths", lambda: paths)
     monkeypatch.delenv("GEOAPP_CHECKPOINT", raising=False)
     monkeypatch.delenv("GEOAPP_REFERENCE_DB", raising=False)
     assert localize.main([str(photo_folder), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "the demo is not built" in err and "python app.py" in err
-    assert "python -m geoapp.synth" in err and "python -m geoapp.train" in err and "python -m geoapp.build_db" in err
+    assert "the demo is not ready" in err and "python app.py" in err
+    assert "python -m geoapp.synth --out" in err and "has not run here" in err
 
 
 # ------------------------------------------------------------------------------------------ HEIC

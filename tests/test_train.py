@@ -280,3 +280,35 @@ def test_torchrun_two_cpu_processes(world, tmp_path):
     state = json.loads((out / "last/state.json").read_text())
     assert state["train"]["step"] == 3
     assert (out / "best.safetensors").is_file() and (out / "final_eval.json").is_file()
+
+
+def test_fov_range_batches_vary_their_width_as_a_function_of_seed_epoch_step(world):
+    from geoapp.angles import fov_width
+    from geoapp.training.data import batch_fov
+
+    ds = open_split("synth", world, "train", 90, 32, 128, train=True, seed=3)
+    images = PairImages(ds, cache="yes")
+    ranged = TrainBatches(images, batch_size=4, seed=3, fov_range=(60.0, 110.0))
+    widths = [g.shape[-1] for e in range(4) for _, g, *_ in ranged.epoch(e)]
+    assert len(set(widths)) > 3 and all(fov_width(60, 128) <= w <= fov_width(110, 128) for w in widths)
+    again = TrainBatches(images, batch_size=4, seed=3, fov_range=(60.0, 110.0))  # a resumed run draws the same
+    assert [g.shape[-1] for _, g, *_ in again.epoch(2, start=1)] == widths[7:9]
+    for e in range(3):
+        for t in range(3):
+            assert 60.0 <= batch_fov((60.0, 110.0), 3, e, t) <= 110.0
+    fixed = TrainBatches(images, batch_size=4, seed=3)
+    assert {g.shape[-1] for _, g, *_ in fixed.epoch(0)} == {fov_width(90, 128)}
+    with pytest.raises(ValueError, match="fov_range"):
+        TrainConfig(fov_range=(110.0, 60.0))
+
+
+def test_the_demo_preset_exports_the_shipped_checkpoint_and_its_variants_do_not():
+    cfg, _ = config_from_args(["--preset", "demo"])
+    assert cfg.export == "checkpoints/demo.safetensors" and cfg.fov_range == (60.0, 110.0)
+    assert cfg.eval_fovs == (60.0, 70.0, 90.0, 100.0) and cfg.max_minutes == 0
+    assert config_from_args(["--preset", "demo", "--out", "runs/x", "--workers", "1"])[0].export  # run control
+    assert config_from_args(["--preset", "demo", "--data-root", "data/synth"])[0].export  # the preset's own value
+    assert config_from_args(["--preset", "demo", "--align-mode", "feature"])[0].export == ""
+    explicit = config_from_args(["--preset", "demo", "--seed", "1", "--export", "x.safetensors"])[0]
+    assert explicit.export == "x.safetensors"
+    assert config_from_args(["--preset", "demo-quick"])[0].export == ""

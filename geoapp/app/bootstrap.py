@@ -1,15 +1,21 @@
-"""First start on a fresh machine: build the demo checkpoint and reference database with the project's own commands.
+"""First start on a fresh machine: serve the shipped demo model, or build one where it cannot be used.
 
-Steps (each skipped when its output already exists, so an interrupted start continues where it stopped):
+With the shipped checkpoint (``checkpoints/demo.safetensors``, tracked in git, trained offline by
+``python -m geoapp.train --preset demo``), a first start trains nothing. Its steps, each skipped when its output
+exists, so an interrupted start continues where it stopped:
 
-1. ``python -m geoapp.synth --out data/synth``                       the synthetic world
-2. ``python -m geoapp.train --preset demo --data-root data/synth --out runs/demo``  (``--resume`` after a kill),
-   then ``runs/demo/best.safetensors`` is copied to ``checkpoints/demo.safetensors``
-3. ``python -m geoapp.build_db --checkpoint checkpoints/demo.safetensors --dataset synth --data-root data/synth
-   --split test --out reference_db/demo --calibrate val``             (continues an unfinished build itself; then
-   fits the confidence calibration on the val split; a database built without it is calibrated with
-   ``--calibrate-only``)
+1. ``python -m geoapp.synth --out data/synth``  the world: the served test split (the reference database and the
+   bundled examples), the val split and training tiles (the confidence calibration's queries and distractors)
+2. verify: the test images' digest against the one the checkpoint recorded (:mod:`geoapp.data.digest`). Equal: the
+   recorded figures hold here. Different (float rounding in the renderer, another image library): say so and
+   re-measure the shipped model on this machine's world (``python -m geoapp.evaluate``, about a minute); the app
+   then shows that figure. Either way the model is not retrained.
+3. ``python -m geoapp.build_db --checkpoint CHECKPOINT --dataset synth --data-root data/synth --split test
+   --out reference_db/demo --calibrate val``
 
+Only a shipped checkpoint that does not fit this code (missing, corrupt, another config, no provenance record) or
+``--rebuild-model`` builds a model on this CPU, as the minutes-long ``demo-quick`` recipe, into
+``checkpoints/demo-built.safetensors``; the message says why in plain words, and how good that model is.
 The commands run as subprocesses with the terminal as their output, so their own progress bars show.
 """
 
@@ -23,19 +29,28 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from geoapp.model.checkpoint import QUALITY_FLOOR_R1, CheckpointError, accuracy_text, measured_accuracy, read_metadata
-from geoapp.utils import REPO_ROOT, atomic_path, home_dir
+from geoapp.data.digest import split_digest
+from geoapp.model.checkpoint import (
+    QUALITY_FLOOR_R1,
+    CheckpointError,
+    accuracy_text,
+    load_model,
+    measured_accuracy,
+    read_metadata,
+)
+from geoapp.utils import REPO_ROOT, atomic_path, atomic_write_json, home_dir, sha256_file
 
 HOME = home_dir()  # GEOAPP_HOME, a Space's /data, or the repository (geoapp.utils.home_dir)
-DEMO_CHECKPOINT = HOME / "checkpoints" / "demo.safetensors"
-DEMO_DATABASE = HOME / "reference_db" / "demo"
-DEMO_DATA_ROOT = HOME / "data" / "synth"
-DEMO_RUN = HOME / "runs" / "demo"
+SHIPPED_CHECKPOINT = REPO_ROOT / "checkpoints" / "demo.safetensors"  # in the checkout, wherever HOME is
 DEMO_SPLIT = "test"  # the reference database and the bundled examples: the reported split, never chosen on
 CALIBRATION_SPLIT = "val"  # the confidence is fitted on the selection split, never on the split it serves
+# a first start renders the whole world: the served and the calibration split, and the training area, whose tiles are
+# the calibration's distractors (a confidence depends on how many look-alikes a gallery holds)
+ALL_SPLITS = ("train", "val", "test")
+FALLBACK_PRESET = "demo-quick"
 SYNTH_DONE_MARKER = "dataset.json"  # the generator writes its manifest last
 DATABASE_DONE_MARKER = "metadata.json"  # build_db writes it last, then renames the folder into place
 
@@ -46,10 +61,23 @@ class BootstrapError(RuntimeError):
 
 @dataclass
 class DemoPaths:
-    checkpoint: Path = DEMO_CHECKPOINT
-    database: Path = DEMO_DATABASE
-    data_root: Path = DEMO_DATA_ROOT
-    run_dir: Path = DEMO_RUN
+    shipped: Path = SHIPPED_CHECKPOINT
+    built: Path = field(default_factory=lambda: HOME / "checkpoints" / "demo-built.safetensors")
+    database: Path = field(default_factory=lambda: HOME / "reference_db" / "demo")
+    data_root: Path = field(default_factory=lambda: HOME / "data" / "synth")
+    run_dir: Path = field(default_factory=lambda: HOME / "runs" / FALLBACK_PRESET)
+    verification: Path = field(default_factory=lambda: HOME / "checkpoints" / "demo.verified.json")
+
+
+@dataclass
+class DemoState:
+    """What the first start settled on: the checkpoint and database to serve and the accuracy to show with them."""
+
+    checkpoint: Path
+    database: Path
+    accuracy: dict | None = None  # a checkpoint-metadata-shaped record (``accuracy_text``); None: the checkpoint's
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def _shown(path: Path) -> str:
@@ -58,61 +86,135 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
-def demo_commands(paths: DemoPaths, python: str = sys.executable) -> dict[str, list[str]]:
-    """The three commands of the demo build (``train`` is the fresh-run form), run from the repository root."""
-    data, run, checkpoint, database = (_shown(p) for p in (paths.data_root, paths.run_dir, paths.checkpoint,
-                                                            paths.database))
+def demo_commands(paths: DemoPaths, checkpoint: Path, python: str = sys.executable) -> dict[str, list[str]]:
+    """The commands of the demo build, run from the repository root (``train``: the fallback's fresh run)."""
+    data, run, ck, database = (_shown(p) for p in (paths.data_root, paths.run_dir, checkpoint, paths.database))
+    build_db = [python, "-m", "geoapp.build_db", "--checkpoint", ck, "--dataset", "synth", "--data-root", data,
+                "--split", DEMO_SPLIT, "--out", database, "--calibrate", CALIBRATION_SPLIT]
     return {
         "synth": [python, "-m", "geoapp.synth", "--out", data],
-        "train": [python, "-m", "geoapp.train", "--preset", "demo", "--data-root", data, "--out", run],
-        "build_db": [python, "-m", "geoapp.build_db", "--checkpoint", checkpoint, "--dataset", "synth",
-                     "--data-root", data, "--split", DEMO_SPLIT, "--out", database, "--calibrate", CALIBRATION_SPLIT],
-        "calibrate": [python, "-m", "geoapp.build_db", "--checkpoint", checkpoint, "--dataset", "synth",
-                      "--data-root", data, "--split", DEMO_SPLIT, "--out", database, "--calibrate",
-                      CALIBRATION_SPLIT, "--calibrate-only"],
+        "train": [python, "-m", "geoapp.train", "--preset", FALLBACK_PRESET, "--data-root", data, "--out", run],
+        "evaluate": [python, "-m", "geoapp.evaluate", "--checkpoint", ck, "--data-root", data, "--split", DEMO_SPLIT,
+                     "--out", _shown(paths.verification.with_suffix(".eval.json"))],
+        "build_db": build_db,
+        "calibrate": [*build_db, "--calibrate-only"],
     }
 
 
 def manual_steps(paths: DemoPaths) -> list[str]:
-    """The demo build as a person types it, from the repository root (the copy ``ensure_demo`` does included)."""
-    commands = {name: shlex.join(["python", *c[1:]]) for name, c in demo_commands(paths).items()}
-    copy = shlex.join(["cp", f"{_shown(paths.run_dir)}/best.safetensors", _shown(paths.checkpoint)])
-    return [commands["synth"], commands["train"], copy, commands["build_db"]]
+    """The demo build with the shipped model as a person types it, from the repository root."""
+    commands = {name: shlex.join(["python", *c[1:]]) for name, c in demo_commands(paths, paths.shipped).items()}
+    return [commands["synth"], commands["build_db"]]
 
 
-def _is_calibrated(database: Path) -> bool:
+@dataclass
+class _Steps:
+    """Runs the build's commands (or, with ``allowed`` False, refuses with the command a person would type)."""
+
+    python: str
+    log: Callable[[str], None]
+    allowed: bool = True
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def run(self, name: str, command: list[str], key: str) -> None:
+        shown = (shlex.join(["python", *command[1:]]) if command[0] == self.python else shlex.join(command))
+        if not self.allowed:
+            raise BootstrapError(f"the demo is not ready: its step '{name}' has not run here. Start the app without "
+                                 f"--no-build (it runs the missing steps), or run it by hand from {REPO_ROOT}: {shown}")
+        self.log(f"[geoapp] {name}: {shown}")
+        start = time.perf_counter()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        result = subprocess.run(command, cwd=REPO_ROOT, env=env, check=False)
+        seconds = time.perf_counter() - start
+        if result.returncode != 0:
+            raise BootstrapError(
+                f"demo build step '{name}' failed with exit code {result.returncode} after {seconds:.0f} s; its "
+                f"output is above. Fix the cause and start the app again (finished steps are kept), or run it by "
+                f"hand: {shown}")
+        self.log(f"[geoapp] {name}: done in {seconds:.1f} s")
+        self.timings[key] = self.timings.get(key, 0.0) + seconds
+
+
+# ------------------------------------------------------------------------------------------ checks
+
+
+def shipped_problem(checkpoint: Path) -> str | None:
+    """Why the shipped checkpoint cannot be served as it is, in plain words; None when it fits this code."""
     try:
-        return "calibration" in json.loads((database / DATABASE_DONE_MARKER).read_text(encoding="utf-8"))
+        load_model(checkpoint)  # the config must be one this code builds, every tensor must fit it
+        meta = read_metadata(checkpoint)
+    except CheckpointError as exc:
+        return str(exc)
+    missing = [k for k in ("test_digest", "final_eval", "world") if k not in meta]
+    if missing:
+        return (f"{checkpoint} records no {', '.join(missing)} (it is not an exported demo checkpoint: "
+                "python -m geoapp.train --preset demo writes one)")
+    if (meta.get("train_config") or {}).get("dataset") != "synth":
+        return f"{checkpoint} was trained on {meta['train_config'].get('dataset')!r}, not on the synthetic world"
+    return None
+
+
+def rendered_splits(data_root: Path) -> set[str]:
+    """The splits whose images the world at ``data_root`` has on disk (none before its manifest is written)."""
+    try:
+        manifest = json.loads((data_root / SYNTH_DONE_MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
+        return set()
+    return set(manifest.get("rendered_splits", ALL_SPLITS))
 
 
-def is_demo_built(paths: DemoPaths) -> bool:
-    return paths.checkpoint.is_file() and _is_calibrated(paths.database)
+def database_checkpoint(database: Path) -> tuple[str | None, bool]:
+    """(sha256 of the checkpoint the database was built with, whether it is calibrated); (None, False) if unbuilt."""
+    try:
+        meta = json.loads((database / DATABASE_DONE_MARKER).read_text(encoding="utf-8"))
+        return meta["checkpoint"]["sha256"], "calibration" in meta
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, False
 
 
-def _run(name: str, command: list[str], log: Callable[[str], None]) -> float:
-    shown = shlex.join(["python", *command[1:]]) if command[0] == sys.executable else shlex.join(command)
-    log(f"[geoapp] {name}: {shown}")
-    start = time.perf_counter()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run(command, cwd=REPO_ROOT, env=env, check=False)
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        raise BootstrapError(
-            f"demo build step '{name}' failed with exit code {result.returncode} after {seconds:.0f} s; its output "
-            f"is above. Fix the cause and start the app again (finished steps are kept), or run it by hand: {shown}"
-        )
-    log(f"[geoapp] {name}: done in {seconds:.1f} s")
-    return seconds
+def read_verification(paths: DemoPaths, checkpoint_sha: str) -> dict | None:
+    """The saved result of step 2 for this checkpoint, or None (never verified, or verified for another file)."""
+    try:
+        record = json.loads(paths.verification.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if record.get("checkpoint_sha256") == checkpoint_sha else None
 
 
-def _training_finished(run_dir: Path) -> bool:
-    return (run_dir / "best.safetensors").is_file() and (run_dir / "final_eval.json").is_file()
+def remeasured_accuracy(meta: dict, report: dict) -> dict:
+    """A checkpoint-metadata-shaped record of figures measured on this machine (``accuracy_text`` reads it)."""
+    return {"train_config": meta.get("train_config"), "final_eval": report["by_fov"],
+            "final_eval_pairs": report.get("n_queries"), "report_split": report.get("split", DEMO_SPLIT),
+            "accuracy_note": "re-measured on this machine's world, whose test images differ from the recorded ones"}
 
 
-def _resumable(run_dir: Path) -> bool:
-    return any((run_dir / name / "state.json").is_file() for name in ("last", "last.old"))
+def verify_world(paths: DemoPaths, checkpoint: Path, steps: _Steps) -> dict:
+    """Step 2: compare the test images' digest with the checkpoint's record; re-measure when they differ."""
+    from geoapp.training.data import open_split
+
+    meta = read_metadata(checkpoint)
+    cfg = meta["train_config"]
+    test = open_split("synth", str(paths.data_root), DEMO_SPLIT, cfg["fov"], cfg["height"], cfg["sat_width"],
+                      train=False)
+    here, recorded = split_digest(test), meta["test_digest"]
+    record = {"checkpoint_sha256": sha256_file(checkpoint), "recorded_digest": recorded, "digest_here": here,
+              "matches": here == recorded}
+    log = steps.log
+    if record["matches"]:
+        log(f"[geoapp] verified: this machine's {here['pairs']} test locations are the ones the shipped model was "
+            f"measured on (digest {here['sha256'][:12]}); its recorded figures hold here")
+    else:
+        log(f"[geoapp] NOTE: this machine's world differs from the one the shipped model was measured on (test image "
+            f"digest {here['sha256'][:12]}, recorded {recorded.get('sha256', '?')[:12]}): a renderer's float "
+            "rounding or another image library. Re-measuring the shipped model on this world (about a minute); "
+            "the app will show that figure, not the recorded one. The model is not retrained for this.")
+        command = demo_commands(paths, checkpoint, steps.python)["evaluate"]
+        fovs = [f"{float(f):g}" for f in meta["final_eval"]]
+        steps.run("re-measure on this world", [*command, "--fov", *fovs, "--no-progress"], "remeasure")
+        report = json.loads(paths.verification.with_suffix(".eval.json").read_text(encoding="utf-8"))
+        record["remeasured"] = remeasured_accuracy(meta, report)
+    atomic_write_json(paths.verification, record)
+    return record
 
 
 def report_quality(checkpoint: Path, log: Callable[[str], None] = print) -> dict | None:
@@ -128,49 +230,86 @@ def report_quality(checkpoint: Path, log: Callable[[str], None] = print) -> dict
         log("[geoapp] " + "=" * 100)
         log(f"[geoapp] WARNING: the demo model built on this machine is poor (R@1 {acc['R@1']:.1f} % < "
             f"{QUALITY_FLOOR_R1:.0f} %). The app will run, but its answers are little better than guesses.")
-        log("[geoapp] Likely cause: this CPU trained too few steps in the time budget (see runs/demo/config.json: "
-            "'precision_choice' and the steps reached in metrics.jsonl).")
-        log("[geoapp] What to do: train longer and rebuild, e.g. `python -m geoapp.train --preset demo --max-minutes "
-            "40 --out runs/demo-long`, copy its best.safetensors to checkpoints/demo.safetensors, delete "
-            "reference_db/demo and start the app again; or run the first start on a machine with a GPU.")
+        log("[geoapp] What to do: restore the shipped checkpoints/demo.safetensors (git checkout "
+            "checkpoints/demo.safetensors) and start again, or train the full recipe: python -m geoapp.train "
+            "--preset demo (hours on a CPU, minutes on a GPU).")
         log("[geoapp] " + "=" * 100)
     return acc
 
 
-def ensure_demo(paths: DemoPaths | None = None, python: str = sys.executable,
-                log: Callable[[str], None] = print) -> dict[str, float]:
-    """Build whatever of the demo is missing; returns the seconds each step that ran took."""
+# ------------------------------------------------------------------------------------------ steps
+
+
+def _render(paths: DemoPaths, steps: _Steps) -> None:
+    if not set(ALL_SPLITS) <= rendered_splits(paths.data_root):
+        steps.run("synthetic world", demo_commands(paths, paths.shipped, steps.python)["synth"], "synth")
+
+
+def _build_model(paths: DemoPaths, steps: _Steps) -> Path:
+    """The fallback: the whole world, the ``demo-quick`` recipe on this CPU, its best checkpoint copied out."""
+    if paths.built.is_file():
+        return paths.built
+    _render(paths, steps)
+    run = paths.run_dir
+    if not ((run / "best.safetensors").is_file() and (run / "final_eval.json").is_file()):
+        resumable = any((run / name / "state.json").is_file() for name in ("last", "last.old"))
+        train = ([steps.python, "-m", "geoapp.train", "--out", _shown(run), "--resume"] if resumable
+                 else demo_commands(paths, paths.built, steps.python)["train"])
+        steps.run(f"training ({FALLBACK_PRESET})", train, "train")
+    best = run / "best.safetensors"
+    if not best.is_file():
+        raise BootstrapError(f"training finished but wrote no {best}; see its output above")
+    with atomic_path(paths.built) as tmp:
+        shutil.copyfile(best, tmp)
+    steps.log(f"[geoapp] copied {best} -> {paths.built}")
+    report_quality(paths.built, steps.log)
+    return paths.built
+
+
+def _forget_built_model(paths: DemoPaths) -> None:
+    """--rebuild-model: a finished fallback run and its copy go, so training starts anew (a killed run resumes)."""
+    paths.built.unlink(missing_ok=True)
+    if (paths.run_dir / "final_eval.json").is_file():
+        shutil.rmtree(paths.run_dir)
+
+
+def _build_database(paths: DemoPaths, checkpoint: Path, steps: _Steps) -> None:
+    built_with, calibrated = database_checkpoint(paths.database)
+    commands = demo_commands(paths, checkpoint, steps.python)
+    if built_with != sha256_file(checkpoint):
+        if built_with is not None and steps.allowed:  # built for the other model: its features do not fit this one
+            steps.log(f"[geoapp] {paths.database} was built with another checkpoint; rebuilding it for "
+                      f"{checkpoint.name}")
+            shutil.rmtree(paths.database)
+        steps.run("reference database and its confidence calibration", commands["build_db"], "build_db")
+    elif not calibrated:  # built before databases carried a calibration
+        steps.run("confidence calibration", commands["calibrate"], "calibrate")
+
+
+def ensure_demo(paths: DemoPaths | None = None, python: str = sys.executable, log: Callable[[str], None] = print,
+                rebuild_model: bool = False, allow_build: bool = True) -> DemoState:
+    """Make the demo servable (module docstring) and say what it serves. ``allow_build`` False: a step that would
+    run raises :class:`BootstrapError` with its command instead."""
     paths = paths or DemoPaths()
-    commands = demo_commands(paths, python)
-    timings: dict[str, float] = {}
-    if is_demo_built(paths):
-        return timings
-    log("[geoapp] first start: building the demo (synthetic world, model, reference database); "
-        "later starts skip the finished steps")
-
-    if not paths.checkpoint.is_file():
-        if not (paths.data_root / SYNTH_DONE_MARKER).is_file():
-            timings["synth"] = _run("1/3 synthetic world", commands["synth"], log)
-        if not _training_finished(paths.run_dir):
-            train = commands["train"]
-            if _resumable(paths.run_dir):  # a killed run continues exactly where it stopped
-                train = [python, "-m", "geoapp.train", "--out", _shown(paths.run_dir), "--resume"]
-            timings["train"] = _run("2/3 training", train, log)
-        best = paths.run_dir / "best.safetensors"
-        if not best.is_file():
-            raise BootstrapError(f"training finished but wrote no {best}; see its output above")
-        with atomic_path(paths.checkpoint) as tmp:
-            shutil.copyfile(best, tmp)
-        log(f"[geoapp] copied {best} -> {paths.checkpoint}")
-        report_quality(paths.checkpoint, log)
+    steps = _Steps(python, log, allow_build)
+    problem = "--rebuild-model was given" if rebuild_model else shipped_problem(paths.shipped)
+    if problem is None:
+        checkpoint = paths.shipped
+        _render(paths, steps)
+        record = read_verification(paths, sha256_file(checkpoint))
+        if record is None:
+            if not allow_build:
+                steps.run("verify the world", ["python", "app.py"], "verify")  # refuses, naming the step
+            record = verify_world(paths, checkpoint, steps)
+        accuracy = record.get("remeasured")
     else:
-        log(f"[geoapp] 1-2/3: {paths.checkpoint} exists, skipping the world and training")
-
-    if not (paths.database / DATABASE_DONE_MARKER).is_file():
-        if not (paths.data_root / SYNTH_DONE_MARKER).is_file():  # a checkpoint copied in without its world
-            timings["synth"] = _run("1/3 synthetic world", commands["synth"], log)
-        timings["build_db"] = _run("3/3 reference database and its confidence calibration", commands["build_db"],
-                                   log)
-    elif not _is_calibrated(paths.database):  # built before databases carried a calibration
-        timings["calibrate"] = _run("3/3 confidence calibration", commands["calibrate"], log)
-    return timings
+        log("[geoapp] " + "=" * 100)
+        log(f"[geoapp] The shipped demo model cannot be used: {problem}.")
+        log(f"[geoapp] Building a model on this CPU instead (the {FALLBACK_PRESET} recipe: minutes of training, "
+            "answers far weaker than the shipped model's; the figure it reaches is shown with every answer).")
+        log("[geoapp] " + "=" * 100)
+        if rebuild_model and allow_build:
+            _forget_built_model(paths)
+        checkpoint, accuracy = _build_model(paths, steps), None
+    _build_database(paths, checkpoint, steps)
+    return DemoState(checkpoint, paths.database, accuracy, [problem] if problem else [], steps.timings)

@@ -1,7 +1,8 @@
 """geoapp's web app: ``python app.py`` (or ``geoapp-app``, ``python -m geoapp.app``), then open the printed address.
 
-On a fresh machine the first start builds the synthetic-world demo (world, model, reference database) with the
-project's own commands, showing their progress here; later starts take seconds. ``--checkpoint`` and
+On a fresh machine the first start renders the part of the synthetic world the demo serves, checks it against the
+shipped model's record and builds the reference database, with the project's own commands, showing their
+progress here (a few minutes; later starts take seconds). ``--checkpoint`` and
 ``--reference-db`` (or GEOAPP_CHECKPOINT / GEOAPP_REFERENCE_DB) point it at other artifacts, e.g. a CVUSA
 model. Host and port come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (Gradio reads them itself).
 """
@@ -14,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from geoapp.app.bootstrap import BootstrapError, DemoPaths, ensure_demo, is_demo_built, manual_steps
+from geoapp.app.bootstrap import BootstrapError, DemoPaths, ensure_demo
 from geoapp.app.context import DEFAULT_TOP_K
 from geoapp.app.ui import build_demo
 from geoapp.retrieval.engine import Localizer
@@ -34,48 +35,49 @@ def parse_args(argv=None) -> argparse.Namespace:
     demo = DemoPaths()
     p = argparse.ArgumentParser(prog=_prog(), description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default=os.environ.get("GEOAPP_CHECKPOINT"),
-                   help=f"model checkpoint (env GEOAPP_CHECKPOINT; default: the demo's {demo.checkpoint})")
+                   help=f"model checkpoint (env GEOAPP_CHECKPOINT; default: the demo's {demo.shipped})")
     p.add_argument("--reference-db", default=os.environ.get("GEOAPP_REFERENCE_DB"),
                    help=f"reference database folder (env GEOAPP_REFERENCE_DB; default: the demo's {demo.database})")
     p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="candidates shown (default %(default)s)")
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1 ...")
     p.add_argument("--no-build", action="store_true",
-                   help="fail with a message instead of building a missing demo checkpoint or database")
+                   help="fail with a message instead of building a missing part of the demo (world, database)")
+    p.add_argument("--rebuild-model", action="store_true",
+                   help="train the demo model on this CPU (the minutes-long demo-quick recipe) instead of serving the "
+                        "shipped checkpoints/demo.safetensors")
     args = p.parse_args(argv)
     if not 1 <= args.top_k <= 20:
         p.error(f"--top-k must be between 1 and 20, got {args.top_k}")
     return args
 
 
-def resolve_artifacts(args: argparse.Namespace) -> tuple[Path, Path]:
-    """The checkpoint and database to load; the default demo is built first when it is missing (and allowed)."""
-    demo = DemoPaths()
-    checkpoint = Path(args.checkpoint) if args.checkpoint else demo.checkpoint
-    database = Path(args.reference_db) if args.reference_db else demo.database
-    if (checkpoint, database) == (demo.checkpoint, demo.database) and not is_demo_built(demo):
-        if args.no_build:
-            steps = "\n  ".join(manual_steps(demo))
-            raise SystemExit(f"error: the demo is not built ({demo.checkpoint} or {demo.database} is missing) and "
-                             f"--no-build was given. Start without --no-build, or build it by hand from the "
-                             f"repository root:\n  {steps}")
+def resolve_artifacts(args: argparse.Namespace) -> tuple[Path, Path, dict | None]:
+    """The checkpoint and database to load, and the accuracy record to show with them (None: the checkpoint's own).
+    The default demo is made servable first (:func:`geoapp.app.bootstrap.ensure_demo`)."""
+    if not args.checkpoint and not args.reference_db:
         try:
-            ensure_demo(demo)
+            state = ensure_demo(DemoPaths(), rebuild_model=args.rebuild_model, allow_build=not args.no_build)
         except BootstrapError as exc:  # the failing command's own output is above it in the terminal
             raise SystemExit(f"error: {exc}") from exc
+        return state.checkpoint, state.database, state.accuracy
+    if not (args.checkpoint and args.reference_db):
+        raise SystemExit("error: give both --checkpoint and --reference-db (or GEOAPP_CHECKPOINT and "
+                         "GEOAPP_REFERENCE_DB), or neither for the demo")
+    checkpoint, database = Path(args.checkpoint), Path(args.reference_db)
     missing = [str(p) for p in (checkpoint, database) if not p.exists()]
     if missing:
         raise SystemExit(f"error: {' and '.join(missing)} not found (set with --checkpoint / --reference-db or "
                          "GEOAPP_CHECKPOINT / GEOAPP_REFERENCE_DB); the app builds only the default demo itself")
-    return checkpoint, database
+    return checkpoint, database, None
 
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests
     args = parse_args(argv)
-    checkpoint, database = resolve_artifacts(args)
+    checkpoint, database, accuracy = resolve_artifacts(args)
     try:
-        localizer = Localizer(checkpoint, database, device=args.device)
+        localizer = Localizer(checkpoint, database, device=args.device, accuracy=accuracy)
     except (ValueError, OSError) as exc:  # CheckpointError, DatabaseError (e.g. a mismatched pair): say what, stop
         print(f"error: {exc}", file=sys.stderr)
         return 2

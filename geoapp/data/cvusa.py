@@ -120,6 +120,15 @@ class CVUSADataset(CrossViewDataset):
 
 
 class SynthDataset(CVUSADataset):
-    """The synthetic world: the CVUSA layout, usually with a ``dataset.json`` manifest declaring its sizes."""
+    """The synthetic world: the CVUSA layout, usually with a ``dataset.json`` manifest declaring its sizes and the
+    splits whose images were rendered (``rendered_splits``; a world rendered in part lists all its splits)."""
 
     name = "synth"
+
+    def read_records(self) -> list[PairRecord]:
+        rendered = (self.manifest or {}).get("rendered_splits")
+        if rendered is not None and self.split not in rendered:
+            raise DatasetError(f"{self.root}: split {self.split!r} was not rendered (this world has "
+                               f"{', '.join(rendered)}); render it with python -m geoapp.synth --out {self.root} "
+                               f"--splits {' '.join([*rendered, self.split])} (the same world's other flags)")
+        return super().read_records()

@@ -41,12 +41,15 @@ def model_metadata(config: ModelConfig, **extra) -> dict:
     return meta
 
 
-def save_model(path: str | os.PathLike, model: CrossViewModel, metadata: dict | None = None) -> Path:
-    """Write ``model`` (weights + buffers) and its metadata to ``path`` (a ``.safetensors`` file) atomically."""
+def save_model(path: str | os.PathLike, model: CrossViewModel, metadata: dict | None = None,
+               dtype: torch.dtype | None = None) -> Path:
+    """Write ``model`` (weights + buffers) and its metadata to ``path`` (a ``.safetensors`` file) atomically.
+    ``dtype``: store the floating tensors in it (e.g. float16, half the size); loading casts them back."""
     meta = model_metadata(model.config)
     meta.update(metadata or {})
     meta["model_config"] = model.config.to_dict()  # always the model's own config
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to(dtype if dtype is not None and v.is_floating_point() else v.dtype).contiguous().cpu()
+             for k, v in model.state_dict().items()}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={"geoapp": json.dumps(meta, sort_keys=True)})
@@ -140,6 +143,8 @@ def accuracy_text(meta: dict) -> str:
     where = f"{acc['n']:,} " if isinstance(acc.get("n"), int) else ""
     text = (f"model measured R@1 {acc['R@1']:.1f}{spread} % at {acc['fov']:g}°{heading} on {where}"
             f"{acc['split']} locations")
+    if meta.get("accuracy_note"):
+        text += f" ({meta['accuracy_note']})"
     if acc["below_floor"]:
         text += (f" — BELOW the {QUALITY_FLOOR_R1:.0f} % quality floor: its answers are little better than guesses")
     return text

@@ -131,13 +131,21 @@ def fit_calibration(checkpoint: str | Path, dataset: str, data_root: str | Path,
                            answers.heading_right, record)
 
 
-def write_calibration(database: str | Path, calibration: Calibration) -> None:
-    """Store ``calibration`` in the database's metadata record (atomically; the arrays are untouched)."""
+def unfittable_record(checkpoint: str | Path, split: str, reason: Exception) -> dict:
+    """The calibration record of a database whose model could not be calibrated (its answers serve without a
+    probability; the Localizer reads the reason and shows it)."""
+    return {"unavailable": str(reason), "split": split, "checkpoint_sha256": sha256_file(checkpoint)}
+
+
+def write_calibration(database: str | Path, calibration: Calibration | dict) -> None:
+    """Store ``calibration`` (or an :func:`unfittable_record`) in the database's metadata record (atomically; the
+    arrays are untouched)."""
     database = Path(database)
     meta = read_database_metadata(database)
-    if calibration.record.get("checkpoint_sha256") not in (None, meta["checkpoint"]["sha256"]):
-        raise ValueError(f"the calibration was fitted for checkpoint {calibration.record['checkpoint_sha256'][:12]}, "
+    record = calibration if isinstance(calibration, dict) else calibration.record
+    if record.get("checkpoint_sha256") not in (None, meta["checkpoint"]["sha256"]):
+        raise ValueError(f"the calibration was fitted for checkpoint {record['checkpoint_sha256'][:12]}, "
                          f"but {database} belongs to {meta['checkpoint']['sha256'][:12]}")
-    meta["calibration"] = calibration.to_dict()
+    meta["calibration"] = calibration if isinstance(calibration, dict) else calibration.to_dict()
     atomic_write_json(database / METADATA_NAME, meta)
     (database / METADATA_NAME).chmod(0o644)

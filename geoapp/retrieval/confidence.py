@@ -82,8 +82,8 @@ class LogisticCalibrator:
         if x.ndim != 2 or x.shape[1] != len(features) or len(x) != len(y):
             raise ValueError(f"need N x {len(features)} features and N labels, got {x.shape} and {y.shape}")
         if len(y) < 20 or y.min() == y.max():
-            raise ValueError(f"cannot fit a calibrator on {len(y)} answers with {int(y.sum())} right: it needs at "
-                             "least 20 answers and both right and wrong ones")
+            raise UnfittableCalibration(f"cannot fit a calibrator on {len(y)} answers with {int(y.sum())} right: it "
+                                        "needs at least 20 answers and both right and wrong ones")
         mean = x.mean(0)
         scale = x.std(0)
         scale[scale < 1e-12] = 1.0  # a constant feature (e.g. no window scores) gets no weight, not a NaN
@@ -126,6 +126,10 @@ class LogisticCalibrator:
         if any(a.shape != (len(features),) for a in (weights, mean, scale)):
             raise ValueError(f"calibrator record: weights, mean and scale must each have {len(features)} values")
         return cls(features, weights, bias, mean, scale, fitted_on=dict(d.get("fitted_on", {})))
+
+
+class UnfittableCalibration(ValueError):
+    """Too few answers, or none right (or none wrong), to fit a calibrator: a model near chance, or a tiny split."""
 
 
 @dataclass

@@ -199,11 +199,14 @@ class Localizer:
     """Checkpoint + reference database, loaded once; ``localize`` answers one photo at a time."""
 
     def __init__(self, checkpoint_path: str | os.PathLike, database_path: str | os.PathLike, device: str = "auto",
-                 two_stage: bool = False, rerank: int = 500, chunk_size: int = 512):
+                 two_stage: bool = False, rerank: int = 500, chunk_size: int = 512, accuracy: dict | None = None):
+        """``accuracy``: figures measured for this checkpoint elsewhere than its metadata (e.g. re-measured on this
+        machine's world), shaped like its metadata (``accuracy_text``); shown instead of the recorded ones."""
         tune_allocator()
         self.device = resolve_device(device)
         self.checkpoint_path = Path(checkpoint_path)
         self.model, self.checkpoint_meta = load_model(self.checkpoint_path, map_location=self.device)
+        self.accuracy_meta = accuracy or self.checkpoint_meta
         self.config: ModelConfig = self.model.config
         self.mask_stage = attention_stage(self.config)
         self.checkpoint_sha = sha256_file(self.checkpoint_path)
@@ -218,7 +221,11 @@ class Localizer:
         """The database's calibration record, when it was fitted for this checkpoint; else None with a warning
         (the answers still come, only without a probability)."""
         record = self.db.metadata.get("calibration")
+        self.calibration_note = "no confidence calibration"
         if not record:
+            return None
+        if "unavailable" in record:
+            self.calibration_note = f"no confidence calibration ({record['unavailable']})"
             return None
         try:
             calibration = Calibration.from_dict(record)
@@ -262,9 +269,9 @@ class Localizer:
         search = f"two-stage (re-rank {self.rerank})" if self.first_stage is not None else "exhaustive"
         if self.first_stage is None:
             search += " fp16-first-pass" if self.fast_search else " fp32"
-        calibrated = "calibrated confidence" if self.calibration is not None else "no confidence calibration"
+        calibrated = "calibrated confidence" if self.calibration is not None else self.calibration_note
         return (f"checkpoint {self.checkpoint_path.name} ({self.checkpoint_sha[:12]}; "
-                f"{accuracy_text(self.checkpoint_meta)}), database {self.db.describe()}, {search} search on "
+                f"{accuracy_text(self.accuracy_meta)}), database {self.db.describe()}, {search} search on "
                 f"{self.device}, {calibrated}")
 
     def coverage(self) -> dict:

@@ -11,7 +11,7 @@ from geoapp.synth.geo import DEFAULT_ORIGIN
 from geoapp.synth.parallel import tune_malloc
 from geoapp.synth.views import CVUSA_VFOV
 from geoapp.synth.world import WorldConfig
-from geoapp.synth.writer import ImageOptions, SynthConfigError, write_dataset
+from geoapp.synth.writer import SPLITS, ImageOptions, SynthConfigError, write_dataset
 
 _W = WorldConfig()
 _I = ImageOptions()
@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--workers", type=int, default=2,
                      help="processes painting the world and rendering locations (default: 2)")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    out.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS),
+                     help="render only these splits' locations (the world is the same; a later run renders the rest; "
+                          "default: all). The app's first start with the shipped model renders val and test only")
     out.add_argument("--annotations", action="store_true",
                      help="also write annotations/<id>.png: the tile's surface kind per pixel (default: not written; "
                           "the split CSVs list the path anyway, as CVUSA does)")
@@ -155,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     flags = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     try:
         manifest = write_dataset(args.out, world, images, workers=args.workers, progress=not args.no_progress,
-                                 flags=flags)
+                                 flags=flags, splits=tuple(args.splits))
     except (SynthConfigError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -164,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     t = manifest["timing"]
     c = manifest["counts"]
-    print(f"{args.out}: {c['train']} train + {c.get('val', 0)} val + {c['test']} test locations; "
+    print(f"{args.out}: {c['train']} train + {c.get('val', 0)} val + {c['test']} test locations "
+          f"({', '.join(manifest['rendered_splits'])} rendered); "
           f"{t['locations_rendered']} rendered at {t['render_locations_per_s']} locations/s "
           f"({t['overall_locations_per_s']} locations/s including the world build, {t['total_s']:.0f} s in all)")
     return 0

@@ -302,15 +302,31 @@ def write_mosaic(world: World, out: Path, max_side: int, quality: int) -> dict:
 # ---------------------------------------------------------------------------------------------- driver
 
 
+def split_ids(config: WorldConfig, splits=SPLITS) -> list[int]:
+    """The location ids of ``splits`` (ids run train, then val, then test: see the manifest's ``files``)."""
+    counts = {TRAIN: config.n_train, VAL: config.n_val, TEST: config.n_test}
+    ids, start = [], 1
+    for split in SPLITS:
+        if split in splits:
+            ids.extend(range(start, start + counts[split]))
+        start += counts[split]
+    return ids
+
+
 def write_dataset(out_dir, config: WorldConfig | None = None, images: ImageOptions = ImageOptions(),
                   workers: int = 2, progress: bool = True, log=None, world: World | None = None,
-                  flags: dict | None = None) -> dict:
+                  flags: dict | None = None, splits=SPLITS) -> dict:
     """Generate (or complete) the dataset of ``config`` / ``images`` in ``out_dir``; returns the manifest.
 
+    ``splits``: the splits whose locations are rendered (the world, its tables and mosaic are always whole, so a
+    later run with more splits completes the same world); the manifest's ``rendered_splits`` lists them.
     ``world`` may be a world already generated from ``config`` (tests, notebooks); ``flags`` (the CLI's
     parsed arguments) are recorded in the manifest. Raises
     :class:`SynthConfigError` when ``out_dir`` holds outputs of other settings.
     """
+    unknown = sorted(set(splits) - set(SPLITS))
+    if unknown or not splits:
+        raise ValueError(f"splits must be a non-empty choice of {SPLITS}, got {list(splits)}")
     log = log or (lambda msg: print(msg, file=sys.stderr))
     config = config or WorldConfig()
     t0 = time.perf_counter()
@@ -321,17 +337,20 @@ def write_dataset(out_dir, config: WorldConfig | None = None, images: ImageOptio
     if not resuming:
         _write_json(out / CONFIG_FILE, settings)
     _remove_stale_temps(out)
-    total = config.n_train + config.n_val + config.n_test
+    wanted = split_ids(config, splits)
+    total = len(wanted)
     kinds = ("tile", "pano", "polar") + (("annotation",) if images.annotations else ())
-    missing = [i for i in range(1, total + 1)
-               if not all(is_complete(out / location_paths(i)[k]) for k in kinds)]
-    manifest_path = out / MANIFEST_FILE
+    missing = [i for i in wanted if not all(is_complete(out / location_paths(i)[k]) for k in kinds)]
+    previous = json.loads(manifest_path.read_text()) if (manifest_path := out / MANIFEST_FILE).is_file() else {}
+    rendered = sorted(set(previous.get("rendered_splits", SPLITS if previous else ())) | set(splits),
+                      key=SPLITS.index)
     split_tables = tuple(SPLIT_CSV[s] for s in SPLITS if s != VAL or config.n_val > 0)
     tables = (*split_tables, "split_locations/all.csv", "locations.csv", "map/mosaic.jpg", "map/mosaic.json",
               MANIFEST_FILE)
-    if not missing and all((out / t).exists() for t in tables):
-        log(f"{out}: all {total} locations are complete, nothing to do")
-        manifest = json.loads(manifest_path.read_text())
+    if not missing and all((out / t).exists() for t in tables) and set(splits) <= set(
+            previous.get("rendered_splits", SPLITS)):
+        log(f"{out}: all {total} locations of {', '.join(splits)} are complete, nothing to do")
+        manifest = dict(previous)
         manifest["up_to_date"] = True  # not stored: tells the caller that this run wrote nothing
         return manifest
     log(f"{out}: {total - len(missing)} of {total} locations already complete, {len(missing)} to render")
@@ -346,17 +365,18 @@ def write_dataset(out_dir, config: WorldConfig | None = None, images: ImageOptio
     mosaic = write_mosaic(world, out, images.mosaic_size, images.jpeg_quality)
 
     t_render = time.perf_counter()
-    rendered = _render_all(world, images, out, missing, workers, progress)
+    files_written = _render_all(world, images, out, missing, workers, progress)
     render_s = time.perf_counter() - t_render
     total_s = time.perf_counter() - t0
     rate = len(missing) / render_s if missing and render_s > 0 else 0.0
-    log(f"rendered {len(missing)} locations ({rendered} files) in {render_s:.1f} s with {workers} worker(s): "
+    log(f"rendered {len(missing)} locations ({files_written} files) in {render_s:.1f} s with {workers} worker(s): "
         f"{rate:.1f} locations/s; world {world_s:.1f} s; total {total_s:.1f} s "
         f"({len(missing) / total_s:.1f} locations/s overall)")
-    manifest = _manifest(config, images, world, area_counts, mosaic, flags, {
+    manifest = _manifest(config, images, world, area_counts, mosaic, flags, rendered, {
         "world_s": round(world_s, 3), "world_steps_s": {k: round(v, 3) for k, v in world.timings.items()},
         "render_s": round(render_s, 3), "total_s": round(total_s, 3), "workers": workers,
-        "locations_rendered": len(missing), "locations_skipped": total - len(missing), "files_written": rendered,
+        "locations_rendered": len(missing), "locations_skipped": total - len(missing),
+        "files_written": files_written,
         "render_locations_per_s": round(rate, 2), "overall_locations_per_s": round(len(missing) / total_s, 2),
     })
     _write_json(manifest_path, manifest)
@@ -393,7 +413,7 @@ def _render_all(world: World, images: ImageOptions, out: Path, ids: list[int], w
 
 
 def _manifest(config: WorldConfig, images: ImageOptions, world: World, area_counts: dict, mosaic: dict,
-              flags: dict | None, timing: dict) -> dict:
+              flags: dict | None, rendered_splits: list[str], timing: dict) -> dict:
     cfg = images.render_config(config.tile_metres)
     plan = world.plan
     return {
@@ -407,6 +427,7 @@ def _manifest(config: WorldConfig, images: ImageOptions, world: World, area_coun
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "counts": {"train": config.n_train, "val": config.n_val, "test": config.n_test,
                    "total": config.n_train + config.n_val + config.n_test},
+        "rendered_splits": list(rendered_splits),  # the splits whose images are on disk
         "area_types": area_counts,
         "image_sizes": {"tile": [images.tile_size, images.tile_size], "pano": [images.pano_height, images.pano_width],
                         "polar": [images.polar_height, images.polar_width]},

@@ -74,7 +74,7 @@ def run_command(row: str, fov: float, steps: int, out: Path, data_root: str,
                 eval_fovs: list[float] | None = None) -> list[str]:
     """The training command of one ablation run: trained at ``fov``, evaluated at ``eval_fovs`` (default: ``fov``)."""
     return [
-        sys.executable, "-m", "geoapp.train", "--preset", "demo", "--data-root", data_root,
+        sys.executable, "-m", "geoapp.train", "--preset", "demo-quick", "--data-root", data_root,
         *ROWS[row][1], "--fov", f"{fov:g}", "--eval-fov", *[f"{f:g}" for f in (eval_fovs or [fov])],
         "--max-steps", str(steps), "--max-minutes", "0", "--val-every", str(steps),
         "--out", str(out / f"{row}-{fov:g}"), "--no-progress",
@@ -83,7 +83,7 @@ def run_command(row: str, fov: float, steps: int, out: Path, data_root: str,
 
 def recipe_command(name: str, minutes: float, out: Path, data_root: str) -> list[str]:
     return [
-        sys.executable, "-m", "geoapp.train", "--preset", "demo", "--data-root", data_root, *RECIPE[name][1],
+        sys.executable, "-m", "geoapp.train", "--preset", "demo-quick", "--data-root", data_root, *RECIPE[name][1],
         "--eval-fov", "90", "--max-minutes", f"{minutes:g}", "--val-every", "100000",
         "--out", str(out / f"recipe-{name}"), "--no-progress",
     ]

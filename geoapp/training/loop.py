@@ -322,6 +322,11 @@ def _train(cfg: TrainConfig, d, device, resume: bool, on_step) -> dict:
     best_meta.pop("model_config", None)
     save_model(run.best, best_model, dict(best_meta, final_eval=report["by_fov"], final_eval_pairs=len(final_idx)))
     log_main(format_table(report))
-    summary.update(final_eval=report["by_fov"], final_eval_minutes=(time.time() - t_eval) / 60.0,
-                   minutes=(time.time() - started) / 60.0)
+    summary.update(final_eval=report["by_fov"], final_eval_minutes=(time.time() - t_eval) / 60.0)
+    if cfg.export:
+        from .export import export_checkpoint
+
+        shipped = export_checkpoint(run.path, cfg.export, device, show, log_main)
+        summary["export"] = {"path": cfg.export, "final_eval": shipped["final_eval"]}
+    summary["minutes"] = (time.time() - started) / 60.0
     return summary

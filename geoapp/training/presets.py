@@ -97,6 +97,7 @@ class TrainConfig:
     eval_fovs: tuple[float, ...] = ()  # FoVs of the final evaluation (default: the training FoV)
     final_eval_size: int = 0  # locations of the final evaluation on test_split (0: all)
     progress: bool = True
+    export: str = ""  # after the final evaluation, write best.safetensors here in float16, measured as stored
     preset: str = ""
 
     def __post_init__(self):
@@ -239,7 +240,8 @@ PRESETS: dict[str, dict] = {
     "paper-cvact-90": _paper("cvact", 90.0),
     # the shipped checkpoint (checkpoints/demo.safetensors): trained once, offline, for as long as it converges
     "demo": _demo(fov_range=(60.0, 110.0), max_steps=DEMO_STEPS, warmup_steps=200, val_every="1000",
-                  ckpt_every="500", max_minutes=0.0, eval_fovs=(60.0, 70.0, 90.0, 100.0), out="runs/demo"),
+                  ckpt_every="500", max_minutes=0.0, eval_fovs=(60.0, 70.0, 90.0, 100.0), out="runs/demo",
+                  export="checkpoints/demo.safetensors"),
     # minutes on a CPU: the first start's fallback when no shipped checkpoint fits, and the ablation's base
     "demo-quick": _demo(),
 }

@@ -1,0 +1,202 @@
+"""The app's first start, end to end with the real commands on a tiny world: the shipped model is served without
+training, a world that differs from its record is re-measured (not retrained), and only a checkpoint that does not
+fit leads to a model built here, with a message in plain words.
+
+The commands run through a wrapper interpreter that only appends the tiny world's flags to ``geoapp.synth`` and
+tiny training flags to a fresh ``geoapp.train`` (and logs every command); everything else is the real code.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from geoapp.app.bootstrap import BootstrapError, DemoPaths, ensure_demo, shipped_problem
+from geoapp.data.digest import split_digest
+from geoapp.model.checkpoint import accuracy_text, read_metadata
+from geoapp.training.data import open_split
+
+TINY_WORLD = ["--seed", "1", "--train", "8", "--val", "6", "--test", "8", "--tile-metres", "64", "--block-metres",
+              "256", "--district-metres", "200", "--metres-per-pixel", "1", "--tile-size", "128", "--pano-size", "64",
+              "256", "--polar-size", "64", "256", "--mosaic-size", "512", "--workers", "1", "--no-progress"]
+TINY_TRAIN = ["--max-steps", "2", "--batch-size", "4", "--base-channels", "8", "--val-every", "2", "--val-size", "0",
+              "--max-minutes", "0", "--eval-fov", "90", "--precision", "fp32", "--workers", "0", "--no-progress"]
+
+WRAPPER = """#!{python}
+import os, sys
+args = sys.argv[1:]
+with open({log!r}, "a") as fh:
+    fh.write(" ".join(args) + "\\n")
+if args[:2] == ["-m", "geoapp.synth"]:
+    args += {world!r}
+if args[:2] == ["-m", "geoapp.train"] and "--resume" not in args:
+    args += {train!r}
+os.execv({python!r}, [{python!r}, *args])
+"""
+
+
+def _wrapper(folder: Path) -> tuple[str, Path]:
+    log = folder / "commands.log"
+    path = folder / "python"
+    path.write_text(WRAPPER.format(python=sys.executable, log=str(log), world=TINY_WORLD, train=TINY_TRAIN))
+    path.chmod(0o755)
+    return str(path), log
+
+
+def _commands(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.is_file() else []
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory) -> Path:
+    """A tiny model trained on the whole tiny world and exported as a shipped checkpoint (float16, digest)."""
+    from geoapp.train import main as train_main
+
+    made = tmp_path_factory.mktemp("made")
+    world = made / "synth"
+    subprocess.run([sys.executable, "-m", "geoapp.synth", "--out", str(world), *TINY_WORLD], check=True,
+                   capture_output=True)
+    out = made / "shipped.safetensors"
+    assert train_main(["--preset", "demo", "--data-root", str(world), "--out", str(made / "run"), "--export",
+                       str(out), *TINY_TRAIN, "--eval-fov", "90", "70"]) == 0
+    return out
+
+
+def _paths(tmp_path: Path, shipped: Path) -> DemoPaths:
+    (tmp_path / "checkpoints").mkdir()
+    copy = tmp_path / "checkpoints" / "demo.safetensors"
+    shutil.copyfile(shipped, copy)
+    return DemoPaths(shipped=copy, built=tmp_path / "checkpoints" / "demo-built.safetensors",
+                     database=tmp_path / "reference_db" / "demo", data_root=tmp_path / "data" / "synth",
+                     run_dir=tmp_path / "runs" / "demo-quick", verification=tmp_path / "checkpoints" / "verified.json")
+
+
+def test_the_export_records_what_a_first_start_checks(shipped):
+    meta = read_metadata(shipped)
+    assert meta["weights_dtype"] == "float16" and set(meta["final_eval"]) == {"90", "70"}
+    assert meta["world"]["seed"] == 1 and meta["world"]["generator_version"]
+    assert meta["test_digest"]["pairs"] == 8 and meta["test_digest"]["files"] == 24
+    assert meta["selection_split"] == "val" and meta["report_split"] == "test"
+    run_config = json.loads((shipped.parent / "run" / "config.json").read_text())
+    assert meta["training"]["command"] == run_config["command"]
+    assert meta["training"]["code_revision"] == run_config["code_revision"] != "unknown"
+    assert {"R@1_std", "heading_median_deg_std"} <= set(meta["final_eval"]["90"])
+    from safetensors import safe_open
+
+    with safe_open(str(shipped), framework="pt") as fh:
+        dtypes = {str(fh.get_tensor(k).dtype) for k in fh.keys()}
+    assert "torch.float16" in dtypes and "torch.float32" not in dtypes
+
+
+def test_the_first_start_serves_the_shipped_model_without_training(tmp_path, shipped):
+    python, log = _wrapper(tmp_path)
+    paths = _paths(tmp_path, shipped)
+    lines: list[str] = []
+    state = ensure_demo(paths, python=python, log=lines.append)
+    commands = _commands(log)
+    assert [c.split()[1] for c in commands] == ["geoapp.synth", "geoapp.build_db"]
+    assert "--calibrate val" in commands[1] and "geoapp.train" not in log.read_text()
+    assert state.checkpoint == paths.shipped and state.accuracy is None and not state.notes
+    assert any("verified" in line for line in lines)
+    assert json.loads(paths.verification.read_text())["matches"] is True
+    again = ensure_demo(paths, python=python, log=lines.append)  # a later start runs nothing
+    assert _commands(log) == commands and again.checkpoint == paths.shipped and again.timings == {}
+
+
+def test_a_world_that_differs_is_remeasured_not_retrained(tmp_path, shipped):
+    python, log = _wrapper(tmp_path)
+    paths = _paths(tmp_path, shipped)
+    subprocess.run([python, "-m", "geoapp.synth", "--out", str(paths.data_root)], check=True, capture_output=True)
+    pano = sorted((paths.data_root / "streetview" / "panos").glob("*.jpg"))[-1]  # a test location's panorama
+    pixels = np.array(Image.open(pano))
+    pixels[0, 0] = 255 - pixels[0, 0]
+    Image.fromarray(pixels).save(pano, quality=92)
+    lines: list[str] = []
+    state = ensure_demo(paths, python=python, log=lines.append)
+    modules = [c.split()[1] for c in _commands(log)]
+    assert modules == ["geoapp.synth", "geoapp.evaluate", "geoapp.build_db"] and "geoapp.train" not in modules
+    assert any("differs" in line and "not retrained" in line for line in lines)
+    assert state.checkpoint == paths.shipped and set(state.accuracy["final_eval"]) == {"90", "70"}
+    assert "re-measured on this machine's world" in accuracy_text(state.accuracy)
+
+
+def test_the_digest_sees_one_changed_pixel(tmp_path, shipped):
+    world = tmp_path / "w"
+    subprocess.run([sys.executable, "-m", "geoapp.synth", "--out", str(world), "--splits", "test", *TINY_WORLD],
+                   check=True, capture_output=True)
+    split = open_split("synth", str(world), "test", 90.0, 64, 256, train=False)
+    before = split_digest(split)
+    assert before == read_metadata(shipped)["test_digest"]  # rendering only the test split gives the same images
+    polar = split.records[3].polar_path
+    original = polar.read_bytes()
+    pixels = np.array(Image.open(polar))
+    pixels[10, 20, 1] ^= 1  # one channel of one pixel, by one level (PNG: lossless)
+    Image.fromarray(pixels).save(polar)
+    assert split_digest(split)["sha256"] != before["sha256"]
+    polar.write_bytes(original)
+    assert split_digest(split) == before
+
+
+def test_a_checkpoint_that_does_not_fit_is_named_and_replaced_by_a_model_built_here(tmp_path, shipped):
+    python, log = _wrapper(tmp_path)
+    paths = _paths(tmp_path, shipped)
+    paths.shipped.write_bytes(paths.shipped.read_bytes()[:5000])  # a truncated download
+    lines: list[str] = []
+    state = ensure_demo(paths, python=python, log=lines.append)
+    text = "\n".join(lines)
+    assert "The shipped demo model cannot be used" in text and "truncated" in text
+    assert "Building a model on this CPU instead" in text
+    commands = _commands(log)
+    assert [c.split()[1] for c in commands] == ["geoapp.synth", "geoapp.train", "geoapp.build_db"]
+    assert "--preset demo-quick" in commands[1]
+    assert state.checkpoint == paths.built and paths.built.is_file() and state.notes
+    assert f"--checkpoint {paths.built}" in commands[2]
+    # the shipped file restored: it is served again, the database rebuilt for it, nothing retrained
+    shutil.copyfile(shipped, paths.shipped)
+    state = ensure_demo(paths, python=python, log=lines.append)
+    assert state.checkpoint == paths.shipped
+    assert [c.split()[1] for c in _commands(log)[3:]] == ["geoapp.build_db"]
+    # --rebuild-model trains on purpose, even with a valid shipped checkpoint
+    state = ensure_demo(paths, python=python, log=lines.append, rebuild_model=True)
+    assert state.checkpoint == paths.built
+    assert [c.split()[1] for c in _commands(log)[4:]] == ["geoapp.train", "geoapp.build_db"]
+
+
+def test_another_config_is_explained(tmp_path, shipped):
+    from safetensors.torch import load_file, save_file
+
+    meta = read_metadata(shipped)
+    meta["model_config"]["base_channels"] = 16  # the stored tensors are 8 channels wide
+    wrong = tmp_path / "wrong.safetensors"
+    save_file(load_file(str(shipped)), str(wrong), metadata={"geoapp": json.dumps(meta)})
+    assert "does not fit the model its config describes" in shipped_problem(wrong)
+    assert "checkpoint not found" in shipped_problem(tmp_path / "missing.safetensors")
+    del meta["test_digest"]
+    meta["model_config"]["base_channels"] = 8
+    save_file(load_file(str(shipped)), str(wrong), metadata={"geoapp": json.dumps(meta)})
+    assert "records no test_digest" in shipped_problem(wrong)
+
+
+def test_no_build_names_the_missing_step(tmp_path, shipped, monkeypatch):
+    import app
+    import geoapp.app.main as app_main
+
+    assert app.resolve_artifacts is app_main.resolve_artifacts  # app.py is the thin launcher of this module
+    paths = _paths(tmp_path, shipped)
+    with pytest.raises(BootstrapError, match=r"has not run here.*geoapp\.synth --out \S+synth$"):
+        ensure_demo(paths, allow_build=False, log=lambda message: None)
+    monkeypatch.setattr(app_main, "DemoPaths", lambda: paths)
+    monkeypatch.delenv("GEOAPP_CHECKPOINT", raising=False)
+    monkeypatch.delenv("GEOAPP_REFERENCE_DB", raising=False)
+    with pytest.raises(SystemExit, match="has not run here"):
+        app_main.resolve_artifacts(app_main.parse_args(["--no-build"]))
+    with pytest.raises(SystemExit, match="not found"):
+        app_main.resolve_artifacts(app_main.parse_args(["--checkpoint", str(tmp_path / "nope.safetensors"),
+                                                         "--reference-db", str(tmp_path / "nodb")]))
