@@ -200,3 +200,26 @@ def test_no_build_names_the_missing_step(tmp_path, shipped, monkeypatch):
     with pytest.raises(SystemExit, match="not found"):
         app_main.resolve_artifacts(app_main.parse_args(["--checkpoint", str(tmp_path / "nope.safetensors"),
                                                          "--reference-db", str(tmp_path / "nodb")]))
+
+
+def test_the_shipped_checkpoint_fits_the_code_and_records_its_provenance():
+    """The tracked checkpoints/demo.safetensors: it loads into the model its config describes, in float16, within
+    the 25 MB limit, and records what the first start checks and what the README reports."""
+    from geoapp.app.bootstrap import SHIPPED_CHECKPOINT
+    from geoapp.model import load_model
+    from geoapp.synth.world import GENERATOR_VERSION, WorldConfig
+    from geoapp.training.presets import PRESETS
+
+    assert SHIPPED_CHECKPOINT.is_file(), "checkpoints/demo.safetensors is tracked in git"
+    assert SHIPPED_CHECKPOINT.stat().st_size <= 25 * 2**20
+    assert shipped_problem(SHIPPED_CHECKPOINT) is None
+    model, meta = load_model(SHIPPED_CHECKPOINT)
+    trained = meta["train_config"]
+    assert trained["preset"] == "demo" and trained["fov_range"] == list(PRESETS["demo"]["fov_range"])
+    assert model.config.align_mode == "gate-corr" and model.config.shared_window  # the paper's attention windows
+    assert meta["weights_dtype"] == "float16" and meta["world"]["generator_version"] == GENERATOR_VERSION
+    assert meta["world"]["seed"] == WorldConfig().seed and meta["world"]["counts"]["test"] == 1000
+    assert meta["test_digest"]["pairs"] == 1000 and meta["selection_split"] == "val" and meta["report_split"] == "test"
+    assert set(meta["final_eval"]) == {"60", "70", "90", "100"}
+    assert len(meta["final_eval_results"]) == 12  # 4 FoVs x 3 shift seeds
+    assert "--preset demo" in meta["training"]["command"]

@@ -101,12 +101,6 @@ def demo_commands(paths: DemoPaths, checkpoint: Path, python: str = sys.executab
     }
 
 
-def manual_steps(paths: DemoPaths) -> list[str]:
-    """The demo build with the shipped model as a person types it, from the repository root."""
-    commands = {name: shlex.join(["python", *c[1:]]) for name, c in demo_commands(paths, paths.shipped).items()}
-    return [commands["synth"], commands["build_db"]]
-
-
 @dataclass
 class _Steps:
     """Runs the build's commands (or, with ``allowed`` False, refuses with the command a person would type)."""
@@ -297,10 +291,10 @@ def ensure_demo(paths: DemoPaths | None = None, python: str = sys.executable, lo
         checkpoint = paths.shipped
         _render(paths, steps)
         record = read_verification(paths, sha256_file(checkpoint))
-        if record is None:
-            if not allow_build:
-                steps.run("verify the world", ["python", "app.py"], "verify")  # refuses, naming the step
-            record = verify_world(paths, checkpoint, steps)
+        if record is None and not allow_build:
+            raise BootstrapError("the demo is not ready: the world has not been checked against the shipped model's "
+                                 "record here. Start the app without --no-build (it checks it in seconds)")
+        record = record or verify_world(paths, checkpoint, steps)
         accuracy = record.get("remeasured")
     else:
         log("[geoapp] " + "=" * 100)
