@@ -166,13 +166,20 @@ def database_checkpoint(database: Path) -> tuple[str | None, bool]:
         return None, False
 
 
-def read_verification(paths: DemoPaths, checkpoint_sha: str) -> dict | None:
-    """The saved result of step 2 for this checkpoint, or None (never verified, or verified for another file)."""
+def _verified_pair(paths: DemoPaths, checkpoint: Path) -> dict:
+    """What a verification holds for: this checkpoint file and this rendering of the world (its manifest)."""
+    return {"checkpoint_sha256": sha256_file(checkpoint),
+            "world_manifest_sha256": sha256_file(paths.data_root / SYNTH_DONE_MARKER)}
+
+
+def read_verification(paths: DemoPaths, checkpoint: Path) -> dict | None:
+    """The saved result of step 2 for this checkpoint and world, or None (never verified, or for other files)."""
     try:
         record = json.loads(paths.verification.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return record if record.get("checkpoint_sha256") == checkpoint_sha else None
+    pair = _verified_pair(paths, checkpoint)
+    return record if all(record.get(k) == v for k, v in pair.items()) else None
 
 
 def remeasured_accuracy(meta: dict, report: dict) -> dict:
@@ -191,7 +198,7 @@ def verify_world(paths: DemoPaths, checkpoint: Path, steps: _Steps) -> dict:
     test = open_split("synth", str(paths.data_root), DEMO_SPLIT, cfg["fov"], cfg["height"], cfg["sat_width"],
                       train=False)
     here, recorded = split_digest(test), meta["test_digest"]
-    record = {"checkpoint_sha256": sha256_file(checkpoint), "recorded_digest": recorded, "digest_here": here,
+    record = {**_verified_pair(paths, checkpoint), "recorded_digest": recorded, "digest_here": here,
               "matches": here == recorded}
     log = steps.log
     if record["matches"]:
@@ -290,7 +297,7 @@ def ensure_demo(paths: DemoPaths | None = None, python: str = sys.executable, lo
     if problem is None:
         checkpoint = paths.shipped
         _render(paths, steps)
-        record = read_verification(paths, sha256_file(checkpoint))
+        record = read_verification(paths, checkpoint)
         if record is None and not allow_build:
             raise BootstrapError("the demo is not ready: the world has not been checked against the shipped model's "
                                  "record here. Start the app without --no-build (it checks it in seconds)")
