@@ -305,7 +305,9 @@ def ensure_demo(paths: DemoPaths | None = None, python: str = sys.executable, lo
         accuracy = record.get("remeasured")
     else:
         log("[geoapp] " + "=" * 100)
-        log(f"[geoapp] The shipped demo model cannot be used: {problem}.")
+        log("[geoapp] --rebuild-model: serving a model trained here, not the shipped one (a later start without the "
+            "flag serves the shipped one again)." if rebuild_model else
+            f"[geoapp] The shipped demo model cannot be used: {problem}.")
         log(f"[geoapp] Building a model on this CPU instead (the {FALLBACK_PRESET} recipe: minutes of training, "
             "answers far weaker than the shipped model's; the figure it reaches is shown with every answer).")
         log("[geoapp] " + "=" * 100)
