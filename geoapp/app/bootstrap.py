@@ -41,6 +41,7 @@ from geoapp.model.checkpoint import (
     measured_accuracy,
     read_metadata,
 )
+from geoapp.training.run_dir import RunDir
 from geoapp.utils import REPO_ROOT, atomic_path, atomic_write_json, home_dir, sha256_file
 
 HOME = home_dir()  # GEOAPP_HOME, a Space's /data, or the repository (geoapp.utils.home_dir)
@@ -135,8 +136,7 @@ class _Steps:
 def shipped_problem(checkpoint: Path) -> str | None:
     """Why the shipped checkpoint cannot be served as it is, in plain words; None when it fits this code."""
     try:
-        load_model(checkpoint)  # the config must be one this code builds, every tensor must fit it
-        meta = read_metadata(checkpoint)
+        _, meta = load_model(checkpoint)  # the config must be one this code builds, every tensor must fit it
     except CheckpointError as exc:
         return str(exc)
     missing = [k for k in ("test_digest", "final_eval", "world") if k not in meta]
@@ -251,13 +251,12 @@ def _build_model(paths: DemoPaths, steps: _Steps) -> Path:
     if paths.built.is_file():
         return paths.built
     _render(paths, steps)
-    run = paths.run_dir
-    if not ((run / "best.safetensors").is_file() and (run / "final_eval.json").is_file()):
-        resumable = any((run / name / "state.json").is_file() for name in ("last", "last.old"))
-        train = ([steps.python, "-m", "geoapp.train", "--out", _shown(run), "--resume"] if resumable
-                 else demo_commands(paths, paths.built, steps.python)["train"])
+    run = RunDir(paths.run_dir)
+    if not (run.best.is_file() and run.final_eval.is_file()):
+        train = ([steps.python, "-m", "geoapp.train", "--out", _shown(run.path), "--resume"]
+                 if run.last_dir() is not None else demo_commands(paths, paths.built, steps.python)["train"])
         steps.run(f"training ({FALLBACK_PRESET})", train, "train")
-    best = run / "best.safetensors"
+    best = run.best
     if not best.is_file():
         raise BootstrapError(f"training finished but wrote no {best}; see its output above")
     with atomic_path(paths.built) as tmp:
@@ -270,7 +269,7 @@ def _build_model(paths: DemoPaths, steps: _Steps) -> Path:
 def _forget_built_model(paths: DemoPaths) -> None:
     """--rebuild-model: a finished fallback run and its copy go, so training starts anew (a killed run resumes)."""
     paths.built.unlink(missing_ok=True)
-    if (paths.run_dir / "final_eval.json").is_file():
+    if RunDir(paths.run_dir).final_eval.is_file():
         shutil.rmtree(paths.run_dir)
 
 

@@ -1,7 +1,7 @@
 """geoapp's web app: ``python app.py`` (or ``geoapp-app``, ``python -m geoapp.app``), then open the printed address.
 
-On a fresh machine the first start renders the part of the synthetic world the demo serves, checks it against the
-shipped model's record and builds the reference database, with the project's own commands, showing their
+On a fresh machine the first start renders the synthetic world, checks its test images against the shipped model's
+record and builds the reference database, with the project's own commands, showing their
 progress here (a few minutes; later starts take seconds). ``--checkpoint`` and
 ``--reference-db`` (or GEOAPP_CHECKPOINT / GEOAPP_REFERENCE_DB) point it at other artifacts, e.g. a CVUSA
 model. Host and port come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (Gradio reads them itself).

@@ -12,14 +12,13 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-DIGEST_VERSION = 1  # bump when the rule above changes: an old record is then "another digest", not a mismatch
+DIGEST_VERSION = 1  # bump when the rule above changes (a record of another version then reads as a mismatch)
 
 
 def _pair_files(record) -> list[Path]:
     files = [record.ground_path, record.satellite_path]
-    polar = getattr(record, "polar_path", None)
-    if polar is not None and Path(polar).is_file():
-        files.append(polar)
+    if record.polar_path is not None and Path(record.polar_path).is_file():
+        files.append(record.polar_path)
     return [Path(f) for f in files]
 
 

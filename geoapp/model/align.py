@@ -219,6 +219,12 @@ def peak_fraction(scores: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     return fraction.clamp(-0.5, 0.5)
 
 
+def headings_from_scores(scores: torch.Tensor, offsets: torch.Tensor, window_width: int, map_width: int) -> np.ndarray:
+    """Headings of N chosen ``offsets`` refined by :func:`peak_fraction` of their window ``scores`` (N x W_b)."""
+    fine = offsets.to(scores.device).double() + peak_fraction(scores, offsets)
+    return heading_from_offset(fine.cpu().numpy(), window_width, map_width)
+
+
 def refined_headings(mode: str, stage: int, ground: StageMaps, satellite: StageMaps, offsets: torch.Tensor,
                      window_width: int, map_width: int) -> np.ndarray:
     """Headings of N pairs (ground i with satellite i, window at ``offsets`` N on ``stage``) below the column grid:
@@ -228,8 +234,7 @@ def refined_headings(mode: str, stage: int, ground: StageMaps, satellite: StageM
     scores = window_scores(mode, ground.features[stage - 1], satellite.features[stage - 1],
                            attention(ground, mode, stage), attention(satellite, mode, stage), diagonal=True,
                            sat_gate_energy=gate_e)
-    fine = offsets.to(scores.device).double() + peak_fraction(scores, offsets)
-    return heading_from_offset(fine.cpu().numpy(), window_width, map_width)
+    return headings_from_scores(scores, offsets, window_width, map_width)
 
 
 def scale_offsets(offsets: torch.Tensor, from_width: int, to_width: int) -> torch.Tensor:

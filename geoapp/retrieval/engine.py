@@ -30,11 +30,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..angles import fov_width, heading_from_offset, wrap_degrees
+from ..angles import fov_width, wrap_degrees
 from ..data.photo import hfov_from_exif, load_image, photo_to_cylindrical
 from ..data.transforms import resize_image, to_tensor
 from ..model import ModelConfig, StageMaps, load_model
-from ..model.align import gate_corr_scores, peak_fraction
+from ..model.align import gate_corr_scores, headings_from_scores
 from ..model.checkpoint import accuracy_text
 from ..utils import resolve_device, sha256_file
 from .confidence import CONFIDENCE_K, Calibration, Confidence, window_peak_margin
@@ -439,8 +439,8 @@ class Localizer:
         for rank, scores in enumerate(heading_scores):  # below the column grid, where the scores are at hand
             if scores is not None:
                 offset = top.offsets[0, rank, i].reshape(1)
-                fine = offset.double() + peak_fraction(torch.from_numpy(scores)[None], offset)
-                headings[rank] = heading_from_offset(float(fine), top.window_widths[i], top.map_widths[i]) % 360.0
+                headings[rank] = headings_from_scores(torch.from_numpy(scores)[None], offset, top.window_widths[i],
+                                                      top.map_widths[i])[0] % 360.0
         scale = self.config.sat_width / top.map_widths[i]  # polar-image columns per stage column
         polar_size = (self.config.sat_height, self.config.sat_width)
         out = []

@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     out.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS),
                      help="render only these splits' locations (the world is the same; a later run renders the rest; "
-                          "default: all). The app's first start with the shipped model renders val and test only")
+                          "default: all)")
     out.add_argument("--annotations", action="store_true",
                      help="also write annotations/<id>.png: the tile's surface kind per pixel (default: not written; "
                           "the split CSVs list the path anyway, as CVUSA does)")
