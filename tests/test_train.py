@@ -267,11 +267,13 @@ def test_selection_on_the_test_split_needs_the_explicit_flag(world, tmp_path, ca
 
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes(world, tmp_path):
+    # the demo's method without the alignment loss: its window temperature is then unused, which DDP refused
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "geoapp.train",
+           "--preset", "demo-quick", "--align-loss", "0", "--base-channels", "8", "--max-minutes", "0",
            "--dataset", "synth", "--data-root", str(world), "--height", "32", "--sat-width", "128", "--batch-size", "3",
-           "--max-steps", "3", "--val-every", "2", "--device", "cpu", "--workers", "0", "--no-progress",
-           "--out", str(out)]
+           "--max-steps", "3", "--val-every", "2", "--val-size", "0", "--device", "cpu", "--workers", "0",
+           "--no-progress", "--eval-fov", "90", "--out", str(out)]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -280,6 +282,44 @@ def test_torchrun_two_cpu_processes(world, tmp_path):
     state = json.loads((out / "last/state.json").read_text())
     assert state["train"]["step"] == 3
     assert (out / "best.safetensors").is_file() and (out / "final_eval.json").is_file()
+
+
+@pytest.mark.slow
+def test_torchrun_steps_every_preset_and_every_documented_combination():
+    """Three DDP steps (2 gloo processes) of every preset and of every alignment mode x shared window x alignment
+    loss x window choice the config accepts; the replicas' weights stay equal (tests/ddp_steps.py)."""
+    from ddp_steps import configurations
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(REPO / "tests/ddp_steps.py")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    expected = configurations()
+    assert [r["name"] for r in results] == list(expected)
+    assert len(expected) == 60 and sum(name.startswith("preset ") for name in expected) == 10
+    failed = [r for r in results if not r["ok"]]
+    assert not failed, failed
+    assert max(r["weight_spread"] for r in results) == 0.0
+
+
+def test_paper_presets_train_the_learning_method_and_the_literal_ones_the_mask_means():
+    from geoapp.training.presets import LEARNING_METHOD, PRESETS
+
+    for name, values in PRESETS.items():
+        cfg = TrainConfig(**values)
+        if name.startswith(("paper-", "demo")):
+            assert {k: getattr(cfg, k) for k in LEARNING_METHOD} == LEARNING_METHOD, name
+        else:
+            assert name.startswith("literal-") and cfg.align_mode == "mask-corr" and cfg.window_choice == "argmax"
+            assert (cfg.shared_window, cfg.gate_weight, cfg.align_loss) == (False, 0.0, 0.0)
+        if name.startswith(("paper-", "literal-")):
+            assert (cfg.height, cfg.sat_width, cfg.base_channels, cfg.batch_size, cfg.lr) == (128, 512, 64, 24, 5e-5)
+    assert not [n for n, v in PRESETS.items() if n.startswith("paper-") and v["align_mode"] in ("mask-corr", "mask-sum")]
+    # one flag from a paper preset to the paper's literal wording
+    cfg, _ = config_from_args(["--preset", "paper-cvusa-90", "--imagenet-weights", "none", "--align-mode", "mask-sum"])
+    assert cfg.align_mode == "mask-sum" and cfg.gate_weight == 0.0
 
 
 def test_fov_range_batches_vary_their_width_as_a_function_of_seed_epoch_step(world):

@@ -69,6 +69,15 @@ def train_step(net, optimizer, scaler, ground, sat, alpha: float, device, precis
             "align": float(align.detach()) if align is not None else 0.0}
 
 
+def training_forward(cfg: TrainConfig, model, d, device) -> torch.nn.Module:
+    """What one step computes (:class:`TrainForward`), wrapped in DistributedDataParallel under torchrun."""
+    net = TrainForward(model, with_logits=cfg.align_loss > 0, window_choice=cfg.window_choice)
+    if d.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda"
+                                                        else None)
+    return net
+
+
 def interval_steps(text: str, steps_per_epoch: int, default: int) -> int:
     parsed = parse_every(text, allow_empty=True)
     if parsed is None:
@@ -204,10 +213,7 @@ def _train(cfg: TrainConfig, d, device, resume: bool, on_step) -> dict:
         })
         run.log({"kind": "event", "event": "start", "step": 0, "command": command_line()})
     log_main("training config:\n" + cfg.dumps() + "\nresolved: " + str(resolved))
-    net = TrainForward(model, with_logits=cfg.align_loss > 0, window_choice=cfg.window_choice)
-    if d.enabled:
-        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda"
-                                                        else None)
+    net = training_forward(cfg, model, d, device)
 
     def metadata(metrics=None):
         return {"train_config": cfg.to_dict(), "dataset": fingerprint, **splits, "step": state["step"],

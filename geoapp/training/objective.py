@@ -57,6 +57,15 @@ class TrainForward(nn.Module):
         self.model = model
         self.with_logits = with_logits
         self.window_choice = window_choice
+        if model.config.align_mode == "gate-corr" and not self.uses_window_temperature:
+            # nothing in this objective reaches the temperature: frozen, so that DistributedDataParallel does not
+            # wait for its gradient (it would fail at the second step); a single process leaves it unchanged anyway
+            model.window_log_temperature.requires_grad_(False)
+
+    @property
+    def uses_window_temperature(self) -> bool:
+        """Whether the loss reaches the gate-corr window temperature: soft window choices and the alignment loss."""
+        return self.window_choice in SOFT_WINDOW_CHOICES or self.with_logits
 
     def forward(self, ground: torch.Tensor, satellite: torch.Tensor, shifts=None, pano_width: int = 512):
         """``shifts`` (the crops' panorama shifts) and ``pano_width``: needed by the known-positive choices only."""

@@ -1,0 +1,86 @@
+"""Run under ``torchrun --nproc_per_node=2``: three DistributedDataParallel steps of every preset and every
+combination of alignment mode, shared window, alignment loss and window choice, at a tiny size.
+
+Each configuration is resolved as ``python -m geoapp.train`` resolves its flags (``config_from_args``), wrapped as
+the training loop wraps it (``training_forward``) and stepped on seeded random batches that differ per process.
+Rank 0 prints one JSON line per configuration: whether its three steps ran, and the largest difference of the
+weights between the processes afterwards (DDP averages the gradients, so the replicas must stay equal).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import torch
+import torch.distributed as dist
+
+from geoapp.angles import fov_width
+from geoapp.model import build_model
+from geoapp.train import config_from_args
+from geoapp.training.distributed import Dist, setup_distributed
+from geoapp.training.loop import train_step, training_forward
+from geoapp.training.presets import PRESETS, SOFT_WINDOW_CHOICES, WINDOW_CHOICES
+
+TINY = ["--height", "32", "--sat-width", "128", "--base-channels", "8", "--batch-size", "3",
+        "--imagenet-weights", "none", "--device", "cpu", "--precision", "fp32"]
+MODES = ("gate-corr", "mask-corr", "mask-sum", "feature")
+
+
+def configurations() -> dict[str, list[str]]:
+    """Name -> the command-line flags of one configuration (every preset, then every documented combination)."""
+    runs = {f"preset {name}": ["--preset", name] for name in sorted(PRESETS)}
+    for mode, shared, loss, choice in itertools.product(MODES, (True, False), ("0", "0.3"), WINDOW_CHOICES):
+        if (mode == "feature" and shared) or (choice in SOFT_WINDOW_CHOICES and mode != "gate-corr"):
+            continue  # refused by the config: feature has no gates; soft windows need gate-corr scores
+        flags = ["--preset", "demo-quick", "--align-mode", mode, "--align-loss", loss, "--window-choice", choice,
+                 "--shared-window" if shared else "--no-shared-window"]
+        if choice in SOFT_WINDOW_CHOICES:
+            flags += ["--gate-weight", "0"]  # soft windows average distances over offsets, without the gate term
+        runs[f"{mode} shared={shared} align-loss={loss} {choice}"] = flags
+    return runs
+
+
+def weight_spread(model) -> float:
+    """Largest difference of any weight between the processes."""
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    low, high = flat.clone(), flat.clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    return float((high - low).abs().max())
+
+
+def three_steps(flags: list[str], d: Dist, device) -> float:
+    cfg, _ = config_from_args(flags + TINY)
+    torch.manual_seed(0)
+    model = build_model(cfg.model_config()).to(device)
+    net = training_forward(cfg, model, d, device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    data = torch.Generator().manual_seed(100 + d.rank)  # every process its own batch
+    width = fov_width(cfg.fov, cfg.sat_width)
+    for _ in range(3):
+        ground = torch.randn(cfg.batch_size, 3, cfg.height, width, generator=data)
+        sat = torch.randn(cfg.batch_size, 3, cfg.height, cfg.sat_width, generator=data)
+        shifts = torch.randint(0, cfg.sat_width, (cfg.batch_size,), generator=data).numpy()
+        train_step(net, optimizer, scaler, ground, sat, cfg.alpha, device, "fp32", shifts=shifts,
+                   align_weight=cfg.align_loss, pano_width=cfg.sat_width)
+    return weight_spread(model)
+
+
+def main() -> None:
+    d, device = setup_distributed("cpu")
+    try:
+        for name, flags in configurations().items():
+            try:
+                result = {"name": name, "ok": True, "weight_spread": three_steps(flags, d, device)}
+            except Exception as exc:  # reported per configuration, so one failure names itself
+                result = {"name": name, "ok": False, "error": f"{type(exc).__name__}: {exc}"[:400]}
+            if d.main:
+                print(json.dumps(result), flush=True)
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
