@@ -6,6 +6,7 @@ tiny databases from them; both import them from here so neither depends on the o
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -37,10 +38,19 @@ def make_random_tiles(folder: str | Path, n: int, size: int = 750, seed: int = 0
     return csv_path
 
 
+def demo_model_config(**changes) -> ModelConfig:
+    """The shipped demo model's configuration (the ``demo`` preset: gate-corr windows, block 1's shared window, the
+    gate term, 32 channels at 64 x 256), with ``changes``: what the app serves, for tests of the serving paths."""
+    from .training.presets import PRESETS, TrainConfig
+
+    return replace(TrainConfig(**PRESETS["demo"]).model_config(), **changes)
+
+
 def random_checkpoint(path: str | Path, config: ModelConfig | None = None, seed: int = 0) -> Path:
-    """A randomly initialised model saved as a checkpoint (reused when present)."""
+    """A randomly initialised model saved as a checkpoint (reused when present); by default the demo's model."""
     path = Path(path)
     if not path.is_file():
         torch.manual_seed(seed)
-        save_model(path, build_model(config or ModelConfig()).eval(), {"note": "random weights (tests and benchmarks)"})
+        model = build_model(config or demo_model_config()).eval()
+        save_model(path, model, {"note": "random weights (tests and benchmarks)"})
     return path

@@ -2,7 +2,8 @@
 
 Load them in a test module with ``pytest_plugins = ["app_fixtures"]``. Everything is built once per test
 session in a few seconds: a synthetic world with a handful of locations, a randomly initialised small model
-(``ModelConfig(ground_height=64, sat_height=64, sat_width=256)``) and its reference database.
+with the demo's configuration (``geoapp.testing.demo_model_config``: gate-corr windows, block 1's shared window, the
+gate term) and its reference database.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ def tiny_world(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    from geoapp.model import ModelConfig, build_model, save_model
+    from geoapp.model import build_model, save_model
+    from geoapp.testing import demo_model_config
 
     torch.manual_seed(0)
-    model = build_model(ModelConfig(ground_height=64, sat_height=64, sat_width=256)).eval()
+    model = build_model(demo_model_config()).eval()
     return save_model(tmp_path_factory.mktemp("app_model") / "tiny.safetensors", model)
 
 

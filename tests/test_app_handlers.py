@@ -127,7 +127,8 @@ def test_localize_an_example_fills_every_output(app_context):
     sel = out.selection
     assert 0 <= sel.heading_deg < 360 and sel.heading_deg == figures.display_heading(candidates[0].heading_deg)
     assert sel.compass.ndim == 3 and sel.topdown_view.shape[0] == sel.topdown_view.shape[1]
-    assert sel.polar_view.shape[1] == 4 * sel.polar_view.shape[0]  # the polar image's 1:4 aspect
+    # the polar image (1:4 aspect) over the strip of the gate-corr score of every heading (28 px)
+    assert sel.polar_view.shape[1] == 4 * (sel.polar_view.shape[0] - 28)
     assert out.ground_view.ndim == 3 and out.ground_view.shape[0] >= 256
     assert sel.map_html.count("L.marker(") == TOP_K + 1  # candidates + the true location
     assert "Candidate #1" in sel.summary and "heading error" in sel.summary

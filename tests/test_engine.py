@@ -2,6 +2,8 @@
 two-stage search equals the exhaustive one when it re-ranks everything, and the first-stage descriptor computes
 the score it documents."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -10,14 +12,15 @@ from geoapp.angles import fov_width
 from geoapp.data.fov import crop_fov
 from geoapp.data.polar import polar_transform
 from geoapp.data.transforms import to_tensor
-from geoapp.model import ModelConfig, align_windows
+from geoapp.model import ModelConfig, StageMaps, align_windows, match_maps, pair_headings
 from geoapp.retrieval.build import TileFolderSource, build_database
 from geoapp.retrieval.database import DatabaseError, ReferenceDatabase
 from geoapp.retrieval.engine import Localizer, prepare_query
 from geoapp.retrieval.index import FirstStageIndex, block_widths, compute_first_stage
-from geoapp.testing import make_random_tiles, random_checkpoint
+from geoapp.retrieval.search import gather_maps
+from geoapp.testing import demo_model_config, make_random_tiles, random_checkpoint
 
-CONFIG = ModelConfig(ground_height=64, sat_height=64, sat_width=256)
+CONFIG = demo_model_config()  # the served model: gate-corr, shared window, gate term, 64 x 256
 N_TILES = 10
 
 
@@ -49,12 +52,14 @@ def test_topk_and_headings_equal_brute_force_alignment(world, localizer):
     with torch.inference_mode():
         ground = localizer.model.encode_ground(to_tensor(image)[None])
     gallery = ReferenceDatabase.open(world["db"]).slice(0, N_TILES)
-    full = align_windows(ground, gallery, CONFIG.align_mode, CONFIG.stages, chunk_size=None)
+    full = match_maps(CONFIG, ground, gallery, chunk_size=None)
     order = np.argsort(full.distances[0].numpy(), kind="stable")
     assert [c.index for c in result.candidates] == order.tolist()
     assert np.allclose([c.distance for c in result.candidates], full.distances[0, order].numpy(), atol=1e-6)
-    headings = full.headings(CONFIG.heading_stage_resolved)[0, order] % 360.0
-    assert np.allclose([c.heading_deg for c in result.candidates], headings)
+    # the heading: the heading stage's offset refined below its column grid, pair by pair
+    chosen = dataclasses.replace(full, offsets=full.offsets[0, order])
+    headings = pair_headings(CONFIG, StageMaps.cat([ground] * N_TILES), gather_maps(gallery, order), chosen) % 360.0
+    assert np.allclose([c.heading_deg for c in result.candidates], headings, atol=1e-3)  # fp16 vs fp32 window scores
     assert np.allclose([c.score for c in result.candidates], (1 + full.similarity[0, order].numpy()) / 2, atol=1e-6)
     assert [c.offsets for c in result.candidates] == [tuple(full.offsets[0, i].tolist()) for i in order]
     # the same query again gives the same answer
