@@ -2,8 +2,9 @@
 training, a world that differs from its record is re-measured (not retrained), and only a checkpoint that does not
 fit leads to a model built here, with a message in plain words.
 
-The commands run through a wrapper interpreter that only appends the tiny world's flags to ``geoapp.synth`` and
-tiny training flags to a fresh ``geoapp.train`` (and logs every command); everything else is the real code.
+The real commands run as the app runs them, with the tiny world's flags appended to ``geoapp.synth`` and a short
+training's to ``geoapp.train`` (``ensure_demo(extra_flags=...)``); which steps ran is read from the start's own
+timings.
 """
 
 from __future__ import annotations
@@ -29,29 +30,7 @@ TINY_WORLD = ["--seed", "1", "--train", "8", "--val", "6", "--test", "8", "--til
 TINY_TRAIN = ["--max-steps", "2", "--batch-size", "4", "--base-channels", "8", "--val-every", "2", "--val-size", "0",
               "--max-minutes", "0", "--eval-fov", "90", "--precision", "fp32", "--workers", "0", "--no-progress"]
 
-WRAPPER = """#!{python}
-import os, sys
-args = sys.argv[1:]
-with open({log!r}, "a") as fh:
-    fh.write(" ".join(args) + "\\n")
-if args[:2] == ["-m", "geoapp.synth"]:
-    args += {world!r}
-if args[:2] == ["-m", "geoapp.train"] and "--resume" not in args:
-    args += {train!r}
-os.execv({python!r}, [{python!r}, *args])
-"""
-
-
-def _wrapper(folder: Path) -> tuple[str, Path]:
-    log = folder / "commands.log"
-    path = folder / "python"
-    path.write_text(WRAPPER.format(python=sys.executable, log=str(log), world=TINY_WORLD, train=TINY_TRAIN))
-    path.chmod(0o755)
-    return str(path), log
-
-
-def _commands(log: Path) -> list[str]:
-    return log.read_text().splitlines() if log.is_file() else []
+TINY = {"synth": TINY_WORLD, "train": TINY_TRAIN}  # ensure_demo's extra flags: the tiny world, a short training
 
 
 @pytest.fixture(scope="module")
@@ -96,32 +75,29 @@ def test_the_export_records_what_a_first_start_checks(shipped):
 
 
 def test_the_first_start_serves_the_shipped_model_without_training(tmp_path, shipped):
-    python, log = _wrapper(tmp_path)
     paths = _paths(tmp_path, shipped)
     lines: list[str] = []
-    state = ensure_demo(paths, python=python, log=lines.append)
-    commands = _commands(log)
-    assert [c.split()[1] for c in commands] == ["geoapp.synth", "geoapp.build_db"]
-    assert "--calibrate val" in commands[1] and "geoapp.train" not in log.read_text()
+    state = ensure_demo(paths, log=lines.append, extra_flags=TINY)
+    assert list(state.timings) == ["synth", "build_db"]  # no training
+    assert any("geoapp.build_db" in line and "--calibrate val" in line for line in lines)
     assert state.checkpoint == paths.shipped and state.accuracy is None and not state.notes
     assert any("verified" in line for line in lines)
     assert json.loads(paths.verification.read_text())["matches"] is True
-    again = ensure_demo(paths, python=python, log=lines.append)  # a later start runs nothing
-    assert _commands(log) == commands and again.checkpoint == paths.shipped and again.timings == {}
+    again = ensure_demo(paths, log=lines.append, extra_flags=TINY)  # a later start runs nothing
+    assert again.checkpoint == paths.shipped and again.timings == {}
 
 
 def test_a_world_that_differs_is_remeasured_not_retrained(tmp_path, shipped):
-    python, log = _wrapper(tmp_path)
     paths = _paths(tmp_path, shipped)
-    subprocess.run([python, "-m", "geoapp.synth", "--out", str(paths.data_root)], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "geoapp.synth", "--out", str(paths.data_root), *TINY_WORLD], check=True,
+                   capture_output=True)
     pano = sorted((paths.data_root / "streetview" / "panos").glob("*.jpg"))[-1]  # a test location's panorama
     pixels = np.array(Image.open(pano))
     pixels[0, 0] = 255 - pixels[0, 0]
     Image.fromarray(pixels).save(pano, quality=92)
     lines: list[str] = []
-    state = ensure_demo(paths, python=python, log=lines.append)
-    modules = [c.split()[1] for c in _commands(log)]
-    assert modules == ["geoapp.synth", "geoapp.evaluate", "geoapp.build_db"] and "geoapp.train" not in modules
+    state = ensure_demo(paths, log=lines.append, extra_flags=TINY)
+    assert list(state.timings) == ["remeasure", "build_db"]  # the world was there; nothing trained
     assert any("differs" in line and "not retrained" in line for line in lines)
     assert state.checkpoint == paths.shipped and set(state.accuracy["final_eval"]) == {"90", "70"}
     assert "re-measured on this machine's world" in accuracy_text(state.accuracy)
@@ -145,28 +121,54 @@ def test_the_digest_sees_one_changed_pixel(tmp_path, shipped):
 
 
 def test_a_checkpoint_that_does_not_fit_is_named_and_replaced_by_a_model_built_here(tmp_path, shipped):
-    python, log = _wrapper(tmp_path)
     paths = _paths(tmp_path, shipped)
     paths.shipped.write_bytes(paths.shipped.read_bytes()[:5000])  # a truncated download
     lines: list[str] = []
-    state = ensure_demo(paths, python=python, log=lines.append)
+    state = ensure_demo(paths, log=lines.append, extra_flags=TINY)
     text = "\n".join(lines)
     assert "The shipped demo model cannot be used" in text and "truncated" in text
     assert "Building a model on this CPU instead" in text
-    commands = _commands(log)
-    assert [c.split()[1] for c in commands] == ["geoapp.synth", "geoapp.train", "geoapp.build_db"]
-    assert "--preset demo-quick" in commands[1]
+    assert list(state.timings) == ["synth", "train", "build_db"]
+    assert any("geoapp.train --preset demo-quick" in line for line in lines)
     assert state.checkpoint == paths.built and paths.built.is_file() and state.notes
-    assert f"--checkpoint {paths.built}" in commands[2]
+    assert any("geoapp.build_db" in line and f"--checkpoint {paths.built}" in line for line in lines)
+    # the app built on what the first start made answers a query through its named API
+    _the_app_answers_one_query(paths, state)
     # the shipped file restored: it is served again, the database rebuilt for it, nothing retrained
     shutil.copyfile(shipped, paths.shipped)
-    state = ensure_demo(paths, python=python, log=lines.append)
-    assert state.checkpoint == paths.shipped
-    assert [c.split()[1] for c in _commands(log)[3:]] == ["geoapp.build_db"]
+    state = ensure_demo(paths, log=lines.append, extra_flags=TINY)
+    assert state.checkpoint == paths.shipped and list(state.timings) == ["build_db"]
     # --rebuild-model trains on purpose, even with a valid shipped checkpoint
-    state = ensure_demo(paths, python=python, log=lines.append, rebuild_model=True)
-    assert state.checkpoint == paths.built
-    assert [c.split()[1] for c in _commands(log)[4:]] == ["geoapp.train", "geoapp.build_db"]
+    state = ensure_demo(paths, log=lines.append, rebuild_model=True, extra_flags=TINY)
+    assert state.checkpoint == paths.built and list(state.timings) == ["train", "build_db"]
+
+
+def _the_app_answers_one_query(paths: DemoPaths, state) -> None:
+    """The page the first start serves (Localizer -> build_demo, as ``python app.py``), asked through gradio_client."""
+    from gradio_client import Client, handle_file
+
+    from geoapp.app.handlers import PHOTO_TYPES
+    from geoapp.app.screenshot import free_port
+    from geoapp.app.ui import build_demo
+    from geoapp.data.fov import crop_fov
+    from geoapp.retrieval.engine import Localizer
+
+    crop_type = next(k for k, v in PHOTO_TYPES.items() if v == "crop")
+    localizer = Localizer(state.checkpoint, state.database, device="cpu", accuracy=state.accuracy)
+    demo = build_demo(localizer, top_k=3)
+    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        crop = paths.data_root.parent / "query.png"  # a 90 deg crop of the last (a test) location's panorama
+        pano = np.array(Image.open(sorted((paths.data_root / "streetview" / "panos").glob("*.jpg"))[-1]))
+        Image.fromarray(crop_fov(pano, 90.0, 40)).save(crop)
+        client = Client(demo.local_url, verbose=False)
+        result = client.predict(handle_file(str(crop)), 90.0, crop_type, api_name="/localize")
+    finally:
+        demo.close()
+    answer = result[-1]
+    assert [c["rank"] for c in answer["candidates"]] == [1, 2, 3]
+    assert answer["searched_references"] == 8  # the tiny world's test split
+    assert "demo-built.safetensors" in result[-2]  # the status names the model the first start built
 
 
 def test_another_config_is_explained(tmp_path, shipped):

@@ -316,7 +316,8 @@ def test_paper_presets_train_the_learning_method_and_the_literal_ones_the_mask_m
             assert (cfg.shared_window, cfg.gate_weight, cfg.align_loss) == (False, 0.0, 0.0)
         if name.startswith(("paper-", "literal-")):
             assert (cfg.height, cfg.sat_width, cfg.base_channels, cfg.batch_size, cfg.lr) == (128, 512, 64, 24, 5e-5)
-    assert not [n for n, v in PRESETS.items() if n.startswith("paper-") and v["align_mode"] in ("mask-corr", "mask-sum")]
+    mask_means = ("mask-corr", "mask-sum")
+    assert not [n for n, v in PRESETS.items() if n.startswith("paper-") and v["align_mode"] in mask_means]
     # one flag from a paper preset to the paper's literal wording
     cfg, _ = config_from_args(["--preset", "paper-cvusa-90", "--imagenet-weights", "none", "--align-mode", "mask-sum"])
     assert cfg.align_mode == "mask-sum" and cfg.gate_weight == 0.0

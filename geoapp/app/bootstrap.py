@@ -87,12 +87,14 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
-def demo_commands(paths: DemoPaths, checkpoint: Path, python: str = sys.executable) -> dict[str, list[str]]:
-    """The commands of the demo build, run from the repository root (``train``: the fallback's fresh run)."""
+def demo_commands(paths: DemoPaths, checkpoint: Path, python: str = sys.executable,
+                  extra_flags: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+    """The commands of the demo build, run from the repository root (``train``: the fallback's fresh run), each with
+    its ``extra_flags`` (by command name) appended: a smaller world or a shorter training, as tests use."""
     data, run, ck, database = (_shown(p) for p in (paths.data_root, paths.run_dir, checkpoint, paths.database))
     build_db = [python, "-m", "geoapp.build_db", "--checkpoint", ck, "--dataset", "synth", "--data-root", data,
                 "--split", DEMO_SPLIT, "--out", database, "--calibrate", CALIBRATION_SPLIT]
-    return {
+    commands = {
         "synth": [python, "-m", "geoapp.synth", "--out", data],
         "train": [python, "-m", "geoapp.train", "--preset", FALLBACK_PRESET, "--data-root", data, "--out", run],
         "evaluate": [python, "-m", "geoapp.evaluate", "--checkpoint", ck, "--data-root", data, "--split", DEMO_SPLIT,
@@ -100,6 +102,7 @@ def demo_commands(paths: DemoPaths, checkpoint: Path, python: str = sys.executab
         "build_db": build_db,
         "calibrate": [*build_db, "--calibrate-only"],
     }
+    return {name: command + list((extra_flags or {}).get(name, ())) for name, command in commands.items()}
 
 
 @dataclass
@@ -109,7 +112,11 @@ class _Steps:
     python: str
     log: Callable[[str], None]
     allowed: bool = True
+    extra_flags: dict[str, list[str]] = field(default_factory=dict)  # demo_commands' extra flags
     timings: dict[str, float] = field(default_factory=dict)
+
+    def commands(self, paths: DemoPaths, checkpoint: Path) -> dict[str, list[str]]:
+        return demo_commands(paths, checkpoint, self.python, self.extra_flags)
 
     def run(self, name: str, command: list[str], key: str) -> None:
         shown = (shlex.join(["python", *command[1:]]) if command[0] == self.python else shlex.join(command))
@@ -209,7 +216,7 @@ def verify_world(paths: DemoPaths, checkpoint: Path, steps: _Steps) -> dict:
             f"digest {here['sha256'][:12]}, recorded {recorded.get('sha256', '?')[:12]}): a renderer's float "
             "rounding or another image library. Re-measuring the shipped model on this world (about a minute); "
             "the app will show that figure, not the recorded one. The model is not retrained for this.")
-        command = demo_commands(paths, checkpoint, steps.python)["evaluate"]
+        command = steps.commands(paths, checkpoint)["evaluate"]
         fovs = [f"{float(f):g}" for f in meta["final_eval"]]
         steps.run("re-measure on this world", [*command, "--fov", *fovs, "--no-progress"], "remeasure")
         report = json.loads(paths.verification.with_suffix(".eval.json").read_text(encoding="utf-8"))
@@ -243,7 +250,7 @@ def report_quality(checkpoint: Path, log: Callable[[str], None] = print) -> dict
 
 def _render(paths: DemoPaths, steps: _Steps) -> None:
     if not set(ALL_SPLITS) <= rendered_splits(paths.data_root):
-        steps.run("synthetic world", demo_commands(paths, paths.shipped, steps.python)["synth"], "synth")
+        steps.run("synthetic world", steps.commands(paths, paths.shipped)["synth"], "synth")
 
 
 def _build_model(paths: DemoPaths, steps: _Steps) -> Path:
@@ -254,7 +261,7 @@ def _build_model(paths: DemoPaths, steps: _Steps) -> Path:
     run = RunDir(paths.run_dir)
     if not (run.best.is_file() and run.final_eval.is_file()):
         train = ([steps.python, "-m", "geoapp.train", "--out", _shown(run.path), "--resume"]
-                 if run.last_dir() is not None else demo_commands(paths, paths.built, steps.python)["train"])
+                 if run.last_dir() is not None else steps.commands(paths, paths.built)["train"])
         steps.run(f"training ({FALLBACK_PRESET})", train, "train")
     best = run.best
     if not best.is_file():
@@ -275,7 +282,7 @@ def _forget_built_model(paths: DemoPaths) -> None:
 
 def _build_database(paths: DemoPaths, checkpoint: Path, steps: _Steps) -> None:
     built_with, calibrated = database_checkpoint(paths.database)
-    commands = demo_commands(paths, checkpoint, steps.python)
+    commands = steps.commands(paths, checkpoint)
     if built_with != sha256_file(checkpoint):
         if built_with is not None and steps.allowed:  # built for the other model: its features do not fit this one
             steps.log(f"[geoapp] {paths.database} was built with another checkpoint; rebuilding it for "
@@ -287,11 +294,12 @@ def _build_database(paths: DemoPaths, checkpoint: Path, steps: _Steps) -> None:
 
 
 def ensure_demo(paths: DemoPaths | None = None, python: str = sys.executable, log: Callable[[str], None] = print,
-                rebuild_model: bool = False, allow_build: bool = True) -> DemoState:
+                rebuild_model: bool = False, allow_build: bool = True,
+                extra_flags: dict[str, list[str]] | None = None) -> DemoState:
     """Make the demo servable (module docstring) and say what it serves. ``allow_build`` False: a step that would
-    run raises :class:`BootstrapError` with its command instead."""
+    run raises :class:`BootstrapError` with its command instead. ``extra_flags``: see :func:`demo_commands`."""
     paths = paths or DemoPaths()
-    steps = _Steps(python, log, allow_build)
+    steps = _Steps(python, log, allow_build, dict(extra_flags or {}))
     problem = "--rebuild-model was given" if rebuild_model else shipped_problem(paths.shipped)
     if problem is None:
         checkpoint = paths.shipped

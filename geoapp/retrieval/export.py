@@ -12,7 +12,8 @@
 
 GeoJSON: a ``FeatureCollection`` of ``Point`` features (coordinates in ``[lon, lat]`` order, RFC 7946), one per
 photo and rank, the other columns as properties; failed photos are listed in the collection's top-level
-``errors`` member (``[{"file", "error"}]``) rather than as features without a geometry.
+``errors`` member (``[{"file", "error"}]``) rather than as features without a geometry. A reference whose position
+the database does not know (a dataset split without locations) has a null ``lat`` / ``lon`` and geometry.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -47,16 +49,24 @@ class LocalizedPhoto:
     error: str | None = None
 
 
+def _degrees(value: float) -> float | None:
+    """A reference's coordinate to 1e-7 degrees (1 cm); None where the database does not know it (a dataset split
+    without positions stores nan)."""
+    return round(value, 7) if math.isfinite(value) else None
+
+
 def _distance_to_gps(photo: LocalizedPhoto, c: Candidate) -> float | None:
-    return None if photo.gps is None else round(haversine_m(photo.gps[0], photo.gps[1], c.lat, c.lon), 1)
+    if photo.gps is None or not (math.isfinite(c.lat) and math.isfinite(c.lon)):
+        return None
+    return round(haversine_m(photo.gps[0], photo.gps[1], c.lat, c.lon), 1)
 
 
 # Every output column, in order, with how a successful photo's row fills it from the photo and one candidate.
 COLUMNS: dict[str, Callable[[LocalizedPhoto, Candidate], object]] = {
     "file": lambda photo, c: photo.file,
     "rank": lambda photo, c: c.rank,
-    "lat": lambda photo, c: round(c.lat, 7),  # 1 cm
-    "lon": lambda photo, c: round(c.lon, 7),
+    "lat": lambda photo, c: _degrees(c.lat),
+    "lon": lambda photo, c: _degrees(c.lon),
     "heading_deg": lambda photo, c: round(c.heading_deg, 2),  # compass bearing in [0, 360)
     "score": lambda photo, c: round(c.score, 5),  # (1 + cos) / 2, in [0, 1]
     "distance_to_exif_gps_m": _distance_to_gps,  # None when the photo has no EXIF GPS position
@@ -248,8 +258,8 @@ def geojson_collection(rows: list[dict]) -> dict:
             errors.append({"file": row["file"], "error": row["error"]})
             continue
         properties = {k: v for k, v in row.items() if k not in ("lat", "lon", "error")}
-        features.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": [row["lon"], row["lat"]]},
-                         "properties": properties})
+        point = None if row["lat"] is None else {"type": "Point", "coordinates": [row["lon"], row["lat"]]}
+        features.append({"type": "Feature", "geometry": point, "properties": properties})  # RFC 7946 3.2: may be null
     return {"type": "FeatureCollection", "features": features, "errors": errors}
 
 
