@@ -22,8 +22,9 @@ out and the training tiles overlapping it are dropped), report the final evaluat
 std over shift seeds 2019, 2020, 2021). config.json and every checkpoint record both.
 
 Flags override the preset; the resolved config is printed and saved in the run folder (config.json).
-With several processes (torchrun) --batch-size is per process and batch-hard negatives are mined within
-each process's batch (per GPU), gradients are averaged by DistributedDataParallel.
+With several processes (torchrun) --batch-size is per process; each anchor mines its batch-hard negative among
+every process's batch (--negatives all-ranks, the default) or its own (per-rank); gradients are averaged by
+DistributedDataParallel.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import argparse
 import json
 import sys
 
-from .training.presets import NEEDS_IMAGENET, PRESETS, WINDOW_CHOICES, TrainConfig, resolve_config
+from .training.presets import NEEDS_IMAGENET, NEGATIVES, PRESETS, WINDOW_CHOICES, TrainConfig, resolve_config
 
 # fields a resumed run may change (they do not change what is computed)
 RUN_CONTROL = {"max_minutes", "workers", "cache", "log_every", "progress", "out", "device", "final_eval_size",
@@ -114,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--weight-decay", type=float, help="AdamW weight decay" + _default("weight_decay"))
     o.add_argument("--alpha", type=float, help="soft-margin triplet scale" + _default("alpha"))
     o.add_argument("--grad-clip", type=float, help="clip the gradient norm, 0 = off" + _default("grad_clip"))
+    o.add_argument("--negatives", choices=NEGATIVES, help="torchrun: mine each anchor's hardest negative among every "
+                   "process's batch (all-ranks: the stage maps are gathered) or within its own process's batch "
+                   "(per-rank)" + _default("negatives"))
     o.add_argument("--window-choice", choices=WINDOW_CHOICES, help="how training picks the window: argmax, soft "
                    "(softmax over offsets) or straight-through (argmax forward, softmax gradient), gate-corr only, so "
                    "the triplet loss trains the gates; or known-positive (argmax for the negatives, the known true "

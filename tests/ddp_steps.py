@@ -1,5 +1,6 @@
 """Run under ``torchrun --nproc_per_node=2``: three DistributedDataParallel steps of every preset and every
-combination of alignment mode, shared window, alignment loss and window choice, at a tiny size.
+combination of alignment mode, shared window, alignment loss and window choice, at a tiny size; with
+``--gradients``, the cross-process batch-hard mining checked against one process that holds both batches.
 
 Each configuration is resolved as ``python -m geoapp.train`` resolves its flags (``config_from_args``), wrapped as
 the training loop wraps it (``training_forward``) and stepped on seeded random batches that differ per process.
@@ -11,15 +12,17 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 
 import torch
 import torch.distributed as dist
 
 from geoapp.angles import fov_width
-from geoapp.model import build_model
+from geoapp.model import build_model, soft_margin_triplet_loss
 from geoapp.train import config_from_args
 from geoapp.training.distributed import Dist, setup_distributed
 from geoapp.training.loop import train_step, training_forward
+from geoapp.training.objective import CrossRankDistances, TrainForward, alignment_loss
 from geoapp.training.presets import PRESETS, SOFT_WINDOW_CHOICES, WINDOW_CHOICES
 
 TINY = ["--height", "32", "--sat-width", "128", "--base-channels", "8", "--batch-size", "3",
@@ -68,9 +71,60 @@ def three_steps(flags: list[str], d: Dist, device) -> float:
     return weight_spread(model)
 
 
+GRADIENT_CHECKS = {  # window choices whose gathered mining must equal one process's mining over both batches
+    "argmax": ["--window-choice", "argmax"],
+    "known-positive + alignment loss": ["--window-choice", "known-positive"],
+    "hardest-negative": ["--window-choice", "hardest-negative"],
+    "soft": ["--window-choice", "soft", "--gate-weight", "0"],
+    "per-rank": ["--window-choice", "argmax", "--negatives", "per-rank"],  # must differ: its own batch only
+}
+
+
+def gathered_against_one_process(flags: list[str], d: Dist, device) -> dict:
+    """The loss and the DDP-averaged gradient of this process's half of a batch of 2 x B pairs, mined across both
+    processes, beside the same of the whole batch in one process (eval mode: BatchNorm's statistics would otherwise
+    differ between a half batch and the whole)."""
+    cfg, _ = config_from_args(["--preset", "demo-quick", *flags, *TINY, "--batch-size", "4"])
+    data = torch.Generator().manual_seed(7)
+    n, width = 2 * cfg.batch_size, fov_width(cfg.fov, cfg.sat_width)
+    ground = torch.randn(n, 3, cfg.height, width, generator=data)
+    sat = torch.randn(n, 3, cfg.height, cfg.sat_width, generator=data)
+    shifts = torch.randint(0, cfg.sat_width, (n,), generator=data).numpy()
+
+    def loss_and_grad(net, model, part) -> tuple[float, torch.Tensor]:
+        model.zero_grad(set_to_none=False)
+        distances, logits = net(ground[part], sat[part], shifts[part], cfg.sat_width)
+
+        loss = (distances.triplet_loss(cfg.alpha) if isinstance(distances, CrossRankDistances)
+                else soft_margin_triplet_loss(distances, cfg.alpha))
+        if cfg.align_loss:
+            loss = loss + cfg.align_loss * alignment_loss(logits, shifts[part], cfg.sat_width)
+        loss.backward()
+        return float(loss.detach()), torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None])
+
+    torch.manual_seed(0)
+    model = build_model(cfg.model_config()).to(device).eval()
+    mine = slice(d.rank * cfg.batch_size, (d.rank + 1) * cfg.batch_size)
+    loss, grad = loss_and_grad(training_forward(cfg, model, d, device), model, mine)
+    losses = [torch.zeros(1) for _ in range(d.world)]
+    dist.all_gather(losses, torch.tensor([loss]))
+    torch.manual_seed(0)
+    alone = build_model(cfg.model_config()).to(device).eval()
+    whole = TrainForward(alone, with_logits=cfg.align_loss > 0, window_choice=cfg.window_choice)
+    loss_all, grad_all = loss_and_grad(whole, alone, slice(0, n))
+    return {"loss_mean_of_processes": float(torch.cat(losses).mean()), "loss_one_process": loss_all,
+            "grad_max_abs_diff": float((grad - grad_all).abs().max()), "grad_max_abs": float(grad_all.abs().max())}
+
+
 def main() -> None:
     d, device = setup_distributed("cpu")
     try:
+        if "--gradients" in sys.argv:
+            for name, flags in GRADIENT_CHECKS.items():
+                result = {"name": name, **gathered_against_one_process(flags, d, device)}
+                if d.main:
+                    print(json.dumps(result), flush=True)
+            return
         for name, flags in configurations().items():
             try:
                 result = {"name": name, "ok": True, "weight_spread": three_steps(flags, d, device)}

@@ -304,6 +304,23 @@ def test_torchrun_steps_every_preset_and_every_documented_combination():
     assert max(r["weight_spread"] for r in results) == 0.0
 
 
+@pytest.mark.slow
+def test_negatives_mined_across_processes_equal_one_process_holding_both_batches():
+    """Two gloo processes with B pairs each, their stage maps gathered: the mean of their losses and the DDP-averaged
+    gradient equal the loss and gradient of one process mining the 2 x B batch; mining per process does not."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(REPO / "tests/ddp_steps.py"), "--gradients"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = {r.pop("name"): r for r in (json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{"))}
+    assert set(results) == {"argmax", "known-positive + alignment loss", "hardest-negative", "soft", "per-rank"}
+    for name, r in results.items():
+        same = (r["loss_mean_of_processes"] == pytest.approx(r["loss_one_process"], rel=1e-5)
+                and r["grad_max_abs_diff"] <= 1e-5 * r["grad_max_abs"] + 1e-6)
+        assert same == (name != "per-rank"), (name, r)
+
+
 def test_paper_presets_train_the_learning_method_and_the_literal_ones_the_mask_means():
     from geoapp.training.presets import LEARNING_METHOD, PRESETS
 

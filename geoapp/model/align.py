@@ -526,7 +526,7 @@ def align_windows(
 
 def soft_window_distances(
     ground: StageMaps, satellite: StageMaps, mode: str, stages: tuple[int, ...], temperature: torch.Tensor,
-    straight_through: bool = False, offset_stage: int | None = None,
+    straight_through: bool = False, offset_stage: int | None = None, first: int = 0,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Training form of :func:`align_windows` (all B x B pairs) with a soft window choice, so the triplet loss
     reaches the scores that choose the window (the argmax of inference has no gradient).
@@ -538,6 +538,7 @@ def soft_window_distances(
     ``straight_through``: the forward pass uses the argmax window (the inference distances), the backward pass
     the softmax's gradient. ``offset_stage``: only that stage's scores choose, every other stage's window weights
     are its weights pooled onto their offsets (:func:`offset_pooling`), and only its logits are returned.
+    Q x R pairs work the same way; the true pairs are then (i, ``first`` + i) (the logits returned are theirs).
     """
     _check_offset_stage(offset_stage, stages)
 
@@ -570,7 +571,7 @@ def soft_window_distances(
         s_energy = s_energy + (p * win_e[None]).sum(-1)
         g_energy = g_energy + g.float().pow(2).sum(dim=(1, 2, 3))[:, None]
         if shared is None or s == offset_stage:
-            logits_diag.append(logits.diagonal(dim1=0, dim2=1).transpose(0, 1))
+            logits_diag.append(logits[:, first:first + len(logits)].diagonal(dim1=0, dim2=1).transpose(0, 1))
     similarity = dot_total / (torch.sqrt(g_energy * s_energy) + 1e-12)
     return torch.sqrt(torch.clamp(2.0 - 2.0 * similarity, min=1e-12)), logits_diag
 

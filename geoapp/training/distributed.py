@@ -2,8 +2,9 @@
 
 ``torchrun --nproc_per_node=N -m geoapp.train ...`` sets RANK / WORLD_SIZE / LOCAL_RANK; we then join a
 process group (NCCL on GPUs, gloo on CPU) and wrap the model in DistributedDataParallel. Each process
-trains on its own batch of ``batch_size`` pairs and mines its batch-hard negatives within that batch
-(per-GPU mining, as a single-GPU run with the same per-GPU batch would); gradients are averaged by DDP.
+trains on its own batch of ``batch_size`` pairs; its anchors mine their batch-hard negatives among every process's
+batch (:func:`gather_across_ranks`; ``--negatives per-rank``: within its own batch, as a single-GPU run with the
+same per-GPU batch would); gradients are averaged by DDP.
 BatchNorm statistics are per process (no SyncBatchNorm), also as in a single-GPU run.
 """
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..model import StageMaps
 from ..utils import resolve_device
 
 
@@ -73,6 +75,30 @@ def setup_distributed(device_name: str) -> tuple[Dist, torch.device]:
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
     return Dist(rank, world, local_rank), device
+
+
+class _GatherWithGradient(torch.autograd.Function):
+    """all_gather whose backward sends every process's gradient of the gathered tensor back to its owner: summed
+    over the processes (all_reduce, which gloo and NCCL both have), this process's rows kept."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        ctx.rows = slice(dist.get_rank() * len(tensor), (dist.get_rank() + 1) * len(tensor))
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        return grad[ctx.rows]
+
+
+def gather_across_ranks(maps: StageMaps) -> tuple[StageMaps, int]:
+    """Every process's ``maps`` joined in rank order, with gradients flowing back to each process's own, and the
+    position of this process's batch in them. Every process's batch has the same size."""
+    return maps._map(_GatherWithGradient.apply), dist.get_rank() * len(maps)
 
 
 def cleanup_distributed(d: Dist) -> None:

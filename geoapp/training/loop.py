@@ -27,7 +27,7 @@ from ..utils import atomic_write_json, code_revision, command_line, seed_everyth
 from .data import PairImages, TrainBatches, open_split, select_split
 from .distributed import autocast, cleanup_distributed, setup_distributed
 from .evaluation import REPORT_SHIFT_SEEDS, evaluate_model, format_table, subset_indices
-from .objective import TrainForward, alignment_loss
+from .objective import CrossRankDistances, TrainForward, alignment_loss
 from .plot import plot_curves
 from .precision import choose_precision
 from .presets import TrainConfig, parse_every
@@ -52,7 +52,10 @@ def train_step(net, optimizer, scaler, ground, sat, alpha: float, device, precis
     its DDP wrapper). Returns the batch's losses before the step: total, triplet and alignment."""
     with autocast(device, precision):
         distances, scores = net(ground, sat, shifts, pano_width)
-    triplet = soft_margin_triplet_loss(distances.float(), alpha)
+    if isinstance(distances, CrossRankDistances):
+        triplet = distances.triplet_loss(alpha)
+    else:
+        triplet = soft_margin_triplet_loss(distances.float(), alpha)
     loss = triplet
     align = None
     if align_weight:
@@ -71,7 +74,8 @@ def train_step(net, optimizer, scaler, ground, sat, alpha: float, device, precis
 
 def training_forward(cfg: TrainConfig, model, d, device) -> torch.nn.Module:
     """What one step computes (:class:`TrainForward`), wrapped in DistributedDataParallel under torchrun."""
-    net = TrainForward(model, with_logits=cfg.align_loss > 0, window_choice=cfg.window_choice)
+    net = TrainForward(model, with_logits=cfg.align_loss > 0, window_choice=cfg.window_choice,
+                       across_ranks=d.enabled and cfg.negatives == "all-ranks")
     if d.enabled:
         net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda"
                                                         else None)

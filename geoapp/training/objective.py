@@ -27,14 +27,17 @@ chance). Training-only additions (not in the paper; the model and inference are 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..angles import true_offset
-from ..model import CrossViewModel, window_scores
+from ..model import CrossViewModel, StageMaps, soft_margin_triplet_loss, window_scores
 from ..model.align import align_windows, attention, gated_similarity, soft_window_distances
+from .distributed import gather_across_ranks
 from .presets import KNOWN_POSITIVE_CHOICES, SOFT_WINDOW_CHOICES
 
 ALIGN_SCALE = 10.0  # logits in [0, 10]: the best window can be e^10 times likelier than a zero-score one
@@ -43,10 +46,13 @@ ALIGN_SCALE = 10.0  # logits in [0, 10]: the best window can be e^10 times likel
 class TrainForward(nn.Module):
     """Distances of all B x B pairs and, when ``with_logits``, the positives' window logits per stage.
 
-    DistributedDataParallel wraps this module, so the whole step's computation is its forward.
+    DistributedDataParallel wraps this module, so the whole step's computation is its forward. ``across_ranks``
+    (torchrun): every process's stage maps are gathered (with their gradients, as Sample4Geo gathers its
+    descriptors), and this batch's anchors mine their hardest negative among all of them.
     """
 
-    def __init__(self, model: CrossViewModel, with_logits: bool = False, window_choice: str = "argmax"):
+    def __init__(self, model: CrossViewModel, with_logits: bool = False, window_choice: str = "argmax",
+                 across_ranks: bool = False):
         super().__init__()
         if window_choice in SOFT_WINDOW_CHOICES and model.config.align_mode != "gate-corr":
             raise ValueError(f"window choice {window_choice!r} is for gate-corr models, not "
@@ -57,6 +63,7 @@ class TrainForward(nn.Module):
         self.model = model
         self.with_logits = with_logits
         self.window_choice = window_choice
+        self.across_ranks = across_ranks  # under torchrun: mine the negatives among every process's batch
         if model.config.align_mode == "gate-corr" and not self.uses_window_temperature:
             # nothing in this objective reaches the temperature: frozen, so that DistributedDataParallel does not
             # wait for its gradient (it would fail at the second step); a single process leaves it unchanged anyway
@@ -68,28 +75,55 @@ class TrainForward(nn.Module):
         return self.window_choice in SOFT_WINDOW_CHOICES or self.with_logits
 
     def forward(self, ground: torch.Tensor, satellite: torch.Tensor, shifts=None, pano_width: int = 512):
-        """``shifts`` (the crops' panorama shifts) and ``pano_width``: needed by the known-positive choices only."""
+        """``shifts`` (the crops' panorama shifts) and ``pano_width``: needed by the known-positive choices only.
+
+        Returns the distances the triplet loss mines (B x B; with ``across_ranks`` a :class:`CrossRankDistances`)
+        and, with ``with_logits``, the positives' window logits per choosing stage."""
         g = self.model.encode_ground(ground)
         s = self.model.encode_satellite(satellite)
-        cfg = self.model.config
-        if self.window_choice in SOFT_WINDOW_CHOICES:
-            distances, logits = soft_window_distances(g, s, cfg.align_mode, cfg.stages, self.model.window_temperature(),
-                                                      straight_through=self.window_choice == "straight-through",
-                                                      offset_stage=cfg.window_stage)
-            return distances, logits if self.with_logits else None
-        if self.window_choice == "hardest-negative":
-            distances = hardest_window_distances(cfg, g, s)
-        else:
-            distances = self.model.match(g, s).distances
-        if self.window_choice in KNOWN_POSITIVE_CHOICES:
-            if shifts is None:
-                raise ValueError(f"window choice {self.window_choice!r} needs the crops' shifts")
-            known = known_offsets(s, cfg.stages, shifts, pano_width)
-            positives = self.model.match(g, s, diagonal=True, window_offsets=known).distances
-            on_diagonal = torch.eye(len(positives), dtype=torch.bool, device=distances.device)
-            distances = torch.where(on_diagonal, torch.diag_embed(positives), distances)
+        if not self.across_ranks:
+            distances, soft_logits = self._all_pairs(g, s)
+            distances = self._with_known_positives(distances, g, s, shifts, pano_width)
+        else:  # this batch's anchors against every process's batch (the gathered maps carry gradients back)
+            g_all, first = gather_across_ranks(g)
+            s_all, _ = gather_across_ranks(s)
+            rows, soft_logits = self._all_pairs(g, s_all, first)
+            columns, _ = self._all_pairs(g_all, s)
+            rows = self._with_known_positives(rows, g, s, shifts, pano_width, first)
+            columns = self._with_known_positives(columns.T, g, s, shifts, pano_width, first).T
+            distances = CrossRankDistances(rows, columns, first)
         if not self.with_logits:
             return distances, None
+        return distances, soft_logits if soft_logits is not None else self._window_logits(g, s)
+
+    def _all_pairs(self, g: StageMaps, s: StageMaps, first: int = 0):
+        """Q x R distances by the window choice; soft choices also give the logits of the pairs (i, first + i)."""
+        cfg = self.model.config
+        if self.window_choice in SOFT_WINDOW_CHOICES:
+            return soft_window_distances(g, s, cfg.align_mode, cfg.stages, self.model.window_temperature(),
+                                         straight_through=self.window_choice == "straight-through",
+                                         offset_stage=cfg.window_stage, first=first)
+        if self.window_choice == "hardest-negative":
+            return hardest_window_distances(cfg, g, s), None
+        return self.model.match(g, s).distances, None
+
+    def _with_known_positives(self, distances, g, s, shifts, pano_width: int, first: int = 0) -> torch.Tensor:
+        """``distances`` (B x N) with the positives (i, first + i) cropped at their known window, for those choices."""
+        if self.window_choice not in KNOWN_POSITIVE_CHOICES:
+            return distances
+        if shifts is None:
+            raise ValueError(f"window choice {self.window_choice!r} needs the crops' shifts")
+        known = known_offsets(s, self.model.config.stages, shifts, pano_width)
+        positives = self.model.match(g, s, diagonal=True, window_offsets=known).distances
+        i = torch.arange(len(positives), device=distances.device)
+        on_positives = torch.zeros_like(distances, dtype=torch.bool)
+        on_positives[i, first + i] = True
+        placed = torch.zeros_like(distances).index_put((i, first + i), positives.to(distances.dtype))
+        return torch.where(on_positives, placed, distances)
+
+    def _window_logits(self, g: StageMaps, s: StageMaps) -> list[torch.Tensor]:
+        """The true pairs' window logits at each choosing stage (the alignment loss's input)."""
+        cfg = self.model.config
         logits = []
         for b in cfg.stages if cfg.window_stage is None else (cfg.window_stage,):  # the stages that choose
             sc = window_scores(cfg.align_mode, g.features[b - 1], s.features[b - 1], attention(g, cfg.align_mode, b),
@@ -98,7 +132,20 @@ class TrainForward(nn.Module):
                 logits.append(self.model.window_temperature()[b - 1] * sc)
             else:
                 logits.append(ALIGN_SCALE * sc / sc.amax(-1, keepdim=True).detach().clamp_min(1e-12))
-        return distances, logits
+        return logits
+
+
+@dataclass
+class CrossRankDistances:
+    """The distances of one process's step when negatives come from every process (module docstring of
+    :mod:`geoapp.model.loss`): ``rows`` B x N, ``columns`` N x B, this batch's pairs at ``first`` .. ``first + B``."""
+
+    rows: torch.Tensor
+    columns: torch.Tensor
+    first: int
+
+    def triplet_loss(self, alpha: float) -> torch.Tensor:
+        return soft_margin_triplet_loss(self.rows.float(), alpha, self.columns.float(), self.first)
 
 
 def hardest_window_distances(config, ground, satellite) -> torch.Tensor:

@@ -46,6 +46,7 @@ from ..utils import config_from_dict, config_to_dict
 SOFT_WINDOW_CHOICES = ("soft", "straight-through")  # gate-corr only: the triplet loss reaches the window scores
 KNOWN_POSITIVE_CHOICES = ("known-positive", "hardest-negative")  # positives cropped at their known window
 WINDOW_CHOICES = ("argmax", *SOFT_WINDOW_CHOICES, *KNOWN_POSITIVE_CHOICES)
+NEGATIVES = ("all-ranks", "per-rank")
 
 
 @dataclass
@@ -91,6 +92,9 @@ class TrainConfig:
     # how training picks the window (gate-corr only for soft / straight-through; inference always takes the argmax):
     # argmax, soft (softmax over offsets) or straight-through (argmax forward, softmax gradient)
     window_choice: str = "argmax"
+    # torchrun: where an anchor's batch-hard negative comes from: every process's batch (all-ranks, gathered as
+    # Sample4Geo gathers) or its own process's batch (per-rank, as one GPU with the per-GPU batch would)
+    negatives: str = "all-ranks"
     # ---- device and precision
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto | fp32 | bf16 | fp16  (auto: bf16/fp16 on GPU, fp32 on CPU)
@@ -127,6 +131,8 @@ class TrainConfig:
             problems.append(f"window_choice must be one of {WINDOW_CHOICES}, got {self.window_choice!r}")
         elif self.window_choice in SOFT_WINDOW_CHOICES and self.align_mode != "gate-corr":
             problems.append(f"window_choice {self.window_choice!r} needs align_mode gate-corr, got {self.align_mode!r}")
+        if self.negatives not in NEGATIVES:
+            problems.append(f"negatives must be one of {NEGATIVES}, got {self.negatives!r}")
         if self.batch_size < 2:
             problems.append(f"batch_size must be >= 2 (batch-hard mining needs negatives), got {self.batch_size}")
         if not self.test_split or self.test_split in ("auto", "carve"):
