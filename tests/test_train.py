@@ -78,6 +78,7 @@ def test_two_steps_lower_the_loss_on_that_batch(world, align_weight):
         after = float(soft_margin_triplet_loss(distances))
         if align_weight:
             after += align_weight * float(alignment_loss(scores, shifts, 128))
+    before = {k: float(v) for k, v in before.items()}
     assert after < before["loss"]
     assert before["loss"] == pytest.approx(before["triplet"] + align_weight * before["align"])
 

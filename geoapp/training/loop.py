@@ -49,7 +49,7 @@ def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
 def train_step(net, optimizer, scaler, ground, sat, alpha: float, device, precision: str, grad_clip: float = 0.0,
                shifts=None, align_weight: float = 0.0, pano_width: int = 512) -> dict:
     """One optimizer step on one batch (positives on the diagonal). ``net`` is a :class:`TrainForward` (or
-    its DDP wrapper). Returns the batch's losses before the step: total, triplet and alignment."""
+    its DDP wrapper). Returns the batch's losses before the step (0-d tensors): total, triplet and alignment."""
     with autocast(device, precision):
         distances, scores = net(ground, sat, shifts, pano_width)
     if isinstance(distances, CrossRankDistances):
@@ -68,8 +68,16 @@ def train_step(net, optimizer, scaler, ground, sat, alpha: float, device, precis
         torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
     scaler.step(optimizer)
     scaler.update()
-    return {"loss": float(loss.detach()), "triplet": float(triplet.detach()),
-            "align": float(align.detach()) if align is not None else 0.0}
+    # detached tensors, read only when logged: a float() here would wait for the GPU at every step
+    return {"loss": loss.detach(), "triplet": triplet.detach(),
+            "align": align.detach() if align is not None else torch.zeros((), device=loss.device)}
+
+
+def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host batch on the compute device; to a GPU through pinned memory, so the copy does not block the host."""
+    if device.type != "cuda":
+        return batch
+    return batch.pin_memory().to(device, non_blocking=True)
 
 
 def training_forward(cfg: TrainConfig, model, d, device) -> torch.nn.Module:
@@ -263,8 +271,7 @@ def _train(cfg: TrainConfig, d, device, resume: bool, on_step) -> dict:
                 lr = lr_at(cfg, step, total)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                ground = ground.to(device, non_blocking=True)
-                sat = sat.to(device, non_blocking=True)
+                ground, sat = to_device(ground, device), to_device(sat, device)
                 if cfg.channels_last:
                     ground = ground.contiguous(memory_format=torch.channels_last)
                     sat = sat.contiguous(memory_format=torch.channels_last)
@@ -278,10 +285,11 @@ def _train(cfg: TrainConfig, d, device, resume: bool, on_step) -> dict:
                 if on_step is not None:
                     on_step(step, model)
 
-                if step % cfg.log_every == 0 or step == total:
+                logged = step % cfg.log_every == 0 or step == total
+                if logged:
                     elapsed = time.perf_counter() - window["t"]
-                    mean_loss = d.mean(window["loss"] / window["n"])
-                    extra = {"align_loss": d.mean(window["align"] / window["n"])} if cfg.align_loss else {}
+                    mean_loss = d.mean(float(window["loss"]) / window["n"])
+                    extra = {"align_loss": d.mean(float(window["align"]) / window["n"])} if cfg.align_loss else {}
                     pairs_s = window["n"] * cfg.batch_size * d.world / elapsed
                     bar.set_postfix(loss=f"{mean_loss:.4f}", pairs_s=f"{pairs_s:.1f}", lr=f"{lr:.2e}")
                     if d.main:
@@ -291,7 +299,8 @@ def _train(cfg: TrainConfig, d, device, resume: bool, on_step) -> dict:
                     window = {"loss": 0.0, "align": 0.0, "n": 0, "t": time.perf_counter(), "data": 0.0}
 
                 out_of_time = budget_s > 0 and time.time() - started > budget_s
-                if d.any(out_of_time or stop_flag.requested):
+                # several processes agree on stopping at logged steps only: the agreement is a collective, a wait
+                if (logged or not d.enabled) and d.any(out_of_time or stop_flag.requested):
                     stop_reason = "time budget" if out_of_time else "signal"
                 t_pause = time.perf_counter()
                 if step % val_every == 0 or step == total or stop_reason == "time budget":
