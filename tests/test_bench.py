@@ -102,3 +102,53 @@ def test_every_listed_benchmark_is_a_module_with_a_main():
 
     for name in SUBCOMMANDS:
         assert callable(importlib.import_module(f"geoapp.bench.{name}").main), name
+
+
+def _tiny_stage_dims():
+    """(C, H, W) of the satellite maps of ``geoapp.bench.memory.TINY`` (16 base channels, polar 32 x 128)."""
+    return [(16 * 2**i, 32 // 4 // 2**i, 128 // 4 // 2**i) for i in range(4)]
+
+
+def test_bench_memory_reports_peak_memory_and_the_gallery_size(tmp_path, capsys):
+    from geoapp.bench import memory
+
+    out = memory.main(["--references", "50", "--queries", "8", "--tiny", "--batch-size", "16", "--chunk-size", "16",
+                       "--seed-references", "8", "--spool-dir", str(tmp_path)])
+    # spooled: fp16 features and float32 energies, attention (masks, gates of every stage: mask-corr) in float32
+    per_ref = sum(c * h * w * 2 + w * 4 + h * w * 4 + c * w * 4 + w * 4 for c, h, w in _tiny_stage_dims())
+    assert out["bytes_per_reference"] == per_ref and out["gallery_bytes"] == 50 * per_ref
+    # the float32 StageMaps (features, masks, gates) the evaluation used to hold in memory
+    assert out["float32_in_memory_bytes"] == 50 * 4 * sum(c * h * w + h * w + c * w for c, h, w in _tiny_stage_dims())
+    assert out["queries"] == 8 and out["references"] == 50
+    assert set(out["peak_rss_bytes"]) == set(out["seconds"]) == {"encode seed batch", "store gallery", "rank queries"}
+    assert all(v > 0 for v in out["peak_rss_bytes"].values()) and all(v > 0 for v in out["seconds"].values())
+    assert out["target_met"] is (out["peak_rss_max_bytes"] <= 4e9)
+    printed = capsys.readouterr().out
+    assert "peak RSS" in printed and "target <= 4 GB" in printed and out["cpu"]["torch_capability"] in printed
+    assert not list(tmp_path.glob("geoapp-gallery-*"))  # the spooled gallery is removed
+
+
+def test_bench_gpu_without_cuda_says_so_and_exits_0():
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run([sys.executable, "-m", "geoapp.bench", "gpu"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "no CUDA device is available" in done.stdout
+
+
+def test_bench_gpu_figures_on_the_cpu(tmp_path):
+    """The GPU benchmark's measurements run on any device: here on the CPU at a tiny size, every figure positive."""
+    import argparse
+
+    from geoapp.bench import gpu
+    from geoapp.training.presets import resolve_config
+
+    cfg = resolve_config("paper-cvusa-90", {"height": 32, "sat_width": 128, "base_channels": 16})
+    args = argparse.Namespace(batch=4, references=20, eval_batch=8, chunk_size=8, spool_dir=str(tmp_path))
+    out = gpu.measure(cfg, gpu.torch.device("cpu"), args, steps=1, queries=2)
+    assert out["precision"] == "fp32"
+    assert {k for k, _, _ in gpu.ROWS} <= set(out) and all(out[k] > 0 for k, _, _ in gpu.ROWS)

@@ -12,10 +12,12 @@ from geoapp.angles import angular_error, heading_from_offset, heading_from_shift
 from geoapp.data.fov import crop_fov, eval_shifts
 from geoapp.data.transforms import to_tensor
 from geoapp.evaluate import main
-from geoapp.model import ModelConfig, build_model, save_model, window_scores
+from geoapp.model import ModelConfig, build_model, load_model, save_model, window_scores
 from geoapp.retrieval.metrics import ranks_from_distances, recall_from_ranks
+from geoapp.retrieval.search import topk_matches, true_match_ranks
+from geoapp.testing import random_checkpoint
 from geoapp.training.data import PairImages, open_split
-from geoapp.training.evaluation import evaluate_model, format_table, subset_indices
+from geoapp.training.evaluation import encode_gallery, evaluate_model, format_table, match_block, subset_indices
 
 CFG = ModelConfig(ground_height=32, sat_height=32, sat_width=128, fov_deg=90.0)
 
@@ -92,6 +94,32 @@ def test_blockwise_evaluation_matches_brute_force(setup, subset):
     table = format_table(report)
     assert "70 deg" in table and f"{summary['R@5']:.2f} ± {summary['R@5_std']:.2f}" in table
     assert "mean ± std over the shift seeds" in table
+
+
+def test_spooled_gallery_ranks_like_the_float32_gallery_in_memory(setup, tmp_path):
+    """The evaluation's compact gallery (float16 features on disk, read 3 references at a time) gives the ranks,
+    top-1 and R@1 of the float32 gallery held in memory, on a random tiny model."""
+    _, _, ds, images = setup
+    model, _ = load_model(random_checkpoint(tmp_path / "random.safetensors", CFG, seed=4))
+    n = len(ds)
+    shifts = eval_shifts(n, 2019, width=128)
+    ground = torch.stack([to_tensor(crop_fov(ds.load_panorama(i), 90, int(shifts[i]))) for i in range(n)])
+    with torch.no_grad():
+        g = model.encode_ground(ground)
+        in_memory = model.encode_satellite(torch.stack([to_tensor(ds.load_polar(i)) for i in range(n)]))
+    truth = np.arange(n)
+    expected = true_match_ranks(CFG, g, in_memory, truth, chunk_size=n)
+    with encode_gallery(model, images, truth, "cpu", batch_size=4, spool_dir=tmp_path) as spooled:
+        chunk = spooled.slice(0, 3)
+        assert chunk.features[0].dtype == torch.float16 and chunk.masks[0].dtype == torch.float32
+        ranks, by_stage, _ = match_block(CFG, g, spooled, truth, chunk_size=3)
+        top1 = topk_matches(CFG, g, spooled, k=1, chunk_size=3).indices
+    assert np.array_equal(ranks, expected.ranks)
+    assert np.array_equal(by_stage[1], expected.result.headings(1))  # the same windows
+    assert torch.equal(top1, topk_matches(CFG, g, in_memory, k=1, fast=False).indices)
+    report = evaluate_model(model, images, chunk_size=3, spool_dir=tmp_path)
+    assert report["results"][0]["R@1"] == recall_from_ranks(expected.ranks, n_refs=n)["R@1"]
+    assert not list(tmp_path.glob("geoapp-gallery-*"))  # the spool is removed afterwards
 
 
 def test_subset_indices_are_evenly_spread():

@@ -2,6 +2,7 @@
 matrix, ties included, for chunk sizes that do not divide the gallery (SPEC 5-7)."""
 
 import dataclasses
+import weakref
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 from geoapp.model import ModelConfig, StageMaps, align_windows
 from geoapp.retrieval.metrics import ranks_from_distances
-from geoapp.retrieval.search import topk_matches, true_match_ranks
+from geoapp.retrieval.search import gather_maps, topk_matches, true_match_ranks
 from geoapp.retrieval.window_dots import fp16_window_dots
 
 # small stand-ins for the four stages: (C, H, W) of the satellite map and the ground window width
@@ -109,6 +110,35 @@ def test_true_match_ranks_count_strictly_closer_references(chunk):
     assert np.array_equal(result.ranks, expected) and np.array_equal(result.ranks, brute)
     assert np.allclose(result.distances.numpy(), d[np.arange(6), true_index])
     assert torch.equal(result.offsets, full.offsets[torch.arange(6), torch.as_tensor(true_index)])
+
+
+class OneChunkCheckingGallery(CountingGallery):
+    """Records how many chunks it handed out were still alive when the next one was asked for."""
+
+    def __init__(self, maps):
+        super().__init__(maps)
+        self.handed_out = []
+        self.most_alive = 0
+
+    def slice(self, start, stop):
+        self.most_alive = max(self.most_alive, sum(ref() is not None for ref in self.handed_out))
+        chunk = super().slice(start, stop)
+        self.handed_out.append(weakref.ref(chunk))
+        return chunk
+
+    def gather(self, indices):  # the true references (not chunks)
+        return gather_maps(self.maps, indices)
+
+
+@pytest.mark.parametrize("search", ["true_match_ranks", "topk_matches"])
+def test_a_search_holds_one_gallery_chunk_at_a_time(search):
+    ground = _maps(3, 11, ground=True)
+    gallery = OneChunkCheckingGallery(_gallery_with_duplicates())
+    if search == "true_match_ranks":
+        true_match_ranks(_config("mask-corr"), ground, gallery, [0, 1, 2], chunk_size=4)
+    else:
+        topk_matches(_config("mask-corr"), ground, gallery, k=3, chunk_size=4)
+    assert gallery.calls == [(s, min(23, s + 4)) for s in range(0, 23, 4)] and gallery.most_alive == 0
 
 
 def test_true_match_ranks_reject_bad_indices():

@@ -1,4 +1,4 @@
-"""``python -m geoapp.bench search|model|data [options]``: dispatch to ``geoapp.bench.<name>:main``.
+"""``python -m geoapp.bench search|model|data|answers|memory|gpu [options]``: dispatch to ``geoapp.bench.<name>:main``.
 
 Subcommands are imported only when chosen, so one benchmark's imports (or absence) never affect another.
 """
@@ -13,6 +13,8 @@ SUBCOMMANDS = {
     "model": "model core: branch latency, training step, alignment cost",
     "data": "data pipeline: decoding, polar transform, loading throughput",
     "answers": "calibrated confidence, location prior and several photos, on the test split",
+    "memory": "peak memory of evaluating a CVUSA-size gallery (target <= 4 GB on CPU)",
+    "gpu": "training step, evaluation and search on CUDA beside the CPU (says so and exits without a GPU)",
 }
 
 

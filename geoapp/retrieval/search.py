@@ -5,7 +5,8 @@ distance comes from :func:`geoapp.model.align_windows`, over the gallery ``chunk
 time, so memory stays bounded (no full Q x R matrix is kept; only running top-k lists or rank counts).
 
 A *gallery* is anything with ``len()`` and ``slice(start, stop) -> StageMaps`` (all four stages, on the
-compute device): an in-memory :class:`~geoapp.model.StageMaps` is one, a memory-mapped database another.
+compute device): an in-memory :class:`~geoapp.model.StageMaps` is one, a memory-mapped database another, the
+evaluation's float16 store on disk (:class:`geoapp.training.evaluation.SpooledGallery`) a third.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ def gallery_chunks(config: ModelConfig, ground: StageMaps, gallery: Gallery, chu
     n = len(gallery)
     for start in range(0, n, chunk_size):
         maps = gallery.slice(start, min(n, start + chunk_size))
-        yield start, match_maps(config, ground, maps, chunk_size=None, window_dots=window_dots)
+        res = match_maps(config, ground, maps, chunk_size=None, window_dots=window_dots)
+        del maps  # freed before the next chunk is read: a device or host holds one chunk at a time
+        yield start, res
         if progress is not None:
             progress.update(min(chunk_size, n - start))
 

@@ -1,7 +1,13 @@
 """Evaluation of a checkpoint on a split: recall (SPEC 7) and heading error of the true pair.
 
-The satellite gallery is encoded once (in memory, on the compute device); queries are encoded block by block
-and ranked with :func:`geoapp.retrieval.search.true_match_ranks`, the matching engine's own distance code.
+The satellite gallery is encoded once into a :class:`SpooledGallery` (the reference database's float16 layout, in
+a temporary directory); queries are encoded block by block and ranked with
+:func:`geoapp.retrieval.search.true_match_ranks`, the matching engine's own distance code, which reads the gallery
+``chunk_size`` references at a time: host and device hold one chunk, not the gallery (the paper presets' model stores
+1.04 MB a reference, where its float32 maps took 2.1 MB: 9.2 GB on disk instead of 18.8 GB in memory for CVUSA's 8,884
+test tiles; ``python -m geoapp.bench memory`` measures the peak). The ranking arithmetic is the
+database search's exact float32 path on the stored float16 values, so the figures equal an in-memory float32
+evaluation's up to float16 rounding of the satellite maps (relative 2^-11).
 For each FoV the model is rebuilt with ``config.with_fov(fov)``; each query gets SPEC 4's fixed shift drawn
 from each of the shift seeds (reported figures: :data:`REPORT_SHIFT_SEEDS`, 2019 first, then 2020 and 2021, with
 every seed's figures and their mean +- std). The heading error is the circular difference between the heading
@@ -11,14 +17,18 @@ Used by training's final evaluation and by ``python -m geoapp.evaluate``.
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..angles import angular_error, fov_width, heading_from_shift
 from ..data.fov import EVAL_SHIFT_SEED, eval_shifts
-from ..model import CrossViewModel, StageMaps, build_model, pair_headings
+from ..model import CrossViewModel, ModelConfig, StageMaps, build_model, pair_headings
+from ..retrieval.database import array_layout, stage_maps_of
+from ..retrieval.database_writer import stored_arrays
 from ..retrieval.metrics import recall_from_ranks
 from ..retrieval.search import gather_maps, true_match_ranks
 from .data import PairImages, crop_batch, normalize
@@ -26,26 +36,106 @@ from .distributed import autocast
 
 REPORT_SHIFT_SEEDS = (EVAL_SHIFT_SEED, 2020, 2021)  # reported figures: mean +- std over these (2019 first, SPEC 4)
 METRICS = ("R@1", "R@5", "R@10", "R@1%", "heading_median_deg", "heading_within_10deg", "heading_within_22.5deg")
-
-
+ATTENTION_ARRAYS = ("masks_", "gates_")  # stored in float32 by the evaluation (SpooledGallery)
 
 
 def _blocks(indices: np.ndarray, size: int) -> list[np.ndarray]:
     return [indices[i : i + size] for i in range(0, len(indices), size)]
 
 
+class SpooledGallery:
+    """A gallery of ``n`` references stored as a reference database stores them (float16 features, float32 energies:
+    :func:`~geoapp.retrieval.database_writer.stored_arrays`) but with float32 attention, in ``.npy`` files of a
+    temporary directory under ``spool_dir`` (default: the system's, ``$TMPDIR``). :meth:`append` fills it in order;
+    :meth:`slice` and :meth:`gather` return references as StageMaps on ``device``.
+
+    Why float32 attention: the window argmax of nearly flat ``mask-corr`` scores flips under float16 rounding of the
+    masks (an untrained tiny model's distances moved by 2e-3 and its ranks changed), while rounding the features
+    moves distances by ~1e-5 and kept every offset; the attention is ~7 % of a reference's bytes. So in the attention
+    modes the windows, and the headings, are the float32 path's; in ``feature`` mode they come from the rounded maps.
+
+    Every call maps the files for that call only: the returned chunk's pages leave the process with it, where a
+    mapping kept open would keep every page a ranking pass touches, i.e. the whole gallery, resident.
+    """
+
+    def __init__(self, config: ModelConfig, n: int, device="cpu", spool_dir=None):
+        self.config, self.n, self.device = config, int(n), torch.device(device)
+        self.filled = 0
+        self.layout = {k: (shape, "float32" if k.startswith(ATTENTION_ARRAYS) else dtype)
+                       for k, (shape, dtype) in array_layout(config).items() if k != "thumbnails"}
+        self._dir = tempfile.TemporaryDirectory(prefix="geoapp-gallery-", dir=spool_dir)  # removed on close or exit
+        for name, (shape, dtype) in self.layout.items():
+            np.lib.format.open_memmap(self._path(name), mode="w+", dtype=dtype, shape=(self.n, *shape))  # sparse
+
+    def _path(self, name: str) -> Path:
+        return Path(self._dir.name) / f"{name}.npy"
+
+    def _arrays(self, mode: str = "c") -> dict[str, np.ndarray]:
+        # copy-on-write ("c") maps are writable, so torch.from_numpy takes them without a copy or a warning
+        return {name: np.load(self._path(name), mmap_mode=mode) for name in self.layout}
+
+    @property
+    def bytes_per_reference(self) -> int:
+        return sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in self.layout.values())
+
+    @property
+    def nbytes(self) -> int:
+        return self.n * self.bytes_per_reference
+
+    def append(self, maps: StageMaps) -> None:
+        start, stop = self.filled, self.filled + len(maps)
+        if stop > self.n:
+            raise ValueError(f"the gallery holds {self.n} references; {stop} do not fit")
+        arrays = self._arrays("r+")
+        for name, values in stored_arrays(self.config, maps, attention_dtype=torch.float32).items():
+            arrays[name][start:stop] = values
+        self.filled = stop
+
+    def __len__(self) -> int:
+        return self.filled
+
+    def slice(self, start: int, stop: int) -> StageMaps:
+        return stage_maps_of(self._arrays(), slice(start, min(stop, self.filled)), self.device)
+
+    def gather(self, indices) -> StageMaps:
+        return stage_maps_of(self._arrays(), np.asarray(indices, dtype=np.int64), self.device)
+
+    def close(self) -> None:
+        self._dir.cleanup()
+
+    def __enter__(self) -> SpooledGallery:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 @torch.no_grad()
 def encode_gallery(model: CrossViewModel, images: PairImages, indices: np.ndarray, device, precision: str = "fp32",
-                   batch_size: int = 64, progress=None) -> StageMaps:
-    """Satellite stage maps of ``indices`` (in that order), kept on ``device`` in float32."""
-    parts = []
-    for _, polars in images.batches(_blocks(indices, batch_size), panos=False):
-        with autocast(device, precision):
-            maps = model.encode_satellite(normalize(polars).to(device, non_blocking=True))
-        parts.append(maps.to(dtype=torch.float32))  # matching runs in fp32 (bf16 maps only slow it down)
-        if progress is not None:
-            progress.update(len(polars))
-    return StageMaps.cat(parts)
+                   batch_size: int = 64, progress=None, spool_dir=None) -> SpooledGallery:
+    """Satellite stage maps of ``indices`` (in that order), stored batch by batch in a :class:`SpooledGallery` whose
+    chunks go to ``device``."""
+    gallery = SpooledGallery(model.config, len(indices), device, spool_dir)
+    try:
+        for _, polars in images.batches(_blocks(indices, batch_size), panos=False):
+            with autocast(device, precision):
+                maps = model.encode_satellite(normalize(polars).to(device, non_blocking=True))
+            gallery.append(maps)
+            if progress is not None:
+                progress.update(len(polars))
+    except BaseException:
+        gallery.close()  # no spool left behind
+        raise
+    return gallery
+
+
+def match_block(config: ModelConfig, ground: StageMaps, gallery, block: np.ndarray, chunk_size: int):
+    """Queries ``ground`` against the gallery, query i's true reference being gallery entry ``block[i]``: their
+    ranks (SPEC 7), and the headings of the true pairs, per stage from its window offset and refined (the app's)."""
+    match = true_match_ranks(config, ground, gallery, block, chunk_size=chunk_size)
+    by_stage = {s: match.result.headings(s) for s in config.stages}
+    refined = pair_headings(config, ground, gather_maps(gallery, block.tolist()), match.result)
+    return match.ranks, by_stage, refined
 
 
 @torch.no_grad()
@@ -60,12 +150,14 @@ def evaluate_model(
     batch_size: int = 64,
     chunk_size: int = 512,
     progress: bool = False,
+    spool_dir=None,
 ) -> dict:
     """Recall and heading metrics of ``model`` on the pairs ``indices`` of ``images`` (default: all).
 
     Query ``i`` is matched against the satellites of the same ``indices`` (its own is the true one). Shifts
     are ``eval_shifts(N, seed)`` of the whole split, indexed by the pair's position in the split, so a
-    subset sees the same crops as the full evaluation.
+    subset sees the same crops as the full evaluation. The gallery is spooled to disk under ``spool_dir``
+    (:class:`SpooledGallery`; ~1 MB per reference at full size) and read ``chunk_size`` references at a time.
     """
     device = torch.device(device)
     was_training = model.training
@@ -80,40 +172,39 @@ def evaluate_model(
 
         bar = tqdm(total=len(indices) * (1 + len(fovs) * len(shift_seeds)), desc="evaluating", unit="img")
     t0 = time.perf_counter()
-    gallery = encode_gallery(model, images, indices, device, precision, batch_size, bar)
     results = []
-    for fov in fovs:
-        config = model.config.with_fov(fov)
-        fov_model = build_model(config).to(device)
-        fov_model.load_state_dict(model.state_dict())
-        fov_model.eval()
-        crop_width = fov_width(fov, width)
-        stage = config.heading_stage_resolved
-        for seed in shift_seeds:
-            shifts = eval_shifts(n_split, int(seed), width)[indices]
-            ranks, errors, fine_errors = [], {s: [] for s in config.stages}, []
-            positions = np.arange(len(indices))
-            for block, (panos, _) in zip(_blocks(positions, batch_size),
-                                         images.batches(_blocks(indices, batch_size), polars=False)):
-                ground = normalize(crop_batch(panos, shifts[block], crop_width)).to(device, non_blocking=True)
-                with autocast(device, precision):
-                    maps = fov_model.encode_ground(ground).to(dtype=torch.float32)
-                match = true_match_ranks(config, maps, gallery, block, chunk_size=chunk_size)
-                ranks.append(match.ranks)
-                truth = heading_from_shift(shifts[block], fov, width)
-                for s in config.stages:
-                    errors[s].append(angular_error(match.result.headings(s), truth))
-                fine = pair_headings(config, maps, gather_maps(gallery, block.tolist()), match.result)
-                fine_errors.append(angular_error(fine, truth))
-                if bar is not None:
-                    bar.update(len(block))
-            errors = {s: np.concatenate(e) for s, e in errors.items()}
-            row = {"fov": fov, "shift_seed": int(seed), "heading_stage": stage}
-            row.update(recall_from_ranks(np.concatenate(ranks), n_refs=len(indices)))
-            row.update(heading_stats(np.concatenate(fine_errors)))  # the heading the app shows: refined
-            # diagnostics: the heading each stage's window offset gives (its window step is 360 / W_b degrees)
-            row["heading_median_deg_by_stage"] = {str(s): float(np.median(e)) for s, e in errors.items()}
-            results.append(row)
+    with encode_gallery(model, images, indices, device, precision, batch_size, bar, spool_dir) as gallery:
+        for fov in fovs:
+            config = model.config.with_fov(fov)
+            fov_model = build_model(config).to(device)
+            fov_model.load_state_dict(model.state_dict())
+            fov_model.eval()
+            crop_width = fov_width(fov, width)
+            stage = config.heading_stage_resolved
+            for seed in shift_seeds:
+                shifts = eval_shifts(n_split, int(seed), width)[indices]
+                ranks, errors, fine_errors = [], {s: [] for s in config.stages}, []
+                positions = np.arange(len(indices))
+                for block, (panos, _) in zip(_blocks(positions, batch_size),
+                                             images.batches(_blocks(indices, batch_size), polars=False)):
+                    ground = normalize(crop_batch(panos, shifts[block], crop_width)).to(device, non_blocking=True)
+                    with autocast(device, precision):
+                        maps = fov_model.encode_ground(ground).to(dtype=torch.float32)
+                    block_ranks, by_stage, refined = match_block(config, maps, gallery, block, chunk_size)
+                    ranks.append(block_ranks)
+                    truth = heading_from_shift(shifts[block], fov, width)
+                    for s in config.stages:
+                        errors[s].append(angular_error(by_stage[s], truth))
+                    fine_errors.append(angular_error(refined, truth))
+                    if bar is not None:
+                        bar.update(len(block))
+                errors = {s: np.concatenate(e) for s, e in errors.items()}
+                row = {"fov": fov, "shift_seed": int(seed), "heading_stage": stage}
+                row.update(recall_from_ranks(np.concatenate(ranks), n_refs=len(indices)))
+                row.update(heading_stats(np.concatenate(fine_errors)))  # the heading the app shows: refined
+                # diagnostics: the heading each stage's window offset gives (its window step is 360 / W_b degrees)
+                row["heading_median_deg_by_stage"] = {str(s): float(np.median(e)) for s, e in errors.items()}
+                results.append(row)
     if bar is not None:
         bar.close()
     if was_training:
