@@ -28,6 +28,18 @@ TOP_K_MAX = 50  # the engine's limit
 FOV_RANGE = (10.0, 170.0)  # geoapp.data.photo.PLAUSIBLE_HFOV_DEG: a pinhole camera's plausible horizontal FoV
 PROJECTIONS = ("auto", "pinhole", "crop")  # geoapp.retrieval.engine.PROJECTIONS
 MAX_VIEWS = 6  # geoapp.retrieval.engine.MAX_VIEWS
+SEARCH_MODES = ("auto", "exhaustive", "two-stage")  # geoapp.retrieval.engine.SEARCH_MODES
+TWO_STAGE_FROM = 5000  # geoapp.retrieval.engine.TWO_STAGE_FROM
+
+
+def add_search_arguments(p: argparse.ArgumentParser) -> None:
+    """How a photo is matched against the database (the app and this command take the same flags)."""
+    p.add_argument("--search", choices=SEARCH_MODES, default="auto",
+                   help="exhaustive (every reference aligned exactly), two-stage (a FAISS first stage, then the exact "
+                   f"alignment of --rerank candidates) or auto: two-stage from {TWO_STAGE_FROM:,} references on, where "
+                   "it is faster and lost no answer in our measurements (default %(default)s)")
+    p.add_argument("--rerank", type=int, default=500, metavar="M",
+                   help="two-stage: candidates the first stage passes on (default %(default)s)")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,6 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=f"the photos (2 to {MAX_VIEWS}) were taken at one spot: one combined answer, with every "
                         "photo's heading")
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1 ...")
+    add_search_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     if not 1 <= args.top_k <= TOP_K_MAX:
@@ -137,7 +150,8 @@ def main(argv=None) -> int:
     from geoapp.retrieval.engine import Localizer
 
     try:
-        localizer = Localizer(checkpoint, database, device=args.device, accuracy=accuracy)
+        localizer = Localizer(checkpoint, database, device=args.device, accuracy=accuracy, search=args.search,
+                              rerank=args.rerank)
     except (ValueError, OSError, RuntimeError) as exc:  # CheckpointError, DatabaseError, a device torch lacks
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -152,6 +166,7 @@ def main(argv=None) -> int:
             print(f"error: cannot write {args.out}: {exc}", file=sys.stderr)
             return 2
     print(summary(batch, args.top_k, args.out), file=sys.stderr)
+    print(f"search: {localizer.search_text()} over {len(localizer.db):,} references", file=sys.stderr)
     return 0 if batch.ok else 1
 
 

@@ -117,6 +117,27 @@ def test_calibration_is_fitted_stored_and_used(tiny_world, tiny_checkpoint, tiny
     assert answers.similarities.shape == (len(data), CONFIDENCE_K)
 
 
+def test_a_calibration_for_a_two_stage_database_measures_the_first_stage(tiny_world, tiny_checkpoint, tiny_database,
+                                                                          tmp_path, monkeypatch):
+    from geoapp.retrieval import calibrate, engine
+
+    monkeypatch.setattr(calibrate, "TWO_STAGE_FROM", 16)  # the 16-reference calibration gallery searches in two stages
+    monkeypatch.setattr(engine, "TWO_STAGE_FROM", 12)  # and so does the 12-reference database it is stored in
+    calibration = fit_calibration(tiny_checkpoint, "synth", tiny_world, gallery_size=16, split="train",
+                                  distractor_split="test", device="cpu", progress=False)
+    check = calibration.record["first_stage_recall"]
+    # 500 candidates of 16: the first stage passes every reference on, so it keeps every true tile and the two-stage
+    # answers are the exhaustive ones
+    assert (check["queries"], check["candidates"], check["references"]) == (4, 16, 16)
+    assert check["percent"] == 100.0 and check["R@1_two_stage"] == check["R@1_exhaustive"]
+    db = tmp_path / "db"
+    shutil.copytree(tiny_database, db)
+    write_calibration(db, calibration)
+    localizer = Localizer(tiny_checkpoint, db, device="cpu")
+    assert localizer.search_mode == "two-stage"
+    assert "kept the true tile for 100.0 % of 4 calibration queries at 16 of 16" in localizer.search_text()
+
+
 def test_calibration_is_refused_for_another_checkpoint(tiny_world, tiny_checkpoint, tiny_database, tmp_path):
     from geoapp.retrieval.confidence import Calibration
 

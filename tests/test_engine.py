@@ -86,7 +86,7 @@ def test_result_carries_what_the_ui_shows(world, localizer):
 
 
 def test_two_stage_reranking_everything_equals_exhaustive(world, localizer):
-    two = Localizer(world["ckpt"], world["db"], device="cpu", two_stage=True, rerank=N_TILES)
+    two = Localizer(world["ckpt"], world["db"], device="cpu", search="two-stage", rerank=N_TILES)
     # the exhaustive search may time fp32 as faster on this CPU; its fp16 first pass re-ranks in float64 like the
     # two-stage search, so that is the path whose distances must agree to the bit
     localizer.fast_search = True
@@ -102,7 +102,7 @@ def test_two_stage_reranking_everything_equals_exhaustive(world, localizer):
 
 
 def test_two_stage_reranks_the_first_stage_candidates_exactly(world, localizer):
-    two = Localizer(world["ckpt"], world["db"], device="cpu", two_stage=True, rerank=4)
+    two = Localizer(world["ckpt"], world["db"], device="cpu", search="two-stage", rerank=4)
     image = _query(world, 2, 100)
     with torch.inference_mode():
         ground = two.model.encode_ground(to_tensor(image)[None])
@@ -221,3 +221,32 @@ def test_gate_corr_database_stores_gates_and_topk_equals_brute_force(tmp_path, w
         result = loc.localize(image, top_k=N_TILES)
         assert [c.index for c in result.candidates] == order.tolist()
         assert np.allclose([c.distance for c in result.candidates], full.distances[0, order].numpy(), atol=1e-5)
+
+
+def test_auto_search_takes_the_two_stage_search_from_its_threshold_on(world, monkeypatch):
+    import geoapp.localize as cli
+    from geoapp.retrieval import engine
+
+    db = ReferenceDatabase.open(world["db"])
+    assert engine.choose_search("auto", db) == "exhaustive"  # 10 references, far below the threshold
+    monkeypatch.setattr(engine, "TWO_STAGE_FROM", N_TILES)
+    assert engine.choose_search("auto", db) == "two-stage"
+    auto = Localizer(world["ckpt"], world["db"], device="cpu", rerank=N_TILES)
+    assert auto.search_mode == "two-stage" and auto.localize(_query(world), top_k=3).search.startswith("two-stage")
+    assert "its recall was not measured" in auto.search_text()  # the tiny database has no calibration
+    assert engine.choose_search("exhaustive", db) == "exhaustive"
+    with pytest.raises(ValueError, match="search must be one of"):
+        engine.choose_search("fast", db)
+    # the command line's copies of the rule's numbers (it does not import the engine to print its help)
+    assert (cli.SEARCH_MODES, cli.TWO_STAGE_FROM) == (engine.SEARCH_MODES, 5000)
+
+
+def test_a_database_without_a_first_stage_is_searched_exhaustively_or_refused(world, tmp_path, monkeypatch):
+    from geoapp.retrieval import engine
+
+    db_path = build_database(world["source"], world["ckpt"], tmp_path / "db", batch_size=4, first_stage_dims=0,
+                             show_progress=False)
+    monkeypatch.setattr(engine, "TWO_STAGE_FROM", 1)
+    assert engine.choose_search("auto", ReferenceDatabase.open(db_path)) == "exhaustive"
+    with pytest.raises(ValueError, match="has none .*--first-stage-dims"):
+        Localizer(world["ckpt"], db_path, device="cpu", search="two-stage")

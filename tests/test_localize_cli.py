@@ -210,6 +210,21 @@ def test_without_out_a_table_is_printed(cli, photo_folder, localizer):
         assert line[lines[0].index("rank"):].split()[0] == rank  # aligned under its header
         assert line[lines[0].index("score"):].split()[0] == score
     assert "localized 1 of 1 photo (top 2 each): 2 rows" in stderr
+    assert "search: exhaustive over 12 references" in stderr  # auto: far below the two-stage threshold
+
+
+def test_the_search_is_chosen_and_named(cli, photo_folder, localizer, capsys):
+    photo = photo_folder / "a.png"
+    code, stdout, stderr = cli(photo, "--top-k", 3, "--search", "two-stage", "--rerank", 12)
+    assert code == 0, stderr
+    assert "search: two-stage (first stage top 12; its recall was not measured" in stderr
+    # 12 candidates of 12 references: the first stage passes every one on, so the answers are the exhaustive ones
+    expected = expected_candidates(localizer, photo, top_k=3)
+    assert [line.split()[:4] for line in stdout.splitlines()[1:]] == [
+        [str(photo), str(c.rank), f"{c.lat:.7f}".rstrip("0"), f"{c.lon:.7f}".rstrip("0")] for c in expected]
+    with pytest.raises(SystemExit):
+        cli(photo, "--search", "fast")
+    assert "invalid choice: 'fast'" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------ failures

@@ -18,6 +18,7 @@ from pathlib import Path
 from geoapp.app.bootstrap import BootstrapError, DemoPaths, ensure_demo
 from geoapp.app.context import DEFAULT_TOP_K
 from geoapp.app.ui import build_demo
+from geoapp.localize import add_search_arguments
 from geoapp.retrieval.engine import Localizer
 
 __all__ = ["build_demo", "main", "parse_args", "resolve_artifacts"]
@@ -40,6 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=f"reference database folder (env GEOAPP_REFERENCE_DB; default: the demo's {demo.database})")
     p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="candidates shown (default %(default)s)")
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1 ...")
+    add_search_arguments(p)
     p.add_argument("--no-build", action="store_true",
                    help="fail with a message instead of building a missing part of the demo (world, database)")
     p.add_argument("--rebuild-model", action="store_true",
@@ -77,7 +79,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     checkpoint, database, accuracy = resolve_artifacts(args)
     try:
-        localizer = Localizer(checkpoint, database, device=args.device, accuracy=accuracy)
+        localizer = Localizer(checkpoint, database, device=args.device, accuracy=accuracy, search=args.search,
+                              rerank=args.rerank)
     except (ValueError, OSError) as exc:  # CheckpointError, DatabaseError (e.g. a mismatched pair): say what, stop
         print(f"error: {exc}", file=sys.stderr)
         return 2

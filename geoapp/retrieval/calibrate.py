@@ -25,9 +25,11 @@ from ..utils import atomic_write_json, sha256_file
 from .build import ConcatSource, DatasetSource, Limited, build_database
 from .confidence import CONFIDENCE_K, HEADING_TOLERANCE_DEG, Calibration, window_peak_margin
 from .database import METADATA_NAME, read_database_metadata
-from .engine import Localizer
+from .engine import TWO_STAGE_FROM, Localizer, prepare_query
+from .index import DEFAULT_DIMS
 
 CALIBRATION_FOVS = (60.0, 70.0, 80.0, 90.0, 100.0)  # the phone photos the app is for
+TWO_STAGE_CHECK_FOV = 90.0
 
 
 @dataclass
@@ -111,14 +113,16 @@ def fit_calibration(checkpoint: str | Path, dataset: str, data_root: str | Path,
         # spread over the split, not its first rows: distractors from everywhere in the training area
         parts.append(Limited(distractors, min(extra, len(distractors)), spread=True))
     source = ConcatSource(parts) if len(parts) > 1 else queries
+    two_stage = len(source) >= TWO_STAGE_FROM  # the served database will search in two stages: measure its loss
     scratch = Path(tempfile.mkdtemp(prefix="geoapp-calibration-", dir=work_dir))
     try:
-        db_path = build_database(source, checkpoint, scratch / "db", first_stage_dims=0, show_progress=progress,
-                                 device=device)
-        localizer = Localizer(checkpoint, db_path, device=device)
+        db_path = build_database(source, checkpoint, scratch / "db", first_stage_dims=DEFAULT_DIMS if two_stage else 0,
+                                 show_progress=progress, device=device)
+        localizer = Localizer(checkpoint, db_path, device=device, search="exhaustive")
         data = build_dataset(dataset, data_root, split, fov_deg=config.fov_deg, train=False)
         answers, _ = collect_answers(localizer, data, fovs, shift_seed, progress=progress,
                                      label=f"calibration ({split})")
+        check = two_stage_check(checkpoint, db_path, data, answers, shift_seed, device, progress) if two_stage else None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     record = {"split": split, "queries": int(len(data)), "fovs": [float(f) for f in fovs],
@@ -127,8 +131,27 @@ def fit_calibration(checkpoint: str | Path, dataset: str, data_root: str | Path,
               "checkpoint_sha256": sha256_file(checkpoint), "dataset": dataset,
               "accuracy_at_fit": {"tile_R@1": float(answers.tile_right.mean() * 100),
                                   "heading_within_22.5deg": float(answers.heading_right.mean() * 100)}}
+    if check is not None:
+        record["first_stage_recall"] = check
     return Calibration.fit(answers.similarities, answers.fovs, answers.peak_margins, answers.tile_right,
                            answers.heading_right, record)
+
+
+def two_stage_check(checkpoint, db_path, data, exhaustive: Answers, shift_seed: int, device, progress: bool,
+                    fov: float = TWO_STAGE_CHECK_FOV, candidates: int = 500) -> dict:
+    """The two-stage search's answers against the exhaustive ones on the calibration queries at ``fov``: how often
+    its first stage kept the true tile among its ``candidates`` and the R@1 of both (what a switch to it costs)."""
+    localizer = Localizer(checkpoint, db_path, device=device, search="two-stage", rerank=candidates)
+    answers, _ = collect_answers(localizer, data, (fov,), shift_seed, progress=progress, label="two-stage check")
+    kept = []
+    for index, crops, _ in split_queries(data, fov, shift_seed, range(len(data))):
+        ground = localizer.encode(prepare_query(crops[0], localizer.config, fov, "crop")[0])
+        kept.append(int(index) in localizer.first_stage.search(ground, candidates)[0].tolist())
+    at_fov = exhaustive.fovs == fov
+    return {"fov": fov, "queries": int(len(kept)), "candidates": int(min(candidates, len(localizer.db))),
+            "references": int(len(localizer.db)), "percent": float(np.mean(kept) * 100),
+            "R@1_two_stage": float(answers.tile_right.mean() * 100),
+            "R@1_exhaustive": float(exhaustive.tile_right[at_fov].mean() * 100)}
 
 
 def unfittable_record(checkpoint: str | Path, split: str, reason: Exception) -> dict:

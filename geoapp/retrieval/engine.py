@@ -195,13 +195,37 @@ def _upsample(mask: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     return up[0, 0].cpu().numpy()
 
 
+SEARCH_MODES = ("auto", "exhaustive", "two-stage")
+# From this many references ``auto`` takes the two-stage search: measured faster from a few thousand on (10,000
+# full-size references: 154 against 1,036 ms on an AVX2 EPYC), and no answer lost at 6,000 with 500 candidates
+# (README, "python -m geoapp.bench search"); below it the exhaustive search is as fast and exact by construction.
+TWO_STAGE_FROM = 5000
+
+
+def choose_search(mode: str, db) -> str:
+    """``exhaustive`` or ``two-stage`` for a database: ``auto`` takes the two-stage search from
+    :data:`TWO_STAGE_FROM` references on when the database has its first stage; asked for explicitly, a missing first
+    stage is an error that says how to build one."""
+    if mode not in SEARCH_MODES:
+        raise ValueError(f"search must be one of {SEARCH_MODES}, got {mode!r}")
+    has_first_stage = db.has("first_stage_blocks")
+    if mode == "two-stage" and not has_first_stage:
+        raise ValueError(f"the two-stage search needs the database's first stage, and {db.path} has none (built with "
+                         "--first-stage-dims 0): rebuild it with build_db's default --first-stage-dims")
+    if mode == "auto":
+        return "two-stage" if has_first_stage and len(db) >= TWO_STAGE_FROM else "exhaustive"
+    return mode
+
+
 class Localizer:
     """Checkpoint + reference database, loaded once; ``localize`` answers one photo at a time."""
 
     def __init__(self, checkpoint_path: str | os.PathLike, database_path: str | os.PathLike, device: str = "auto",
-                 two_stage: bool = False, rerank: int = 500, chunk_size: int = 512, accuracy: dict | None = None):
-        """``accuracy``: figures measured for this checkpoint elsewhere than its metadata (e.g. re-measured on this
-        machine's world), shaped like its metadata (``accuracy_text``); shown instead of the recorded ones."""
+                 search: str = "auto", rerank: int = 500, chunk_size: int = 512, accuracy: dict | None = None):
+        """``search``: ``exhaustive``, ``two-stage`` (a FAISS first stage, then the exact alignment of ``rerank``
+        candidates), or ``auto`` (:func:`choose_search`). ``accuracy``: figures measured for this checkpoint
+        elsewhere than its metadata (e.g. re-measured on this machine's world), shaped like its metadata
+        (``accuracy_text``); shown instead of the recorded ones."""
         tune_allocator()
         self.device = resolve_device(device)
         self.checkpoint_path = Path(checkpoint_path)
@@ -213,7 +237,8 @@ class Localizer:
         self.db = ReferenceDatabase.open(database_path, self.checkpoint_sha, self.config, self.device)
         self.chunk_size = chunk_size
         self.rerank = int(rerank)
-        self.first_stage = FirstStageIndex.from_database(self.db) if two_stage else None
+        self.search_mode = choose_search(search, self.db)
+        self.first_stage = FirstStageIndex.from_database(self.db) if self.search_mode == "two-stage" else None
         self.calibration = self._read_calibration()
         self.warm_up()
 
@@ -266,13 +291,23 @@ class Localizer:
         self.search_timings = seconds
 
     def describe(self) -> str:
-        search = f"two-stage (re-rank {self.rerank})" if self.first_stage is not None else "exhaustive"
+        search = self.search_text()
         if self.first_stage is None:
             search += " fp16-first-pass" if self.fast_search else " fp32"
         calibrated = "calibrated confidence" if self.calibration is not None else self.calibration_note
         return (f"checkpoint {self.checkpoint_path.name} ({self.checkpoint_sha[:12]}; "
                 f"{accuracy_text(self.accuracy_meta)}), database {self.db.describe()}, {search} search on "
                 f"{self.device}, {calibrated}")
+
+    def search_text(self) -> str:
+        """Which search answers a single photo over the whole database, and its first stage's measured recall."""
+        if self.first_stage is None:
+            return "exhaustive"
+        recall = (self.calibration.record.get("first_stage_recall") if self.calibration is not None else None)
+        kept = (f"; it kept the true tile for {recall['percent']:.1f} % of {recall['queries']} calibration queries at "
+                f"{recall['candidates']} of {recall['references']:,}" if recall else "; its recall was not measured "
+                "for this database (build_db --calibrate measures it)")
+        return f"two-stage (first stage top {self.rerank}{kept})"
 
     def coverage(self) -> dict:
         """What the loaded database can answer: its source, size and extent, and the model's training data."""
@@ -382,7 +417,7 @@ class Localizer:
         elif len(views) > 1:
             search = f"exhaustive, {len(views)} photos combined"
         else:
-            search = f"two-stage (first stage top {self.rerank})" if self.first_stage is not None else "exhaustive"
+            search = self.search_text()
         return LocalizationResult(
             candidates=candidates, input_image=first.input_image, ground_mask=first.ground_mask, fov_deg=first.fov_deg,
             fov_source=first.fov_source, projection=first.projection, elapsed_s=t4 - t0, device=str(self.device),
