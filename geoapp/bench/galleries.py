@@ -20,7 +20,7 @@ from ..retrieval.database_writer import DatabaseWriter
 from ..retrieval.index import FirstStageIndex, compute_first_stage
 
 
-def _rotated(maps: torch.Tensor, axis: int, roll: np.ndarray, blocks: int) -> torch.Tensor:
+def rotated_blocks(maps: torch.Tensor, axis: int, roll: np.ndarray, blocks: int) -> torch.Tensor:
     """``maps`` (in place) with reference i rolled by ``roll[i]`` of ``blocks`` equal column blocks along ``axis``."""
     m = maps.shape[axis] // blocks
     for r in np.unique(roll):
@@ -56,12 +56,12 @@ def build_replica_store(seed_db: ReferenceDatabase, out: Path, n: int, seed: int
         gains = torch.as_tensor(1 + 0.1 * rng.standard_normal((stop - start, 512)), dtype=torch.float16)
         feats, masks, gates = [torch.empty(0)] * 4, [torch.empty(0)] * 4, [torch.empty(0)] * 4
         for s, f in seed_feats.items():  # column-major: a rotation is a roll of the outermost (column) axis
-            out = _rotated(f[src] * gains[:, None, : f.shape[2], None].clamp(0.5, 1.5), 1, roll, o)
+            out = rotated_blocks(f[src] * gains[:, None, : f.shape[2], None].clamp(0.5, 1.5), 1, roll, o)
             feats[s - 1] = out.permute(0, 2, 3, 1)  # the N x C x H x W view write_chunk expects
         for s, f in seed_masks.items():  # R x H x W
-            masks[s - 1] = _rotated(f[src].clone(), 2, roll, o)
+            masks[s - 1] = rotated_blocks(f[src].clone(), 2, roll, o)
         for s, f in seed_gates.items():  # R x C x W
-            gates[s - 1] = _rotated(f[src].clone(), 2, roll, o)
+            gates[s - 1] = rotated_blocks(f[src].clone(), 2, roll, o)
         thumbs = np.stack([seed_db.thumbnail(int(i)) for i in src])
         writer.write_chunk(c, StageMaps(feats, masks if config.use_ca else None, gates=gates if config.use_ca
                                         else None), thumbs)

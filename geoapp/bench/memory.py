@@ -24,7 +24,7 @@ from ..model import ModelConfig, StageMaps, build_model
 from ..training.evaluation import SpooledGallery, match_block
 from ..training.precision import cpu_description
 from ..training.presets import resolve_config
-from .galleries import _rotated
+from .galleries import rotated_blocks
 
 TARGET_PEAK_GB = 4.0
 GB = 1e9
@@ -66,9 +66,9 @@ def replicas(seed: StageMaps, start: int, stop: int, rng: np.random.Generator, b
     roll = rng.integers(0, blocks, stop - start)
     gains = torch.as_tensor(1 + 0.1 * rng.standard_normal((stop - start, seed.features[-1].shape[1], 1, 1)),
                             dtype=torch.float32).clamp(0.5, 1.5)
-    feats = [_rotated(f[src] * gains[:, : f.shape[1]], 3, roll, blocks) for f in seed.features]
-    masks = None if seed.masks is None else [_rotated(m[src], 2, roll, blocks) for m in seed.masks]
-    gates = None if seed.gates is None else [_rotated(g[src], 2, roll, blocks) for g in seed.gates]
+    feats = [rotated_blocks(f[src] * gains[:, : f.shape[1]], 3, roll, blocks) for f in seed.features]
+    masks = None if seed.masks is None else [rotated_blocks(m[src], 2, roll, blocks) for m in seed.masks]
+    gates = None if seed.gates is None else [rotated_blocks(g[src], 2, roll, blocks) for g in seed.gates]
     return StageMaps(feats, masks, gates=gates)
 
 
