@@ -11,7 +11,7 @@ import torch
 
 from geoapp.data.datasets import build_dataset
 from geoapp.data.fov import crop_fov
-from geoapp.model import align_windows
+from geoapp.model import match_maps
 from geoapp.retrieval.calibrate import collect_answers, fit_calibration, write_calibration
 from geoapp.retrieval.confidence import CONFIDENCE_K
 from geoapp.retrieval.database import ReferenceDatabase
@@ -35,7 +35,7 @@ def _similarities(localizer, image, indices=None):
     with torch.inference_mode():
         ground = localizer.encode(image)
     gallery = ReferenceDatabase.open(localizer.db.path).slice(0, len(localizer.db))
-    res = align_windows(ground, gallery, localizer.config.align_mode, localizer.config.stages, chunk_size=None)
+    res = match_maps(localizer.config, ground, gallery, chunk_size=None)  # the served model's own matching
     return res.similarity[0].double().numpy(), res
 
 

@@ -403,7 +403,7 @@ class Localizer:
         t3 = time.perf_counter()
         candidates = self._candidates(per_view[0], grounds[0], int(top_k))
         if len(views) > 1:
-            candidates = self._combine(candidates, per_view, combined)
+            candidates = self._combine(candidates, per_view, combined, grounds)
         confidence = None
         if self.calibration is not None and len(combined) >= 2:
             scores = candidates[0].window_scores
@@ -442,9 +442,10 @@ class Localizer:
                 top.indices = torch.as_tensor(subset, device=top.indices.device)[top.indices]
         return per_view, mean[torch.as_tensor(order, device=mean.device)].float()
 
-    def _combine(self, candidates: list[Candidate], per_view: list[TopK], combined: torch.Tensor) -> list[Candidate]:
-        stage = self.config.heading_stage_resolved
-        headings = [np.asarray(wrap_degrees(top.headings(stage)))[0] % 360.0 for top in per_view]
+    def _combine(self, candidates: list[Candidate], per_view: list[TopK], combined: torch.Tensor,
+                 grounds: list[StageMaps]) -> list[Candidate]:
+        # each photo's heading at a tile: the one a single-photo query of it gets there (refined likewise)
+        headings = [self._headings(top, ground, len(candidates))[0] for top, ground in zip(per_view, grounds)]
         out = []
         for i, c in enumerate(candidates):
             sim = float(combined[i])
@@ -465,17 +466,24 @@ class Localizer:
         scores = gate_corr_scores(ground.gates[stage - 1], sat_gates, sat_energy=energy)  # 1 x k x W_b, as searched
         return [row.float().cpu().numpy() for row in scores[0]]
 
-    def _candidates(self, top: TopK, ground: StageMaps, top_k: int) -> list[Candidate]:
-        """The first ``top_k`` answers of ``top`` with what the UI shows of them."""
+    def _headings(self, top: TopK, ground: StageMaps, top_k: int) -> tuple[np.ndarray, list[np.ndarray | None]]:
+        """The headings (degrees in [0, 360)) of ``top``'s first ``top_k`` answers, refined below the column grid where
+        the gate-corr window scores are at hand, and those scores."""
         stage = self.config.heading_stage_resolved
         i = top.stages.index(stage)
         heading_scores = self._heading_scores(ground, top.indices[0, :top_k].tolist(), stage)
-        headings = np.asarray(wrap_degrees(top.headings(stage)))[0] % 360.0
-        for rank, scores in enumerate(heading_scores):  # below the column grid, where the scores are at hand
+        headings = np.asarray(wrap_degrees(top.headings(stage)))[0, :top_k] % 360.0
+        for rank, scores in enumerate(heading_scores):
             if scores is not None:
                 offset = top.offsets[0, rank, i].reshape(1)
                 headings[rank] = headings_from_scores(torch.from_numpy(scores)[None], offset, top.window_widths[i],
                                                       top.map_widths[i])[0] % 360.0
+        return headings, heading_scores
+
+    def _candidates(self, top: TopK, ground: StageMaps, top_k: int) -> list[Candidate]:
+        """The first ``top_k`` answers of ``top`` with what the UI shows of them."""
+        i = top.stages.index(self.config.heading_stage_resolved)
+        headings, heading_scores = self._headings(top, ground, top_k)
         scale = self.config.sat_width / top.map_widths[i]  # polar-image columns per stage column
         polar_size = (self.config.sat_height, self.config.sat_width)
         out = []
