@@ -152,3 +152,15 @@ def test_bench_gpu_figures_on_the_cpu(tmp_path):
     out = gpu.measure(cfg, gpu.torch.device("cpu"), args, steps=1, queries=2)
     assert out["precision"] == "fp32"
     assert {k for k, _, _ in gpu.ROWS} <= set(out) and all(out[k] > 0 for k, _, _ in gpu.ROWS)
+
+
+def test_bench_search_counts_the_bytes_a_query_reads():
+    from geoapp.bench.search import bytes_per_query
+    from geoapp.model import ModelConfig
+
+    config = ModelConfig(align_mode="gate-corr", shared_window=True, fov_deg=90.0)  # stages 1-4, block 1's gates
+    per_ref = {"features_1.npy": 400.0, "features_2.npy": 200.0, "features_3.npy": 100.0, "features_4.npy": 100.0,
+               "gates_1.npy": 64.0, "gate_energy_1.npy": 16.0, "col_energy_1.npy": 8.0, "col_energy_2.npy": 4.0,
+               "col_energy_3.npy": 2.0, "col_energy_4.npy": 2.0, "thumbnails.npy": 9999.0, "masks_1.npy": 999.0}
+    # a quarter of every stage's columns (90 deg), all of the gates and energies, nothing the UI alone reads
+    assert bytes_per_query(config, per_ref) == 800.0 / 4 + 64 + 16 + 16

@@ -4,7 +4,8 @@ Prints, each figure next to its target:
 
 - database build time per tile, measured through the real build path (``geoapp.build_db.build_database``: random
   750 x 750 JPEG tiles -> decode -> polar transform -> satellite branch -> store -> first-stage descriptors);
-- bytes per reference on disk and in RAM;
+- bytes per reference on disk and in RAM; the bytes an exhaustive query reads and the machine's measured memory
+  bandwidth, the floor under its latency;
 - query latency (median, p90) of the exhaustive and the two-stage search for each gallery size;
 - R@1 / R@10 of the two-stage search against the exhaustive one on the synthetic test set with the demo checkpoint
   (``checkpoints/demo.safetensors`` + ``data/synth``), skipped with a line when those are absent.
@@ -81,6 +82,22 @@ def verdict(value: float, target: float) -> str:
 
 def exhaustive_latency(config, queries, gallery, chunk: int) -> list[float]:
     return [timed(lambda q=q: topk_matches(config, q, gallery, 10, chunk))[0] for q in queries]
+
+
+def memory_bandwidth(megabytes: int = 512, repeats: int = 3) -> float:
+    """This machine's memory read bandwidth in GB/s, as the search's threads see it: the best of ``repeats`` sums
+    of a ``megabytes`` float32 tensor (larger than any cache, already paged in)."""
+    x = torch.ones(megabytes * 2**20 // 4)
+    best = min(timed(lambda: float(x.sum()))[0] for _ in range(repeats + 1))
+    return x.numel() * 4 / best / 1e9
+
+
+def bytes_per_query(config, per_ref: dict[str, float]) -> float:
+    """Bytes an exhaustive query reads per reference: the window columns of every stage's features (the FoV's share
+    of the width), and the whole width of what scores the offsets (gates and their energies, column energies)."""
+    window = sum(per_ref[f"features_{s}.npy"] for s in config.stages) * config.fov_deg / 360
+    whole = sum(v for k, v in per_ref.items() if k.startswith(("gates_", "gate_energy_", "col_energy_")))
+    return window + whole
 
 
 def time_gallery(config, db: ReferenceDatabase, n: int, queries: list[StageMaps], args):
@@ -274,10 +291,15 @@ def latency_section(args, sizes: list[int], work: Path) -> None:
     print(f"physical store: {physical_n:,} references ({phys_path}, {'reused' if t < 5 else f'written in {t:.0f} s'})")
     print(f"disk: {sum(per_ref.values()):,.0f} B per reference = "
           + " + ".join(f"{k} {v:,.0f}" for k, v in group.items()))
-    window = sum(per_ref[f"features_{s}.npy"] for s in config.stages) * config.fov_deg / 360
+    read = bytes_per_query(config, per_ref)
     print(f"RAM, exhaustive: the store is memory-mapped; the process itself holds {group['other']:,.0f} B per reference"
-          f" (lat/lon, paths); a warm query reads the window columns, {window:,.0f} B per reference at "
-          f"{config.fov_deg:g} deg, from the OS page cache (a cold one from disk). RAM, two-stage: see the table.")
+          f" (lat/lon, paths); a warm query reads {read:,.0f} B per reference at {config.fov_deg:g} deg (window "
+          "columns, gates, energies) from the OS page cache (a cold one from disk). RAM, two-stage: see the table.")
+    bandwidth = memory_bandwidth()
+    print(f"memory read bandwidth, measured ({args.threads} threads, sum of a 512 MB tensor): {bandwidth:.1f} GB/s; "
+          "an exhaustive query cannot beat reading its bytes: "
+          + ", ".join(f"{n:,} references {read * n / 1e6:,.0f} MB >= {read * n / bandwidth / 1e6:,.0f} ms"
+                      for n in sizes if n <= args.max_exhaustive))
 
     # -- queries
     model, _ = load_model(ckpt)
