@@ -1,0 +1,150 @@
+"""Reference tiles cut from a georeferenced orthophoto: north-up to true north (meridian convergence at the edge of a
+UTM zone), nodata borders skipped, bad rasters refused with a specific message, and a database built from one."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import rasterio
+from pyproj import Transformer
+from rasterio.transform import Affine, from_origin
+
+from geoapp.retrieval.database import DatabaseError, ReferenceDatabase
+from geoapp.retrieval.raster import RasterSource, sample_positions
+
+UTM32 = "EPSG:32632"  # central meridian 9 E: at 12 E, 48 N true north is about 2.2 deg off the grid's north
+ORIGIN = (48.0, 11.99)  # lat, lon near the zone's eastern edge
+PERIOD_M = 12.0
+
+
+def pattern(east: np.ndarray, north: np.ndarray) -> np.ndarray:
+    """RGB of the ground at true-frame metres (east, north) from ORIGIN: stripes that show any rotation."""
+    r = 128 + 100 * np.sin(2 * np.pi * east / PERIOD_M)
+    g = 128 + 100 * np.sin(2 * np.pi * north / PERIOD_M)
+    b = 128 + 60 * np.sin(2 * np.pi * (east + north) / (2 * PERIOD_M))
+    return np.stack([r, g, b]).clip(0, 255)
+
+
+def local_frame():
+    """UTM -> true-frame metres around ORIGIN (an azimuthal equidistant projection centred there)."""
+    aeqd = f"+proj=aeqd +lat_0={ORIGIN[0]} +lon_0={ORIGIN[1]} +datum=WGS84 +units=m"
+    return Transformer.from_crs(UTM32, aeqd, always_xy=True)
+
+
+def write_raster(path, size_m=256.0, pixel=0.5, bands=3, dtype="uint8", crs=UTM32, transform=None, nodata_right=False,
+                 values=None):
+    centre = Transformer.from_crs("EPSG:4326", UTM32, always_xy=True).transform(ORIGIN[1], ORIGIN[0])
+    left, top = centre[0] - size_m / 2, centre[1] + size_m / 2
+    n = int(size_m / pixel)
+    transform = transform if transform is not None else from_origin(left, top, pixel, pixel)
+    if values is None:
+        cols, rows = np.meshgrid(np.arange(n) + 0.5, np.arange(n) + 0.5)
+        x, y = left + cols * pixel, top - rows * pixel
+        east, north = local_frame().transform(x, y)
+        values = pattern(np.asarray(east), np.asarray(north))[:bands]
+    values = values.astype(dtype)
+    nodata = None
+    if nodata_right:
+        values[:, :, int(0.6 * n):] = 0  # the east 40 %
+        nodata = 0
+    with rasterio.open(path, "w", driver="GTiff", width=n, height=n, count=bands, dtype=dtype, crs=crs,
+                       transform=transform, nodata=nodata) as dst:
+        dst.write(values)
+    return path
+
+
+@pytest.fixture(scope="module")
+def raster(tmp_path_factory):
+    return write_raster(tmp_path_factory.mktemp("ortho") / "ortho.tif")
+
+
+def test_tiles_are_north_up_to_true_north_at_the_edge_of_a_utm_zone(raster):
+    source = RasterSource(raster, (32, 128), tile_metres=64.0, spacing=48.0, tile_px=128)
+    assert len(source) == 25 and source.skipped == 0  # a 5 x 5 grid of whole 64 m tiles, 48 m apart, in 256 m
+    assert np.degrees(source.grid.north).mean() == pytest.approx(-2.23, abs=0.05)  # east of the central meridian
+    offsets = (np.arange(128) - 63.5) * 0.5
+    east, south = np.meshgrid(offsets, offsets)
+    errors, unrotated = [], []
+    for i in (0, 12, 24):
+        ce, cn = local_frame().transform(*source.grid.xy[i])
+        expected = pattern(ce + east, cn - south).transpose(1, 2, 0)
+        errors.append(np.abs(source.tile(i).astype(float) - expected)[4:-4, 4:-4].mean())
+        # the same tile cut along the grid's north instead: the convergence turns it by 2.2 deg
+        cols, rows = sample_positions(source.transform, source.grid.xy[i], 0.0, 64.0, 128)
+        with rasterio.open(raster) as src:
+            data = src.read().transpose(1, 2, 0).astype(np.float32)
+        grid_up = cv2.remap(data, cols.astype(np.float32), rows.astype(np.float32), cv2.INTER_LINEAR)
+        unrotated.append(np.abs(grid_up - expected)[4:-4, 4:-4].mean())
+    assert max(errors) < 4.0  # grey levels: bilinear resampling of 0.5 m stripes only
+    assert min(unrotated) > 5 * max(errors)
+    lat, lon = source.latlon[12]
+    assert (lat, lon) == pytest.approx(ORIGIN, abs=1e-6)  # the centre tile sits on the raster's centre
+
+
+def test_mostly_nodata_tiles_are_skipped_and_counted(tmp_path):
+    path = write_raster(tmp_path / "half.tif", nodata_right=True)
+    source = RasterSource(path, (32, 128), tile_metres=64.0, spacing=48.0, tile_px=128)
+    # the two eastern columns of tiles are 85 % and 100 % nodata; the middle one 10 %, kept
+    assert source.candidates == 25 and source.skipped == 10 and len(source) == 15
+    assert source.identity()["skipped_nodata"] == 10
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("no_crs", "has no CRS"),
+    ("identity", "has no georeference"),
+    ("rotated", "rotated or sheared transform"),
+    ("geographic", "geographic CRS"),
+    ("one_band", "has 1 band"),
+    ("coarse", "coarser than the model's"),
+    ("small", "less than one 64-unit tile"),
+])
+def test_bad_rasters_are_refused_with_a_specific_message(tmp_path, problem, message):
+    path = tmp_path / f"{problem}.tif"
+    flat = np.full((3, 200, 200), 100, np.uint8)
+    if problem == "no_crs":
+        write_raster(path, crs=None, values=flat, size_m=100.0)
+    elif problem == "identity":
+        write_raster(path, transform=Affine.identity(), values=flat, size_m=100.0)
+    elif problem == "rotated":
+        write_raster(path, transform=Affine(0.5, 0.1, 500000.0, 0.1, -0.5, 5300000.0), values=flat, size_m=100.0)
+    elif problem == "geographic":
+        write_raster(path, crs="EPSG:4326", transform=from_origin(11.9, 48.1, 1e-5, 1e-5), values=flat, size_m=100.0)
+    elif problem == "one_band":
+        write_raster(path, bands=1, values=flat[:1], size_m=100.0)
+    elif problem == "coarse":
+        write_raster(path, pixel=2.0, values=np.full((3, 200, 200), 100, np.uint8), size_m=400.0)
+    else:
+        write_raster(path, values=np.full((3, 100, 100), 100, np.uint8), size_m=50.0)
+    with pytest.raises(DatabaseError, match=message):
+        RasterSource(path, (32, 128), tile_metres=64.0, spacing=48.0)
+
+
+def test_16_bit_imagery_is_scaled_by_the_stated_rule(tmp_path):
+    rng = np.random.default_rng(0)
+    values = rng.integers(1000, 3000, size=(3, 200, 200)).astype(np.uint16)
+    path = write_raster(tmp_path / "u16.tif", dtype="uint16", values=values, size_m=100.0)
+    source = RasterSource(path, (32, 128), tile_metres=64.0, spacing=48.0, tile_px=64)
+    rule = source.identity()["scaling"]
+    assert "uint16" in rule["rule"] and "percentiles 2 -> 0 and 98 -> 255" in rule["rule"]
+    assert rule["low"][0] == pytest.approx(np.percentile(values[0], 2), rel=0.02)
+    tile = source.tile(0)
+    assert tile.dtype == np.uint8 and 100 < tile.mean() < 155  # uniform values spread over the 8-bit range
+
+
+def test_a_database_is_built_from_the_raster(raster, tmp_path):
+    from geoapp.model import read_metadata
+    from geoapp.retrieval.build import build_database
+    from geoapp.testing import demo_model_config, random_checkpoint
+    from geoapp.utils import sha256_file
+
+    config = demo_model_config(sat_height=32, sat_width=128, ground_height=32, base_channels=8)
+    checkpoint = random_checkpoint(tmp_path / "tiny.safetensors", config)
+    source = RasterSource(raster, (32, 128), tile_metres=64.0, spacing=48.0, tile_px=128)
+    db_path = build_database(source, checkpoint, tmp_path / "db", batch_size=8, show_progress=False)
+    db = ReferenceDatabase.open(db_path, model_config=config)
+    assert len(db) == 25 and np.allclose(db.latlon, source.latlon)
+    assert read_metadata(checkpoint)["model_config"]["sat_width"] == 128
+    identity = json.loads((db_path / "metadata.json").read_text())["source"]
+    assert identity["raster_sha256"] == sha256_file(raster) and identity["crs"] == UTM32
+    assert identity["spacing_metres"] == 48.0 and identity["tile_metres"] == 64.0
