@@ -148,3 +148,15 @@ def test_a_database_is_built_from_the_raster(raster, tmp_path):
     identity = json.loads((db_path / "metadata.json").read_text())["source"]
     assert identity["raster_sha256"] == sha256_file(raster) and identity["crs"] == UTM32
     assert identity["spacing_metres"] == 48.0 and identity["tile_metres"] == 64.0
+
+
+def test_tiles_at_given_locations_keep_their_order_and_refuse_one_outside(raster):
+    grid = RasterSource(raster, (32, 128), tile_metres=64.0, spacing=48.0, tile_px=128)
+    wanted = grid.latlon[[12, 3, 20]]
+    located = RasterSource(raster, (32, 128), tile_metres=64.0, locations=wanted, tile_px=128)
+    assert np.allclose(located.latlon, wanted, atol=1e-9) and located.skipped == 0
+    assert np.array_equal(located.tile(1), grid.tile(3))  # the same centre, the same pixels
+    with pytest.raises(DatabaseError, match="1 of the 2 locations have tiles mostly outside"):
+        RasterSource(raster, (32, 128), tile_metres=64.0, locations=np.array([wanted[0], [48.1, 12.0]]))
+    with pytest.raises(DatabaseError, match="spacing .* or their locations"):
+        RasterSource(raster, (32, 128), tile_metres=64.0)

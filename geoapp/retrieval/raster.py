@@ -15,6 +15,7 @@ percentiles (measured on a decimated read of the whole raster), and the rule is 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,15 +54,20 @@ def model_ground_sampling(tile_metres: float, sat_height: int) -> float:
 class RasterSource:
     """North-up tiles of ``tile_metres`` cut from ``raster`` at ``spacing`` metres (see the module docstring)."""
 
-    def __init__(self, raster: str | Path, sat_size: tuple[int, int], tile_metres: float, spacing: float,
-                 tile_px: int | None = None):
+    def __init__(self, raster: str | Path, sat_size: tuple[int, int], tile_metres: float, spacing: float | None = None,
+                 tile_px: int | None = None, locations: np.ndarray | None = None):
+        """Tiles on a grid ``spacing`` metres apart, or centred on ``locations`` (N x 2 lat/lon, in that order:
+        row i of the database is location i; a location whose tile leaves the raster's data is an error)."""
         import rasterio
 
         self.raster = Path(raster)
         if not self.raster.is_file():
             raise DatabaseError(f"--raster {self.raster} does not exist")
-        self.sat_size, self.tile_metres, self.spacing = sat_size, float(tile_metres), float(spacing)
-        if self.spacing <= 0 or self.tile_metres <= 0:
+        if (spacing is None) == (locations is None):
+            raise DatabaseError("give the tiles' spacing (--spacing M) or their locations (--locations CSV), not both")
+        self.sat_size, self.tile_metres = sat_size, float(tile_metres)
+        self.spacing = None if spacing is None else float(spacing)
+        if (self.spacing is not None and self.spacing <= 0) or self.tile_metres <= 0:
             raise DatabaseError(f"spacing and tile footprint must be positive metres, got {spacing} and {tile_metres}")
         with rasterio.open(self.raster) as src:
             self.metres_per_unit = check_raster(src, self.raster)
@@ -71,11 +77,21 @@ class RasterSource:
             self.scaling = scaling_rule(src)
             self.crs = src.crs.to_string()
             self.transform = src.transform
-            candidates = grid_centres(src, self.tile_metres / self.metres_per_unit, self.spacing / self.metres_per_unit)
-            share = nodata_shares(src, candidates, self.tile_metres / self.metres_per_unit)
+            tile_units = self.tile_metres / self.metres_per_unit
+            if locations is None:
+                candidates = grid_centres(src, tile_units, self.spacing / self.metres_per_unit)
+            else:
+                candidates = located_centres(self.crs, np.asarray(locations, dtype=np.float64).reshape(-1, 2))
+            share = nodata_shares(src, candidates, tile_units)
         keep = share <= MAX_NODATA_SHARE
+        if locations is not None and not keep.all():
+            bad = np.flatnonzero(~keep)
+            raise DatabaseError(f"{len(bad)} of the {len(keep)} locations have tiles mostly outside {self.raster}'s "
+                                f"data (the first: location {bad[0] + 1}, lat/lon {tuple(locations[bad[0]])})")
         self.candidates, self.skipped = len(candidates), int((~keep).sum())
         self.grid = true_north_grid(self.crs, candidates[keep])
+        self.locations_sha256 = None if locations is None else hashlib.sha256(
+            np.ascontiguousarray(locations, dtype=np.float64).tobytes()).hexdigest()
         self.latlon = self.grid.latlon
         self._src = None  # opened on first load, in each worker process
 
@@ -89,7 +105,8 @@ class RasterSource:
     def identity(self) -> dict:
         return {"kind": "raster", "raster": str(self.raster.resolve()), "raster_sha256": sha256_file(self.raster),
                 "crs": self.crs, "pixel_metres": self.pixel_m, "tile_metres": self.tile_metres,
-                "tile_px": self.tile_px, "spacing_metres": self.spacing, "grid_candidates": self.candidates,
+                "tile_px": self.tile_px, "spacing_metres": self.spacing, "locations_sha256": self.locations_sha256,
+                "grid_candidates": self.candidates,
                 "skipped_nodata": self.skipped, "max_nodata_share": MAX_NODATA_SHARE, "scaling": self.scaling}
 
     def tile(self, index: int) -> np.ndarray:
@@ -188,6 +205,12 @@ def grid_centres(src, tile_units: float, spacing_units: float) -> np.ndarray:
     ys = np.arange(b.top - half, b.bottom + half - 1e-9, -spacing_units)  # north to south, rows as read
     gx, gy = np.meshgrid(xs, ys)
     return np.stack([gx.ravel(), gy.ravel()], axis=1)
+
+
+def located_centres(crs: str, latlon: np.ndarray) -> np.ndarray:
+    """The raster-CRS coordinates (N x 2) of lat/lon locations."""
+    x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(latlon[:, 1], latlon[:, 0])
+    return np.stack([np.asarray(x, np.float64), np.asarray(y, np.float64)], axis=1).reshape(-1, 2)
 
 
 def nodata_shares(src, centres: np.ndarray, tile_units: float) -> np.ndarray:
