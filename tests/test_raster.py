@@ -160,3 +160,31 @@ def test_tiles_at_given_locations_keep_their_order_and_refuse_one_outside(raster
         RasterSource(raster, (32, 128), tile_metres=64.0, locations=np.array([wanted[0], [48.1, 12.0]]))
     with pytest.raises(DatabaseError, match="spacing .* or their locations"):
         RasterSource(raster, (32, 128), tile_metres=64.0)
+
+
+def test_the_synthetic_world_exported_as_a_geotiff_gives_back_its_rendered_tiles(tmp_path):
+    """A tiny world written as a UTM GeoTIFF (``python -m geoapp.synth geotiff``'s function): the tile cut from the
+    raster at a location's lat/lon is the tile the world renders there (north-up, same footprint), and a tile cut
+    5 m off is not."""
+    from geoapp.synth.geotiff import export_geotiff, utm_crs
+    from geoapp.synth.views import RenderConfig, render_satellite
+    from geoapp.synth.world import WorldConfig, generate_world
+
+    world = generate_world(WorldConfig(seed=1, n_train=2, n_val=0, n_test=2, tile_metres=64.0, block_metres=256.0,
+                                       district_metres=200.0, metres_per_pixel=0.5))
+    path = tmp_path / "world.tif"
+    written = export_geotiff(world, path, log=lambda message: None)
+    assert written["crs"] == utm_crs(world.geo.origin_lat, world.geo.origin_lon) == "EPSG:32615"
+    h, w = world.shape
+    points = [(w * 0.3, h * 0.4), (w * 0.7, h * 0.6), (w * 0.5, h * 0.5)]
+    latlon = np.array([world.geo.latlon(x, y) for x, y in points])
+    source = RasterSource(path, (32, 128), tile_metres=64.0, locations=latlon, tile_px=128)
+    errors = []
+    for i, (x, y) in enumerate(points):
+        rendered = render_satellite(world, x, y, RenderConfig(tile_metres=64.0, tile_size=128)).astype(float)
+        errors.append(np.abs(source.tile(i).astype(float) - rendered)[8:-8, 8:-8].mean())
+    east = world.geo.latlon(points[2][0] + 10, points[2][1])  # 10 world pixels = 5 m east
+    off = RasterSource(path, (32, 128), tile_metres=64.0, locations=np.array([east]), tile_px=128)
+    rendered = render_satellite(world, *points[2], RenderConfig(tile_metres=64.0, tile_size=128)).astype(float)
+    shifted = np.abs(off.tile(0).astype(float) - rendered)[8:-8, 8:-8].mean()
+    assert max(errors) < 4.0 and shifted > 4 * max(errors)  # measured: about 2 grey levels, and 22 at 5 m off

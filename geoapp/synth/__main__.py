@@ -1,5 +1,6 @@
 """Command line: ``python -m geoapp.synth`` writes a synthetic CVUSA-like dataset;
-``python -m geoapp.synth figure`` draws one location (tile, polar transform, panorama) as a PNG."""
+``python -m geoapp.synth figure`` draws one location (tile, polar transform, panorama) as a PNG;
+``python -m geoapp.synth geotiff`` writes a dataset's world as a georeferenced orthophoto."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ subcommand:
   figure      python -m geoapp.synth figure --data-root DIR --out PNG [--id N]
               draws one satellite tile, its polar transform and its panorama with S/W/N/E ticks
               (see: python -m geoapp.synth figure --help)
+  geotiff     python -m geoapp.synth geotiff --data-root DIR --out ORTHO.tif [--crs EPSG:32615]
+              the dataset's world (rebuilt from its recorded settings) as a GeoTIFF in a projected CRS
 
 The same seed and flags give byte-identical images and tables (dataset.json also records timings).
 Rerunning into the same --out folder renders only missing images; other flags (or other generator
@@ -121,6 +124,32 @@ def build_figure_parser() -> argparse.ArgumentParser:
     return p
 
 
+def build_geotiff_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m geoapp.synth geotiff",
+        description="Write a synthetic dataset's world (rebuilt from the settings its dataset.json records) as a "
+                    "georeferenced GeoTIFF orthophoto in a projected CRS, for python -m geoapp.build_db --raster.")
+    p.add_argument("--data-root", type=Path, default=Path("data/synth"), help="dataset folder (default: data/synth)")
+    p.add_argument("--out", type=Path, required=True, help="GeoTIFF to write")
+    p.add_argument("--crs", default=None, help="projected CRS (default: the UTM zone of the world's centre)")
+    p.add_argument("--pixel-metres", type=float, default=None, help="ground sampling (default: the world's own)")
+    p.add_argument("--workers", type=int, default=2, help="processes painting the world (default: 2)")
+    return p
+
+
+def export_dataset_world(args: argparse.Namespace) -> dict:
+    import json
+
+    from geoapp.synth.geotiff import export_geotiff
+    from geoapp.synth.world import generate_world
+
+    manifest = json.loads((args.data_root / "dataset.json").read_text(encoding="utf-8"))
+    settings = dict(manifest["settings"]["world"])
+    settings.update(area_mix=tuple(settings["area_mix"]), origin=tuple(settings["origin"]))
+    world = generate_world(WorldConfig(**settings), workers=args.workers)
+    return export_geotiff(world, args.out, args.crs, args.pixel_metres)
+
+
 def configs_from_args(args: argparse.Namespace) -> tuple[WorldConfig, ImageOptions]:
     world = WorldConfig(seed=args.seed, n_train=args.train, n_val=args.val, n_test=args.test,
                         metres_per_pixel=args.metres_per_pixel,
@@ -144,6 +173,13 @@ def main(argv: list[str] | None = None) -> int:
         fargs = build_figure_parser().parse_args(argv[1:])
         path = make_figure(fargs.data_root, fargs.out, fargs.id)
         print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
+        return 0
+    if argv and argv[0] == "geotiff":
+        try:
+            export_dataset_world(build_geotiff_parser().parse_args(argv[1:]))
+        except (OSError, KeyError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return 0
     if argv and argv[0] == "generate":
         argv = argv[1:]
