@@ -3,12 +3,16 @@
     python -m geoapp.build_db --checkpoint checkpoints/demo.safetensors \\
         --dataset synth --data-root data/synth --split test --out reference_db/synth-test
     python -m geoapp.build_db --checkpoint CKPT --tiles my_tiles/ --locations my_tiles/tiles.csv --out reference_db/mine
+    python -m geoapp.build_db --checkpoint CKPT --raster ortho.tif --spacing 16 --out reference_db/my-town
     python -m geoapp.build_db --checkpoint checkpoints/demo.safetensors --dataset synth --data-root data/synth \
         --out reference_db/demo --calibrate val --calibrate-only      # (re)fit the confidence of a built database
 
-Sources: a dataset split (its satellite side, polar images as the dataset makes them), or a folder of square
-tiles with a CSV ``file,lat,lon`` (header optional; file names relative to the folder), polar-transformed here
-(SPEC 3) at the checkpoint's satellite size. The storage layout is described in ``geoapp.retrieval.database``.
+Sources: a dataset split (its satellite side, polar images as the dataset makes them), a folder of square
+tiles with a CSV ``file,lat,lon`` (header optional; file names relative to the folder), or a georeferenced
+orthophoto (GeoTIFF / COG in a projected CRS) cut into north-up tiles of the checkpoint's footprint on a grid
+(``--spacing``) or at a CSV's ``lat,lon`` positions (``--locations``; see ``geoapp.retrieval.raster``); tiles
+are polar-transformed here (SPEC 3) at the checkpoint's satellite size. The storage layout is described in
+``geoapp.retrieval.database``.
 An interrupted build is continued by running the same command again.
 
 ``--calibrate SPLIT`` then fits the database's confidence calibration on that split of ``--dataset`` (never the
@@ -28,6 +32,7 @@ from .retrieval.calibrate import fit_calibration, unfittable_record, write_calib
 from .retrieval.confidence import UnfittableCalibration
 from .retrieval.database import DEFAULT_CHUNK, read_database_metadata
 from .retrieval.index import DEFAULT_DIMS
+from .retrieval.raster import RasterSource, read_locations, training_footprint
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -35,14 +40,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors) whose satellite branch to run")
     p.add_argument("--out", required=True, help="database directory to create")
-    src = p.add_argument_group("source: a dataset split, or a folder of tiles with a CSV")
+    src = p.add_argument_group("source: a dataset split, a folder of tiles with a CSV, or an orthophoto")
     src.add_argument("--dataset", choices=["synth", "cvusa", "cvact", "vigor"])
     src.add_argument("--data-root", help="dataset root directory")
     src.add_argument("--split", default="test",
                      help="dataset split (default: test); several, comma-separated, are stored one after another "
                           "(e.g. test,train: the test tiles first, then the training tiles as distractors)")
     src.add_argument("--tiles", help="folder of square satellite tiles")
-    src.add_argument("--locations", help="CSV with columns file,lat,lon (header optional)")
+    src.add_argument("--locations", help="CSV with columns file,lat,lon (header optional); with --raster: lat,lon")
+    src.add_argument("--raster", help="georeferenced orthophoto (GeoTIFF / COG, projected CRS) to cut into tiles")
+    src.add_argument("--spacing", type=float, metavar="M", help="--raster: metres between tile centres on a grid")
+    src.add_argument("--tile-metres", type=float, metavar="M",
+                     help="--raster: ground footprint of a tile (default: the checkpoint's training data's)")
     p.add_argument("--limit", type=int, help="only the first N references (quick trials)")
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, help="references per written (resumable) chunk")
     p.add_argument("--batch-size", type=int, default=32)
@@ -68,8 +77,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.calibrate and args.calibrate in args.split.split(","):
         p.error(f"--calibrate {args.calibrate}: the database serves that split, so its confidence would be fitted on "
                 "the very answers it is then judged by; calibrate on another split (e.g. val)")
-    if bool(args.dataset) == bool(args.tiles):
-        p.error("give either --dataset (with --data-root) or --tiles (with --locations)")
+    if sum(bool(x) for x in (args.dataset, args.tiles, args.raster)) != 1:
+        p.error("give one source: --dataset (with --data-root), --tiles (with --locations) or --raster (with "
+                "--spacing or --locations)")
+    if args.raster and bool(args.spacing) == bool(args.locations):
+        p.error("--raster needs --spacing M (a grid) or --locations CSV (lat,lon positions), one of them")
     if args.dataset and not args.data_root:
         p.error("--dataset needs --data-root")
     if args.tiles and not args.locations:
@@ -86,8 +98,10 @@ def main(argv=None) -> int:
         if args.dataset:
             parts = [DatasetSource(args.dataset, args.data_root, split, config) for split in args.split.split(",")]
             source = parts[0] if len(parts) == 1 else ConcatSource(parts)
-        else:
+        elif args.tiles:
             source = TileFolderSource(args.tiles, args.locations, (config.sat_height, config.sat_width))
+        else:
+            source = raster_source(args, config)
         t0 = time.perf_counter()
         out = build_database(source, args.checkpoint, args.out, args.chunk_size, args.batch_size, args.device,
                              args.workers, args.first_stage_dims, args.overwrite, args.limit)
@@ -98,6 +112,18 @@ def main(argv=None) -> int:
     dt = time.perf_counter() - t0
     print(f"wrote {out}: {n} references in {dt:.1f} s ({dt / n * 1000:.1f} ms per tile)")
     return calibrate(args) if args.calibrate else 0
+
+
+def raster_source(args: argparse.Namespace, config: ModelConfig) -> RasterSource:
+    tile_metres, how = ((args.tile_metres, "--tile-metres") if args.tile_metres
+                        else training_footprint(read_metadata(args.checkpoint)))
+    locations = read_locations(args.locations) if args.locations else None
+    source = RasterSource(args.raster, (config.sat_height, config.sat_width), tile_metres, args.spacing,
+                          locations=locations)
+    where = f"a {args.spacing:g} m grid" if args.spacing else f"{len(source)} listed locations"
+    print(f"{args.raster}: {source.crs}, {source.pixel_m:.2f} m pixels; {len(source)} north-up {tile_metres:g} m "
+          f"tiles ({how}) on {where}; {source.skipped} of {source.candidates} skipped as mostly nodata")
+    return source
 
 
 def calibrate(args: argparse.Namespace) -> int:

@@ -188,3 +188,34 @@ def test_the_synthetic_world_exported_as_a_geotiff_gives_back_its_rendered_tiles
     rendered = render_satellite(world, *points[2], RenderConfig(tile_metres=64.0, tile_size=128)).astype(float)
     shifted = np.abs(off.tile(0).astype(float) - rendered)[8:-8, 8:-8].mean()
     assert max(errors) < 4.0 and shifted > 4 * max(errors)  # measured: about 2 grey levels, and 22 at 5 m off
+
+
+def test_build_db_takes_a_raster_on_a_grid_or_at_listed_locations(raster, tmp_path, capsys):
+    from geoapp.build_db import main as build_db
+    from geoapp.model import build_model, save_model
+    from geoapp.retrieval.raster import training_footprint
+    from geoapp.testing import demo_model_config
+
+    world = tmp_path / "world"  # the training data the checkpoint records: a world whose manifest says 64 m tiles
+    world.mkdir()
+    (world / "dataset.json").write_text(json.dumps({"geometry": {"tile_metres": 64.0}}))
+    model = build_model(demo_model_config(sat_height=32, sat_width=128, ground_height=32, base_channels=8)).eval()
+    checkpoint = save_model(tmp_path / "tiny.safetensors", model,
+                            {"train_config": {"dataset": "synth", "data_root": str(world)}})
+    assert training_footprint({"train_config": {"dataset": "synth", "data_root": str(world)}})[0] == 64.0
+    assert training_footprint({"train_config": {"dataset": "vigor", "data_root": "/nowhere"}})[0] == 73.0
+    assert build_db(["--checkpoint", str(checkpoint), "--raster", str(raster), "--spacing", "48", "--out",
+                     str(tmp_path / "grid"), "--batch-size", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "25 north-up 64 m tiles (the training world's manifest" in out and "0 of 25 skipped" in out
+    assert len(ReferenceDatabase.open(tmp_path / "grid")) == 25
+    grid = RasterSource(raster, (32, 128), tile_metres=64.0, spacing=48.0)
+    csv_path = tmp_path / "where.csv"
+    csv_path.write_text("name,lat,lon\n" + "".join(f"p{i},{lat:.9f},{lon:.9f}\n" for i, (lat, lon) in
+                                                     enumerate(grid.latlon[[7, 2]])))
+    assert build_db(["--checkpoint", str(checkpoint), "--raster", str(raster), "--locations", str(csv_path),
+                     "--out", str(tmp_path / "listed"), "--first-stage-dims", "0"]) == 0
+    assert np.allclose(ReferenceDatabase.open(tmp_path / "listed").latlon, grid.latlon[[7, 2]], atol=1e-8)
+    with pytest.raises(SystemExit):
+        build_db(["--checkpoint", str(checkpoint), "--raster", str(raster), "--out", str(tmp_path / "x")])
+    assert "--raster needs --spacing M (a grid) or --locations CSV" in capsys.readouterr().err

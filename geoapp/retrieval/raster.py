@@ -15,7 +15,9 @@ percentiles (measured on a decimated read of the whole raster), and the rule is 
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +46,58 @@ class TileGrid:
     xy: np.ndarray  # N x 2
     latlon: np.ndarray  # N x 2
     north: np.ndarray  # N: the grid azimuth of true north, radians clockwise from the grid's up
+
+
+def training_footprint(meta: dict) -> tuple[float, str]:
+    """The ground footprint (metres) of the tiles a checkpoint was trained on, and where it was read: the training
+    dataset's manifest (the synthetic world records it) when its folder is here, else the layout's approximate one."""
+    from ..data.datasets import DATASETS
+
+    trained = meta.get("train_config") or {}
+    manifest = Path(trained.get("data_root") or "") / "dataset.json"
+    if trained.get("data_root") and manifest.is_file():
+        geometry = json.loads(manifest.read_text(encoding="utf-8")).get("geometry") or {}
+        if geometry.get("tile_metres"):
+            return float(geometry["tile_metres"]), f"the training world's manifest {manifest}"
+    dataset = DATASETS.get(trained.get("dataset", ""))
+    if dataset is None:
+        raise DatabaseError("the checkpoint records no training dataset whose tile footprint is known: give "
+                            "--tile-metres M (the ground width of the tiles the model was trained on)")
+    return float(dataset.default_tile_metres), f"{trained['dataset']}'s approximate tile footprint"
+
+
+def read_locations(path: str | Path) -> np.ndarray:
+    """An N x 2 lat/lon array from a CSV (header optional; columns lat,lon, or any with lat/lon names)."""
+    rows = [r for r in csv.reader(Path(path).read_text(encoding="utf-8-sig").splitlines()) if any(c.strip() for c in r)]
+    if not rows:
+        raise DatabaseError(f"{path} lists no locations")
+    header = [c.strip().lower() for c in rows[0]]
+    cols = (0, 1)
+    if not _is_number(header[0]):
+        try:
+            cols = (next(header.index(n) for n in ("lat", "latitude") if n in header),
+                    next(header.index(n) for n in ("lon", "lng", "longitude") if n in header))
+        except StopIteration:
+            raise DatabaseError(f"{path}:1: header {rows[0]} needs lat and lon columns") from None
+        rows = rows[1:]
+    out = []
+    for line, row in enumerate(rows, 2 if cols != (0, 1) else 1):
+        try:
+            lat, lon = float(row[cols[0]]), float(row[cols[1]])
+        except (IndexError, ValueError):
+            raise DatabaseError(f"{path}:{line}: expected lat,lon numbers, got {row}") from None
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            raise DatabaseError(f"{path}:{line}: lat/lon out of range: {lat}, {lon}")
+        out.append((lat, lon))
+    return np.array(out, dtype=np.float64).reshape(-1, 2)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def model_ground_sampling(tile_metres: float, sat_height: int) -> float:
