@@ -175,7 +175,7 @@ class RasterSource:
         data = self._src.read((1, 2, 3), window=window, boundless=True, masked=True)
         image = scale_to_uint8(np.ma.filled(data.astype(np.float32), 0.0), self.scaling)
         map_x, map_y = (cols - origin[0]).astype(np.float32), (rows - origin[1]).astype(np.float32)
-        return cv2.remap(np.ascontiguousarray(image.transpose(1, 2, 0)), map_x, map_y, cv2.INTER_LINEAR,
+        return cv2.remap(np.ascontiguousarray(image.transpose(1, 2, 0)), map_x, map_y, cv2.INTER_CUBIC,
                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
     def load(self, index: int) -> tuple[torch.Tensor, np.ndarray]:
@@ -310,9 +310,9 @@ def sample_positions(transform, centre, north: float, tile_units: float, size: i
 
 
 def covering_window(cols: np.ndarray, rows: np.ndarray):
-    """The raster window holding every sampled position (one pixel of margin for bilinear), and its origin."""
+    """The raster window holding every sampled position (two pixels of margin for bicubic), and its origin."""
     from rasterio.windows import Window
 
-    c0, r0 = int(math.floor(cols.min())) - 1, int(math.floor(rows.min())) - 1
-    c1, r1 = int(math.ceil(cols.max())) + 2, int(math.ceil(rows.max())) + 2
+    c0, r0 = int(math.floor(cols.min())) - 2, int(math.floor(rows.min())) - 2
+    c1, r1 = int(math.ceil(cols.max())) + 3, int(math.ceil(rows.max())) + 3
     return Window(c0, r0, c1 - c0, r1 - r0), (c0, r0)

@@ -1,7 +1,7 @@
 """The synthetic world's satellite map as a georeferenced GeoTIFF in a projected CRS (UTM by default).
 
 So that the orthophoto path (``python -m geoapp.build_db --raster``) is tested against exact truth: every pixel of
-the output is the world's satellite view sampled (bilinear) at the WGS84 position the CRS gives that pixel, through
+the output is the world's satellite view sampled (bicubic) at the WGS84 position the CRS gives that pixel, through
 the world's own geographic frame (:class:`~geoapp.synth.geo.GeoFrame`), so the raster carries the world's
 geometry exactly, the meridian convergence of the CRS included. Written in strips of rows: bounded memory.
 """
@@ -61,7 +61,7 @@ def export_geotiff(world: World, path: str | Path, crs: str | None = None, pixel
             px, py = geo.pixel(np.asarray(lat_s), np.asarray(lon_s))
             # world pixel centres sit at integer + 0.5 (views.render_satellite's convention); cv2 samples at integers
             strip = cv2.remap(world.sat, (px - 0.5).astype(np.float32), (py - 0.5).astype(np.float32),
-                              cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                              cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             strip[strip.max(axis=2) == 0] = (1, 1, 1)  # a black pixel inside the world is data, not nodata
             outside = (px < 0) | (px > w) | (py < 0) | (py > h)
             strip[outside] = 0
