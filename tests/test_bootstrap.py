@@ -225,3 +225,17 @@ def test_the_shipped_checkpoint_fits_the_code_and_records_its_provenance():
     assert set(meta["final_eval"]) == {"60", "70", "90", "100"}
     assert len(meta["final_eval_results"]) == 12  # 4 FoVs x 3 shift seeds
     assert "--preset demo" in meta["training"]["command"]
+
+
+def test_a_database_of_an_older_format_is_rebuilt(tmp_path):
+    from geoapp.app.bootstrap import database_checkpoint
+    from geoapp.retrieval.database import FORMAT_VERSION
+
+    db = tmp_path / "demo"
+    db.mkdir()
+    (db / "metadata.json").write_text(json.dumps({"format_version": 1, "checkpoint": {"sha256": "ab" * 32},
+                                                  "calibration": {}}))
+    assert FORMAT_VERSION > 1 and database_checkpoint(db) == ("format version 1", False)  # never a checkpoint's sha
+    (db / "metadata.json").write_text(json.dumps({"format_version": FORMAT_VERSION,
+                                                  "checkpoint": {"sha256": "ab" * 32}, "calibration": {}}))
+    assert database_checkpoint(db) == ("ab" * 32, True)

@@ -41,6 +41,7 @@ from geoapp.model.checkpoint import (
     measured_accuracy,
     read_metadata,
 )
+from geoapp.retrieval.database import FORMAT_VERSION as DATABASE_FORMAT_VERSION
 from geoapp.training.run_dir import RunDir
 from geoapp.utils import REPO_ROOT, atomic_path, atomic_write_json, home_dir, sha256_file
 
@@ -165,9 +166,12 @@ def rendered_splits(data_root: Path) -> set[str]:
 
 
 def database_checkpoint(database: Path) -> tuple[str | None, bool]:
-    """(sha256 of the checkpoint the database was built with, whether it is calibrated); (None, False) if unbuilt."""
+    """(sha256 of the checkpoint the database was built with, whether it is calibrated); (None, False) if unbuilt.
+    A database of another format version counts as built for no checkpoint: this code rebuilds it."""
     try:
         meta = json.loads((database / DATABASE_DONE_MARKER).read_text(encoding="utf-8"))
+        if meta.get("format_version") != DATABASE_FORMAT_VERSION:
+            return "format version " + str(meta.get("format_version")), False
         return meta["checkpoint"]["sha256"], "calibration" in meta
     except (OSError, ValueError, KeyError, TypeError):
         return None, False
@@ -285,8 +289,8 @@ def _build_database(paths: DemoPaths, checkpoint: Path, steps: _Steps) -> None:
     commands = steps.commands(paths, checkpoint)
     if built_with != sha256_file(checkpoint):
         if built_with is not None and steps.allowed:  # built for the other model: its features do not fit this one
-            steps.log(f"[geoapp] {paths.database} was built with another checkpoint; rebuilding it for "
-                      f"{checkpoint.name}")
+            steps.log(f"[geoapp] {paths.database} was built with another checkpoint or an older format "
+                      f"({built_with[:20]}); rebuilding it for {checkpoint.name}")
             shutil.rmtree(paths.database)
         steps.run("reference database and its confidence calibration", commands["build_db"], "build_db")
     elif not calibrated:  # built before databases carried a calibration

@@ -212,8 +212,9 @@ class ConcatSource:
 def build_database(source, checkpoint: str | Path, out: str | Path, chunk_size: int = DEFAULT_CHUNK,
                    batch_size: int = 32, device: str = "auto", workers: int = 0, first_stage_dims: int = DEFAULT_DIMS,
                    overwrite: bool = False, limit: int | None = None, show_progress: bool = True,
-                   on_chunk_done=None) -> Path:
-    """Encode every reference of ``source`` with the checkpoint's satellite branch and write the database."""
+                   on_chunk_done=None, store: str = "fp16") -> Path:
+    """Encode every reference of ``source`` with the checkpoint's satellite branch and write the database
+    (``store``: ``fp16``, ``int8``, ``int4`` or ``compact``, see :mod:`geoapp.retrieval.codes`)."""
     dev = resolve_device(device)
     checkpoint = Path(checkpoint)
     model, meta = load_model(checkpoint, map_location=dev)
@@ -225,7 +226,7 @@ def build_database(source, checkpoint: str | Path, out: str | Path, chunk_size: 
     # everything that changes the stored bytes; a partial build is resumed only with the same plan
     plan = {"checkpoint_sha256": ckpt_sha, "source": identity, "batch_size": batch_size, "device": dev.type,
             "first_stage_dims": first_stage_dims}
-    writer = DatabaseWriter(out, config, plan, len(source), chunk_size, overwrite)
+    writer = DatabaseWriter(out, config, plan, len(source), chunk_size, overwrite, store=store)
     writer.write_paths(source.paths)
     writer.write_extra("latlon", np.asarray(source.latlon, dtype=np.float64))
 

@@ -22,6 +22,15 @@ reference; with the column axis outermost a window is one contiguous run of ``w_
 :meth:`ReferenceDatabase.slice` returns the ``StageMaps`` view (N x C x H x W) as ``permute(0, 2, 3, 1)`` of the
 memory map, which costs nothing, and ``geoapp.model.align`` undoes the permutation for free.
 
+Store kinds (``metadata.json`` ``store``; ``build_db --store``): ``fp16`` is the layout above; ``int8``, ``int4``
+and ``compact`` (:mod:`geoapp.retrieval.codes`) hold the features as 8-bit, 4-bit or (``compact``) 2-bit codes for
+blocks 1-3 and 4-bit codes for block 4 (uint8, R x W_b x C_b*H_b*bits/8: each column's codes packed) with
+``feature_scale_<b>.npy`` (float16, R x C_b: one step per reference and channel), the masks as uint8 codes, the gates
+as uint8 codes with ``gate_scale_<b>.npy`` (float16, R x C_b x 2: low, step), and the thumbnails as JPEGs
+(``thumbnails.jpg.bin``, one after another, and ``thumbnail_offsets.npy``, int64 R + 1). The reader decodes a chunk
+when the search reads it; the energies are those of the decoded values, so the search is exact with respect to the
+decoded store.
+
 Writing one is :mod:`geoapp.retrieval.database_writer` (resumable, renamed into place when complete); this module
 holds the layout, the reader and the checks that a database fits a checkpoint.
 """
@@ -37,9 +46,20 @@ import torch
 
 from ..model import ModelConfig, StageMaps
 from ..model.resnet import stage_channels
+from .codes import (
+    STORE_KINDS,
+    DecodedRows,
+    check_store,
+    decode_features,
+    decode_gates,
+    decode_masks,
+    decode_thumbnail,
+    feature_bits,
+    packed_size,
+)
 
 FORMAT = "geoapp-reference-db"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the store kind (fp16, int8, int4) in metadata.json
 METADATA_NAME = "metadata.json"
 STATE_NAME = "build_state.json"
 PATHS_NAME = "paths.txt"
@@ -54,7 +74,9 @@ STORAGE_CONFIG_FIELDS = ("use_ca", "ca_reduction", "stages", "sat_height", "sat_
 
 
 # what a search reads (a GPU preloads them)
-SEARCHED_ARRAYS = ("features_", "masks_", "gates_", "gate_energy_", "col_energy_")
+SEARCHED_ARRAYS = ("features_", "masks_", "gates_", "gate_energy_", "col_energy_", "feature_scale_", "gate_scale_")
+THUMBNAIL_JPEG_NAME = "thumbnails.jpg.bin"
+THUMBNAIL_OFFSETS = "thumbnail_offsets"
 
 
 class DatabaseError(ValueError):
@@ -67,22 +89,32 @@ def stage_shape(config: ModelConfig, stage: int) -> tuple[int, int, int]:
     return stage_channels(config.base_channels)[stage - 1], config.sat_height // stride, config.sat_width // stride
 
 
-def array_layout(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], str]]:
-    """Per-reference shape and dtype of every stored array (the first axis, R, is added by the writer)."""
+def array_layout(config: ModelConfig, store: str = "fp16") -> dict[str, tuple[tuple[int, ...], str]]:
+    """Per-reference shape and dtype of every array written chunk by chunk (the first axis, R, is added by the
+    writer); a quantized ``store`` writes its JPEG thumbnails separately (see the module docstring)."""
+    bits = feature_bits(store)
+    attention = "float16" if bits is None else "uint8"
     layout: dict[str, tuple[tuple[int, ...], str]] = {}
     for s in config.stages:
         c, h, w = stage_shape(config, s)
-        layout[f"features_{s}"] = ((w, c, h), "float16")
+        if bits is None:
+            layout[f"features_{s}"] = ((w, c, h), "float16")
+        else:
+            layout[f"features_{s}"] = ((w, packed_size(c * h, bits[s - 1])), "uint8")  # a column's C x H codes
+            layout[f"feature_scale_{s}"] = ((c,), "float16")
         layout[f"col_energy_{s}"] = ((w,), "float32")
     if config.use_ca:
         for s in (1, 2, 3, 4):  # all four: the masks are small and the app displays one of them
             _, h, w = stage_shape(config, s)
-            layout[f"masks_{s}"] = ((h, w), "float16")
+            layout[f"masks_{s}"] = ((h, w), attention)
         for s in gate_stages(config):
             c, _, w = stage_shape(config, s)
-            layout[f"gates_{s}"] = ((c, w), "float16")
+            layout[f"gates_{s}"] = ((c, w), attention)
+            if bits is not None:
+                layout[f"gate_scale_{s}"] = ((c, 2), "float16")
             layout[f"gate_energy_{s}"] = ((w,), "float32")
-    layout["thumbnails"] = ((THUMBNAIL_SIZE, THUMBNAIL_SIZE, 3), "uint8")
+    if bits is None:
+        layout["thumbnails"] = ((THUMBNAIL_SIZE, THUMBNAIL_SIZE, 3), "uint8")
     return layout
 
 
@@ -120,6 +152,7 @@ class ReferenceDatabase:
         self._arrays = arrays
         self.device = device
         self.config = ModelConfig.from_dict(metadata["checkpoint"]["model_config"])
+        self.store = check_store(metadata.get("store", "fp16"))
         self.latlon = arrays["latlon"]
         self._paths: list[str] | None = None
         self._search_arrays = arrays
@@ -143,6 +176,8 @@ class ReferenceDatabase:
         check_database_matches(path, metadata, checkpoint_sha, model_config)
         arrays = {}
         for name, info in metadata["files"].items():
+            if name == THUMBNAIL_JPEG_NAME:  # the JPEG thumbnails, one after another
+                arrays[THUMBNAIL_JPEG_NAME] = np.memmap(path / name, dtype=np.uint8, mode="r")
             if not name.endswith(".npy"):
                 continue
             # mode "c" (copy-on-write) gives writable arrays, so torch.from_numpy neither copies nor warns;
@@ -164,7 +199,7 @@ class ReferenceDatabase:
         return int(self.metadata["num_references"])
 
     def _stage_maps(self, select) -> StageMaps:
-        return stage_maps_of(self._search_arrays, select, self.device)
+        return stage_maps_of(self._search_arrays, select, self.device, self.store)
 
     def preload(self) -> None:
         """Copy what the search reads (features, masks, column energies) onto the device once, so a GPU search
@@ -176,7 +211,8 @@ class ReferenceDatabase:
         return sum(v.nbytes for k, v in self._arrays.items() if k.startswith(SEARCHED_ARRAYS))
 
     def slice(self, start: int, stop: int) -> StageMaps:
-        """References ``start:stop`` as float16 ``StageMaps`` on the database's device (no copy on the CPU)."""
+        """References ``start:stop`` as float16 ``StageMaps`` on the database's device (no copy on the CPU for an
+        fp16 store; a quantized store's chunk is decoded)."""
         return self._stage_maps(slice(start, stop))
 
     def gather(self, indices) -> StageMaps:
@@ -192,20 +228,32 @@ class ReferenceDatabase:
 
     def thumbnail(self, index: int) -> np.ndarray:
         """The tile as a 96 x 96 x 3 uint8 RGB image."""
+        if THUMBNAIL_JPEG_NAME in self._arrays:
+            offsets = self._arrays[THUMBNAIL_OFFSETS]
+            return decode_thumbnail(self._arrays[THUMBNAIL_JPEG_NAME][int(offsets[index]): int(offsets[index + 1])])
         return np.array(self._arrays["thumbnails"][index])
 
     def mask(self, index: int, stage: int) -> np.ndarray | None:
         """The attention mask of ``stage`` (H_b x W_b float32, polar layout), None for models without masks."""
         key = f"masks_{stage}"
-        return np.asarray(self._arrays[key][index], dtype=np.float32) if key in self._arrays else None
+        return np.asarray(self.array(key)[index], dtype=np.float32) if key in self._arrays else None
 
     def mask_array(self, stage: int) -> np.ndarray:
-        """All references' masks of ``stage`` (R x H_b x W_b float16 memory map)."""
-        return self._arrays[f"masks_{stage}"]
+        """All references' masks of ``stage`` (R x H_b x W_b float16: the memory map of an fp16 store, decoded
+        into memory from a quantized one)."""
+        masks = self.array(f"masks_{stage}")
+        return masks if isinstance(masks, np.ndarray) else np.asarray(masks)
 
     def array(self, name: str) -> np.ndarray:
-        """A stored array by name (e.g. ``first_stage_blocks``); KeyError when the database has none."""
-        return self._arrays[name]
+        """A stored array by name (e.g. ``first_stage_blocks``); KeyError when the database has none. The gates and
+        masks of a quantized store read as their decoded float16 values (decoding only the rows indexed)."""
+        array = self._arrays[name]
+        if self.store != "fp16" and name.startswith("gates_"):
+            stage = name[len("gates_"):]
+            return DecodedRows(decode_gates, (array, self._arrays[f"gate_scale_{stage}"]), array.shape)
+        if self.store != "fp16" and name.startswith("masks_"):
+            return DecodedRows(decode_masks, (array,), array.shape)
+        return array
 
     def has(self, name: str) -> bool:
         return name in self._arrays
@@ -229,13 +277,20 @@ def _tensor(array, select, device) -> torch.Tensor:
     return torch.from_numpy(array[select]).to(device)
 
 
-def stage_maps_of(arrays: dict, select, device: torch.device | str = "cpu") -> StageMaps:
+def stage_maps_of(arrays: dict, select, device: torch.device | str = "cpu", store: str = "fp16") -> StageMaps:
     """StageMaps (N x C x H x W views of the column-major store) of the references ``select`` (a slice: views
-    without copying; an index array: a copy). ``arrays`` hold memory maps or tensors preloaded on ``device``."""
+    without copying; an index array: a copy). ``arrays`` hold memory maps or tensors preloaded on ``device``. A
+    quantized ``store`` (:mod:`geoapp.retrieval.codes`) is decoded to float16 here."""
+    bits = feature_bits(store)
     feats, energy, masks = [], [], None
     for s in (1, 2, 3, 4):
         a, e = arrays.get(f"features_{s}"), arrays.get(f"col_energy_{s}")
-        feats.append(None if a is None else _tensor(a, select, device).permute(0, 2, 3, 1))
+        if a is not None and bits is not None:
+            cols = decode_features(_tensor(a, select, device), _tensor(arrays[f"feature_scale_{s}"], select, device),
+                                   bits[s - 1])
+            feats.append(cols.permute(0, 2, 3, 1))
+        else:
+            feats.append(None if a is None else _tensor(a, select, device).permute(0, 2, 3, 1))
         energy.append(None if e is None else _tensor(e, select, device))
     n = next(f.shape[0] for f in feats if f is not None)
     # stages the model does not use are not stored; empty placeholders keep len() and indexing valid
@@ -243,9 +298,16 @@ def stage_maps_of(arrays: dict, select, device: torch.device | str = "cpu") -> S
     energy = [torch.empty((n, 0), device=device) if e is None else e for e in energy]
     if "masks_1" in arrays:
         masks = [_tensor(arrays[f"masks_{s}"], select, device) for s in (1, 2, 3, 4)]
+        if bits is not None:
+            masks = [decode_masks(m) for m in masks]
+
+    def gates_of(s):
+        codes = _tensor(arrays[f"gates_{s}"], select, device)
+        return codes if bits is None else decode_gates(codes, _tensor(arrays[f"gate_scale_{s}"], select, device))
+
     gates = gate_e = None
     if any(f"gates_{s}" in arrays for s in (1, 2, 3, 4)):
-        gates = [_tensor(arrays[f"gates_{s}"], select, device) if f"gates_{s}" in arrays else
+        gates = [gates_of(s) if f"gates_{s}" in arrays else
                  torch.empty((n, 0, 0), dtype=torch.float16, device=device) for s in (1, 2, 3, 4)]
     if any(f"gate_energy_{s}" in arrays for s in (1, 2, 3, 4)):
         gate_e = [_tensor(arrays[f"gate_energy_{s}"], select, device) if f"gate_energy_{s}" in arrays else
@@ -272,9 +334,14 @@ def read_database_metadata(path: Path) -> dict:
         raise DatabaseError(f"{meta_path} is not a readable JSON record ({exc}); rebuild the database") from exc
     if metadata.get("format") != FORMAT or metadata.get("format_version") != FORMAT_VERSION:
         raise DatabaseError(
-            f"{path}: unsupported database format {metadata.get('format')!r} v{metadata.get('format_version')} "
-            f"(this code reads {FORMAT!r} v{FORMAT_VERSION}); rebuild it with this version"
+            f"{path}: unsupported database format {metadata.get('format')!r} version "
+            f"{metadata.get('format_version')} (this code reads {FORMAT!r} version {FORMAT_VERSION}); rebuild it "
+            "with this version: `python -m geoapp.build_db --checkpoint CKPT ... --out PATH --overwrite`"
         )
+    store = metadata.get("store")
+    if store not in STORE_KINDS:
+        raise DatabaseError(f"{meta_path} records an unknown store kind {store!r} (this code reads {STORE_KINDS}); "
+                            "rebuild the database with `python -m geoapp.build_db`")
     if not isinstance(metadata.get("files"), dict) or "checkpoint" not in metadata:
         raise DatabaseError(f"{meta_path} lacks the files/checkpoint records; rebuild the database")
     for name, info in metadata["files"].items():

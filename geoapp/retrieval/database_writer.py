@@ -21,6 +21,16 @@ import torch
 from ..model import ModelConfig, StageMaps
 from ..model.align import column_energy, gate_energy
 from ..utils import atomic_path, atomic_write_bytes, atomic_write_json, code_revision, command_line, fsync_dir
+from .codes import (
+    check_store,
+    decode_features,
+    decode_gates,
+    encode_features,
+    encode_gates,
+    encode_masks,
+    encode_thumbnail,
+    feature_bits,
+)
 from .database import (
     DEFAULT_CHUNK,
     FORMAT,
@@ -28,6 +38,8 @@ from .database import (
     METADATA_NAME,
     PATHS_NAME,
     STATE_NAME,
+    THUMBNAIL_JPEG_NAME,
+    THUMBNAIL_OFFSETS,
     THUMBNAIL_SIZE,
     DatabaseError,
     array_layout,
@@ -40,22 +52,23 @@ class DatabaseWriter:
     """Writes a database into ``<out>.partial/`` chunk by chunk; :meth:`finish` renames it to ``<out>``.
 
     ``plan`` identifies the build (checkpoint, source, size, layout): a partial directory is only resumed by a
-    build with the same plan.
+    build with the same plan. ``store``: ``fp16``, ``int8``, ``int4`` or ``compact`` (:mod:`geoapp.retrieval.codes`).
     """
 
     def __init__(self, out: str | os.PathLike, config: ModelConfig, plan: dict, num_references: int,
-                 chunk_size: int = DEFAULT_CHUNK, overwrite: bool = False):
+                 chunk_size: int = DEFAULT_CHUNK, overwrite: bool = False, store: str = "fp16"):
         self.out = Path(out)
         self.partial = self.out.with_name(self.out.name + ".partial")
         self.config = config
         self.n = int(num_references)
         self.chunk_size = int(chunk_size)
-        self.layout = array_layout(config)
+        self.store = check_store(store)
+        self.layout = array_layout(config, self.store)
         if self.n < 1:
             raise DatabaseError("the source lists no references; nothing to build")
         if self.out.exists() and not overwrite:
             raise DatabaseError(f"{self.out} already exists; pass --overwrite to replace it or choose another --out")
-        self.plan = {**plan, "num_references": self.n, "chunk_size": self.chunk_size,
+        self.plan = {**plan, "store": self.store, "num_references": self.n, "chunk_size": self.chunk_size,
                      "layout": {k: [list(s), d] for k, (s, d) in self.layout.items()}}
         self.state = self._open_state()
         self._create_arrays()
@@ -118,9 +131,16 @@ class DatabaseWriter:
         if len(maps) != stop - start or len(thumbnails) != stop - start:
             raise ValueError(f"chunk {chunk} needs {stop - start} references, got {len(maps)} maps")
         arrays = self._map_arrays("r+")
-        for name, values in stored_arrays(self.config, maps).items():
+        for name, values in stored_arrays(self.config, maps, store=self.store).items():
             arrays[name][start:stop] = values
-        arrays["thumbnails"][start:stop] = thumbnails
+        if "thumbnails" in arrays:
+            arrays["thumbnails"][start:stop] = thumbnails
+        else:  # JPEGs of this chunk, joined into one file by finish()
+            jpegs = [encode_thumbnail(t) for t in thumbnails]
+            self._thumbnail_chunks.mkdir(exist_ok=True)
+            atomic_write_bytes(self._thumbnail_chunks / f"{chunk}.bin", b"".join(jpegs))
+            with atomic_path(self._thumbnail_chunks / f"{chunk}.lengths.npy") as tmp, open(tmp, "wb") as fh:
+                np.save(fh, np.array([len(j) for j in jpegs], dtype=np.int64), allow_pickle=False)
         for a in arrays.values():
             a.flush()
         del arrays
@@ -128,8 +148,26 @@ class DatabaseWriter:
         self.save_state()
 
     def read_maps(self, start: int, stop: int) -> StageMaps:
-        """Written references as float16 ``StageMaps`` (for the first-stage pass)."""
-        return stage_maps_of(self._map_arrays("c"), slice(start, stop))
+        """Written references as float16 ``StageMaps`` (decoded; for the first-stage pass)."""
+        return stage_maps_of(self._map_arrays("c"), slice(start, stop), store=self.store)
+
+    @property
+    def _thumbnail_chunks(self) -> Path:
+        return self.partial / "thumbnail_chunks"
+
+    def _join_thumbnails(self) -> None:
+        """The chunks' JPEGs into ``thumbnails.jpg.bin`` with their offsets (a crash after the join, before the
+        metadata, leaves the joined files; a rerun keeps them)."""
+        if not self._thumbnail_chunks.is_dir():
+            return
+        lengths = [np.load(self._thumbnail_chunks / f"{c}.lengths.npy") for c in range(self.num_chunks)]
+        offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int64)
+        with atomic_path(self.partial / THUMBNAIL_JPEG_NAME) as tmp:
+            with open(tmp, "wb") as fh:
+                for c in range(self.num_chunks):
+                    fh.write((self._thumbnail_chunks / f"{c}.bin").read_bytes())
+        self.write_extra(THUMBNAIL_OFFSETS, offsets)
+        shutil.rmtree(self._thumbnail_chunks)
 
     def write_extra(self, name: str, array: np.ndarray) -> None:
         """A whole array computed after the chunks (latlon, first-stage descriptors), written atomically."""
@@ -150,6 +188,7 @@ class DatabaseWriter:
 
     def finish(self, metadata: dict) -> Path:
         """Write ``metadata.json`` (with every file's size) and move the directory to ``<out>``."""
+        self._join_thumbnails()
         files = {}
         for file in sorted(self.partial.iterdir()):
             if file.name in (STATE_NAME, METADATA_NAME):
@@ -167,14 +206,21 @@ class DatabaseWriter:
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
+            "store": self.store,
             **metadata,
             "num_references": self.n,
             "layout": {
-                "features": "features_<b>.npy: float16, R x W_b x C_b x H_b (column-major per reference; "
-                            "StageMaps view = permute(0, 2, 3, 1))",
-                "masks": "masks_<b>.npy: float16, R x H_b x W_b" if self.config.use_ca else None,
-                "gates": ("gates_<b>.npy: float16, R x C_b x W_b (the stages that choose windows)"
-                          if self.config.use_ca else None),
+                "features": ("features_<b>.npy: float16, R x W_b x C_b x H_b (column-major per reference; "
+                             "StageMaps view = permute(0, 2, 3, 1))" if self.store == "fp16" else
+                             f"features_<b>.npy: uint8 codes of {list(feature_bits(self.store))} bits (stages "
+                             "1-4), R x W_b x C_b*H_b*bits/8 (each column packed), feature_scale_<b>.npy float16 "
+                             "R x C_b steps; see geoapp.retrieval.codes"),
+                "masks": f"masks_<b>.npy: {'float16' if self.store == 'fp16' else 'uint8 codes'}, R x H_b x W_b"
+                         if self.config.use_ca else None,
+                "gates": (f"gates_<b>.npy: {'float16' if self.store == 'fp16' else 'uint8 codes'}, R x C_b x W_b "
+                          "(the stages that choose windows)" if self.config.use_ca else None),
+                "thumbnails": ("thumbnails.npy: uint8 R x 96 x 96 x 3" if self.store == "fp16" else
+                               f"{THUMBNAIL_JPEG_NAME}: JPEGs, {THUMBNAIL_OFFSETS}.npy: int64 R + 1 offsets"),
                 "stages": list(self.config.stages),
                 "sat_size": [self.config.sat_height, self.config.sat_width],
                 "thumbnail_size": THUMBNAIL_SIZE,
@@ -204,24 +250,40 @@ class DatabaseWriter:
         return self.out
 
 
-def stored_arrays(config: ModelConfig, maps: StageMaps, attention_dtype=torch.float16) -> dict[str, np.ndarray]:
+def stored_arrays(config: ModelConfig, maps: StageMaps, attention_dtype=torch.float16,
+                  store: str = "fp16") -> dict[str, np.ndarray]:
     """What a database stores of ``maps`` (every array of :func:`~geoapp.retrieval.database.array_layout` but the
-    thumbnails), on the CPU: float16 column-major features, masks and gates in ``attention_dtype``, and float32
-    energies computed from the stored values with the alignment's own functions, so that they equal what it would
-    compute itself."""
+    thumbnails), on the CPU: float16 column-major features, masks and gates in ``attention_dtype`` (a quantized
+    ``store``: their codes and scales, :mod:`geoapp.retrieval.codes`), and float32 energies computed from the stored
+    (decoded) values with the alignment's own functions, so that they equal what it would compute itself."""
+    bits = feature_bits(store)
     out = {}
     for s in config.stages:
         cols = maps.features[s - 1].permute(0, 3, 1, 2).to("cpu", torch.float16).contiguous()  # N x W x C x H
         if torch.isinf(cols).any():  # a map fp16 cannot hold would rank as NaN distances, silently
             raise DatabaseError(f"stage {s} features exceed the float16 range (|x| > 65504); they cannot be stored")
-        out[f"features_{s}"] = cols.numpy()
+        if bits is not None:
+            try:
+                codes, step = encode_features(cols, bits[s - 1])
+            except ValueError as exc:
+                raise DatabaseError(f"stage {s}: {exc}") from exc
+            out[f"features_{s}"], out[f"feature_scale_{s}"] = codes.numpy(), step.numpy()
+            cols = decode_features(codes, step, bits[s - 1])
+        else:
+            out[f"features_{s}"] = cols.numpy()
         out[f"col_energy_{s}"] = column_energy(cols.permute(0, 2, 3, 1)).numpy()
     if config.use_ca:
         for s in (1, 2, 3, 4):
-            out[f"masks_{s}"] = maps.masks[s - 1].to("cpu", attention_dtype).numpy()
+            masks = maps.masks[s - 1].to("cpu")
+            out[f"masks_{s}"] = (masks.to(attention_dtype) if bits is None else encode_masks(masks)).numpy()
         for s in gate_stages(config):
-            stored = maps.gates[s - 1].to("cpu", attention_dtype)
-            out[f"gates_{s}"] = stored.numpy()
+            if bits is None:
+                stored = maps.gates[s - 1].to("cpu", attention_dtype)
+                out[f"gates_{s}"] = stored.numpy()
+            else:
+                codes, scale = encode_gates(maps.gates[s - 1].to("cpu"))
+                out[f"gates_{s}"], out[f"gate_scale_{s}"] = codes.numpy(), scale.numpy()
+                stored = decode_gates(codes, scale)
             out[f"gate_energy_{s}"] = gate_energy(stored).numpy()
     return out
 

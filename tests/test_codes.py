@@ -1,0 +1,174 @@
+"""Compact reference stores (``build_db --store int8|int4|compact``, geoapp.retrieval.codes): they decode to values
+within half a quantisation step of the fp16 store's, the engine answers through them like through the fp16 store,
+the format records its store kind, and a database of another format version is refused with both versions."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from geoapp.data.fov import crop_fov
+from geoapp.data.polar import polar_transform
+from geoapp.model.align import column_energy, gate_energy
+from geoapp.retrieval.build import TileFolderSource, build_database
+from geoapp.retrieval.codes import decode_features, encode_features, feature_bits, pack, unpack
+from geoapp.retrieval.database import FORMAT_VERSION, DatabaseError, ReferenceDatabase
+from geoapp.retrieval.engine import Localizer
+from geoapp.testing import demo_model_config, make_random_tiles, random_checkpoint
+
+CONFIG = demo_model_config()  # the served model: gate-corr, shared window, gate term, 64 x 256
+N_TILES = 12
+# |similarity(int8 store) - similarity(fp16 store)| of every answered pair stays below this (a cosine-type score in
+# [-1, 1]; measured here: ~1e-3 for int8). The per-value bound is exact: half a step plus the fp16 rounding.
+INT8_SIMILARITY_BOUND = 0.01
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("codes")
+    ckpt = random_checkpoint(root / "tiny.safetensors", CONFIG, seed=0)
+    csv_path = make_random_tiles(root / "tiles", N_TILES, size=96, seed=5)
+    source = TileFolderSource(csv_path.parent, csv_path, (CONFIG.sat_height, CONFIG.sat_width))
+    dbs = {store: build_database(source, ckpt, root / f"db_{store}", chunk_size=5, batch_size=4,
+                                 show_progress=False, first_stage_dims=8, store=store)
+           for store in ("fp16", "int8", "int4", "compact")}
+    return {"root": root, "ckpt": ckpt, "source": source, "dbs": dbs}
+
+
+def _query(world, tile, shift):
+    polar = polar_transform(np.asarray(world["source"].load(tile)[1]), CONFIG.sat_height, CONFIG.sat_width)
+    return np.ascontiguousarray(crop_fov(polar, 90, shift))
+
+
+def test_pack_round_trip():
+    codes = torch.randint(0, 16, (3, 5, 7, 8), dtype=torch.uint8)
+    assert torch.equal(unpack(pack(codes, 4), 4), codes)
+    assert pack(codes, 4).shape == (3, 5, 7, 4)
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_codes_are_within_half_a_step(bits):
+    x = torch.rand(6, 16, 32, 8).half() * 5
+    x[0, :, 3] = 0  # an all-zero channel
+    codes, step = encode_features(x, bits)
+    dec = decode_features(codes, step, bits).float()
+    s = step.float()[:, None, :, None]
+    # half a step, the step's own float16 rounding (|x| <= levels * step * (1 + 2^-11)), the result's rounding
+    assert ((dec - x.float()).abs() <= s * (0.5 + (2**bits - 1) * 2**-11) + dec.abs() * 2**-11 + 1e-7).all()
+    assert (dec[0, :, 3] == 0).all()
+    with pytest.raises(ValueError, match="non-negative"):
+        encode_features(-x, bits)
+
+
+@pytest.mark.parametrize("store", ["int8", "int4", "compact"])
+def test_store_decodes_near_the_fp16_store_and_its_energies_are_the_decoded_ones(world, store):
+    fp16, q = ReferenceDatabase.open(world["dbs"]["fp16"]), ReferenceDatabase.open(world["dbs"][store])
+    a, b = fp16.slice(0, N_TILES), q.slice(0, N_TILES)
+    for s in range(4):
+        levels = 2 ** feature_bits(store)[s] - 1
+        assert b.features[s].dtype == torch.float16 and b.features[s].shape == a.features[s].shape
+        peak = a.features[s].float().amax(dim=(2, 3), keepdim=True)  # N x C x 1 x 1
+        assert ((b.features[s].float() - a.features[s].float()).abs() <= peak / levels * 0.51 + 1e-3).all()
+        assert torch.equal(b.col_energy[s], column_energy(b.features[s]))
+        assert (b.masks[s].float() - a.masks[s].float()).abs().max() <= 0.5 / 255 + 1e-3
+    assert (b.gates[0].float() - a.gates[0].float()).abs().max() <= 0.01
+    assert torch.equal(b.gate_energy[0], gate_energy(b.gates[0]))
+    gathered = q.gather([7, 2])
+    assert torch.equal(gathered.features[0], b.features[0][[7, 2]])
+    # the thumbnail is a JPEG of the same picture
+    diff = np.abs(q.thumbnail(3).astype(int) - fp16.thumbnail(3).astype(int)).mean()
+    assert q.thumbnail(3).shape == (96, 96, 3) and diff < 12
+
+
+def test_int8_store_answers_like_the_fp16_store(world):
+    fp16 = Localizer(world["ckpt"], world["dbs"]["fp16"], device="cpu", search="exhaustive")
+    int8 = Localizer(world["ckpt"], world["dbs"]["int8"], device="cpu", search="exhaustive")
+    worst = 0.0
+    for tile in range(N_TILES):
+        query = _query(world, tile, shift=17 * tile)
+        a = fp16.localize(query, fov_deg=90, top_k=3, projection="crop")
+        b = int8.localize(query, fov_deg=90, top_k=3, projection="crop")
+        assert b.candidates[0].index == a.candidates[0].index
+        worst = max(worst, float(np.abs(a.similarities - b.similarities).max()))
+        assert b.candidates[0].thumbnail.shape == (96, 96, 3)
+        assert b.candidates[0].satellite_mask is not None
+    assert worst <= INT8_SIMILARITY_BOUND
+
+
+def test_metadata_records_the_store_and_the_sizes(world):
+    sizes = {}
+    for store, path in world["dbs"].items():
+        db = ReferenceDatabase.open(path)
+        meta = json.loads((path / "metadata.json").read_text())
+        assert meta["store"] == store == db.store and meta["format_version"] == FORMAT_VERSION
+        assert all(f["bytes"] == (path / name).stat().st_size for name, f in meta["files"].items())
+        sizes[store] = meta["layout"]["bytes_per_reference"]
+    assert "thumbnails.jpg.bin" in json.loads((world["dbs"]["int8"] / "metadata.json").read_text())["files"]
+    assert sizes["compact"] < sizes["int4"] < sizes["int8"] < sizes["fp16"] / 2
+
+
+def test_rebuild_is_bit_identical(world, tmp_path):
+    again = build_database(world["source"], world["ckpt"], tmp_path / "again", chunk_size=5, batch_size=4,
+                           show_progress=False, first_stage_dims=8, store="compact")
+    files = sorted(f.name for f in world["dbs"]["compact"].iterdir())
+    assert files == sorted(f.name for f in again.iterdir())
+    for name in files:
+        if name != "metadata.json":
+            assert (again / name).read_bytes() == (world["dbs"]["compact"] / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("version", [1, FORMAT_VERSION + 1])
+def test_other_format_version_is_refused_naming_both(world, tmp_path, version):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(world["dbs"]["fp16"], old)
+    meta = json.loads((old / "metadata.json").read_text())
+    meta["format_version"] = version
+    meta.pop("store")
+    (old / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(DatabaseError, match=rf"version {version} .*version {FORMAT_VERSION}.*build_db"):
+        ReferenceDatabase.open(old)
+
+
+def test_unknown_store_is_refused(world, tmp_path):
+    import shutil
+
+    odd = tmp_path / "odd"
+    shutil.copytree(world["dbs"]["int8"], odd)
+    meta = json.loads((odd / "metadata.json").read_text())
+    meta["store"] = "int3"
+    (odd / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(DatabaseError, match="unknown store kind 'int3'"):
+        ReferenceDatabase.open(odd)
+
+
+def test_interrupted_compact_build_resumes_to_the_same_bytes(world, tmp_path):
+    out = tmp_path / "resumed"
+
+    def stop_after_chunk_0(chunk):
+        if chunk == 0:
+            raise KeyboardInterrupt("simulated kill")
+
+    kwargs = dict(chunk_size=5, batch_size=4, show_progress=False, first_stage_dims=8, store="compact")
+    with pytest.raises(KeyboardInterrupt):
+        build_database(world["source"], world["ckpt"], out, on_chunk_done=stop_after_chunk_0, **kwargs)
+    with pytest.raises(DatabaseError, match="different inputs"):  # the store is part of the plan
+        build_database(world["source"], world["ckpt"], out, **{**kwargs, "store": "int8"})
+    build_database(world["source"], world["ckpt"], out, **kwargs)
+    for f in world["dbs"]["compact"].iterdir():
+        if f.name != "metadata.json":
+            assert (out / f.name).read_bytes() == f.read_bytes(), f.name
+    assert not (out / "thumbnail_chunks").exists()
+
+
+def test_cli_store_option(world, tmp_path, capsys):
+    from geoapp.build_db import main
+
+    out = tmp_path / "cli_db"
+    tiles = world["root"] / "tiles"
+    args = ["--checkpoint", str(world["ckpt"]), "--tiles", str(tiles), "--locations", str(tiles / "tiles.csv"),
+            "--out", str(out), "--limit", "3", "--store", "int8"]
+    assert main(args) == 0
+    assert ReferenceDatabase.open(out).store == "int8"
