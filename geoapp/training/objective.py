@@ -81,17 +81,17 @@ class TrainForward(nn.Module):
         and, with ``with_logits``, the positives' window logits per choosing stage."""
         g = self.model.encode_ground(ground)
         s = self.model.encode_satellite(satellite)
+        positives = self._known_positives(g, s, shifts, pano_width)
         if not self.across_ranks:
             distances, soft_logits = self._all_pairs(g, s)
-            distances = self._with_known_positives(distances, g, s, shifts, pano_width)
+            distances = _placed(distances, positives)
         else:  # this batch's anchors against every process's batch (the gathered maps carry gradients back)
             g_all, first = gather_across_ranks(g)
             s_all, _ = gather_across_ranks(s)
             rows, soft_logits = self._all_pairs(g, s_all, first)
             columns, _ = self._all_pairs(g_all, s)
-            rows = self._with_known_positives(rows, g, s, shifts, pano_width, first)
-            columns = self._with_known_positives(columns.T, g, s, shifts, pano_width, first).T
-            distances = CrossRankDistances(rows, columns, first)
+            distances = CrossRankDistances(_placed(rows, positives, first), _placed(columns.T, positives, first).T,
+                                           first)
         if not self.with_logits:
             return distances, None
         return distances, soft_logits if soft_logits is not None else self._window_logits(g, s)
@@ -107,19 +107,14 @@ class TrainForward(nn.Module):
             return hardest_window_distances(cfg, g, s), None
         return self.model.match(g, s).distances, None
 
-    def _with_known_positives(self, distances, g, s, shifts, pano_width: int, first: int = 0) -> torch.Tensor:
-        """``distances`` (B x N) with the positives (i, first + i) cropped at their known window, for those choices."""
+    def _known_positives(self, g: StageMaps, s: StageMaps, shifts, pano_width: int) -> torch.Tensor | None:
+        """The B positive pairs' distances cropped at their known window, for those choices (else None)."""
         if self.window_choice not in KNOWN_POSITIVE_CHOICES:
-            return distances
+            return None
         if shifts is None:
             raise ValueError(f"window choice {self.window_choice!r} needs the crops' shifts")
         known = known_offsets(s, self.model.config.stages, shifts, pano_width)
-        positives = self.model.match(g, s, diagonal=True, window_offsets=known).distances
-        i = torch.arange(len(positives), device=distances.device)
-        on_positives = torch.zeros_like(distances, dtype=torch.bool)
-        on_positives[i, first + i] = True
-        placed = torch.zeros_like(distances).index_put((i, first + i), positives.to(distances.dtype))
-        return torch.where(on_positives, placed, distances)
+        return self.model.match(g, s, diagonal=True, window_offsets=known).distances
 
     def _window_logits(self, g: StageMaps, s: StageMaps) -> list[torch.Tensor]:
         """The true pairs' window logits at each choosing stage (the alignment loss's input)."""
@@ -133,6 +128,17 @@ class TrainForward(nn.Module):
             else:
                 logits.append(ALIGN_SCALE * sc / sc.amax(-1, keepdim=True).detach().clamp_min(1e-12))
         return logits
+
+
+def _placed(distances: torch.Tensor, positives: torch.Tensor | None, first: int = 0) -> torch.Tensor:
+    """``distances`` (B x N) with ``positives`` at (i, first + i); unchanged without positives."""
+    if positives is None:
+        return distances
+    i = torch.arange(len(positives), device=distances.device)
+    on_positives = torch.zeros_like(distances, dtype=torch.bool)
+    on_positives[i, first + i] = True
+    placed = torch.zeros_like(distances).index_put((i, first + i), positives.to(distances.dtype))
+    return torch.where(on_positives, placed, distances)
 
 
 @dataclass
