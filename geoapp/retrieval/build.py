@@ -57,7 +57,7 @@ class TileFolderSource:
             raise DatabaseError(f"{self.locations_csv} lists no tiles")
         cols = (0, 1, 2)
         header = [c.strip().lower() for c in rows[0][1]]
-        if not _is_number(header[1] if len(header) > 1 else ""):
+        if not is_number(header[1] if len(header) > 1 else ""):
             try:
                 cols = tuple(next(header.index(n) for n in names if n in header)
                              for names in (FILE_COLUMNS, LAT_COLUMNS, LON_COLUMNS))
@@ -73,7 +73,7 @@ class TileFolderSource:
             if len(row) <= max(cols):
                 raise DatabaseError(f"{where}: expected columns file, lat, lon; got {row}")
             name, lat, lon = (row[c].strip() for c in cols)
-            if not (_is_number(lat) and _is_number(lon) and -90 <= float(lat) <= 90 and -180 <= float(lon) <= 180):
+            if not (is_number(lat) and is_number(lon) and -90 <= float(lat) <= 90 and -180 <= float(lon) <= 180):
                 raise DatabaseError(f"{where}: lat/lon must be numbers in [-90, 90] / [-180, 180], got {lat!r}, "
                                     f"{lon!r}")
             path = Path(name) if Path(name).is_absolute() else self.tiles_dir / name
@@ -142,7 +142,7 @@ class DatasetSource:
         return to_tensor(polar), thumb
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
     try:
         return math.isfinite(float(text))
     except ValueError:

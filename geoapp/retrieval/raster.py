@@ -30,7 +30,7 @@ from pyproj import Transformer
 from ..data.polar import polar_transform
 from ..data.transforms import to_tensor
 from ..utils import sha256_file
-from .build import thumbnail_of
+from .build import LAT_COLUMNS, LON_COLUMNS, is_number, thumbnail_of
 from .database import DatabaseError
 
 MAX_NODATA_SHARE = 0.5  # a tile with more of its area outside the raster's data is skipped
@@ -71,21 +71,23 @@ def training_footprint(meta: dict) -> tuple[float, str]:
 
 
 def read_locations(path: str | Path) -> np.ndarray:
-    """An N x 2 lat/lon array from a CSV (header optional; columns lat,lon, or any with lat/lon names)."""
+    """An N x 2 lat/lon array from a CSV (header optional; without one the columns are lat,lon; with one, the tile
+    folder CSV's names for latitude and longitude)."""
     rows = [r for r in csv.reader(Path(path).read_text(encoding="utf-8-sig").splitlines()) if any(c.strip() for c in r)]
     if not rows:
         raise DatabaseError(f"{path} lists no locations")
     header = [c.strip().lower() for c in rows[0]]
+    has_header = not is_number(header[0])
     cols = (0, 1)
-    if not _is_number(header[0]):
+    if has_header:
         try:
-            cols = (next(header.index(n) for n in ("lat", "latitude") if n in header),
-                    next(header.index(n) for n in ("lon", "lng", "longitude") if n in header))
+            cols = tuple(next(header.index(n) for n in names if n in header) for names in (LAT_COLUMNS, LON_COLUMNS))
         except StopIteration:
-            raise DatabaseError(f"{path}:1: header {rows[0]} needs lat and lon columns") from None
+            raise DatabaseError(f"{path}:1: header {rows[0]} needs a latitude ({'/'.join(LAT_COLUMNS)}) and a "
+                                f"longitude ({'/'.join(LON_COLUMNS)}) column") from None
         rows = rows[1:]
     out = []
-    for line, row in enumerate(rows, 2 if cols != (0, 1) else 1):
+    for line, row in enumerate(rows, 2 if has_header else 1):
         try:
             lat, lon = float(row[cols[0]]), float(row[cols[1]])
         except (IndexError, ValueError):
@@ -94,14 +96,6 @@ def read_locations(path: str | Path) -> np.ndarray:
             raise DatabaseError(f"{path}:{line}: lat/lon out of range: {lat}, {lon}")
         out.append((lat, lon))
     return np.array(out, dtype=np.float64).reshape(-1, 2)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def model_ground_sampling(tile_metres: float, sat_height: int) -> float:
