@@ -10,11 +10,13 @@ import torch
 
 from geoapp.data.fov import crop_fov
 from geoapp.data.polar import polar_transform
+from geoapp.model import StageMaps
 from geoapp.model.align import column_energy, gate_energy
 from geoapp.retrieval.build import TileFolderSource, build_database
-from geoapp.retrieval.codes import decode_features, encode_features, feature_bits, pack, unpack
+from geoapp.retrieval.codes import CodedStage, decode_features, encode_features, feature_bits, pack, unpack
 from geoapp.retrieval.database import FORMAT_VERSION, DatabaseError, ReferenceDatabase
 from geoapp.retrieval.engine import Localizer
+from geoapp.retrieval.search import topk_matches
 from geoapp.testing import demo_model_config, make_random_tiles, random_checkpoint
 
 CONFIG = demo_model_config()  # the served model: gate-corr, shared window, gate term, 64 x 256
@@ -172,3 +174,26 @@ def test_cli_store_option(world, tmp_path, capsys):
             "--out", str(out), "--limit", "3", "--store", "int8"]
     assert main(args) == 0
     assert ReferenceDatabase.open(out).store == "int8"
+
+
+@pytest.mark.parametrize("store", ["int8", "compact"])
+def test_search_decodes_only_window_columns_and_gives_the_decoded_store_answer(world, store):
+    """The search reads a coded store's windows through ``CodedStage.window_rows``, bit for bit the columns of the
+    whole decoded map; its top-k equals the plain fp32 search over the eagerly decoded maps."""
+    db = ReferenceDatabase.open(world["dbs"][store])
+    maps = db.slice(0, N_TILES)
+    coded = maps.features[0]
+    assert isinstance(coded, CodedStage) and coded._decoded is None  # nothing decoded by slicing
+    n, c, h, w = coded.shape
+    rows = torch.tensor([0, 5, w + 3, 7 * w + w - 1])
+    whole = coded.decoded().permute(0, 3, 1, 2).reshape(n * w, c * h)
+    assert torch.equal(coded.window_rows(rows), whole[rows])
+
+    loc = Localizer(world["ckpt"], world["dbs"][store], device="cpu", search="exhaustive")
+    ground = loc.encode(_query(world, 4, 77))
+    eager = StageMaps([f.decoded() if isinstance(f, CodedStage) else f for f in maps.features],
+                      [m.decoded() for m in maps.masks], maps.col_energy, maps.gates, maps.gate_energy)
+    lazy = topk_matches(CONFIG, ground, db, 5, chunk_size=5, fast=True)
+    exact = topk_matches(CONFIG, ground, eager, 5, chunk_size=5, fast=False)
+    assert torch.equal(lazy.indices, exact.indices)
+    assert torch.allclose(lazy.distances, exact.distances, atol=1e-6)

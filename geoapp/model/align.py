@@ -1,4 +1,4 @@
-"""Feature Cropping and Alignment (FCA): circular window search, crop and pair distances (SPEC 5, 6).
+"""Feature Cropping and Alignment (FCA): circular window search, crop and pair distances (conventions §5, 6).
 
 At stage b the ground map (width ``w_b``) is a window that slides circularly over the satellite polar map
 (width ``W_b``; the panorama wraps): offset ``o`` covers satellite columns ``(o + k) mod W_b``. The offset
@@ -9,7 +9,7 @@ is chosen per (ground, satellite) pair and per stage by one of three scores:
   ``A_g = a_w^g - mean_k a_w^g`` and ``A_s = a_w^s - mean_W a_w^s`` per channel: a cosine in [-1, 1] between the
   photo's column attention and the tile's, C x W values per stage (not C x H x W). A constant ground gives 0 at
   every offset (no direction, no preference), and unlike ``mask-*`` the score cannot ignore the photo.
-- ``mask-corr``: ``sum_{h,k} M_g(h, k) * M_s(h, (o + k) mod W_b)`` (SPEC 5's default; the mean over 64-512
+- ``mask-corr``: ``sum_{h,k} M_g(h, k) * M_s(h, (o + k) mod W_b)`` (conventions §5's default; the mean over 64-512
   sigmoid products is nearly flat, so in practice it behaves like ``mask-sum``)
 - ``mask-sum`` (the paper's literal wording): ``sum_{h,k} M_s(h, (o + k) mod W_b)`` (cannot depend on the photo)
 - ``feature`` (DSM, the "no FCA" baseline): ``<G_b, S_b window at o>`` on raw features
@@ -19,8 +19,8 @@ every other stage places its window at the same azimuth, ``o_b = round(o_a * W_b
 stages' own gates, coarse (22.5 deg a column at block 4) and the slowest to learn, then choose nothing, and the
 search scores one stage instead of four. Training can replace the argmax by a softmax over the offsets
 (``soft_window_distances``) so that the triplet loss reaches the scores; inference always takes the argmax. The
-descriptor of a pair is the L2-normalised concatenation of the used stages (FMC, SPEC 6), with the satellite maps
-cropped at the chosen windows, so the pair distance is
+descriptor of a pair is the L2-normalised concatenation of the used stages (FMC, conventions §6), with the satellite
+maps cropped at the chosen windows, so the pair distance is
 
     d = || g / |g| - s_crop / |s_crop| ||,  |g|^2 = sum_b |G_b|^2,  |s_crop|^2 = sum_b E_b(o_b)
 
@@ -176,7 +176,7 @@ def _scores_by_matmul(kernel: torch.Tensor, signal: torch.Tensor) -> torch.Tenso
     ``sum_k P[r, q, k, (o + k) mod W]``: w shifted adds. The same products as the conv1d in another order
     (exact for integer values, so ties stay ties; real-valued scores may differ from conv1d's in the last bit,
     which can flip an offset only on a near-exact tie). conv1d with a single output channel runs far below the
-    machine's matrix-product speed: profiled on the 2-core CPU, one query against 10,000 SPEC-size references
+    machine's matrix-product speed: profiled on the 2-core CPU, one query against 10,000 full-size references
     took 148 ms for the four mask-corr stages instead of 390 ms.
     """
     q, d, w = kernel.shape
@@ -198,7 +198,7 @@ def attention(maps: StageMaps, mode: str, stage: int) -> torch.Tensor | None:
 
 def best_offsets(scores: torch.Tensor) -> torch.Tensor:
     """Highest-scoring offset along the last axis; ``torch.argmax`` returns the first maximum, i.e. the
-    lowest offset on ties (SPEC 5)."""
+    lowest offset on ties (conventions §5)."""
     return scores.argmax(dim=-1)
 
 
@@ -281,7 +281,7 @@ class StageOffsets:
     """Headings from per-stage window offsets: the part an alignment result and a search's top-k share.
 
     Needs ``offsets`` (``[..., i]`` is the window offset at ``stages[i]``), ``stages``, and ``window_widths`` /
-    ``map_widths`` (``w_b`` / ``W_b`` per stage, so headings can be read: SPEC 5).
+    ``map_widths`` (``w_b`` / ``W_b`` per stage, so headings can be read: conventions §5).
     """
 
     offsets: torch.Tensor
@@ -329,6 +329,17 @@ def column_energy(sat_feat: torch.Tensor) -> torch.Tensor:
     return _columns(sat_feat).float().pow(2).sum(-1)
 
 
+def window_row_blocks(offsets: torch.Tensor, width: int, n_ref: int, map_width: int, diagonal: bool, block: int):
+    """Yield ``(a, b, i, rows)``: for references ``a:b`` and query ``i`` (``None`` when diagonal: reference j's own
+    offset), the rows of the (R*W) x CH column view that hold their windows at ``offsets``, in window order."""
+    idx = _window_index(offsets, width, map_width)  # Q x R x w (or N x w)
+    base = (torch.arange(n_ref, device=idx.device) * map_width)[:, None]
+    for a in range(0, n_ref, block):
+        b = min(n_ref, a + block)
+        for i in [None] if diagonal else range(idx.shape[0]):
+            yield a, b, i, (base[a:b] + (idx[a:b] if i is None else idx[i, a:b])).reshape(-1)
+
+
 def gathered_windows(sat_feat: torch.Tensor, offsets: torch.Tensor, width: int, diagonal: bool, block: int):
     """Yield ``(a, b, i, windows)``: the windows at ``offsets`` of references ``a:b`` for query ``i`` (``None`` when
     diagonal: reference j's own offset), as a (b - a) x (width*C*H) matrix in column order, in the store's dtype.
@@ -336,17 +347,10 @@ def gathered_windows(sat_feat: torch.Tensor, offsets: torch.Tensor, width: int, 
     The windows are copied out with one ``index_select`` over the (R*W) x CH row view (contiguous rows of C*H
     values for a column-major store), ``block`` references at a time; only w/W of each map is read.
     """
-    _, c, h, big_w = sat_feat.shape
-    s_rows = _columns(sat_feat)
-    n_ref = s_rows.shape[0]
-    s_rows = s_rows.reshape(n_ref * big_w, c * h)
-    idx = _window_index(offsets, width, big_w)  # Q x R x w (or N x w)
-    base = (torch.arange(n_ref, device=idx.device) * big_w)[:, None]
-    for a in range(0, n_ref, block):
-        b = min(n_ref, a + block)
-        for i in [None] if diagonal else range(idx.shape[0]):
-            rows = (base[a:b] + (idx[a:b] if i is None else idx[i, a:b])).reshape(-1)
-            yield a, b, i, torch.index_select(s_rows, 0, rows).reshape(b - a, width * c * h)
+    n_ref, c, h, big_w = sat_feat.shape
+    s_rows = _columns(sat_feat).reshape(n_ref * big_w, c * h)
+    for a, b, i, rows in window_row_blocks(offsets, width, n_ref, big_w, diagonal, block):
+        yield a, b, i, torch.index_select(s_rows, 0, rows).reshape(b - a, width * c * h)
 
 
 def gathered_dots(
@@ -395,7 +399,7 @@ def align_windows(
     gate_weight: float = 0.0,
 ) -> AlignResult:
     """Align every ground map with every satellite map (or pair i with i) at each stage and return the offsets
-    and the FMC pair distances (SPEC 5, 6). ``ground``/``satellite`` hold all four stages (as the backbone
+    and the FMC pair distances (conventions §5, 6). ``ground``/``satellite`` hold all four stages (as the backbone
     returns them); ``stages`` picks the ones used. References are processed ``chunk_size`` at a time.
     ``offset_stage``: the one stage whose scores choose the window of every stage (see the module docstring); None:
     each its own. ``window_dots`` (inference in an attention mode): computes a stage's window dot products from

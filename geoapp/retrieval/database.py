@@ -48,12 +48,13 @@ from ..model import ModelConfig, StageMaps
 from ..model.resnet import stage_channels
 from .codes import (
     STORE_KINDS,
+    CodedStage,
     DecodedRows,
     check_store,
-    decode_features,
     decode_gates,
     decode_masks,
     decode_thumbnail,
+    deferred_masks,
     feature_bits,
     packed_size,
 )
@@ -84,7 +85,7 @@ class DatabaseError(ValueError):
 
 
 def stage_shape(config: ModelConfig, stage: int) -> tuple[int, int, int]:
-    """(C, H, W) of the satellite map of ``stage`` (1-based) for this model's polar size (SPEC 1)."""
+    """(C, H, W) of the satellite map of ``stage`` (1-based) for this model's polar size (conventions §1)."""
     stride = STAGE_STRIDES[stage - 1]
     return stage_channels(config.base_channels)[stage - 1], config.sat_height // stride, config.sat_width // stride
 
@@ -212,7 +213,7 @@ class ReferenceDatabase:
 
     def slice(self, start: int, stop: int) -> StageMaps:
         """References ``start:stop`` as float16 ``StageMaps`` on the database's device (no copy on the CPU for an
-        fp16 store; a quantized store's chunk is decoded)."""
+        fp16 store; a quantized store's features are decoded where the search reads them)."""
         return self._stage_maps(slice(start, stop))
 
     def gather(self, indices) -> StageMaps:
@@ -280,15 +281,15 @@ def _tensor(array, select, device) -> torch.Tensor:
 def stage_maps_of(arrays: dict, select, device: torch.device | str = "cpu", store: str = "fp16") -> StageMaps:
     """StageMaps (N x C x H x W views of the column-major store) of the references ``select`` (a slice: views
     without copying; an index array: a copy). ``arrays`` hold memory maps or tensors preloaded on ``device``. A
-    quantized ``store`` (:mod:`geoapp.retrieval.codes`) is decoded to float16 here."""
+    quantized ``store`` (:mod:`geoapp.retrieval.codes`) gives :class:`~geoapp.retrieval.codes.CodedStage` features,
+    decoded where they are read, and decoded masks and gates."""
     bits = feature_bits(store)
     feats, energy, masks = [], [], None
     for s in (1, 2, 3, 4):
         a, e = arrays.get(f"features_{s}"), arrays.get(f"col_energy_{s}")
         if a is not None and bits is not None:
-            cols = decode_features(_tensor(a, select, device), _tensor(arrays[f"feature_scale_{s}"], select, device),
-                                   bits[s - 1])
-            feats.append(cols.permute(0, 2, 3, 1))
+            feats.append(CodedStage(_tensor(a, select, device), _tensor(arrays[f"feature_scale_{s}"], select, device),
+                                    bits[s - 1]))
         else:
             feats.append(None if a is None else _tensor(a, select, device).permute(0, 2, 3, 1))
         energy.append(None if e is None else _tensor(e, select, device))
@@ -299,7 +300,7 @@ def stage_maps_of(arrays: dict, select, device: torch.device | str = "cpu", stor
     if "masks_1" in arrays:
         masks = [_tensor(arrays[f"masks_{s}"], select, device) for s in (1, 2, 3, 4)]
         if bits is not None:
-            masks = [decode_masks(m) for m in masks]
+            masks = [deferred_masks(m) for m in masks]
 
     def gates_of(s):
         codes = _tensor(arrays[f"gates_{s}"], select, device)

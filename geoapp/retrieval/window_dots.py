@@ -18,7 +18,8 @@ import math
 
 import torch
 
-from ..model.align import gathered_dots, gathered_windows
+from ..model.align import gathered_dots, gathered_windows, window_row_blocks
+from .codes import CodedStage
 
 # Relative error of one fp16 dot product <x, g> with respect to |x| |g|: rounding the ground to fp16 (2^-11),
 # rounding the fp32-accumulated result to fp16 (2^-11), and the fp32 accumulation itself (1e-4: ~6x the random-walk
@@ -27,7 +28,7 @@ FP16_DOT_REL_ERROR = 2.0**-10 + 1e-4
 FP16_TINY = 2.0**-24  # spacing of fp16 subnormals: the absolute rounding error below the normal range
 
 # References per gathered block: about this many bytes of windows (one L2 cache), so the copy is still in the CPU
-# cache when the product reads it (the copy and the product each read ~2.5 GB per query at 10,000 SPEC-size
+# cache when the product reads it (the copy and the product each read ~2.5 GB per query at 10,000 full-size
 # references otherwise).
 WINDOW_BLOCK_BYTES = 1 << 20
 
@@ -56,12 +57,22 @@ def fp16_window_dots(
     out = torch.empty(offsets.shape, dtype=torch.float32, device=offsets.device)
     if block is None:
         block = max(8, WINDOW_BLOCK_BYTES // (2 * k))
-    for a, b, i, win in gathered_windows(sat_feat, offsets, w, False, block):
+    for a, b, i, win in _windows(sat_feat, offsets, w, block):
         out[i, a:b] = (win @ g16[i]).float()
     out /= scale[:, None]
     # relative part, plus the subnormal floor: the ground's (sum |x| <= sqrt(K) |x|) and the result's
     err = FP16_DOT_REL_ERROR * x_norm * g_norm[:, None] + (math.sqrt(k) * x_norm + 1.0) * FP16_TINY / scale[:, None]
     return out, err
+
+
+def _windows(sat_feat, offsets: torch.Tensor, width: int, block: int):
+    """:func:`~geoapp.model.align.gathered_windows` (all pairs), decoding only the windows of a quantized store."""
+    if not isinstance(sat_feat, CodedStage):
+        yield from gathered_windows(sat_feat, offsets, width, False, block)
+        return
+    n_ref, big_w = sat_feat.shape[0], sat_feat.shape[3]
+    for a, b, i, rows in window_row_blocks(offsets, width, n_ref, big_w, False, block):
+        yield a, b, i, sat_feat.window_rows(rows).reshape(b - a, -1)
 
 
 def float64_window_dots(
