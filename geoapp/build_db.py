@@ -6,18 +6,23 @@
     python -m geoapp.build_db --checkpoint CKPT --raster ortho.tif --spacing 16 --out reference_db/my-town
     python -m geoapp.build_db --checkpoint checkpoints/demo.safetensors --dataset synth --data-root data/synth \
         --out reference_db/demo --calibrate val --calibrate-only      # (re)fit the confidence of a built database
+    python -m geoapp.build_db --checkpoint CKPT --out reference_db/mine --vector-engine milvus/geoapp.db \
+        --upload-only                                                  # its first stage into Milvus
 
 Sources: a dataset split (its satellite side, polar images as the dataset makes them), a folder of square
 tiles with a CSV ``file,lat,lon`` (header optional; file names relative to the folder), or a georeferenced
 orthophoto (GeoTIFF / COG in a projected CRS) cut into north-up tiles of the checkpoint's footprint on a grid
 (``--spacing``) or at a CSV's ``lat,lon`` positions (``--locations``; see ``geoapp.retrieval.raster``); tiles
-are polar-transformed here (SPEC 3) at the checkpoint's satellite size. The storage layout is described in
+are polar-transformed here (conventions §3) at the checkpoint's satellite size. The storage layout is described in
 ``geoapp.retrieval.database``; ``--store`` picks fp16 maps (the default: the fastest search) or the codes of
 ``geoapp.retrieval.codes`` (``compact``: 2-bit codes for blocks 1-3, 4-bit for block 4, JPEG thumbnails).
 An interrupted build is continued by running the same command again.
 
 ``--calibrate SPLIT`` then fits the database's confidence calibration on that split of ``--dataset`` (never the
 split the database serves; see ``geoapp.retrieval.calibrate``) and stores it in the database's metadata.
+
+``--vector-engine URI`` then uploads the two-stage search's first stage to Milvus (a Milvus Lite ``.db`` file or
+``http(s)://host:port``; ``geoapp.retrieval.vector_engine``, docs/vector-engine.md); an interrupted upload resumes.
 """
 
 from __future__ import annotations
@@ -32,9 +37,11 @@ from .retrieval.build import ConcatSource, DatasetSource, TileFolderSource, buil
 from .retrieval.calibrate import fit_calibration, unfittable_record, write_calibration
 from .retrieval.codes import STORE_KINDS
 from .retrieval.confidence import UnfittableCalibration
-from .retrieval.database import DEFAULT_CHUNK, read_database_metadata
+from .retrieval.database import DEFAULT_CHUNK, ReferenceDatabase, read_database_metadata
 from .retrieval.index import DEFAULT_DIMS
 from .retrieval.raster import RasterSource, read_locations, training_footprint
+from .retrieval.vector_engine import INDEX_TYPES, upload_database
+from .utils import sha256_file
 
 # fp16 by default: compact is 28 KiB per reference for the demo model (fp16: 158 KiB) at R@1 -0.4 / -0.6 points at
 # 90 / 70 deg on the synthetic test split (mean of the 3 shift seeds), but its chunks are decoded on every query:
@@ -70,7 +77,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--store", choices=STORE_KINDS, default=DEFAULT_STORE,
                    help="how the maps are stored (default: %(default)s): fp16, or int8 / int4 / compact codes "
                         "with JPEG thumbnails (see geoapp.retrieval.codes)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing database at --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing database at --out (with --vector-engine: also a collection that holds "
+                        "another database's first stage)")
     cal = p.add_argument_group("confidence calibration (needs --dataset: queries with known answers)")
     cal.add_argument("--calibrate", metavar="SPLIT",
                      help="fit the confidence calibration on this split's ground photos (e.g. val), with training "
@@ -79,7 +88,23 @@ def parse_args(argv=None) -> argparse.Namespace:
                      help="split whose tiles fill the calibration gallery (default: %(default)s)")
     cal.add_argument("--calibrate-only", action="store_true",
                      help="only (re)fit the calibration of the existing database at --out")
+    vec = p.add_argument_group("the first stage in Milvus (pip install 'geoapp[milvus]'; docs/vector-engine.md)")
+    vec.add_argument("--vector-engine", metavar="URI",
+                     help="upload the two-stage search's first stage to this Milvus after the build: a Milvus Lite "
+                          "file (.db) or http(s)://host:port")
+    vec.add_argument("--collection", metavar="NAME",
+                     help="the collection to upload to (default: geoapp_<--out folder name>)")
+    vec.add_argument("--upload-only", action="store_true",
+                     help="only upload the first stage of the existing database at --out")
+    vec.add_argument("--vector-index", choices=list(INDEX_TYPES), default="FLAT",
+                     help="the collection's index: FLAT (exact; default) or IVF_FLAT (1,024 clusters, 64 searched)")
     args = p.parse_args(argv)
+    if (args.upload_only or args.collection) and not args.vector_engine:
+        p.error("--upload-only and --collection need --vector-engine URI")
+    if args.upload_only and args.calibrate_only:
+        p.error("--upload-only and --calibrate-only: one of them at a time")
+    if args.vector_engine and args.first_stage_dims == 0 and not args.upload_only:
+        p.error("--vector-engine uploads the first stage, and --first-stage-dims 0 builds none")
     if (args.calibrate or args.calibrate_only) and not args.dataset:
         p.error("--calibrate needs --dataset and --data-root (a split with known locations and headings); a tile "
                 "folder has no ground photos to calibrate on")
@@ -88,7 +113,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.calibrate and args.calibrate in args.split.split(","):
         p.error(f"--calibrate {args.calibrate}: the database serves that split, so its confidence would be fitted on "
                 "the very answers it is then judged by; calibrate on another split (e.g. val)")
-    if sum(bool(x) for x in (args.dataset, args.tiles, args.raster)) != 1:
+    if not args.upload_only and sum(bool(x) for x in (args.dataset, args.tiles, args.raster)) != 1:
         p.error("give one source: --dataset (with --data-root), --tiles (with --locations) or --raster (with "
                 "--spacing or --locations)")
     if args.raster and bool(args.spacing) == bool(args.locations):
@@ -102,6 +127,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.upload_only:
+        return upload(args)
     if args.calibrate_only:
         return calibrate(args)
     try:
@@ -122,7 +149,8 @@ def main(argv=None) -> int:
     n = len(source) if args.limit is None else min(args.limit, len(source))
     dt = time.perf_counter() - t0
     print(f"wrote {out}: {n} references in {dt:.1f} s ({dt / n * 1000:.1f} ms per tile)")
-    return calibrate(args) if args.calibrate else 0
+    status = calibrate(args) if args.calibrate else 0
+    return upload(args) if args.vector_engine and status == 0 else status
 
 
 def raster_source(args: argparse.Namespace, config: ModelConfig) -> RasterSource:
@@ -135,6 +163,22 @@ def raster_source(args: argparse.Namespace, config: ModelConfig) -> RasterSource
     print(f"{args.raster}: {source.crs}, {source.pixel_m:.2f} m pixels; {len(source)} north-up {tile_metres:g} m "
           f"tiles ({how}) on {where}; {source.skipped} of {source.candidates} skipped as mostly nodata")
     return source
+
+
+def upload(args: argparse.Namespace) -> int:
+    """Upload the first stage of the database at --out to --vector-engine (geoapp.retrieval.vector_engine)."""
+    try:
+        db = ReferenceDatabase.open(args.out, sha256_file(args.checkpoint))
+        t0 = time.perf_counter()
+        name, rows = upload_database(db, args.vector_engine, args.collection, replace=args.overwrite,
+                                     index_type=args.vector_index)
+    except (ValueError, OSError) as exc:  # VectorEngineError, DatabaseError
+        print(f"error: vector engine: {exc}", file=sys.stderr)
+        return 2
+    sent = f"{rows:,} rows sent" if rows else "already complete, nothing sent"
+    print(f"first stage of {args.out} ({len(db):,} references) in collection {name!r} at {args.vector_engine}: "
+          f"{sent} in {time.perf_counter() - t0:.1f} s")
+    return 0
 
 
 def calibrate(args: argparse.Namespace) -> int:

@@ -40,6 +40,12 @@ def add_search_arguments(p: argparse.ArgumentParser) -> None:
                    "it is faster and lost no answer in our measurements (default %(default)s)")
     p.add_argument("--rerank", type=int, default=500, metavar="M",
                    help="two-stage: candidates the first stage passes on (default %(default)s)")
+    # -- the first stage in Milvus (geoapp.retrieval.vector_engine; docs/vector-engine.md)
+    p.add_argument("--vector-engine", metavar="URI",
+                   help="two-stage with the first stage in Milvus: a Milvus Lite file (.db) or http(s)://host:port, "
+                        "uploaded with build_db --vector-engine (needs pip install 'geoapp[milvus]')")
+    p.add_argument("--collection", metavar="NAME",
+                   help="--vector-engine: the database's collection (default: geoapp_<database folder name>)")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -151,7 +157,7 @@ def main(argv=None) -> int:
 
     try:
         localizer = Localizer(checkpoint, database, device=args.device, accuracy=accuracy, search=args.search,
-                              rerank=args.rerank)
+                              rerank=args.rerank, vector_engine=args.vector_engine, collection=args.collection)
     except (ValueError, OSError, RuntimeError) as exc:  # CheckpointError, DatabaseError, a device torch lacks
         print(f"error: {exc}", file=sys.stderr)
         return 2

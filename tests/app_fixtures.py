@@ -3,11 +3,13 @@
 Load them in a test module with ``pytest_plugins = ["app_fixtures"]``. Everything is built once per test
 session in a few seconds: a synthetic world with a handful of locations, a randomly initialised small model
 with the demo's configuration (``geoapp.testing.demo_model_config``: gate-corr windows, block 1's shared window, the
-gate term) and its reference database.
+gate term) and its reference database; for the several-areas app, a folder of three databases of that world, one
+of them built with another model.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -81,6 +83,57 @@ def app_server(app_context):
     from geoapp.app.ui import build_demo
 
     demo = build_demo(app_context)
+    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    yield demo.local_url
+    demo.close()
+
+
+# ------------------------------------------------------------------------------------------ several areas
+
+
+@pytest.fixture(scope="session")
+def other_checkpoint(tmp_path_factory) -> Path:
+    """A model of the same configuration with other weights: databases it builds do not fit the tiny model."""
+    from geoapp.testing import demo_model_config, random_checkpoint
+
+    return random_checkpoint(tmp_path_factory.mktemp("other_model") / "other.safetensors", demo_model_config(), 5)
+
+
+@pytest.fixture(scope="session")
+def areas_root(tiny_world, tiny_checkpoint, tiny_database, other_checkpoint, tmp_path_factory) -> Path:
+    """A folder of three reference databases of the tiny world: ``city-a`` (the test split: the tiny database,
+    copied), ``city-b`` (the train split: other tiles) and ``city-c`` (the test split, built with the other
+    model: it does not fit)."""
+    from geoapp.model import ModelConfig, read_metadata
+    from geoapp.retrieval.build import DatasetSource, build_database
+
+    root = tmp_path_factory.mktemp("app_areas")
+    shutil.copytree(tiny_database, root / "city-a")
+    config = ModelConfig.from_dict(read_metadata(tiny_checkpoint)["model_config"])
+    build_database(DatasetSource("synth", tiny_world, "train", config), tiny_checkpoint, root / "city-b",
+                   show_progress=False)
+    build_database(DatasetSource("synth", tiny_world, "test", config), other_checkpoint, root / "city-c", limit=4,
+                   show_progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def areas(areas_root, tiny_checkpoint, tmp_path_factory):
+    """The served areas of ``areas_root`` (city-a and city-b; city-c refused), as ``python app.py`` loads them."""
+    from geoapp.app.areas import Areas, find_databases, load_areas
+
+    localizers, refused = load_areas(tiny_checkpoint, find_databases([areas_root]), device="cpu")
+    return Areas.create(localizers, refused, top_k=TOP_K, cache_root=tmp_path_factory.mktemp("areas_cache"),
+                        example_count=3)
+
+
+@pytest.fixture(scope="session")
+def areas_server(areas):
+    """The several-areas page on a free localhost port; yields its URL."""
+    from geoapp.app.screenshot import free_port
+    from geoapp.app.ui import build_demo
+
+    demo = build_demo(areas)
     demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     yield demo.local_url
     demo.close()

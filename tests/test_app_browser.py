@@ -159,3 +159,36 @@ def test_example_click_and_a_bad_upload(app_server, page, app_context, tmp_path)
     toast.first.wait_for(timeout=TIMEOUT_MS)  # the reason is shown, not a traceback
     assert "Traceback" not in page.content()
     assert outside == []
+
+
+def test_several_areas_get_a_dropdown_that_switches_examples_coverage_and_map(app_server, areas_server, areas, page):
+    outside = _offline_only(page)
+    page.goto(app_server, wait_until="domcontentloaded", timeout=TIMEOUT_MS)
+    page.locator("#localize").wait_for(timeout=TIMEOUT_MS)
+    assert not page.locator("#area").is_visible()  # one area: no choice to make
+
+    page.goto(areas_server, wait_until="domcontentloaded", timeout=TIMEOUT_MS)
+    page.locator("#localize").wait_for(timeout=TIMEOUT_MS)
+    assert page.locator("#area").is_visible()
+    assert "area 'city-c' was built with checkpoint" in page.locator("#areas-report").inner_text()
+    city_a, city_b = areas.contexts["city-a"], areas.contexts["city-b"]
+    label_a, label_b = (c.example_label(c.examples.examples[0]) for c in (city_a, city_b))
+    assert label_b.startswith("train pair")  # city-b is the tiny world's training area
+    assert page.get_by_text(label_a, exact=True).is_visible() and not page.get_by_text(label_b, exact=True).is_visible()
+    page.frame_locator("#map iframe").locator("path.leaflet-interactive").nth(1).wait_for(timeout=TIMEOUT_MS)
+
+    page.locator("#area input").click()
+    page.get_by_role("option", name="city-b (4 references)").click()
+    page.wait_for_function("document.querySelector('#coverage').innerText.includes(\"Area 'city-b'\")",
+                           timeout=TIMEOUT_MS)
+    page.get_by_text(label_b, exact=True).wait_for(timeout=TIMEOUT_MS)
+    assert not page.get_by_text(label_a, exact=True).is_visible()
+    page.get_by_text(label_b, exact=True).click()
+    page.locator("#photo img").first.wait_for(timeout=TIMEOUT_MS)
+    page.locator("#localize").click()
+    page.wait_for_function("document.querySelectorAll('#gallery img').length === 4", timeout=TIMEOUT_MS)
+    assert city_b.examples.examples[0].pair_id in page.locator("#query-summary").inner_text()
+    assert page.locator("#status").inner_text().startswith("area 'city-b'")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app_areas.png"), full_page=True)
+    assert outside == []

@@ -177,3 +177,73 @@ def test_an_iphone_heic_with_gps_is_answered_with_its_gps_as_the_prior(client, a
     assert prior["lat"] == pytest.approx(example.lat, abs=1e-6) and prior["lon"] == pytest.approx(example.lon, abs=1e-6)
     assert 0 < answer["searched_references"] < len(app_context.localizer.db)
     assert answer["photos"][0]["projection"] == "crop"
+
+
+# ----------------------------------------------------------------------------------------------- areas
+
+
+@pytest.fixture(scope="module")
+def areas_client(areas_server):
+    return Client(areas_server, verbose=False)
+
+
+def _tiles(ctx) -> set[str]:
+    return {Path(p).name for p in ctx.localizer.db.paths}
+
+
+@pytest.mark.parametrize("name", ["city-a", "city-b", None])
+def test_the_api_answers_from_the_chosen_area(areas_client, areas, name):
+    ctx = areas.contexts[name or "city-a"]  # no area: the first
+    other = areas.contexts["city-b" if ctx.name == "city-a" else "city-a"]
+    assert _tiles(ctx).isdisjoint(_tiles(other))  # else the answer could not tell the areas apart
+    path = ctx.examples.path(ctx.examples.examples[1])
+    area = {} if name is None else {"area": name}
+    gallery, *_, query, status, answer = areas_client.predict(handle_file(str(path)), 90.0, PHONE, api_name="/localize",
+                                                              **area)
+    assert answer["area"] == ctx.name and status.startswith(f"area '{ctx.name}': ")
+    assert answer["searched_references"] == len(ctx.localizer.db)
+    assert {c["tile"] for c in answer["candidates"]} <= _tiles(ctx)
+    assert len(gallery) == min(TOP_K, len(ctx.localizer.db)) and "bundled example" in query
+
+
+def test_select_candidate_stays_in_the_area_of_the_query(areas_client, areas):
+    ctx = areas.contexts["city-b"]
+    path = ctx.examples.path(ctx.examples.examples[0])
+    *_, answer = areas_client.predict(handle_file(str(path)), 90.0, PHONE, area="city-b", api_name="/localize")
+    second = answer["candidates"][1]
+    _heading, _compass, selection, *_ = areas_client.predict(2, api_name="/select_candidate")
+    assert "Candidate #2** in area 'city-b'" in selection and f"{second['lat']:.6f}, {second['lon']:.6f}" in selection
+
+
+@pytest.mark.parametrize("area, message", [
+    ("atlantis", "There is no area 'atlantis'; this app serves 2: 'city-a', 'city-b'."),
+    (7, "There is no area 7; this app serves 2: 'city-a', 'city-b'."),
+    ("city-c", "The area 'city-c' is not served: area 'city-c' was built with checkpoint"),
+])
+def test_an_unknown_area_is_refused_with_the_known_ones(areas_client, areas, area, message):
+    ctx = areas.first
+    with pytest.raises(AppError, match=re.escape(message)) as info:
+        areas_client.predict(handle_file(str(ctx.examples.path(ctx.examples.examples[0]))), 90.0, PHONE, area=area,
+                             api_name="/localize")
+    assert "Something went wrong" not in str(info.value) and "Traceback" not in str(info.value)
+
+
+def _components(url: str) -> dict[str, dict]:
+    """The page's components by elem_id, with their start-up values and visibility."""
+    import httpx
+
+    config = httpx.get(f"{url.rstrip('/')}/config", timeout=30).json()
+    return {c["props"]["elem_id"]: c["props"] for c in config["components"] if c.get("props", {}).get("elem_id")}
+
+
+def test_the_page_names_the_areas_and_the_one_that_does_not_fit(areas_server, app_server):
+    page = _components(areas_server)
+    assert page["area"]["visible"] is True and page["area"]["value"] == "city-a"
+    assert [choice[0] for choice in page["area"]["choices"]] == ["city-a (12 references)", "city-b (4 references)"]
+    report = page["areas-report"]
+    assert report["visible"] is True and "area 'city-c' was built with checkpoint" in report["value"]
+    assert "python -m geoapp.build_db" in report["value"]
+    assert page["map"]["value"].count("L.rectangle(") == 2  # both areas' boxes before any query
+    single = _components(app_server)  # one area: the page as it always was
+    assert single["area"]["visible"] is False and single["areas-report"]["visible"] is False
+    assert not single["map"]["value"]

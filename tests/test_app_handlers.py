@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import re
 import shutil
@@ -200,3 +201,95 @@ def test_missing_upload_is_explained(app_context):
         handlers.localize_photo(app_context, None)
 
 
+
+
+# ----------------------------------------------------------------------------------------------- areas
+
+
+def test_areas_share_one_model_and_a_database_of_another_checkpoint_is_not_served(areas, areas_root):
+    assert areas.names == ["city-a", "city-b"]  # in name order; city-c does not fit
+    a, b = (areas.contexts[name].localizer for name in areas.names)
+    assert a.model is b.model  # loaded once
+    assert (len(a.db), len(b.db)) == (12, 4)  # the tiny world's test and train splits
+    reason = areas.refused["city-c"]
+    assert reason.startswith("area 'city-c' was built with checkpoint ")
+    assert f"not the loaded tiny.safetensors {a.checkpoint_sha[:12]}…" in reason
+    assert (f"rebuild it with `python -m geoapp.build_db --checkpoint {a.checkpoint_path} --dataset synth "
+            f"--data-root ") in reason and f"--split test --out {areas_root / 'city-c'} --overwrite`" in reason
+    assert "city-c" in areas.report() and "Not served (1 of 3 areas)" in areas.report()
+    assert [label for label, _ in areas.choices()] == ["city-a (12 references)", "city-b (4 references)"]
+
+
+def test_no_fitting_database_stops_the_start_with_the_reason(areas_root, other_checkpoint, tiny_checkpoint, capsys):
+    from geoapp.app.areas import AreaError, find_databases, load_areas
+    from geoapp.app.main import main
+
+    with pytest.raises(AreaError, match=r"no reference database can be served[\s\S]*area 'city-a' was built with"):
+        load_areas(other_checkpoint, find_databases([areas_root / "city-a", areas_root / "city-b"]), device="cpu")
+    assert main(["--checkpoint", str(tiny_checkpoint), "--reference-db", str(areas_root / "city-c"),
+                 "--device", "cpu"]) == 2
+    error = capsys.readouterr().err
+    assert "error: no reference database can be served" in error and "area 'city-c' was built with" in error
+
+
+def test_reference_databases_are_found_in_folders_and_named_uniquely(areas_root, tmp_path, monkeypatch):
+    from geoapp.app.areas import AreaError, area_names, find_databases
+    from geoapp.app.main import parse_args
+
+    city_a, city_b, city_c = (areas_root / n for n in ("city-a", "city-b", "city-c"))
+    assert find_databases([areas_root]) == [city_a, city_b, city_c]
+    assert find_databases([city_b, areas_root]) == [city_b, city_a, city_c]  # a folder named twice counts once
+    with pytest.raises(AreaError, match="nowhere not found"):
+        find_databases([tmp_path / "nowhere"])
+    with pytest.raises(AreaError, match="holds no reference database"):
+        find_databases([tmp_path])
+    twin = tmp_path / "elsewhere" / "city-a"
+    shutil.copytree(city_a, twin)
+    with pytest.raises(AreaError, match=r"two reference databases are both named 'city-a' \(.+ and .+\)"):
+        area_names(find_databases([areas_root, twin]))
+    assert parse_args(["--reference-db", str(city_a), str(city_b)]).reference_db == [str(city_a), str(city_b)]
+    monkeypatch.setenv("GEOAPP_REFERENCE_DB", f"{city_a}{os.pathsep}{city_b}")
+    assert parse_args([]).reference_db == [str(city_a), str(city_b)]
+
+
+@pytest.mark.parametrize("name", ["city-a", "city-b"])
+def test_each_area_answers_from_its_own_database_with_its_own_examples(areas, name):
+    ctx = handlers.area_context(areas, name)
+    other = areas.contexts[next(n for n in areas.names if n != name)]
+    assert set(ctx.localizer.db.paths).isdisjoint(other.localizer.db.paths)  # else the test could not tell them apart
+    example = ctx.examples.examples[0]
+    assert example not in other.examples.examples
+    out = handlers.localize_photo(ctx, ctx.examples.path(example), 90.0, CROP)
+    assert {c.path for c in out.state.candidates} <= set(ctx.localizer.db.paths)
+    assert out.state.area == name and out.answer["area"] == name
+    assert out.answer["searched_references"] == len(ctx.localizer.db)
+    assert "bundled example" in out.query_summary  # the area's own example: its truth is known
+    assert out.status.startswith(f"area '{name}': ")
+    # the map draws both areas' boxes, the chosen one highlighted
+    assert out.selection.map_html.count("L.rectangle(") == 2
+    assert f"area {name}: {len(ctx.localizer.db)} references (chosen)" in out.selection.map_html
+    overview = handlers.areas_map_html(areas, ctx)
+    assert overview.count("L.rectangle(") == 2 and "(chosen)" in overview and "L.marker(" not in overview
+    assert handlers.area_coverage_text(ctx).startswith(f"**Area '{name}'.** ")
+
+
+def test_an_unknown_area_is_refused_with_the_list_of_areas(areas):
+    assert handlers.area_context(areas, None) is areas.first and handlers.area_context(areas, "") is areas.first
+    with pytest.raises(handlers.UserInputError, match=r"There is no area 'atlantis'; this app serves 2: 'city-a', "
+                                                       r"'city-b'\."):
+        handlers.area_context(areas, "atlantis")
+    with pytest.raises(handlers.UserInputError, match="There is no area 3;"):
+        handlers.area_context(areas, 3)
+    with pytest.raises(handlers.UserInputError, match="The area 'city-c' is not served: area 'city-c' was built"):
+        handlers.area_context(areas, "city-c")
+
+
+def test_a_single_area_page_shows_no_areas(app_context):
+    from geoapp.app.areas import Areas
+
+    single = Areas.of(app_context)
+    assert single.names == [app_context.localizer.db.path.name] and single.report() == ""
+    assert single.first.area_boxes == () and handlers.areas_map_html(single, single.first) == ""
+    out = handlers.localize_photo(app_context, app_context.examples.path(app_context.examples.examples[0]))
+    assert "L.rectangle(" not in out.selection.map_html and out.status.startswith(app_context.localizer.describe())
+    assert handlers.area_coverage_text(app_context) == handlers.coverage_text(app_context)

@@ -1,4 +1,4 @@
-"""The localisation engine (issue 5): top-k and headings equal a brute-force alignment of the whole gallery, the
+"""The localisation engine: top-k and headings equal a brute-force alignment of the whole gallery, the
 two-stage search equals the exhaustive one when it re-ranks everything, and the first-stage descriptor computes
 the score it documents."""
 
@@ -15,7 +15,7 @@ from geoapp.data.transforms import to_tensor
 from geoapp.model import ModelConfig, StageMaps, align_windows, match_maps, pair_headings
 from geoapp.retrieval.build import TileFolderSource, build_database
 from geoapp.retrieval.database import DatabaseError, ReferenceDatabase
-from geoapp.retrieval.engine import Localizer, prepare_query
+from geoapp.retrieval.engine import LoadedCheckpoint, Localizer, prepare_query
 from geoapp.retrieval.index import FirstStageIndex, block_widths, compute_first_stage
 from geoapp.retrieval.search import gather_maps
 from geoapp.testing import demo_model_config, make_random_tiles, random_checkpoint
@@ -167,6 +167,24 @@ def test_localizer_refuses_a_database_of_another_checkpoint(world, tmp_path):
     other = random_checkpoint(tmp_path / "other.safetensors", CONFIG, seed=5)
     with pytest.raises(DatabaseError, match="was built with checkpoint"):
         Localizer(other, world["db"], device="cpu")
+
+
+def test_localizers_of_several_databases_share_one_loaded_checkpoint(world, localizer, tmp_path):
+    loaded = LoadedCheckpoint.load(world["ckpt"], "cpu")
+    few = build_database(world["source"], world["ckpt"], tmp_path / "few", limit=6, chunk_size=4, batch_size=4,
+                         show_progress=False)
+    whole, part = Localizer(loaded, world["db"]), Localizer(loaded, few)
+    assert whole.model is part.model is loaded.model  # one model in memory
+    assert whole.checkpoint_sha == part.checkpoint_sha == localizer.checkpoint_sha
+    assert (len(whole.db), len(part.db)) == (N_TILES, 6)
+    query = _query(world)
+    # sharing the model changes nothing: the same answers as a localizer that loaded the checkpoint itself
+    assert [c.index for c in whole.localize(query, top_k=3).candidates] == [
+        c.index for c in localizer.localize(query, top_k=3).candidates]
+    assert all(c.index < 6 for c in part.localize(query, top_k=3).candidates)
+    other = LoadedCheckpoint.load(random_checkpoint(tmp_path / "other.safetensors", CONFIG, seed=5), "cpu")
+    with pytest.raises(DatabaseError, match="was built with checkpoint"):
+        Localizer(other, few)
 
 
 def test_first_stage_orientations_are_22_5_degrees_where_the_stage_widths_allow():

@@ -204,6 +204,10 @@ def test_build_db_takes_a_raster_on_a_grid_or_at_listed_locations(raster, tmp_pa
                             {"train_config": {"dataset": "synth", "data_root": str(world)}})
     assert training_footprint({"train_config": {"dataset": "synth", "data_root": str(world)}})[0] == 64.0
     assert training_footprint({"train_config": {"dataset": "vigor", "data_root": "/nowhere"}})[0] == 73.0
+    # the checkpoint's own record wins over a training folder that is no longer here
+    assert training_footprint({"dataset": {"tile_metres": 58.5},
+                               "train_config": {"dataset": "synth", "data_root": "/nowhere"}}) == (
+        58.5, "the checkpoint's record of its training tiles")
     assert build_db(["--checkpoint", str(checkpoint), "--raster", str(raster), "--spacing", "48", "--out",
                      str(tmp_path / "grid"), "--batch-size", "8"]) == 0
     out = capsys.readouterr().out
@@ -219,3 +223,33 @@ def test_build_db_takes_a_raster_on_a_grid_or_at_listed_locations(raster, tmp_pa
     with pytest.raises(SystemExit):
         build_db(["--checkpoint", str(checkpoint), "--raster", str(raster), "--out", str(tmp_path / "x")])
     assert "--raster needs --spacing M (a grid) or --locations CSV" in capsys.readouterr().err
+
+    # the app serves it with the orthophoto under its map and says where the tiles came from
+    from geoapp.app.context import AppContext
+    from geoapp.app.handlers import coverage_text
+    from geoapp.retrieval.engine import Localizer
+
+    ctx = AppContext.create(Localizer(checkpoint, tmp_path / "grid", device="cpu"), cache_dir=tmp_path / "cache")
+    assert ctx.world is not None and ctx.world.south < ORIGIN[0] < ctx.world.north
+    assert ctx.cone_length_m == 32.0  # half the 64 m tile
+    assert "the orthophoto ortho.tif (EPSG:32632, 0.5 m pixels; north-up 64 m tiles)" in coverage_text(ctx)
+
+
+def test_overview_for_the_map_is_a_north_up_lat_lon_image_of_the_raster(raster):
+    """The app's map shows the orthophoto as a lat/lon image: at interior points its colour is the ground's there
+    (within the resampling's blur), and not the colour of a point 3 m (a quarter stripe) away."""
+    from geoapp.retrieval.raster import raster_overview
+
+    rgb, (south, west, north, east) = raster_overview(raster, max_side=256)
+    assert rgb.dtype == np.uint8 and max(rgb.shape[:2]) == 256
+    assert south < ORIGIN[0] < north and west < ORIGIN[1] < east
+    rng = np.random.default_rng(0)
+    rows, cols = rng.integers(40, rgb.shape[0] - 40, 50), rng.integers(40, rgb.shape[1] - 40, 50)
+    lat = north - (rows + 0.5) / rgb.shape[0] * (north - south)
+    lon = west + (cols + 0.5) / rgb.shape[1] * (east - west)
+    aeqd = f"+proj=aeqd +lat_0={ORIGIN[0]} +lon_0={ORIGIN[1]} +datum=WGS84 +units=m"
+    e, n = Transformer.from_crs("EPSG:4326", aeqd, always_xy=True).transform(lon, lat)
+    shown = rgb[rows, cols].astype(float)
+    here = np.abs(shown - pattern(np.asarray(e), np.asarray(n)).T).mean()
+    away = np.abs(shown - pattern(np.asarray(e) + 3.0, np.asarray(n) + 3.0).T).mean()
+    assert here < 5 and away > 40  # measured: 1.3 and 80 grey levels

@@ -1,5 +1,5 @@
-"""Training (issue 4): batches, one step, exact resume, self-describing checkpoints, CLI config, torchrun; split
-discipline (issue 10): choose on the selection split (the dataset's val split or a carved subset), report on test."""
+"""Training: batches, one step, exact resume, self-describing checkpoints, CLI config, torchrun; split
+discipline: choose on the selection split (the dataset's val split or a carved subset), report on test."""
 
 import json
 import os
@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 from tiny_world import write_tiny_cvusa
 
+from geoapp.data.datasets import DATASETS
 from geoapp.data.selection import carve_dataset, ids_sha256
 from geoapp.model import ModelConfig, build_model, load_model, read_metadata, soft_margin_triplet_loss
 from geoapp.train import config_from_args
@@ -84,7 +85,7 @@ def test_two_steps_lower_the_loss_on_that_batch(world, align_weight):
 
 
 def test_alignment_loss_targets_the_true_offset():
-    # a score row peaked at the SPEC 5 true offset o* = (W - shift) / W * W_b gives a small loss
+    # a score row peaked at the conventions §5 true offset o* = (W - shift) / W * W_b gives a small loss
     shifts = np.array([0, 64, 100])
     width = 32  # stage map width for a 128-wide panorama at stride 4
     target = ((128 - shifts) / 128 * width).round().astype(int) % width
@@ -154,6 +155,10 @@ def test_checkpoint_rebuilds_its_model_and_reproduces_the_metrics(world, tmp_pat
     split = Path(world) / "splits/train-19zl.csv"
     assert meta["dataset"]["sha256"][str(split)] == sha256_file(split)
     assert meta["dataset"]["sha256"][str(Path(world) / "dataset.json")] == sha256_file(Path(world) / "dataset.json")
+    # what build_db --raster cuts: the world's recorded footprint, else its layout's default
+    geometry = json.loads((Path(world) / "dataset.json").read_text()).get("geometry") or {}
+    expected = geometry.get("tile_metres") or DATASETS[meta["dataset"]["name"]].default_tile_metres
+    assert meta["dataset"]["tile_metres"] == expected > 0
     assert set(meta["final_eval"]) == {"90", "70"} and meta["metrics"]["R@1"] >= 0
     # chosen on the world's val split (selection-19zl.csv), reported on its test split (val-19zl.csv)
     assert (meta["selection_split"], meta["report_split"]) == ("val", "test")

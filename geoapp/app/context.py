@@ -12,10 +12,11 @@ import numpy as np
 from geoapp.data.photo import ImageError, load_image
 from geoapp.data.records import read_manifest
 from geoapp.retrieval.engine import Localizer
+from geoapp.retrieval.raster import raster_overview
 from geoapp.utils import home_dir
 
-from .examples import ExampleSet, write_examples
-from .mapview import WorldImage
+from .examples import Example, ExampleSet, write_examples
+from .mapview import AreaBox, WorldImage
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +37,23 @@ class AppContext:
     examples: ExampleSet | None = None
     world: WorldImage | None = None
     cone_length_m: float = DEFAULT_CONE_M
+    # when the app serves several areas: every area's coverage, which the maps draw (empty for a single area, whose
+    # page stays as it always was)
+    area_boxes: tuple[AreaBox, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """The area's name: its database's folder name."""
+        return self.localizer.db.path.name
 
     @property
     def source(self) -> dict:
         """The database's source record (``kind`` "dataset" with dataset/split/root, or "tiles")."""
         return self.localizer.db.metadata.get("source", {})
+
+    def example_label(self, example: Example) -> str:
+        """A bundled example's name on the page, with the split the area's database (and so the example) is from."""
+        return example.label(self.source.get("split") or "test")
 
     @classmethod
     def create(cls, localizer: Localizer, top_k: int = DEFAULT_TOP_K, cache_dir: str | Path | None = None,
@@ -62,10 +75,32 @@ class AppContext:
                 log.warning("%s", exc)
                 manifest = {}
             ctx.world = load_world_image(root, manifest, cache / WORLD_IMAGE_NAME)
-            tile_m = (manifest.get("geometry") or {}).get("tile_metres")
-            if isinstance(tile_m, (int, float)) and math.isfinite(tile_m) and tile_m > 0:
-                ctx.cone_length_m = float(tile_m) / 2.0
+            ctx.set_tile_metres((manifest.get("geometry") or {}).get("tile_metres"))
+        elif source.get("kind") == "raster" and Path(source.get("raster", "")).is_file():
+            cache = Path(cache_dir) if cache_dir else CACHE_ROOT / localizer.db.path.name
+            ctx.world = load_raster_image(Path(source["raster"]), cache / WORLD_IMAGE_NAME)
+            ctx.set_tile_metres(source.get("tile_metres"))
         return ctx
+
+    def set_tile_metres(self, tile_m) -> None:
+        """The heading cone on the map reaches half a tile, when the source says how wide a tile is."""
+        if isinstance(tile_m, (int, float)) and math.isfinite(tile_m) and tile_m > 0:
+            self.cone_length_m = float(tile_m) / 2.0
+
+
+def load_raster_image(raster: Path, file: Path | None = None) -> WorldImage | None:
+    """The orthophoto a database was cut from, as the map's base layer (None, with a warning, when it cannot be
+    read: the map then shows web tiles)."""
+    try:
+        rgb, edges = raster_overview(raster)
+    except (ValueError, OSError) as exc:  # DatabaseError, rasterio's errors (RasterioIOError is an OSError)
+        log.warning("the orthophoto %s cannot be shown on the map (%s)", raster, exc)
+        return None
+    try:
+        return WorldImage.from_array(rgb, *edges, file=file)
+    except OSError as exc:
+        log.warning("cannot write %s (%s); the map inlines the orthophoto instead", file, exc)
+        return WorldImage.from_array(rgb, *edges)
 
 
 def load_world_image(root: Path, manifest: dict, file: Path | None = None) -> WorldImage | None:

@@ -1,6 +1,6 @@
 """Bundled examples: ground crops from the reference database's own test split, with known truth.
 
-Each example is a limited-FoV crop of a test panorama made with SPEC 4's fixed evaluation shift, so its
+Each example is a limited-FoV crop of a test panorama made with conventions §4's fixed evaluation shift, so its
 true location, heading and true reference tile are known and shown after the run. The crops are written
 once as PNG files (with an ``examples.json`` record) and found again by the SHA-256 of their bytes, so a
 result knows its truth however the file reached the app (example click, upload, API client).
@@ -38,8 +38,9 @@ class Example:
     reference_index: int
     pair_id: str
 
-    def label(self) -> str:
-        return f"test pair {self.pair_id}"
+    def label(self, split: str = "test") -> str:
+        """How the page names it: its split (the database's) and pair id."""
+        return f"{split} pair {self.pair_id}"
 
 
 class ExampleSet:
@@ -89,7 +90,7 @@ def write_examples(
 ) -> ExampleSet:
     """Write ``count`` crops spread over the split (or reuse them when already written for the same source).
 
-    The crops have the full SPEC 1 resolution (128 px tall, ``fov_width(fov)`` wide); the localizer resizes
+    The crops have the full conventions §1 resolution (128 px tall, ``fov_width(fov)`` wide); the localizer resizes
     them to its model's input. ``reference_index`` is the pair's position in the split, which is the true
     tile's index in a database built from the same split.
     """

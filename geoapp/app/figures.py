@@ -1,7 +1,7 @@
 """Pictures of a localization result: attention heatmaps, the aligned polar window, the FoV cone, a compass.
 
 All functions take and return uint8 RGB arrays (H x W x 3) and draw with Pillow and OpenCV only (Pillow's
-bundled font, no font files or network). Angles are compass bearings in degrees (SPEC 2: 0 = north,
+bundled font, no font files or network). Angles are compass bearings in degrees (conventions §2: 0 = north,
 90 = east, clockwise); a north-up top-down tile has north at the top and east on the right.
 """
 
@@ -71,11 +71,11 @@ def polar_window_view(
     polar: np.ndarray, mask: np.ndarray | None, offset: float, window_width: float, map_width: float,
     min_height: int = 256, window_scores: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The polar satellite image with its attention heatmap and the aligned window (SPEC 5) outlined.
+    """The polar satellite image with its attention heatmap and the aligned window (conventions §5) outlined.
 
     The window covers columns ``(offset + k) mod map_width`` of the stage map, so it may wrap around the
     right edge; it is then drawn as two rectangles. Compass letters mark the columns that look S, W, N, E
-    (SPEC 2: column 0 = south, W/4 = west, W/2 = north, 3W/4 = east).
+    (conventions §2: column 0 = south, W/4 = west, W/2 = north, 3W/4 = east).
     """
     image = heatmap_overlay(polar, mask) if mask is not None else polar.copy()
     image = upscale(image, min_height)
@@ -119,7 +119,7 @@ def score_strip(scores: np.ndarray, window_fraction: float, width: int, height: 
 
 
 def polar_to_topdown(polar_map: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of the SPEC 3 polar transform: resample an H x W polar map onto an S x S top-down grid.
+    """Inverse of the conventions §3 polar transform: resample an H x W polar map onto an S x S top-down grid.
 
     Returns the S x S map and a validity mask (inside the circle the polar image covers). For tile pixel
     (y, x): ``r = hypot(y - S/2, x - S/2)``, column ``j = atan2(-(x - S/2), y - S/2) / 2 pi * W`` and row

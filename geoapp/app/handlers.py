@@ -3,7 +3,7 @@
 ``localize_photo`` answers the main event (a photo in, everything the page shows out); ``select_candidate``
 answers a click on another candidate in the gallery. Problems with the input raise :class:`UserInputError`
 with a message for the person; advice that does not stop the query (a panorama was cropped, an EXIF FoV
-was unusable) comes back in ``notes``. Headings are compass bearings shown in [0, 360) (SPEC 2).
+was unusable) comes back in ``notes``. Headings are compass bearings shown in [0, 360) (conventions §2).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import functools
 import math
 import os
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,9 +26,10 @@ from geoapp.retrieval.engine import MAX_VIEWS, Candidate, LocalizationResult
 from geoapp.retrieval.prior import RADIUS_RANGE_M, LocationPrior, PriorError
 
 from . import figures
+from .areas import Areas
 from .context import AppContext
 from .examples import Example
-from .mapview import MapMarker, build_map, map_iframe
+from .mapview import MapMarker, area_map, build_map, map_iframe
 
 FOV_MIN, FOV_MAX, FOV_DEFAULT = 60.0, 120.0, 90.0
 EXIF_FOV_RANGE = PLAUSIBLE_HFOV_DEG  # a pinhole camera's plausible horizontal FoV; outside it the EXIF is wrong
@@ -122,11 +124,13 @@ class QueryState:
     distances_m: list[float | None]
     mask_stage: int
     prior: LocationPrior | None = None
+    area: str = ""  # the area the candidates belong to (their indices are rows of its database)
 
     @classmethod
-    def of(cls, result: LocalizationResult, truth: Example | None, distances_m: list[float | None]) -> QueryState:
+    def of(cls, result: LocalizationResult, truth: Example | None, distances_m: list[float | None],
+           area: str = "") -> QueryState:
         light = [replace(c, thumbnail=None, satellite_mask=None) for c in result.candidates]
-        return cls(light, result.fov_deg, truth, distances_m, result.mask_stage, result.prior)
+        return cls(light, result.fov_deg, truth, distances_m, result.mask_stage, result.prior, area)
 
 
 @dataclass
@@ -248,8 +252,9 @@ def select_view(ctx: AppContext, state: QueryState, position: int) -> Selection:
                                           window_scores=chosen.window_scores)
     topdown = figures.topdown_view(tile, mask, chosen.heading_deg, state.fov_deg, true_heading)
     heading = figures.display_heading(chosen.heading_deg)
-    summary = (f"**Candidate #{chosen.rank}** · score {chosen.score:.3f} · predicted heading **{heading:.1f}°** · "
-               f"tile centre {chosen.lat:.6f}, {chosen.lon:.6f}")
+    where = f" in area {ctx.name!r}" if ctx.area_boxes else ""  # the chosen area may have changed since the query
+    summary = (f"**Candidate #{chosen.rank}**{where} · score {chosen.score:.3f} · predicted heading "
+               f"**{heading:.1f}°** · tile centre {chosen.lat:.6f}, {chosen.lon:.6f}")
     distance = state.distances_m[position]
     if distance is not None:
         summary += f" · {_distance_text(distance)} from the true location"
@@ -275,7 +280,17 @@ def map_html(ctx: AppContext, state: QueryState, chosen: Candidate) -> str:
     true_location = (truth.lat, truth.lon) if truth is not None and math.isfinite(truth.lat) else None
     prior = None if state.prior is None else (state.prior.lat, state.prior.lon, state.prior.radius_m)
     return map_iframe(build_map(markers, chosen.rank, chosen.heading_deg, state.fov_deg, ctx.cone_length_m,
-                                truth=true_location, world=ctx.world, prior=prior))
+                                truth=true_location, world=ctx.world, prior=prior, areas=ctx.area_boxes,
+                                chosen_area=ctx.name))
+
+
+def areas_map_html(areas: Areas, chosen: AppContext) -> str:
+    """The map before a query when the app serves several areas: every area's box, the chosen one highlighted
+    (empty for a single area: its page shows no map until a query, as it always did)."""
+    if not chosen.area_boxes:
+        return ""
+    worlds = [ctx.world for ctx in areas.contexts.values() if ctx.world is not None]
+    return map_iframe(area_map(list(chosen.area_boxes), chosen.name, worlds), title="map of the served areas")
 
 
 def confidence_text(result: LocalizationResult, ctx: AppContext) -> list[str]:
@@ -312,7 +327,8 @@ def query_summary(result: LocalizationResult, fov_text: str, truth: Example | No
     if result.prior is not None:
         lines.append(f"**Location prior:** {result.prior.describe()}; {result.searched:,} references searched")
     if truth is not None:
-        lines.append(f"**Bundled example ({truth.label()}):** true location {truth.lat:.6f}, {truth.lon:.6f}; "
+        label = ctx.example_label(truth) if ctx is not None else truth.label()
+        lines.append(f"**Bundled example ({label}):** true location {truth.lat:.6f}, {truth.lon:.6f}; "
                      f"true heading {figures.display_heading(truth.heading_deg):.1f}°")
         ranks = [c.rank for c in result.candidates if c.index == truth.reference_index]
         lines.append(f"**True tile:** rank {ranks[0]}" if ranks
@@ -333,20 +349,33 @@ def coverage_text(ctx: AppContext) -> str:
                    f"{haversine_m(box[0], box[1], box[0], box[3]) / 1000:.1f} km)")
     trained = cov["trained_on"] or "an unrecorded dataset"
     how = ("To localize real photos: train a paper preset on CVUSA or CVACT (`python -m geoapp.train --preset "
-           "paper-cvusa-90 --data-root data/cvusa`) and build a database of your region's square satellite tiles "
-           "(`python -m geoapp.build_db --checkpoint ... --tiles my_tiles/ --locations my_tiles/tiles.csv`), then "
+           "paper-cvusa-90 --data-root data/cvusa`) and build a database of your region from its orthophoto "
+           "(`python -m geoapp.build_db --checkpoint ... --raster my_area.tif --spacing 20`), then "
            "start the app with `--checkpoint` and `--reference-db`.")
     if cov["synthetic"]:
         return (f"**What this demo can answer:** its reference database is a **generated (synthetic) world**, "
                 f"{cov['references']:,} tiles over {extent}; the model was trained on {trained}. **No real place can "
                 f"be found in it:** a real photo still gets an answer, but the answer means nothing. {how}")
-    what = ", ".join(f"{d} ({s})" for d, s in zip(cov["datasets"], cov["splits"])) or "a folder of tiles"
+    what = ", ".join(f"{d} ({s})" for d, s in zip(cov["datasets"], cov["splits"])) or source_text(ctx.source)
     return (f"**What this database covers:** {cov['references']:,} reference tiles from {what}, {extent}; the "
             f"model was trained on {trained}. A photo taken elsewhere cannot be found. {how}")
 
 
+def source_text(source: dict) -> str:
+    """Where a database's tiles came from, in words (a dataset's are named by :func:`coverage_text`)."""
+    if source.get("kind") == "raster":
+        return (f"the orthophoto {Path(source.get('raster', '?')).name} ({source.get('crs')}, "
+                f"{source.get('pixel_metres', 0):g} m pixels; north-up {source.get('tile_metres', 0):g} m tiles)")
+    return "a folder of tiles"
+
+
+def area_coverage_text(ctx: AppContext) -> str:
+    """:func:`coverage_text`, after the area's name when the app serves several."""
+    return (f"**Area {ctx.name!r}.** " if ctx.area_boxes else "") + coverage_text(ctx)
+
+
 def status_line(ctx: AppContext, result: LocalizationResult | None = None) -> str:
-    text = ctx.localizer.describe()
+    text = (f"area {ctx.name!r}: " if ctx.area_boxes else "") + ctx.localizer.describe()
     if result is not None:
         parts = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in result.timings.items())
         text += (f" · searched {result.searched:,} of {len(ctx.localizer.db):,} references · query took "
@@ -355,6 +384,19 @@ def status_line(ctx: AppContext, result: LocalizationResult | None = None) -> st
 
 
 # ------------------------------------------------------------------------------------------- the events
+
+
+def area_context(areas: Areas, name) -> AppContext:
+    """The area called ``name`` (from the page's dropdown or an API client, so any JSON value); None or empty: the
+    first area."""
+    if name is None or name == "":
+        return areas.first
+    if isinstance(name, str) and name in areas.contexts:
+        return areas.contexts[name]
+    if isinstance(name, str) and name in areas.refused:
+        raise UserInputError(f"The area {name!r} is not served: {areas.refused[name]}")
+    known = ", ".join(repr(n) for n in areas.names)
+    raise UserInputError(f"There is no area {name!r}; this app serves {len(areas)}: {known}.")
 
 
 def localize_photo(ctx: AppContext, path: str | os.PathLike | None, fov_slider: float = FOV_DEFAULT,
@@ -392,7 +434,7 @@ def localize_photo(ctx: AppContext, path: str | os.PathLike | None, fov_slider: 
     distances = [haversine_m(c.lat, c.lon, truth.lat, truth.lon)
                  if truth is not None and math.isfinite(truth.lat) and math.isfinite(c.lat) else None
                  for c in result.candidates]
-    state = QueryState.of(result, truth, distances)
+    state = QueryState.of(result, truth, distances, ctx.name)
     ground = result.input_image
     ground_view = figures.upscale(
         figures.heatmap_overlay(ground, result.ground_mask) if result.ground_mask is not None else ground, 256)
@@ -404,7 +446,7 @@ def localize_photo(ctx: AppContext, path: str | os.PathLike | None, fov_slider: 
         status=status_line(ctx, result),
         state=state,
         notes=notes,
-        answer=answer_record(result, truth, distances),
+        answer={"area": ctx.name, **answer_record(result, truth, distances)},
     )
 
 

@@ -4,7 +4,9 @@ On a fresh machine the first start renders the synthetic world, checks its test 
 record and builds the reference database, with the project's own commands, showing their
 progress here (a few minutes; later starts take seconds). ``--checkpoint`` and
 ``--reference-db`` (or GEOAPP_CHECKPOINT / GEOAPP_REFERENCE_DB) point it at other artifacts, e.g. a CVUSA
-model. Host and port come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (Gradio reads them itself).
+model. ``--reference-db`` takes several databases, or folders of them: each is an *area* the page and the API choose
+from, all searched with the one loaded model (``geoapp.app.areas``; docs/areas.md). Host and port come from
+GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (Gradio reads them itself).
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ import os
 import sys
 from pathlib import Path
 
+from geoapp.app.areas import Areas, find_databases, load_areas
 from geoapp.app.bootstrap import BootstrapError, DemoPaths, ensure_demo
 from geoapp.app.context import DEFAULT_TOP_K
 from geoapp.app.ui import build_demo
 from geoapp.localize import add_search_arguments
-from geoapp.retrieval.engine import Localizer
 
 __all__ = ["build_demo", "main", "parse_args", "resolve_artifacts"]
 
@@ -37,8 +39,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=_prog(), description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default=os.environ.get("GEOAPP_CHECKPOINT"),
                    help=f"model checkpoint (env GEOAPP_CHECKPOINT; default: the demo's {demo.shipped})")
-    p.add_argument("--reference-db", default=os.environ.get("GEOAPP_REFERENCE_DB"),
-                   help=f"reference database folder (env GEOAPP_REFERENCE_DB; default: the demo's {demo.database})")
+    env_dbs = os.environ.get("GEOAPP_REFERENCE_DB")
+    p.add_argument("--reference-db", nargs="+", metavar="DB", default=env_dbs.split(os.pathsep) if env_dbs else None,
+                   help="reference database folders, or folders of them: one area each (env GEOAPP_REFERENCE_DB, "
+                        f"'{os.pathsep}'-separated; default: the demo's {demo.database})")
     p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="candidates shown (default %(default)s)")
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1 ...")
     add_search_arguments(p)
@@ -53,39 +57,42 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def resolve_artifacts(args: argparse.Namespace) -> tuple[Path, Path, dict | None]:
-    """The checkpoint and database to load, and the accuracy record to show with them (None: the checkpoint's own).
-    The default demo is made servable first (:func:`geoapp.app.bootstrap.ensure_demo`)."""
+def resolve_artifacts(args: argparse.Namespace) -> tuple[Path, list[Path], dict | None]:
+    """The checkpoint and the database paths (folders of databases included) to load, and the accuracy record to
+    show with them (None: the checkpoint's own). The default demo is made servable first
+    (:func:`geoapp.app.bootstrap.ensure_demo`)."""
     if not args.checkpoint and not args.reference_db:
         try:
             state = ensure_demo(DemoPaths(), rebuild_model=args.rebuild_model, allow_build=not args.no_build)
         except BootstrapError as exc:  # the failing command's own output is above it in the terminal
             raise SystemExit(f"error: {exc}") from exc
-        return state.checkpoint, state.database, state.accuracy
+        return state.checkpoint, [state.database], state.accuracy
     if not (args.checkpoint and args.reference_db):
         raise SystemExit("error: give both --checkpoint and --reference-db (or GEOAPP_CHECKPOINT and "
                          "GEOAPP_REFERENCE_DB), or neither for the demo")
-    checkpoint, database = Path(args.checkpoint), Path(args.reference_db)
-    missing = [str(p) for p in (checkpoint, database) if not p.exists()]
+    checkpoint, databases = Path(args.checkpoint), [Path(p) for p in args.reference_db]
+    missing = [str(p) for p in (checkpoint, *databases) if not p.exists()]
     if missing:
         raise SystemExit(f"error: {' and '.join(missing)} not found (set with --checkpoint / --reference-db or "
                          "GEOAPP_CHECKPOINT / GEOAPP_REFERENCE_DB); the app builds only the default demo itself")
-    return checkpoint, database, None
+    return checkpoint, databases, None
 
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests
     args = parse_args(argv)
-    checkpoint, database, accuracy = resolve_artifacts(args)
+    checkpoint, databases, accuracy = resolve_artifacts(args)
     try:
-        localizer = Localizer(checkpoint, database, device=args.device, accuracy=accuracy, search=args.search,
-                              rerank=args.rerank)
-    except (ValueError, OSError) as exc:  # CheckpointError, DatabaseError (e.g. a mismatched pair): say what, stop
+        localizers, refused = load_areas(checkpoint, find_databases(databases), device=args.device, accuracy=accuracy,
+                                         search=args.search, rerank=args.rerank, vector_engine=args.vector_engine,
+                                         collection=args.collection)
+    except (ValueError, OSError) as exc:  # CheckpointError, AreaError (e.g. no database fits): say what, stop
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"[geoapp] {localizer.describe()}")
-    build_demo(localizer, top_k=args.top_k).launch(max_file_size="100mb")
+    for name, localizer in localizers.items():  # (refused areas were logged, and the page lists them)
+        print(f"[geoapp] {f'area {name!r}: ' if len(localizers) > 1 else ''}{localizer.describe()}")
+    build_demo(Areas.create(localizers, refused, top_k=args.top_k)).launch(max_file_size="100mb")
     return 0
 
 

@@ -33,6 +33,8 @@ BEST_COLOUR = "#e62828"
 OTHER_COLOUR = "#2864c8"
 TRUE_COLOUR = "#14aa3c"
 PRIOR_COLOUR = "#8a2be2"
+CHOSEN_AREA_COLOUR = "#ff8c00"  # the chosen area's coverage box
+OTHER_AREA_COLOUR = "#707070"
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,55 @@ class WorldImage:
     @property
     def bounds(self) -> list[list[float]]:
         return [[self.south, self.west], [self.north, self.east]]
+
+
+@dataclass(frozen=True)
+class AreaBox:
+    """A served area's coverage on the map: the box around its reference tiles, and how many there are."""
+
+    name: str
+    south: float
+    west: float
+    north: float
+    east: float
+    references: int
+
+    @property
+    def bounds(self) -> list[list[float]]:
+        return [[self.south, self.west], [self.north, self.east]]
+
+
+def draw_areas(fmap: folium.Map, areas, chosen: str | None) -> None:
+    """Every area's coverage box; the chosen one solid and orange, the others dashed grey (drawn first, below)."""
+    for box in sorted(areas, key=lambda b: b.name == chosen):
+        mine = box.name == chosen
+        folium.Rectangle(
+            box.bounds, color=CHOSEN_AREA_COLOUR if mine else OTHER_AREA_COLOUR, weight=3 if mine else 2,
+            dash_array=None if mine else "6 4", fill=False,
+            tooltip=f"area {box.name}: {box.references:,} references" + (" (chosen)" if mine else ""),
+        ).add_to(fmap)
+
+
+def area_map(areas: list[AreaBox], chosen: str | None, worlds: list[WorldImage] = ()) -> folium.Map:
+    """The map before a query: every area's coverage box (the chosen one highlighted) over the areas' own world
+    images, or web tiles when an area has none."""
+    if not areas:
+        raise ValueError("no area has coordinates; the map cannot be drawn")
+    south, west = min(b.south for b in areas), min(b.west for b in areas)
+    north, east = max(b.north for b in areas), max(b.east for b in areas)
+    span = max(haversine_m(south, west, north, east), 50.0)
+    centre = [(south + north) / 2, (west + east) / 2]
+    fmap = _offline_map(centre, zoom_for(span, centre[0]), tiles=None if len(worlds) == len(areas) else "OpenStreetMap")
+    for world in worlds:
+        _add_world(fmap, world)
+    draw_areas(fmap, areas, chosen)
+    return fmap
+
+
+def _add_world(fmap: folium.Map, world: WorldImage) -> None:
+    overlay = folium.raster_layers.ImageOverlay("data:,", bounds=world.bounds, name="synthetic world")
+    overlay.url = world.url  # set afterwards: folium would open a scheme-less (relative) URL as a local file
+    overlay.add_to(fmap)
 
 
 def cone_polygon(lat: float, lon: float, heading_deg: float, fov_deg: float, length_m: float, steps: int = 16):
@@ -156,10 +207,13 @@ def build_map(
     truth: tuple[float, float] | None = None,
     world: WorldImage | None = None,
     prior: tuple[float, float, float] | None = None,
+    areas: tuple[AreaBox, ...] = (),
+    chosen_area: str | None = None,
 ) -> folium.Map:
     """A map centred on the selected candidate, with every candidate, the selected one's FoV cone toward
-    ``heading_deg``, the true location (green) when known and the location prior's circle (lat, lon, radius in
-    metres) when the query had one. Candidates without coordinates are skipped."""
+    ``heading_deg``, the true location (green) when known, the location prior's circle (lat, lon, radius in
+    metres) when the query had one and the served areas' boxes (``chosen_area`` highlighted) when there are
+    several. Candidates without coordinates are skipped."""
     placed = [m for m in markers if math.isfinite(m.lat) and math.isfinite(m.lon)]
     if not placed:
         raise ValueError("none of the candidates has a location; the map cannot be drawn")
@@ -170,10 +224,8 @@ def build_map(
     fmap = _offline_map([selected.lat, selected.lon], zoom_for(span, selected.lat),
                         tiles=None if world is not None else "OpenStreetMap")
     if world is not None:
-        overlay = folium.raster_layers.ImageOverlay("data:,", bounds=world.bounds, name="synthetic world")
-        overlay.url = world.url  # set afterwards: folium would open a scheme-less (relative) URL as a local file
-        overlay.add_to(fmap)
-
+        _add_world(fmap, world)
+    draw_areas(fmap, areas, chosen_area)
     if prior is not None:
         folium.Circle([prior[0], prior[1]], radius=float(prior[2]), color=PRIOR_COLOUR, weight=2, fill=False,
                       dash_array="6 6", tooltip=f"location prior: {prior[2]:,.0f} m around {prior[0]:.5f}, "
@@ -200,10 +252,10 @@ def build_map(
     return fmap
 
 
-def map_iframe(fmap: folium.Map, height: int = MAP_HEIGHT_PX) -> str:
+def map_iframe(fmap: folium.Map, height: int = MAP_HEIGHT_PX, title: str = "map of the candidates") -> str:
     """The map as a self-contained ``<iframe srcdoc=...>`` (its scripts run inside the frame only)."""
     page = fmap.get_root().render()
     return (
-        f'<iframe class="geoapp-map" title="map of the candidates" srcdoc="{html.escape(page, quote=True)}" '
+        f'<iframe class="geoapp-map" title="{html.escape(title, quote=True)}" srcdoc="{html.escape(page, quote=True)}" '
         f'style="width:100%;height:{height}px;border:0" sandbox="allow-scripts allow-popups"></iframe>'
     )

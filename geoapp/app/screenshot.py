@@ -34,15 +34,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def take_screenshot(context: AppContext, out: Path, example: int = 0, width: int = 1400) -> Path:
-    """Localize bundled example ``example`` in a browser and save the page as ``out`` (PNG)."""
+def take_screenshot(context: AppContext, out: Path, example: int = 0, width: int = 1400,
+                    photo: Path | None = None, fov_deg: float | None = None) -> Path:
+    """Localize bundled example ``example`` (or the panorama crop ``photo`` at ``fov_deg``) in a browser and save
+    the page as ``out`` (PNG)."""
     from playwright.sync_api import sync_playwright
 
     from .ui import build_demo
 
-    if context.examples is None or not len(context.examples):
-        raise SystemExit("error: the database's dataset has no bundled examples to show")
-    photo = context.examples.path(context.examples.examples[example % len(context.examples)])
+    if photo is None:
+        if context.examples is None or not len(context.examples):
+            raise SystemExit("error: the database has no bundled examples to show: give --photo and --fov")
+        photo = context.examples.path(context.examples.examples[example % len(context.examples)])
     demo = build_demo(context)
     demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
@@ -55,6 +58,10 @@ def take_screenshot(context: AppContext, out: Path, example: int = 0, width: int
             page.goto(demo.local_url, wait_until="domcontentloaded", timeout=TIMEOUT_MS)
             page.locator("#photo input[type=file]").set_input_files(str(photo))
             page.locator("#photo img").first.wait_for(timeout=TIMEOUT_MS)
+            if fov_deg is not None:  # a photo of one's own: say what it is, as a person would
+                page.locator("#photo-type label", has_text="Panorama crop").click()
+                page.locator("#fov input[type=number]").fill(f"{fov_deg:g}")
+                page.locator("#fov input[type=number]").press("Enter")
             # the page sets the radio to what a bundled example is used as; wait for it before localizing
             page.wait_for_function("document.querySelector('#photo-type input:checked').value.startsWith('Panorama')",
                                    timeout=TIMEOUT_MS)
@@ -79,12 +86,16 @@ def take_screenshot(context: AppContext, out: Path, example: int = 0, width: int
 def main(argv=None) -> int:
     demo = DemoPaths()
     p = argparse.ArgumentParser(prog="python -m geoapp.app.screenshot", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", default=str(demo.checkpoint))
+    p.add_argument("--checkpoint", default=str(demo.shipped))
     p.add_argument("--reference-db", default=str(demo.database))
     p.add_argument("--out", default=str(REPO_ROOT / "docs" / "app_screenshot.png"))
     p.add_argument("--example", type=int, default=0, help="which bundled example to localize")
     p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--photo", help="a panorama crop of your own to localize instead of a bundled example")
+    p.add_argument("--fov", type=float, help="--photo's horizontal field of view in degrees")
     args = p.parse_args(argv)
+    if (args.photo is None) != (args.fov is None):
+        p.error("--photo and --fov go together")
     from geoapp.retrieval.engine import Localizer
 
     try:
@@ -92,7 +103,8 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = take_screenshot(AppContext.create(localizer, args.top_k), Path(args.out), args.example)
+    out = take_screenshot(AppContext.create(localizer, args.top_k), Path(args.out), args.example,
+                          photo=None if args.photo is None else Path(args.photo), fov_deg=args.fov)
     print(f"wrote {out}")
     return 0
 

@@ -1,11 +1,13 @@
 """The Gradio page: layout, and the thin wrappers that turn handler results into component values.
 
 Events (each has an ``api_name``): ``localize`` (the button: the photo, FoV, kind of image, more photos from
-the same spot, the location prior's latitude, longitude and radius in km, and whether to use the photo's EXIF GPS;
-its last output is the answer as a JSON record, with the calibrated confidence); ``photo_kind`` (an upload that
-is a bundled example sets the radio and slider to what it will be used as); ``gallery_click`` (a click in the
-gallery records the candidate's rank), then ``select_candidate`` (the views of the candidate of that rank; API
-clients call it with a rank); Gradio's own ``load_example`` (an example click fills the inputs). Input problems become
+the same spot, the location prior's latitude, longitude and radius in km, whether to use the photo's EXIF GPS, and
+the area to search (default: the first; see ``geoapp.app.areas``); its last output is the answer as a JSON record,
+with the calibrated confidence); ``photo_kind`` (an upload that is a bundled example sets the radio and slider to
+what it will be used as); ``gallery_click`` (a click in the gallery records the candidate's rank), then
+``select_candidate`` (the views of the candidate of that rank, in the area that query searched; API clients call it
+with a rank); ``area_view`` (with several areas, choosing one shows its coverage, examples and box on the map);
+Gradio's own ``load_example`` (an example click fills the inputs). Input problems become
 ``gr.Error`` with the handler's message; anything unexpected is logged with its traceback on the server and
 reported as a short error, so the page never shows a traceback and the app keeps serving.
 """
@@ -28,6 +30,7 @@ from geoapp.retrieval.engine import Localizer
 from geoapp.utils import atomic_write_bytes, sha256_bytes
 
 from . import handlers
+from .areas import Areas
 from .context import DEFAULT_TOP_K, AppContext
 
 log = logging.getLogger(__name__)
@@ -105,22 +108,54 @@ def _guard(fn):
     return wrapper
 
 
-def build_demo(localizer: Localizer | AppContext, top_k: int = DEFAULT_TOP_K) -> gr.Blocks:
-    """The app's page for a loaded localizer (or a ready :class:`AppContext`), with its queue configured."""
-    ctx = localizer if isinstance(localizer, AppContext) else AppContext.create(localizer, top_k)
-    if ctx.world is not None and ctx.world.file is not None:
-        # the map loads the world image from the app (once, then from the browser's cache), not inlined each time
-        gr.set_static_paths([ctx.world.file])
-        ctx = dataclasses.replace(ctx, world=dataclasses.replace(ctx.world, url=served_url(ctx.world.file)))
+def served_world(ctx: AppContext) -> AppContext:
+    """The context with its world image loaded by the map from the app (once, then from the browser's cache)
+    instead of inlined into every map."""
+    if ctx.world is None or ctx.world.file is None:
+        return ctx
+    gr.set_static_paths([ctx.world.file])
+    return dataclasses.replace(ctx, world=dataclasses.replace(ctx.world, url=served_url(ctx.world.file)))
+
+
+def as_areas(app: Localizer | AppContext | Areas, top_k: int = DEFAULT_TOP_K) -> Areas:
+    """What the page serves: the given areas, or the single area of a localizer or context."""
+    if isinstance(app, Areas):
+        return app
+    return Areas.of(app if isinstance(app, AppContext) else AppContext.create(app, top_k))
+
+
+def example_group(ctx: AppContext, several: bool, visible: bool, inputs: list) -> gr.Column | None:
+    """The area's bundled examples (None when it has none), in a column the area dropdown shows or hides."""
+    if ctx.examples is None or not len(ctx.examples):
+        return None
+    gr.set_static_paths([ctx.examples.folder])  # servable even when the app starts elsewhere
+    crop_type = list(handlers.PHOTO_TYPES)[1]
+    what = f"area {ctx.name!r} ({ctx.source.get('split')} split)" if several else "the synthetic test set"
+    with gr.Column(visible=visible, elem_classes=["area-examples"]) as group:
+        gr.Examples(
+            examples=[[str(ctx.examples.path(e)), e.fov_deg, crop_type] for e in ctx.examples.examples],
+            inputs=inputs, example_labels=[ctx.example_label(e) for e in ctx.examples.examples],
+            label=f"Examples from {what} (true location and heading are known)",
+        )
+    return group
+
+
+def build_demo(app: Localizer | AppContext | Areas, top_k: int = DEFAULT_TOP_K) -> gr.Blocks:
+    """The app's page for a loaded localizer, a ready :class:`AppContext` or several :class:`Areas` (a dropdown
+    then chooses the area), with its queue configured."""
+    given = as_areas(app, top_k)
+    areas = Areas({name: served_world(c) for name, c in given.contexts.items()}, given.refused)
+    ctx = areas.first  # the area the page opens on, and the API's default
     k = ctx.top_k
 
     @_guard
     def on_localize(photo, fov, photo_type, more_photos=None, prior_lat=None, prior_lon=None, prior_radius_km=None,
-                    use_exif_gps=True):
+                    use_exif_gps=True, area=None):
         # preprocess=False (see the event below): files arrive as their upload records, not decoded images, and
         # every other value exactly as the client sent it (the handlers check each one)
-        out = handlers.localize_photo(ctx, upload_path(photo, "The ground photo"), fov, photo_type,
-                                      upload_paths(more_photos), prior_lat, prior_lon, prior_radius_km, use_exif_gps)
+        out = handlers.localize_photo(handlers.area_context(areas, area), upload_path(photo, "The ground photo"), fov,
+                                      photo_type, upload_paths(more_photos), prior_lat, prior_lon, prior_radius_km,
+                                      use_exif_gps)
         for note in out.notes:
             gr.Warning(note, duration=20)
         sel = out.selection
@@ -129,9 +164,14 @@ def build_demo(localizer: Localizer | AppContext, top_k: int = DEFAULT_TOP_K) ->
                 picture_file(out.ground_view), picture_file(sel.polar_view), picture_file(sel.topdown_view),
                 out.query_summary, out.status, out.answer, out.state)
 
+    def bundled_example(photo):
+        """The example (of any area) whose bytes the upload has, or None."""
+        sets = [c.examples for c in areas.contexts.values() if c.examples is not None] if isinstance(photo, str) else []
+        return next((e for e in (s.lookup(photo) for s in sets) if e is not None), None)
+
     def on_photo_change(photo):
         # a bundled example is always used as a panorama crop at its own FoV: show that, however it arrived
-        example = ctx.examples.lookup(photo) if ctx.examples is not None and isinstance(photo, str) else None
+        example = bundled_example(photo)
         if example is None:
             return gr.update(), gr.update()
         return list(handlers.PHOTO_TYPES)[1], example.fov_deg
@@ -141,14 +181,19 @@ def build_demo(localizer: Localizer | AppContext, top_k: int = DEFAULT_TOP_K) ->
 
     @_guard
     def on_select(state, rank):
-        sel = handlers.select_candidate(ctx, state, handlers.candidate_position(rank))
+        # the candidates are rows of the database of the area they were found in, whatever is chosen now
+        chosen = handlers.area_context(areas, getattr(state, "area", None))
+        sel = handlers.select_candidate(chosen, state, handlers.candidate_position(rank))
         return (sel.heading_deg, picture_file(sel.compass), sel.summary, sel.map_html, picture_file(sel.polar_view),
                 picture_file(sel.topdown_view))
 
     # analytics off: the app makes no network requests of its own (it must work offline)
     with gr.Blocks(title="geoapp: where was this photo taken?", analytics_enabled=False) as demo:
         gr.Markdown(INTRO)
-        gr.Markdown(handlers.coverage_text(ctx), elem_id="coverage")
+        area = gr.Dropdown(areas.choices(), value=ctx.name, label="Area (reference database) to search",
+                           visible=len(areas) > 1, interactive=True, elem_id="area")
+        gr.Markdown(areas.report(), visible=bool(areas.refused), elem_id="areas-report")
+        coverage = gr.Markdown(handlers.area_coverage_text(ctx), elem_id="coverage")
         status = gr.Markdown(handlers.status_line(ctx), elem_id="status")
         state = gr.State(None)
         selected_rank = gr.Number(1, precision=0, visible=False, label="Candidate rank (1 = best)")
@@ -175,14 +220,8 @@ def build_demo(localizer: Localizer | AppContext, top_k: int = DEFAULT_TOP_K) ->
                     use_gps = gr.Checkbox(True, label="Use the photo's GPS (EXIF) as the prior when it has one",
                                           elem_id="use-gps")
                 button = gr.Button("Localize", variant="primary", elem_id="localize")
-                if ctx.examples is not None and len(ctx.examples):
-                    gr.set_static_paths([ctx.examples.folder])  # servable even when the app starts elsewhere
-                    crop_type = list(handlers.PHOTO_TYPES)[1]
-                    gr.Examples(
-                        examples=[[str(ctx.examples.path(e)), e.fov_deg, crop_type] for e in ctx.examples.examples],
-                        inputs=[photo, fov, photo_type], example_labels=[e.label() for e in ctx.examples.examples],
-                        label="Examples from the synthetic test set (true location and heading are known)",
-                    )
+                example_groups = {name: example_group(c, len(areas) > 1, name == ctx.name, [photo, fov, photo_type])
+                                  for name, c in areas.contexts.items()}
                 query_md = gr.Markdown(elem_id="query-summary")
             with gr.Column(scale=3):
                 gallery = gr.Gallery(
@@ -195,7 +234,7 @@ def build_demo(localizer: Localizer | AppContext, top_k: int = DEFAULT_TOP_K) ->
                     compass = gr.Image(label="Compass (red: predicted, green: true)", interactive=False,
                                        height=200, elem_id="compass")
                 selection_md = gr.Markdown(elem_id="selection")
-        map_html = gr.HTML(label="Map", elem_id="map", min_height=300)
+        map_html = gr.HTML(handlers.areas_map_html(areas, ctx), label="Map", elem_id="map", min_height=300)
         polar_view = gr.Image(label="Satellite attention in the polar view; the aligned window is outlined "
                               "(S, W, N, E: the direction each column looks)", interactive=False,
                               elem_id="polar-attention")
@@ -213,7 +252,8 @@ def build_demo(localizer: Localizer | AppContext, top_k: int = DEFAULT_TOP_K) ->
         # Gradio still copies the file into its cache first, as it does for any file input; load_image decodes it.
         # The other inputs also arrive as sent, so a malformed API value gets the handler's specific message.
         button.click(
-            on_localize, inputs=[photo, fov, photo_type, more_photos, prior_lat, prior_lon, prior_radius, use_gps],
+            on_localize,
+            inputs=[photo, fov, photo_type, more_photos, prior_lat, prior_lon, prior_radius, use_gps, area],
             outputs=[gallery, heading, compass, selection_md, map_html, ground_view, polar_view, topdown_view,
                      query_md, status, answer, state],
             api_name="localize", preprocess=False,
@@ -230,5 +270,18 @@ def build_demo(localizer: Localizer | AppContext, top_k: int = DEFAULT_TOP_K) ->
             outputs=[heading, compass, selection_md, map_html, polar_view, topdown_view],
             api_name="select_candidate", preprocess=False,  # the rank as sent: the handler says what is wrong
         )
+        if len(areas) > 1:
+            groups = [g for g in example_groups.values() if g is not None]
+
+            @_guard
+            def on_area_change(name):
+                chosen = handlers.area_context(areas, name)
+                shown = [gr.update(visible=n == chosen.name) for n, g in example_groups.items() if g is not None]
+                return (handlers.area_coverage_text(chosen), handlers.status_line(chosen),
+                        handlers.areas_map_html(areas, chosen), *shown)
+
+            # (the page's own view of the chosen area; API clients pass the area to /localize)
+            area.change(on_area_change, inputs=area, outputs=[coverage, status, map_html, *groups],
+                        api_name="area_view", api_visibility="undocumented", queue=False)
     return demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=CONCURRENCY)
 

@@ -7,10 +7,10 @@ two-stage search's candidates, and return the top-k with what the UI shows.
 
 Display conventions
 - score = (1 + cos) / 2 = 1 - d^2 / 4, in [0, 1], where cos is the cosine between the ground descriptor and the
-  aligned satellite window (SPEC 6) and d the Euclidean distance of the two unit descriptors.
-- heading: SPEC 5 from the window offset at the checkpoint's heading stage, as a compass bearing in [0, 360).
+  aligned satellite window (conventions §6) and d the Euclidean distance of the two unit descriptors.
+- heading: conventions §5 from the window offset at the checkpoint's heading stage, as a compass bearing in [0, 360).
 - window: that same offset and window width, in columns of the sat_height x sat_width polar image (it wraps).
-- masks: the block-3 attention masks (SPEC 5; 8 x 32 for a 128 x 512 polar image, 4 x 16 for the 64 x 256 demo
+- masks: the block-3 attention masks (conventions §5; 8 x 32 for a 128 x 512 polar image, 4 x 16 for the 64 x 256 demo
   model), bilinearly upsampled to the model input (ground) or the polar image (satellite). Block 4 (4 x 16, or
   2 x 8 for the demo model) is too coarse to show which directions and distances the model attends to.
 """
@@ -39,9 +39,10 @@ from ..model.checkpoint import accuracy_text
 from ..utils import resolve_device, sha256_file
 from .confidence import CONFIDENCE_K, Calibration, Confidence, window_peak_margin
 from .database import ReferenceDatabase
-from .index import FirstStageIndex, two_stage_topk
+from .index import two_stage_topk
 from .prior import LocationPrior, coverage_box, restrict
 from .search import GalleryHead, IndexedGallery, TopK, align_at, gallery_chunks, topk_matches
+from .vector_engine import engine_search_mode, first_stage_for
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class Candidate:
 
     rank: int  # 1 = best
     index: int  # row in the reference database
-    distance: float  # SPEC 6 distance between unit descriptors, in [0, 2]
+    distance: float  # conventions §6 distance between unit descriptors, in [0, 2]
     score: float  # (1 + cos) / 2, in [0, 1]
     lat: float
     lon: float
@@ -217,28 +218,51 @@ def choose_search(mode: str, db) -> str:
     return mode
 
 
+@dataclass(frozen=True, eq=False)  # compared by identity: it holds a model
+class LoadedCheckpoint:
+    """A checkpoint loaded once, so that the localizers of several reference databases share one model in memory
+    (pass it to :class:`Localizer` in place of the checkpoint's path)."""
+
+    path: Path
+    model: torch.nn.Module
+    meta: dict
+    sha256: str
+    device: torch.device
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "auto") -> LoadedCheckpoint:
+        dev = resolve_device(device)
+        model, meta = load_model(Path(path), map_location=dev)
+        return cls(Path(path), model, meta, sha256_file(path), dev)
+
+
 class Localizer:
     """Checkpoint + reference database, loaded once; ``localize`` answers one photo at a time."""
 
-    def __init__(self, checkpoint_path: str | os.PathLike, database_path: str | os.PathLike, device: str = "auto",
-                 search: str = "auto", rerank: int = 500, chunk_size: int = 512, accuracy: dict | None = None):
+    def __init__(self, checkpoint_path: str | os.PathLike | LoadedCheckpoint, database_path: str | os.PathLike,
+                 device: str = "auto", search: str = "auto", rerank: int = 500, chunk_size: int = 512,
+                 accuracy: dict | None = None, vector_engine: str | None = None, collection: str | None = None):
         """``search``: ``exhaustive``, ``two-stage`` (a FAISS first stage, then the exact alignment of ``rerank``
         candidates), or ``auto`` (:func:`choose_search`). ``accuracy``: figures measured for this checkpoint
         elsewhere than its metadata (e.g. re-measured on this machine's world), shaped like its metadata
-        (``accuracy_text``); shown instead of the recorded ones."""
+        (``accuracy_text``); shown instead of the recorded ones. ``vector_engine`` (a Milvus Lite ``.db`` file or
+        ``http(s)://host:port``) and ``collection``: the two-stage first stage is that Milvus collection
+        (:mod:`geoapp.retrieval.vector_engine`)."""
         tune_allocator()
-        self.device = resolve_device(device)
-        self.checkpoint_path = Path(checkpoint_path)
-        self.model, self.checkpoint_meta = load_model(self.checkpoint_path, map_location=self.device)
+        # a LoadedCheckpoint is shared with other localizers as is (``device`` is then the one it was loaded on)
+        loaded = (checkpoint_path if isinstance(checkpoint_path, LoadedCheckpoint)
+                  else LoadedCheckpoint.load(checkpoint_path, device))
+        self.device, self.checkpoint_path, self.checkpoint_sha = loaded.device, loaded.path, loaded.sha256
+        self.model, self.checkpoint_meta = loaded.model, loaded.meta
         self.accuracy_meta = accuracy or self.checkpoint_meta
         self.config: ModelConfig = self.model.config
         self.mask_stage = attention_stage(self.config)
-        self.checkpoint_sha = sha256_file(self.checkpoint_path)
         self.db = ReferenceDatabase.open(database_path, self.checkpoint_sha, self.config, self.device)
         self.chunk_size = chunk_size
         self.rerank = int(rerank)
-        self.search_mode = choose_search(search, self.db)
-        self.first_stage = FirstStageIndex.from_database(self.db) if self.search_mode == "two-stage" else None
+        self.search_mode = choose_search(engine_search_mode(search, vector_engine, collection), self.db)
+        self.first_stage = (first_stage_for(self.db, vector_engine, collection) if self.search_mode == "two-stage"
+                            else None)
         self.calibration = self._read_calibration()
         self.warm_up()
 
@@ -307,7 +331,8 @@ class Localizer:
         kept = (f"; it kept the true tile for {recall['percent']:.1f} % of {recall['queries']} calibration queries at "
                 f"{recall['candidates']} of {recall['references']:,}" if recall else "; its recall was not measured "
                 "for this database (build_db --calibrate measures it)")
-        return f"two-stage (first stage top {self.rerank}{kept})"
+        where = getattr(self.first_stage, "collection", None)  # a Milvus collection (vector_engine)
+        return f"two-stage (first stage top {self.rerank}{f' from Milvus collection {where}' if where else ''}{kept})"
 
     def coverage(self) -> dict:
         """What the loaded database can answer: its source, size and extent, and the model's training data."""

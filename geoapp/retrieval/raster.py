@@ -53,10 +53,14 @@ class TileGrid:
 
 
 def training_footprint(meta: dict) -> tuple[float, str]:
-    """The ground footprint (metres) of the tiles a checkpoint was trained on, and where it was read: the training
-    dataset's manifest (the synthetic world records it) when its folder is here, else the layout's approximate one."""
+    """The ground footprint (metres) of the tiles a checkpoint was trained on, and where it was read: the checkpoint's
+    own record, else the training dataset's manifest (the synthetic world records it) when its folder is here, else
+    the layout's approximate one."""
     from ..data.datasets import DATASETS
 
+    recorded = (meta.get("dataset") or {}).get("tile_metres")
+    if isinstance(recorded, (int, float)) and not isinstance(recorded, bool) and recorded > 0:
+        return float(recorded), "the checkpoint's record of its training tiles"
     trained = meta.get("train_config") or {}
     manifest = Path(trained.get("data_root") or "") / "dataset.json"
     if trained.get("data_root") and manifest.is_file():
@@ -99,7 +103,7 @@ def read_locations(path: str | Path) -> np.ndarray:
 
 
 def model_ground_sampling(tile_metres: float, sat_height: int) -> float:
-    """Metres per polar row: the polar image's H rows span the tile's half width (SPEC 3)."""
+    """Metres per polar row: the polar image's H rows span the tile's half width (conventions §3)."""
     return tile_metres / 2.0 / sat_height
 
 
@@ -314,3 +318,27 @@ def covering_window(cols: np.ndarray, rows: np.ndarray):
     c0, r0 = int(math.floor(cols.min())) - 2, int(math.floor(rows.min())) - 2
     c1, r1 = int(math.ceil(cols.max())) + 3, int(math.ceil(rows.max())) + 3
     return Window(c0, r0, c1 - c0, r1 - r0), (c0, r0)
+
+
+def raster_overview(path: str | Path, max_side: int = 2048) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """The orthophoto as a north-up lat/lon image of at most ``max_side`` pixels a side (a map's base layer) and its
+    (south, west, north, east) bounds; scaled to 8 bits by the rule the database records (:func:`scaling_rule`),
+    nodata black. GDAL reads the raster decimated (through its overviews when it has them), so memory stays bounded."""
+    import rasterio
+    from rasterio.warp import Resampling, reproject, transform_bounds
+
+    with rasterio.open(path) as src:
+        check_raster(src, Path(path))
+        west, south, east, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+        metres_wide = (east - west) * 111_320.0 * math.cos(math.radians((south + north) / 2))
+        metres_high = (north - south) * 110_540.0
+        scale = max_side / max(metres_wide, metres_high)
+        height, width = max(1, round(metres_high * scale)), max(1, round(metres_wide * scale))
+        small = src.read((1, 2, 3), out_shape=(3, *_overview_shape(src)), masked=True)  # decimated first
+        small_transform = src.transform @ src.transform.scale(src.width / small.shape[2], src.height / small.shape[1])
+        rgb = scale_to_uint8(np.ma.filled(small.astype(np.float32), 0), scaling_rule(src))
+        out = np.zeros((3, height, width), np.uint8)
+        dst_transform = rasterio.transform.from_bounds(west, south, east, north, width, height)
+        reproject(rgb, out, src_transform=small_transform, src_crs=src.crs, dst_transform=dst_transform,
+                  dst_crs="EPSG:4326", resampling=Resampling.bilinear, src_nodata=None)
+    return np.ascontiguousarray(out.transpose(1, 2, 0)), (south, west, north, east)

@@ -178,7 +178,8 @@ def load_last(run: RunDir) -> tuple[dict, dict, dict, dict | None, dict]:
 
 # ---------------------------------------------------------------------------------- provenance
 def dataset_fingerprint(*datasets) -> dict:
-    """sha256 of the dataset manifest and of every split file the datasets were read from."""
+    """sha256 of the dataset manifest and of every split file the datasets were read from, and the ground footprint
+    of the training tiles in metres."""
     files: dict[str, str] = {}
     for ds in datasets:
         manifest = Path(ds.root) / "dataset.json"
@@ -188,4 +189,8 @@ def dataset_fingerprint(*datasets) -> dict:
             path = Path(name)
             if path.is_file() and str(path) not in files:
                 files[str(path)] = sha256_file(path)
-    return {"name": getattr(datasets[0], "name", "?"), "root": str(datasets[0].root), "sha256": files}
+    # the tiles' ground footprint travels with the checkpoint: a database cut from an orthophoto needs it where the
+    # training data is not
+    footprint = getattr(datasets[0], "tile_metres", None)
+    return {"name": getattr(datasets[0], "name", "?"), "root": str(datasets[0].root), "sha256": files,
+            "tile_metres": footprint}
