@@ -1,8 +1,8 @@
-"""Headings, window offsets and field-of-view widths: the angle conventions of SPEC 1, 2, 4 and 5.
+"""Headings, window offsets and field-of-view widths: the angle conventions of conventions §1, 2, 4 and 5.
 
 Azimuths are compass bearings in degrees (0 = north, 90 = east, clockwise). A north-aligned panorama
 of width W has column c looking toward ``c / W * 360 - 180`` (column 0 = south, W/2 = north).
-All functions accept any panorama width; the SPEC's 512 is the default. Plain arithmetic on numbers and
+All functions accept any panorama width; conventions §1's 512 is the default. Plain arithmetic on numbers and
 arrays, so the data, the model and the search share one definition.
 """
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-PANO_WIDTH = 512  # SPEC 1: width of the satellite polar image and of the resized ground panorama
+PANO_WIDTH = 512  # conventions §1: width of the satellite polar image and of the resized ground panorama
 
 
 def fov_width(fov_deg: float, pano_width: int = PANO_WIDTH) -> int:
-    """Width in pixels of a ``fov_deg`` crop of a ``pano_width`` panorama: ``int(fov / 360 * W)`` (SPEC 1)."""
+    """Width in pixels of a ``fov_deg`` crop of a ``pano_width`` panorama: ``int(fov / 360 * W)`` (conventions §1)."""
     if not 0 < fov_deg <= 360:
         raise ValueError(f"field of view must be in (0, 360] degrees, got {fov_deg}")
     return int(fov_deg / 360.0 * pano_width)
@@ -26,7 +26,7 @@ def wrap_degrees(angle):
 
 
 def heading_from_shift(shift, fov_deg: float, width: int = PANO_WIDTH):
-    """Heading (azimuth of the crop centre, in [-180, 180)) of the crop made with ``shift`` (SPEC 4)."""
+    """Heading (azimuth of the crop centre, in [-180, 180)) of the crop made with ``shift`` (conventions §4)."""
     shift = np.asarray(shift, dtype=np.float64)
     out = ((width - shift) / width * 360.0 + fov_deg / 2.0) % 360.0 - 180.0
     return float(out) if out.ndim == 0 else out
@@ -43,7 +43,7 @@ def shift_from_heading(heading_deg, fov_deg: float, width: int = PANO_WIDTH):
 
 def heading_from_offset(offset, window_width: int, map_width: int):
     """Heading predicted from a window offset ``o`` at a feature map of width ``W_b`` whose window is
-    ``w_b`` wide (SPEC 5): ``((o + w_b / 2) / W_b * 360) mod 360 - 180``."""
+    ``w_b`` wide (conventions §5): ``((o + w_b / 2) / W_b * 360) mod 360 - 180``."""
     o = np.asarray(offset, dtype=np.float64)
     out = ((o + window_width / 2.0) / map_width * 360.0) % 360.0 - 180.0
     return float(out) if out.ndim == 0 else out
@@ -59,7 +59,7 @@ def offset_from_heading(heading_deg, window_width: int, map_width: int):
 
 def true_offset(shift, map_width: int, pano_width: int = PANO_WIDTH):
     """The offset of the true window at a feature map of width ``W_b`` for a crop made with ``shift``:
-    ``o* = (W - shift) / W * W_b`` (SPEC 5), real-valued, in [0, W_b)."""
+    ``o* = (W - shift) / W * W_b`` (conventions §5), real-valued, in [0, W_b)."""
     s = np.asarray(shift, dtype=np.float64)
     out = ((pano_width - s) / pano_width * map_width) % map_width
     return float(out) if out.ndim == 0 else out

@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint on a dataset split: recall (SPEC 7) and heading error of the true pair.
+"""Evaluate a checkpoint on a dataset split: recall (conventions §7) and heading error of the true pair.
 
     python -m geoapp.evaluate --checkpoint runs/demo/best.safetensors --fov 70 90
     python -m geoapp.evaluate --checkpoint ckpt.safetensors --dataset cvusa --data-root data/cvusa \\
@@ -6,13 +6,13 @@
 
 The satellite gallery is encoded once (in memory, on the compute device); queries are encoded block by block
 and ranked with :func:`geoapp.retrieval.search.true_match_ranks`, the matching engine's own distance code.
-For each FoV the model is rebuilt with ``config.with_fov(fov)``; each query gets SPEC 4's fixed shift drawn
+For each FoV the model is rebuilt with ``config.with_fov(fov)``; each query gets conventions §4's fixed shift drawn
 from each of ``--shift-seeds`` (default :data:`REPORT_SHIFT_SEEDS`: 2019 first, then 2020 and 2021; the report
 keeps every seed's figures and their mean +- std). The heading error is the circular difference between the
 heading predicted from the TRUE pair's window offset (at the config's heading stage) and the true heading of
 the crop.
 
-Splits (SPEC 7): the default ``--split`` is ``test``, the split results are reported on. The command refuses to
+Splits (conventions §7): the default ``--split`` is ``test``, the split results are reported on. The command refuses to
 report on the split that chose the checkpoint (``selection_split`` in its metadata, written by
 ``python -m geoapp.train``) unless ``--allow-selection-split`` is given, and warns for a checkpoint that does
 not record one.
@@ -49,7 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     e = p.add_argument_group("protocol")
     e.add_argument("--fov", type=float, nargs="+", help="field(s) of view in degrees (default: the model's)")
     e.add_argument("--shift-seeds", type=int, nargs="+", default=list(REPORT_SHIFT_SEEDS),
-                   help="seeds of the fixed per-query shifts (SPEC 4's is 2019); several give mean ± std "
+                   help="seeds of the fixed per-query shifts (conventions §4's is 2019); several give mean ± std "
                         "(default: %(default)s; pass one, e.g. 2019, for a single evaluation)")
     e.add_argument("--gate-weight", type=float,
                    help="match with this gate weight instead of the checkpoint's (gate-corr models; an analysis of "
@@ -101,8 +101,8 @@ def main(argv=None) -> int:
         print("error: the checkpoint does not name its dataset; pass --dataset and --data-root", file=sys.stderr)
         return 2
     if "selection_split" not in meta:
-        print(f"warning: {args.checkpoint} does not record which split chose it (selection_split; written by "
-              "python -m geoapp.train since issue 10); if it was chosen on "
+        print(f"warning: {args.checkpoint} does not record which split chose it (selection_split, which "
+              "python -m geoapp.train writes); if it was chosen on "
               f"{split!r}, these figures are not held-out figures", file=sys.stderr)
     conflict = selection_conflict(meta, dataset, root, split)
     if conflict and not args.allow_selection_split:

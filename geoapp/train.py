@@ -16,7 +16,7 @@ Ablations (paper Tables 3-6; everything else as in the preset):
     CA + FCA          (Table 5/6 row 2):   --align-mode mask-corr --stages 4
     CA + FCA + FMC    (Table 5/6 row 3):   --align-mode mask-corr --stages 1 2 3 4 (the default)
 
-Splits (SPEC 7): fit on --train-split, choose the best checkpoint on the model-selection split (--val-split;
+Splits (conventions §7): fit on --train-split, choose the best checkpoint on the model-selection split (--val-split;
 the synthetic world has one, real CVUSA / CVACT / VIGOR do not, so a subset of the training split is carved
 out and the training tiles overlapping it are dropped), report the final evaluation on --test-split (mean +-
 std over shift seeds 2019, 2020, 2021). config.json and every checkpoint record both.

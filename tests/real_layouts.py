@@ -15,7 +15,7 @@ sizes, the real index files, no manifest and no model-selection split (training 
 
 The images are made so that the task is learnable: each pair has a blocky random colour grid (``ROWS`` x ``COLS``
 blocks); the panorama shows it (CVACT: in the middle half of its rows, the band the reader keeps) and the
-satellite tile is its inverse SPEC 3 polar transform with a little noise per block, so the polar image of the
+satellite tile is its inverse conventions §3 polar transform with a little noise per block, so the polar image of the
 tile (what the readers compute at the model's size) is the panorama's band, column for column.
 
 The training pairs sit on a square grid ``spacing_m`` apart (wider than the 150 m tile, so the carved selection
@@ -39,7 +39,7 @@ ROWS, COLS = 4, 16  # colour blocks per panorama band: coarse enough to survive 
 BLOCK_NOISE = 12  # +- per channel and block between a panorama and its satellite tile
 CVUSA_PANO, CVUSA_SAT = (224, 1232), 750  # geoapp.data.cvusa.CVUSADataset.default_sizes
 CVACT_PANO, CVACT_SAT = (832, 1664), 1200  # geoapp.data.cvact.CVACTDataset.default_sizes
-CVACT_BAND = (0.25, 0.75)  # the rows of a CVACT panorama the reader keeps (SPEC 2)
+CVACT_BAND = (0.25, 0.75)  # the rows of a CVACT panorama the reader keeps (conventions §2)
 CANBERRA_UTM = (692_000.0, 6_092_000.0)  # easting, northing (zone 55 south) of the first training pair
 METRES_PER_DEG_LAT = 111_195.0
 TEST_OFFSET_M = 5_000.0  # the test grid lies this far east of the training grid
@@ -78,7 +78,7 @@ def panorama(grid: np.ndarray, height: int, width: int, band=(0.0, 1.0)) -> np.n
 def _tile_blocks(size: int) -> tuple[np.ndarray, np.ndarray]:
     """Grid row and column shown by each pixel of an S x S tile: the pixel at radius r and azimuth theta shows
     row fraction 1 - 2 r / S and column fraction theta / 2 pi, where y = S/2 + r cos(theta) and
-    x = S/2 - r sin(theta) (the SPEC 3 polar transform, geoapp.data.polar, inverted)."""
+    x = S/2 - r sin(theta) (the conventions §3 polar transform, geoapp.data.polar, inverted)."""
     y, x = np.mgrid[0:size, 0:size].astype(np.float64)
     dy, dx = y - size / 2.0, size / 2.0 - x
     radius = np.hypot(dy, dx)
@@ -89,7 +89,7 @@ def _tile_blocks(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def satellite_tile(grid: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """The square tile whose SPEC 3 polar image is ``grid`` plus a little noise per block."""
+    """The square tile whose conventions §3 polar image is ``grid`` plus a little noise per block."""
     noisy = np.clip(grid.astype(np.int64) + rng.integers(-BLOCK_NOISE, BLOCK_NOISE + 1, grid.shape), 0, 255)
     row, col = _tile_blocks(size)
     return noisy.astype(np.uint8)[row, col]

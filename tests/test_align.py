@@ -1,4 +1,4 @@
-"""FCA window alignment against brute force, offset recovery and headings (issue 2, SPEC 5-6)."""
+"""FCA window alignment against brute force, offset recovery and headings (conventions §5-6)."""
 
 import numpy as np
 import pytest
@@ -11,8 +11,8 @@ STAGE_DIMS = [(64, 32, 128), (128, 16, 64), (256, 8, 32), (512, 4, 16)]  # C, H,
 
 
 def _brute_force(ground, sat, mode, stages, offset_stage=None):
-    """Double loop over pairs and offsets, SPEC 5 formulas verbatim, float64. ``offset_stage``: every other stage
-    takes that stage's offset at its own width, ``round(o * W / W_a) mod W``."""
+    """Double loop over pairs and offsets, conventions §5 formulas verbatim, float64. ``offset_stage``: every other
+    stage takes that stage's offset at its own width, ``round(o * W / W_a) mod W``."""
     q_n, r_n = len(ground), len(sat)
     offsets = np.zeros((q_n, r_n, len(stages)), dtype=np.int64)
     dists = np.zeros((q_n, r_n))
@@ -159,7 +159,7 @@ def test_distance_equals_fmc_of_explicit_crops():
 @pytest.mark.parametrize("fov,ground_widths", [(90, (32, 16, 8, 4)), (70, (25, 13, 7, 4))])
 @pytest.mark.parametrize("mode", ["gate-corr", "mask-corr", "mask-sum", "feature"])
 def test_shifted_copy_is_recovered_at_the_exact_offset_in_every_stage(fov, ground_widths, mode):
-    """Satellite maps are circular shifts whose true window holds the ground map; SPEC shapes per stage."""
+    """Satellite maps are circular shifts whose true window holds the ground map; full-size shapes per stage."""
     gen = torch.Generator().manual_seed(11)
     shift = 333  # pano-512 units; the true offset is (512 - shift) / 512 * W_b
     g_feats, g_masks, s_feats, s_masks, s_gates, g_gates, expected = [], [], [], [], [], [], []
@@ -309,7 +309,7 @@ def test_given_offsets_give_the_fmc_distance_of_crops_at_those_offsets(mode):
 
 
 def _gate_cosine(ground, sat, q, r, stage, offset):
-    """The gate-corr cosine of pair (q, r) at ``offset`` of ``stage``, SPEC-5 style, float64."""
+    """The gate-corr cosine of pair (q, r) at ``offset`` of ``stage``, conventions §5 style, float64."""
     Ag = ground.gates[stage - 1][q].double().numpy()
     As = sat.gates[stage - 1][r].double().numpy()
     w, W = Ag.shape[-1], As.shape[-1]

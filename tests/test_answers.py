@@ -1,4 +1,4 @@
-"""Answers a person can act on (issue 13), on the tiny world: location prior, several photos from one spot, and
+"""Answers a person can act on, on the tiny world: location prior, several photos from one spot, and
 the database's confidence calibration, each against a brute-force computation of what it documents."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The reference database (issue 5): layout, reproducible and resumable builds, and refusing unusable databases."""
+"""The reference database: layout, reproducible and resumable builds, and refusing unusable databases."""
 
 import json
 import shutil

@@ -549,7 +549,7 @@ def test_subset_restricts_records_positions_and_shifts(tmp_path):
     assert [r.id for r in part.records] == ["0000007", "0000002", "0000004"] and len(part) == 3
     assert (part.split, part.subset_of, part.train) == ("train[selection]", "train", False)
     np.testing.assert_array_equal(part.locations, ds.locations[[6, 1, 3]])
-    assert part.fixed_shifts.tolist() == eval_shifts(3).tolist()  # SPEC 4 shifts of the subset's own order
+    assert part.fixed_shifts.tolist() == eval_shifts(3).tolist()  # conventions §4 shifts of the subset's own order
     assert part[1]["id"] == "0000002" and part[1]["shift"] == eval_shifts(3)[1]
     torch.testing.assert_close(part[1]["satellite"], ds[1]["satellite"], rtol=0, atol=0)
     kept = ds.subset([0, 2, 4, 5, 7])  # still training: per-epoch shifts of the subset's own indices

@@ -1,5 +1,5 @@
-"""Evaluation (issue 4): block-wise ranks over an encoded gallery agree with a brute-force full distance matrix;
-(issue 10) mean +- std over the report shift seeds, and no report on the split that chose the checkpoint."""
+"""Evaluation: block-wise ranks over an encoded gallery agree with a brute-force full distance matrix;
+mean +- std over the report shift seeds, and no report on the split that chose the checkpoint."""
 
 import json
 
@@ -135,7 +135,7 @@ def test_cli_writes_a_report(setup, tmp_path, capsys):
     assert main(args) == 0
     report = json.loads(out.read_text())
     assert set(report["by_fov"]) == {"70", "90"} and report["n_queries"] == 6 and report["split"] == "test"
-    # default: 2019 (SPEC 4) first, then 2020 and 2021; per-seed rows and mean +- std per metric
+    # default: 2019 (conventions §4) first, then 2020 and 2021; per-seed rows and mean +- std per metric
     assert report["shift_seeds"] == [2019, 2020, 2021] and len(report["results"]) == 6
     assert [r["shift_seed"] for r in report["results"] if r["fov"] == 90] == [2019, 2020, 2021]
     r1 = [r["R@1"] for r in report["results"] if r["fov"] == 90]
@@ -143,7 +143,7 @@ def test_cli_writes_a_report(setup, tmp_path, capsys):
     assert report["by_fov"]["90"]["R@1_std"] == pytest.approx(np.std(r1, ddof=1))
     captured = capsys.readouterr()
     assert "R@1%" in captured.out and "split 'test'" in captured.out and " ± " in captured.out
-    assert "does not record which split chose it" in captured.err  # a checkpoint from before issue 10
+    assert "does not record which split chose it" in captured.err  # a checkpoint that predates the record
     assert main(args[:-2] + ["--shift-seeds", "2019"]) == 0  # one seed still possible: no std
     assert "+-" not in capsys.readouterr().out and "_std" not in json.dumps(report["results"])
 

@@ -1,8 +1,8 @@
-"""The mask-based window alignment (FCA, ``gate-corr``) learns the heading on planted data (issue 12).
+"""The mask-based window alignment (FCA, ``gate-corr``) learns the heading on planted data.
 
 Planted world: random panoramas whose columns carry the direction (smooth random colour profiles along the
 azimuth); the "satellite" side is the panorama itself plus noise, the ground side a 90 deg crop at a random
-shift, exactly SPEC 4's crop rule. A tiny ResNet18_CA (8 channels at block 1) trained 120 steps with
+shift, exactly conventions §4's crop rule. A tiny ResNet18_CA (8 channels at block 1) trained 120 steps with
 the soft window choice and the alignment loss must read the crop's heading off its CA gates far better than
 chance (a uniform guess has a median error of 90 deg), with each stage choosing its own window and with the
 shared window (block 1 chooses for all).

@@ -1,4 +1,4 @@
-"""SPEC sections 1-4 pinned with numbers: polar transform, FoV crops, headings, evaluation shifts."""
+"""conventions §1-4 pinned with numbers: polar transform, FoV crops, headings, evaluation shifts."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from geoapp.data.polar import polar_transform
 
 
 def reference_polar(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """SPEC 3 written out pixel by pixel: exact bilinear interpolation, zero outside, centre at S/2."""
+    """conventions §3 written out pixel by pixel: exact bilinear interpolation, zero outside, centre at S/2."""
     size = image.shape[0]
     out = np.zeros((height, width) + image.shape[2:], dtype=np.float64)
     for i in range(height):
@@ -173,7 +173,7 @@ def test_heading_range_is_half_open():
 
 @pytest.mark.parametrize("shift", [0, 5, 128, 300, 511])
 def test_crop_edges_and_centre_follow_spec2_azimuths(shift):
-    # SPEC 2: pano column c looks toward c / 512 * 360 - 180. SPEC 4: the crop's left edge looks toward
+    # conventions §2: pano column c looks toward c / 512 * 360 - 180. conventions §4: the crop's left edge looks toward
     # (512 - shift) / 512 * 360 - 180 and its centre toward heading_from_shift (90 deg: centre column 64).
     crop = crop_fov(column_index_pano(), 90, shift)
     azimuth = crop[0] / 512 * 360 - 180
@@ -227,7 +227,7 @@ def test_true_offset_values():
 
 
 def test_eval_shifts_match_global_seed_sequence_and_leave_global_state_alone():
-    # SPEC 4 is defined with NumPy's legacy global generator, so the reference uses it on purpose.
+    # conventions §4 is defined with NumPy's legacy global generator, so the reference uses it on purpose.
     saved = np.random.get_state()  # noqa: NPY002
     try:
         np.random.seed(2019)  # noqa: NPY002

@@ -1,4 +1,4 @@
-"""Soft-margin triplet loss with batch-hard negatives (issue 2, SPEC 6)."""
+"""Soft-margin triplet loss with batch-hard negatives (conventions §6)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Recall metrics (SPEC 7) on planted distance matrices: ranks, ties in the query's favour, R@1%."""
+"""Recall metrics (conventions §7) on planted distance matrices: ranks, ties in the query's favour, R@1%."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Backbone, Coordinate Attention, ImageNet weight loading and checkpoints (issue 2)."""
+"""Backbone, Coordinate Attention, ImageNet weight loading and checkpoints."""
 
 import pytest
 import torch
@@ -32,7 +32,7 @@ def test_coord_attention_reference_names_and_gates():
     torch.testing.assert_close(out, x * ca.a_h * ca.a_w)
     mask = ca.mask()
     assert mask.shape == (2, 8, 12)
-    expected = (ca.a_h * ca.a_w).mean(dim=1)  # SPEC 5: mean_c a_h(c,h) a_w(c,w)
+    expected = (ca.a_h * ca.a_w).mean(dim=1)  # conventions §5: mean_c a_h(c,h) a_w(c,w)
     torch.testing.assert_close(mask, expected)
     assert float(mask.detach().min()) > 0 and float(mask.detach().max()) < 1
 

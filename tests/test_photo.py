@@ -452,7 +452,7 @@ def test_photo_of_a_panorama_reprojects_onto_its_training_crop():
     v = np.arange(height)[:, None] - (height - 1) / 2
     azimuth = heading + np.degrees(np.arctan2(u, focal))
     elevation = np.degrees(np.arctan2(-v, np.hypot(u, focal)))
-    pano_col = ((azimuth + 180) / 360 * 512) % 512  # SPEC 2
+    pano_col = ((azimuth + 180) / 360 * 512) % 512  # conventions §2
     pano_row = (CVUSA_PANO_VFOV_DEG / 2 - elevation) / CVUSA_PANO_VFOV_DEG * 128 - 0.5
     map_x, map_y = (np.broadcast_to(m, (height, width)).astype(np.float32) for m in (pano_col, pano_row))
     photo = cv2.remap(pano, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)

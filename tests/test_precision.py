@@ -1,4 +1,4 @@
-"""``--precision auto`` chooses by measurement, never slower than fp32 (issue 11)."""
+"""``--precision auto`` chooses by measurement, never slower than fp32."""
 
 import pytest
 import torch

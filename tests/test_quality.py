@@ -1,5 +1,4 @@
-"""A person sees how good the loaded model is: the first start flags a poor one, the status shows its metrics
-(issue 11)."""
+"""A person sees how good the loaded model is: the first start flags a poor one, the status shows its metrics."""
 
 import torch
 

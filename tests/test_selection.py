@@ -1,4 +1,4 @@
-"""The model-selection subset carved out of a training split (issue 10, SPEC 7): deterministic from the seed,
+"""The model-selection subset carved out of a training split (conventions §7): deterministic from the seed,
 spatially separated (no training tile overlaps a selection tile), random where positions are unknown."""
 
 from __future__ import annotations

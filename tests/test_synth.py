@@ -1,4 +1,4 @@
-"""Tests of the procedural world (geoapp.synth): determinism, SPEC 2/3 alignment, split disjointness,
+"""Tests of the procedural world (geoapp.synth): determinism, conventions §2/3 alignment, split disjointness,
 dataset layout, geo conventions, resume and refusal to mix settings. Small worlds only (a few seconds)."""
 
 from __future__ import annotations

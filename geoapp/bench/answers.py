@@ -6,13 +6,13 @@
 Every query goes through the app's own :class:`~geoapp.retrieval.engine.Localizer` (the database's calibration,
 its search, its prior filter); pair i of the test split has database row i as its true tile.
 
-- ``calibration``: all test pairs at 90 and 70 deg (SPEC 4 shifts): expected calibration error of the tile and
+- ``calibration``: all test pairs at 90 and 70 deg (conventions §4 shifts): expected calibration error of the tile and
   heading probabilities, reliability bins (a PNG), and the risk-coverage curve (R@1 of the answers kept when the
   least confident are withheld).
 - ``prior``: against the test tiles plus every training tile as distractors (``--distractor-db``, built with
   ``build_db --split test,train``), R@1 and latency with no prior, a 2 km and a 500 m prior. A prior's centre
   is the true location moved by a seeded random offset of up to half its radius (a phone's GPS is not exact).
-- ``views``: 1, 2 and 4 random 90 deg views of the same panorama (the first at the SPEC 4 shift) as one query:
+- ``views``: 1, 2 and 4 random 90 deg views of the same panorama (the first at the conventions §4 shift) as one query:
   R@1 and the first photo's heading error.
 """
 

@@ -1,4 +1,4 @@
-"""``python -m geoapp.bench data``: speed of the data pipeline on this machine (issue 3).
+"""``python -m geoapp.bench data``: speed of the data pipeline on this machine.
 
 Prints the polar transform time per image (CVUSA 750 px and CVACT 1200 px tiles), the synthetic world's
 locations per second (world build and rendering, ``--workers`` processes), and dataset samples per second

@@ -1,9 +1,9 @@
-"""``python -m geoapp.bench model``: speed of the model core on this machine (issue 2).
+"""``python -m geoapp.bench model``: speed of the model core on this machine.
 
 Prints ground-branch latency (batch 1, 70 and 90 deg), satellite-branch throughput, the training-step
 time (batch 24, both branches, forward + backward + alignment + loss), each for ResNet18_CA and for the
 plain ResNet18 measured in the same run (the CA overhead), and the alignment cost per (query, reference)
-pair for each mode at the SPEC sizes. Figures are medians of repeated runs after a warm-up.
+pair for each mode at full size. Figures are medians of repeated runs after a warm-up.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def bench_train_step(use_ca: bool, args) -> float:
 
 
 def bench_alignment(args) -> dict:
-    """Per-pair cost of ``align_windows`` for one 90-deg query against a gallery at SPEC sizes (random maps),
+    """Per-pair cost of ``align_windows`` for one 90-deg query against a gallery at full size (random maps),
     set up as the engine runs it: fp16 column-major maps, precomputed column energies, tuned allocator."""
     gen = torch.Generator().manual_seed(0)
     dims = [(64, 32, 128, 32), (128, 16, 64, 16), (256, 8, 32, 8), (512, 4, 16, 4)]

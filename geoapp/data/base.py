@@ -5,12 +5,12 @@ A reader (CVUSA, CVACT, VIGOR) only parses its layout into a list of :class:`Pai
 
 - ground: panorama -> optional row cut (CVACT) -> resized to ``H_g x W`` (``W`` = satellite polar
   width) -> ``crop_fov(pano, fov, shift)`` -> ImageNet-normalised tensor ``3 x H_g x fov_width(fov, W)``;
-- satellite: pre-made polar image when its size is the requested one, otherwise the SPEC 3 polar
+- satellite: pre-made polar image when its size is the requested one, otherwise the conventions §3 polar
   transform of the tile at ``sat_size``, cached on disk -> normalised tensor ``3 x H_s x W``.
 
 Shifts are always in pixels of the resized panorama, whose width is the satellite polar width
 (512 by default). Training draws a new shift per sample and epoch from a generator seeded by
-``(seed, epoch, index)``; evaluation uses the fixed ``eval_shifts`` of SPEC 4.
+``(seed, epoch, index)``; evaluation uses the fixed ``eval_shifts`` of conventions §4.
 
 Image sizes are checked exactly against the real dataset's sizes, unless a ``dataset.json`` manifest at
 the dataset root (written by the synthetic world generator, or by hand for a re-sized copy) or the
@@ -21,7 +21,7 @@ the dataset root (written by the synthetic world generator, or by hand for a re-
 
 ``satellite_size`` may be an int or ``[S, S]``; every key is optional.
 
-Split names mean one thing in every layout (SPEC 7): ``train`` is fitted on, ``val`` is the model-selection
+Split names mean one thing in every layout (conventions §7): ``train`` is fitted on, ``val`` is the model-selection
 split (best checkpoint, recipe and ablation choices, calibration) and ``test`` is only reported on. A layout
 without a model-selection split raises :class:`NoSelectionSplitError` for ``val``; training then carves one
 from ``train`` (:mod:`geoapp.data.selection`, :meth:`CrossViewDataset.subset`).
@@ -169,7 +169,7 @@ class CrossViewDataset(torch.utils.data.Dataset):
         """The pairs ``indices`` (positions in this dataset, in that order) as a dataset of their own.
 
         ``split`` names it (default ``"<split>[subset]"``; ``subset_of`` keeps this dataset's split name);
-        ``train`` switches between per-epoch random shifts and SPEC 4's fixed shifts, which are then drawn for
+        ``train`` switches between per-epoch random shifts and conventions §4's fixed shifts, which are then drawn for
         the subset's own length and order (explicitly given shifts are kept per pair).
         """
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -221,7 +221,7 @@ class CrossViewDataset(torch.utils.data.Dataset):
         return height, self.crop_width
 
     def _resolve_shifts(self, shifts) -> np.ndarray | None:
-        """Fixed shifts: the given ones, else SPEC 4's seed-2019 shifts for evaluation; None when training."""
+        """Fixed shifts: the given ones, else conventions §4's seed-2019 shifts for evaluation; None when training."""
         if shifts is None:
             return None if self.train else eval_shifts(len(self.records), width=self.pano_width)
         shifts = np.asarray(shifts)
@@ -335,7 +335,7 @@ class CrossViewDataset(torch.utils.data.Dataset):
         return resize_image(pano, (self.ground_size[0], self.pano_width))
 
     def load_polar(self, index: int) -> np.ndarray:
-        """The polar satellite image of pair ``index``, uint8 RGB ``H_s x W`` (SPEC 3)."""
+        """The polar satellite image of pair ``index``, uint8 RGB ``H_s x W`` (conventions §3)."""
         record = self.records[index]
         if record.polar_path is not None and record.polar_path.is_file() and self.sat_size == self.image_sizes.polar:
             return self._read_checked(record.polar_path, self.image_sizes.polar, "pre-made polar image", record)

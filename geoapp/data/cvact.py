@@ -8,11 +8,11 @@ Layout under the root::
                                               valSet.valInd (1-based indices into panoIds)
     dataset.json                              optional manifest declaring other image sizes
 
-Splits (SPEC 7): "train" -> trainSet.trainInd; "test" -> valSet.valInd (CVACT_val, the split CVACT results
+Splits (conventions §7): "train" -> trainSet.trainInd; "test" -> valSet.valInd (CVACT_val, the split CVACT results
 are reported on). CVACT has no model-selection split: "val" raises
 :class:`~geoapp.data.base.NoSelectionSplitError` (training carves a selection subset from "train").
 
-Panoramas are cut to rows [208, 624) (the middle half, SPEC 2) before resizing. One UTM position per
+Panoramas are cut to rows [208, 624) (the middle half, conventions §2) before resizing. One UTM position per
 pair serves as both the ground and the satellite location; it is converted to WGS84 lat/lon with pyproj
 (zone 55 south by default: Canberra). The column order of ``utm`` (easting, northing) is detected from
 the values by default, because easting is the only coordinate bounded to [100 km, 900 km].
@@ -78,7 +78,7 @@ class CVACTDataset(CrossViewDataset):
 
     name = "cvact"
     default_sizes = ImageSizes(panorama=(832, 1664), satellite=(1200, 1200))
-    default_ground_rows = (0.25, 0.75)  # rows [208, 624) of 832 (SPEC 2)
+    default_ground_rows = (0.25, 0.75)  # rows [208, 624) of 832 (conventions §2)
 
     def __init__(self, *args, utm_zone: int = 55, utm_south: bool = True, utm_order: str = "auto", **kwargs):
         if utm_order not in ("auto", "en", "ne"):

@@ -4,7 +4,7 @@ Layout under the root::
 
     bingmap/19/0000001.jpg          satellite tiles, 750 x 750
     streetview/panos/0000001.jpg    north-aligned ground panoramas, 224 x 1232 (360 deg wide)
-    polarmap/19/0000001.png         optional pre-made SPEC 3 polar images, 128 x 512
+    polarmap/19/0000001.png         optional pre-made conventions §3 polar images, 128 x 512
     splits/train-19zl.csv           no header: satellite path, ground path, annotation path (relative)
     splits/val-19zl.csv             CVUSA's reported split (named "test" here)
     splits/selection-19zl.csv       optional, same format: a model-selection split (the synthetic world
@@ -13,7 +13,7 @@ Layout under the root::
                                     row id - 1 belongs to image id (0000123.jpg -> row 122)
     dataset.json                    optional manifest declaring other image sizes (see geoapp.data.base)
 
-Splits (SPEC 7): "train" -> train-19zl.csv; "test" -> val-19zl.csv (the split CVUSA results are reported on,
+Splits (conventions §7): "train" -> train-19zl.csv; "test" -> val-19zl.csv (the split CVUSA results are reported on,
 by convention); "val" (model selection) -> selection-19zl.csv when the dataset has it, otherwise a
 :class:`~geoapp.data.base.NoSelectionSplitError` (training carves a selection subset from "train").
 """

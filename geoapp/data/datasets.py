@@ -9,7 +9,7 @@ vigor      VIGOR same-area (:mod:`geoapp.data.vigor`)                    train, 
 synth      our synthetic world, written in the CVUSA layout              train, val, test
 =========  ===========================================================  ==========================
 
-Split names (SPEC 7): ``train`` is fitted on, ``val`` selects (best checkpoint, recipe and ablation choices,
+Split names (conventions §7): ``train`` is fitted on, ``val`` selects (best checkpoint, recipe and ablation choices,
 calibration), ``test`` is only reported on (CVUSA's ``val-19zl.csv``, CVACT_val, VIGOR's same-area test).
 A dataset without ``val`` raises :class:`NoSelectionSplitError` for it; ``python -m geoapp.train`` then
 carves a model-selection subset from ``train`` (:mod:`geoapp.data.selection`).
@@ -68,7 +68,7 @@ def build_dataset(
 
     ``ground_size = (H_g, None)``: ground crops are ``H_g x fov_width(fov_deg, W)`` with ``W = sat_size[1]``;
     ``sat_size = (H_s, W)``: polar satellite images. ``train``: a new random shift per sample and epoch
-    (``set_epoch``), reproducible from ``seed``; otherwise SPEC 4's fixed shifts, unless ``shifts`` gives
+    (``set_epoch``), reproducible from ``seed``; otherwise conventions §4's fixed shifts, unless ``shifts`` gives
     one shift per pair (in [0, W)). ``options`` go to the reader: ``image_sizes``, ``cache_dir``,
     ``use_cache``, ``check_files``, ``skip_missing``, ``ground_rows`` for all; ``utm_zone``, ``utm_south``,
     ``utm_order`` for cvact; ``cities`` for vigor.

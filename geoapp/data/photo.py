@@ -394,7 +394,7 @@ def photo_to_cylindrical(
     reduced sizes of a reduced-resolution model). Geometry:
 
     - Columns: column k looks toward azimuth ``-hfov/2 + k * 360 / pano_width`` relative to the photo's
-      optical axis, the same angular step and left-edge convention as the panorama crops of SPEC 4, so
+      optical axis, the same angular step and left-edge convention as the panorama crops of conventions §4, so
       the photo's heading (its centre) falls where a training crop's heading does.
     - Rows: linear in elevation over ``pano_vfov_deg`` centred on ``pano_center_elevation_deg`` (the
       horizon for CVUSA), pixel centres at ``top - (i + 0.5) * vfov / out_height``, as ``cv2.resize``

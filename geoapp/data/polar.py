@@ -1,4 +1,4 @@
-"""Polar transform of a square satellite tile into a ground-like pseudo-panorama (SPEC 3).
+"""Polar transform of a square satellite tile into a ground-like pseudo-panorama (conventions §3).
 
 For output row i in [0, H) and column j in [0, W), with ``r = (S/2) * (H - 1 - i) / H``:
 ``y = S/2 + r cos(2 pi j / W)``, ``x = S/2 - r sin(2 pi j / W)``; bilinear interpolation, samples
@@ -18,7 +18,7 @@ import numpy as np
 
 @lru_cache(maxsize=16)
 def polar_grid(size: int, height: int = 128, width: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """Source (y, x) coordinates, each H x W float64, of the SPEC 3 polar transform of an S x S image."""
+    """Source (y, x) coordinates, each H x W float64, of the conventions §3 polar transform of an S x S image."""
     i = np.arange(height, dtype=np.float64)[:, None]
     j = np.arange(width, dtype=np.float64)[None, :]
     r = (size / 2.0) * (height - 1 - i) / height

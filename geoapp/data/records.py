@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 MANIFEST_NAME = "dataset.json"
-DEFAULT_SAT_SIZE = (128, 512)  # SPEC 1
+DEFAULT_SAT_SIZE = (128, 512)  # conventions §1
 
 
 class DatasetError(ValueError):

@@ -1,4 +1,4 @@
-"""A model-selection subset carved out of a training split, for datasets without a ``val`` split (SPEC 7).
+"""A model-selection subset carved out of a training split, for datasets without a ``val`` split (conventions §7).
 
 CVUSA's ``val-19zl.csv``, CVACT_val and VIGOR's same-area test are the splits results are reported on, so
 nothing may be chosen on them (best checkpoint, recipe, ablation settings, calibration). Where a dataset has

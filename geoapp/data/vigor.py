@@ -9,7 +9,7 @@ Layout under the root::
     splits/<city>/same_area_balanced_test.txt        name, dy, dx); the first satellite is the positive
     dataset.json                                     optional manifest declaring other image sizes
 
-Splits (SPEC 7): "train" -> same_area_balanced_train.txt; "test" (the reported split) ->
+Splits (conventions §7): "train" -> same_area_balanced_train.txt; "test" (the reported split) ->
 same_area_balanced_test.txt. VIGOR has no model-selection split: "val" raises
 :class:`~geoapp.data.base.NoSelectionSplitError` (training carves a selection subset from "train").
 Cities: default every city under ``splits/`` with the split's label file, in VIGOR's order (NewYork,
@@ -20,11 +20,11 @@ Choices made here (VIGOR is one-to-many, our evaluation is one-to-one):
 - Each panorama is paired with its POSITIVE tile only; semi-positives are parsed (validated) and dropped.
 - The reference gallery (``satellite_view()``) is the positives of the split, one entry per panorama, so
   a tile that is the positive of several panoramas appears several times; equal distances count in the
-  query's favour (SPEC 7), so the duplicates do not change recall.
-- The polar transform is centred on the tile centre (SPEC 3), not on the panorama's position inside
+  query's favour (conventions §7), so the duplicates do not change recall.
+- The polar transform is centred on the tile centre (conventions §3), not on the panorama's position inside
   the tile: the reference must not depend on the query. The positive's pixel offset (dy, dx) is kept in
   ``record.extra["positive_offset_px"]``.
-- Panoramas are cut to their middle half of rows (+-45 deg around the horizon), the CVACT rule of SPEC 2
+- Panoramas are cut to their middle half of rows (+-45 deg around the horizon), the CVACT rule of conventions §2
   for full-sphere street-view panoramas; pass ``ground_rows=None`` to keep all rows.
 - ``lat``/``lon`` of a sample are the panorama's (from its name); the tile centre's are in
   ``satellite_locations`` and in ``satellite_item``.

@@ -16,11 +16,11 @@ CONFIG_VERSION = 1
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture and matching settings of a cross-view model (SPEC 1, 5, 6).
+    """Architecture and matching settings of a cross-view model (conventions §1, 5, 6).
 
     - ``use_ca``: ResNet18_CA (paper) or the plain ResNet18 baseline.
-    - ``align_mode``: window selection of SPEC 5. ``gate-corr`` / ``mask-corr`` / ``mask-sum`` choose it from the CA
-      attention (this is FCA; ``gate-corr`` is the centred, channel-resolved correlation of the column gates, see
+    - ``align_mode``: window selection of conventions §5. ``gate-corr`` / ``mask-corr`` / ``mask-sum`` choose it from
+      the CA attention (this is FCA; ``gate-corr`` is the centred, channel-resolved correlation of the column gates, see
       :mod:`geoapp.model.align`); ``feature`` is DSM's dynamic similarity matching on raw features (the "no FCA"
       ablation).
     - ``base_channels``: channels of block 1 (ResNet18: 64); the other stages scale with it (2x, 4x, 8x). A
@@ -34,7 +34,7 @@ class ModelConfig:
     - ``gate_weight`` (``gate-corr``): weight λ of the attention agreement in the pair similarity, ``(cos_FMC + λ
       gate) / (1 + λ)`` with ``gate`` the gate-corr cosine at the chosen window (:mod:`geoapp.model.align`); 0: the
       paper's FMC cosine alone. It changes the ranking, not the window or the heading.
-    - input sizes default to SPEC 1; a reduced-resolution model (e.g. for CPU training) scales them together.
+    - input sizes default to conventions §1; a reduced-resolution model (e.g. for CPU training) scales them together.
     """
 
     use_ca: bool = True
@@ -90,7 +90,7 @@ class ModelConfig:
 
     @property
     def ground_width(self) -> int:
-        """Width of the ground crop: ``int(fov / 360 * sat_width)`` (SPEC 1: 99 at 70 deg, 128 at 90 deg)."""
+        """Width of the ground crop: ``int(fov / 360 * sat_width)`` (conventions §1: 99 at 70 deg, 128 at 90 deg)."""
         return fov_width(self.fov_deg, self.sat_width)
 
     @property

@@ -36,7 +36,7 @@ def pair_headings(config: ModelConfig, ground: StageMaps, satellite: StageMaps, 
 
 class CrossViewModel(nn.Module):
     """Ground branch (limited-FoV crop, H x w_fov) and satellite branch (polar image, H x W), same
-    architecture, separate weights. ``forward`` returns the B x B pair distances of a batch (SPEC 5-6)."""
+    architecture, separate weights. ``forward`` returns the B x B pair distances of a batch (conventions §5-6)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()

@@ -1,4 +1,4 @@
-"""Multi-scale descriptor (FMC, SPEC 6): flatten the stage maps, concatenate, L2-normalise the whole vector.
+"""Multi-scale descriptor (FMC, conventions §6): flatten the stage maps, concatenate, L2-normalise the whole vector.
 
 ``align_windows`` computes pair distances without building these vectors; this explicit form is what the
 paper describes and is used for the ground side, for display and to check the fast path.

@@ -1,4 +1,4 @@
-"""Weighted soft-margin triplet loss with batch-hard negatives, both directions (SPEC 6, Hermans et al. 2017).
+"""Weighted soft-margin triplet loss with batch-hard negatives, both directions (conventions §6, Hermans et al. 2017).
 
 ``log(1 + exp(alpha * (d_ap - d_an)))`` with ``d_an`` the hardest (closest) negative of each anchor in the
 batch; ground->satellite anchors are the rows of the distance matrix, satellite->ground anchors its columns.

@@ -1,7 +1,7 @@
 """ResNet18 with Coordinate Attention in every BasicBlock (ResNet18_CA, paper Fig. 4), and the plain baseline.
 
 The stem and stage layout are torchvision's ``resnet18``; the classifier head is dropped because the
-network's outputs are the four stage feature maps (SPEC 1) and, with CA, the four stage masks (SPEC 5).
+network's outputs are the four stage feature maps (conventions §1) and, with CA, the four stage masks (conventions §5).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ STAGE_CHANNELS = (64, 128, 256, 512)
 
 
 def stage_channels(base_channels: int = 64) -> tuple[int, ...]:
-    """Channels of blocks 1-4: ``base_channels`` x (1, 2, 4, 8); 64 is ResNet18's (SPEC 1)."""
+    """Channels of blocks 1-4: ``base_channels`` x (1, 2, 4, 8); 64 is ResNet18's (conventions §1)."""
     return tuple(base_channels * m for m in (1, 2, 4, 8))
 
 
@@ -118,7 +118,7 @@ class ResNet18CA(nn.Module):
             x = layer(x)
             features.append(x)
             if self.use_ca:
-                # SPEC 5: the stage mask comes from the CA of the stage's last BasicBlock.
+                # conventions §5: the stage mask comes from the CA of the stage's last BasicBlock.
                 masks.append(layer[-1].ca.mask())
                 gates.append(layer[-1].ca.gates())
         return StageMaps(features, masks if self.use_ca else None, gates=gates if self.use_ca else None)

@@ -2,7 +2,7 @@
 
 Sources (anything with ``len()``, ``latlon``, ``paths``, ``identity()`` and ``load(i) -> (polar tensor,
 thumbnail)``): a dataset split's satellite side (:class:`DatasetSource`), a folder of square tiles with a CSV of
-their centres (:class:`TileFolderSource`, polar-transformed here, SPEC 3), the first N of another source
+their centres (:class:`TileFolderSource`, polar-transformed here, conventions §3), the first N of another source
 (:class:`Limited`) or several sources one after another (:class:`ConcatSource`, e.g. a test split with the
 training tiles as distractors). The storage layout is described in :mod:`geoapp.retrieval.database`.
 """

@@ -1,6 +1,6 @@
 """Fitting a reference database's confidence calibration, and the answers it is fitted and measured on.
 
-``fit_calibration`` answers the validation split's ground crops (SPEC 4's fixed shifts, several FoVs) through
+``fit_calibration`` answers the validation split's ground crops (conventions §4's fixed shifts, several FoVs) through
 the app's own :class:`~geoapp.retrieval.engine.Localizer`, against a gallery of the validation tiles plus
 training tiles as distractors, so that the gallery is as large as the database the calibration will serve (a
 probability of being right depends on how many look-alikes there are). ``write_calibration`` stores the record
@@ -51,7 +51,7 @@ class Answers:
 
 
 def split_queries(dataset, fov: float, shift_seed: int, indices, views: int = 1, view_seed: int = 0):
-    """Yield ``(index, crops, true headings)`` per pair: ``views`` crops of its panorama, the first at SPEC 4's
+    """Yield ``(index, crops, true headings)`` per pair: ``views`` crops of its panorama, the first at conventions §4's
     fixed shift of ``shift_seed``, the others at seeded random shifts (the same for every run)."""
     width = dataset.pano_width
     shifts = eval_shifts(len(dataset), int(shift_seed), width)

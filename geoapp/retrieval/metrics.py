@@ -1,4 +1,4 @@
-"""Recall by rank (SPEC 7): ties count in the query's favour; R@1% uses k = max(1, floor(N / 100))."""
+"""Recall by rank (conventions §7): ties count in the query's favour; R@1% uses k = max(1, floor(N / 100))."""
 
 from __future__ import annotations
 

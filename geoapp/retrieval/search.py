@@ -1,4 +1,4 @@
-"""Chunked search of ground queries over a satellite gallery with the model's own alignment (SPEC 5-7).
+"""Chunked search of ground queries over a satellite gallery with the model's own alignment (conventions §5-7).
 
 One code path for the app, the evaluation and the benchmarks, so their numbers cannot disagree: every
 distance comes from :func:`geoapp.model.align_windows`, over the gallery ``chunk_size`` references at a
@@ -203,7 +203,7 @@ def _exact_topk(config, chunks, k) -> TopK:
 
 @dataclass
 class TrueMatch:
-    """Rank of each query's true reference (references strictly closer, SPEC 7) and the true pair's
+    """Rank of each query's true reference (references strictly closer, conventions §7) and the true pair's
     distance and window offsets (for the heading of the true pair)."""
 
     ranks: np.ndarray

@@ -6,7 +6,8 @@ each with its own street grid, buildings (roof and wall colours from one family,
 the same from above and from the street), trees, fields and water. For every camera location it renders
 a north-up satellite tile (sun shading, cast shadows) and a north-aligned 360 degree ground panorama
 from the same 3D scene (height-field ray marching, sky, distance haze); panorama column c looks toward
-azimuth c / W * 360 - 180 (SPEC 2), so the SPEC 3 polar transform of the tile lines up with it at shift 0.
+azimuth c / W * 360 - 180 (conventions §2), so the polar transform of the tile (conventions §3) lines up with it
+at shift 0.
 
 Command line: ``python -m geoapp.synth --help``. API::
 

@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="panorama height and width; always 360 degrees wide (default: %(default)s; "
                           "CVUSA: 224 1232)")
     img.add_argument("--polar-size", type=int, nargs=2, metavar=("H", "W"), default=[_I.polar_height, _I.polar_width],
-                     help="size of the stored polar transforms (default: %(default)s, SPEC 1)")
+                     help="size of the stored polar transforms (default: %(default)s, conventions §1)")
     img.add_argument("--pano-vfov", type=float, default=_I.pano_vfov,
                      help=f"vertical field of view of the panorama in degrees (default: {CVUSA_VFOV:.2f}, CVUSA's)")
     img.add_argument("--horizon", type=float, default=_I.horizon,
@@ -115,7 +115,8 @@ def build_figure_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m geoapp.synth figure",
         description="Draw one location of a synthetic dataset: its satellite tile, the tile's polar transform and "
-                    "the ground panorama, with the azimuth ticks S / W / N / E / S of SPEC 2 under both strips.")
+                    "the ground panorama, with the azimuth ticks S / W / N / E / S of conventions §2 under both "
+                    "strips.")
     p.add_argument("--data-root", type=Path, default=Path("data/synth"), help="dataset folder (default: data/synth)")
     p.add_argument("--out", type=Path, default=Path("docs/synth_example.png"),
                    help="PNG to write (default: docs/synth_example.png)")

@@ -1,5 +1,5 @@
 """A small explanatory figure of one synthetic location: tile, polar transform, panorama, with the
-SPEC 2 column convention (S / W / N / E ticks) under both strips, which line up at shift 0."""
+conventions §2 column convention (S / W / N / E ticks) under both strips, which line up at shift 0."""
 
 from __future__ import annotations
 
@@ -88,8 +88,8 @@ def make_figure(data_root, out, loc_id: int | None = None) -> Path:
 
     sx = tx + tile_px + margin + 20
     y = title_h + 26
-    for label, strip in ((f"polar transform of the tile ({polar.shape[0]}x{polar.shape[1]}, SPEC 3)", polar),
-                         (f"ground panorama ({pano.shape[0]}x{pano.shape[1]}, north-aligned, SPEC 2)", pano)):
+    for label, strip in ((f"polar transform of the tile ({polar.shape[0]}x{polar.shape[1]}, conventions §3)", polar),
+                         (f"ground panorama ({pano.shape[0]}x{pano.shape[1]}, north-aligned, conventions §2)", pano)):
         _text(img, label, sx, y - 8, 0.45)
         img[y:y + strip_h, sx:sx + strip_w] = cv2.resize(strip, (strip_w, strip_h), interpolation=cv2.INTER_AREA)
         for k, name in enumerate(("S", "W", "N", "E", "S")):

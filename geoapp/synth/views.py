@@ -2,10 +2,10 @@
 
 Satellite tile: an orthographic, north-up crop of the shaded world centred on the camera, covering
 ``tile_metres`` and resampled to ``tile_size`` pixels (its centre, index S/2, is the camera position as
-in SPEC 3).
+in conventions §3).
 
 Panorama: a "voxel space" column renderer over the height field. Panorama column ``c`` looks toward
-azimuth ``c / W * 360 - 180`` (SPEC 2: column 0 south, W/4 west, W/2 north, 3W/4 east). For every
+azimuth ``c / W * 360 - 180`` (conventions §2: column 0 south, W/4 west, W/2 north, 3W/4 east). For every
 column a ray is marched outward (fine steps near the camera, ~2 % of the distance further out); each
 sample's top is projected to a row (equirectangular in elevation, ``pano_vfov`` degrees over the image
 height, horizon at ``horizon`` of the height), and a running minimum of the projected rows gives
@@ -132,7 +132,7 @@ def _pano_geometry(hgt: int, wid: int, vfov: float, horizon: float, view_distanc
         d += max(0.7 * mpp, 0.022 * d)
     steps = np.asarray(dists, dtype=np.float32)
     n_k = len(steps)
-    az = np.arange(wid, dtype=np.float64) / wid * 2.0 * np.pi - np.pi  # SPEC 2
+    az = np.arange(wid, dtype=np.float64) / wid * 2.0 * np.pi - np.pi  # conventions §2
     dx, dy = np.sin(az), -np.cos(az)
     off_x = (dx[:, None] * steps[None, :] / mpp).astype(np.float32)
     off_y = (dy[:, None] * steps[None, :] / mpp).astype(np.float32)

@@ -4,8 +4,8 @@ Layout under the output folder (ids start at 1, zero-padded to 7 digits like CVU
 train ids first, then val, then test):
 
 - ``bingmap/19/<id>.jpg``        satellite tile (tile_size^2, north up, camera at the centre)
-- ``streetview/panos/<id>.jpg``  ground panorama (north-aligned, SPEC 2 columns)
-- ``polarmap/19/<id>.png``       SPEC 3 polar transform of the tile (before JPEG compression)
+- ``streetview/panos/<id>.jpg``  ground panorama (north-aligned, conventions §2 columns)
+- ``polarmap/19/<id>.png``       conventions §3 polar transform of the tile (before JPEG compression)
 - ``annotations/<id>.png``       only with ``--annotations``: the tile's surface kinds (palette.KIND_NAMES)
 - ``splits/train-19zl.csv`` (train), ``splits/selection-19zl.csv`` (val: model selection; only when the world
   has val locations) and ``splits/val-19zl.csv`` (test: the reported split, CVUSA's name for it):
@@ -442,9 +442,10 @@ def _manifest(config: WorldConfig, images: ImageOptions, world: World, area_coun
             "pano_horizon_row": images.horizon * images.pano_height - 0.5,
             "camera_height_m": images.camera_height,
             "pano_view_distance_m": cfg.view_distance,
-            "pano_columns": "column c looks toward azimuth c / W * 360 - 180 (SPEC 2): 0 = S, W/4 = W, W/2 = N, "
-                            "3W/4 = E",
-            "polar": "SPEC 3 polar transform of the rendered tile (before JPEG), row 0 = far ring, last row = camera",
+            "pano_columns": "column c looks toward azimuth c / W * 360 - 180 (conventions §2): 0 = S, W/4 = W, "
+                            "W/2 = N, 3W/4 = E",
+            "polar": "conventions §3 polar transform of the rendered tile (before JPEG), row 0 = far ring, last row = "
+                     "camera",
         },
         "origin": {"lat": config.origin[0], "lon": config.origin[1], "at": "world centre"},
         "metres_per_pixel": config.metres_per_pixel,

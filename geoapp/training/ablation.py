@@ -14,7 +14,7 @@ paper's (Tables 3-6), cumulatively:
 - ``+CA+FCA+FMC, descriptor cosine only``: the demo's model with the paper's pair score, the FMC cosine alone
   (``--gate-weight 0``: the two branches' attention agreement does not count)
 - ``+CA+FCA(each stage its own window)+FMC``: the same with every stage choosing its window from its own gates
-- ``+CA+FCA(mask-corr)+FMC``: the same with SPEC 5's mean-mask correlation instead of ``gate-corr``
+- ``+CA+FCA(mask-corr)+FMC``: the same with conventions §5's mean-mask correlation instead of ``gate-corr``
 - ``+CA+FMC``: feature alignment with the blocks 1-4 descriptor (no FCA)
 - ``ResNet18+FMC``: the same without Coordinate Attention (what CA adds where the model learns at all)
 
@@ -24,7 +24,7 @@ so the rows differ only in the ablated parts.
 ``--study recipe`` measures the demo preset's own choices the way the issue asks for them: the same wall-clock
 budget (``--minutes``) for each variant of one setting (precision, batch size, input resolution), and the
 accuracy each reaches in it at 90 deg. A recipe is a choice, so its table reads the runs' model-selection split
-(the world's validation split, the runs' best validation record: SPEC 7), never the test split.
+(the world's validation split, the runs' best validation record: conventions §7), never the test split.
 
 ``--study seeds --runs DIR [DIR ...]`` summarises runs that differ only in their training seed: per FoV, the mean
 ± std over the runs of each run's final evaluation (itself the mean over the shift seeds), and each run's R@1.

@@ -1,13 +1,13 @@
 """Data for training and evaluation: whole panoramas + polar images as uint8, cropped per batch.
 
-Splits (SPEC 7): training fits on ``train_split``, chooses (validation during training, ``best.safetensors``)
+Splits (conventions §7): training fits on ``train_split``, chooses (validation during training, ``best.safetensors``)
 on the model-selection split that :func:`select_split` resolves (the dataset's ``val`` split, or a subset
 carved from the training split by :mod:`geoapp.data.selection`), and reports on ``test_split`` only.
 
 A split is read through :func:`geoapp.data.datasets.build_dataset` (``load_panorama`` / ``load_polar``
 give the resized uint8 images). :class:`PairImages` either keeps every image of the split in memory
 (``cache``: the small synthetic world decodes once, then a batch is an index operation) or reads batches
-with DataLoader workers. The limited-FoV crop (SPEC 4) and the ImageNet normalisation are done per batch
+with DataLoader workers. The limited-FoV crop (conventions §4) and the ImageNet normalisation are done per batch
 with the same arithmetic as ``CrossViewDataset.ground_item`` / ``geoapp.data.transforms.to_tensor``, so a
 batch is bit-identical to the dataset's own samples for the same shifts.
 
@@ -49,7 +49,7 @@ class Selection:
     """The training pairs and the model-selection pairs of a run, and what the run records about them."""
 
     train: CrossViewDataset  # the training split, less a carved subset and the pairs whose tiles overlap it
-    val: CrossViewDataset  # model-selection pairs, opened for evaluation (SPEC 4 fixed shifts)
+    val: CrossViewDataset  # model-selection pairs, opened for evaluation (conventions §4 fixed shifts)
     record: str | dict  # ``selection_split``: a split name, or the carve's record (geoapp.data.selection)
     message: str
 

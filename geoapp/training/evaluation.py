@@ -1,4 +1,4 @@
-"""Evaluation of a checkpoint on a split: recall (SPEC 7) and heading error of the true pair.
+"""Evaluation of a checkpoint on a split: recall (conventions §7) and heading error of the true pair.
 
 The satellite gallery is encoded once into a :class:`SpooledGallery` (the reference database's float16 layout, in
 a temporary directory); queries are encoded block by block and ranked with
@@ -8,7 +8,7 @@ a temporary directory); queries are encoded block by block and ranked with
 test tiles; ``python -m geoapp.bench memory`` measures the peak). The ranking arithmetic is the
 database search's exact float32 path on the stored float16 values, so the figures equal an in-memory float32
 evaluation's up to float16 rounding of the satellite maps (relative 2^-11).
-For each FoV the model is rebuilt with ``config.with_fov(fov)``; each query gets SPEC 4's fixed shift drawn
+For each FoV the model is rebuilt with ``config.with_fov(fov)``; each query gets conventions §4's fixed shift drawn
 from each of the shift seeds (reported figures: :data:`REPORT_SHIFT_SEEDS`, 2019 first, then 2020 and 2021, with
 every seed's figures and their mean +- std). The heading error is the circular difference between the heading
 predicted from the TRUE pair's window offset (at the config's heading stage) and the true heading of the crop.
@@ -34,7 +34,8 @@ from ..retrieval.search import gather_maps, true_match_ranks
 from .data import PairImages, crop_batch, normalize
 from .distributed import autocast
 
-REPORT_SHIFT_SEEDS = (EVAL_SHIFT_SEED, 2020, 2021)  # reported figures: mean +- std over these (2019 first, SPEC 4)
+# reported figures: mean +- std over these (2019 first, conventions §4)
+REPORT_SHIFT_SEEDS = (EVAL_SHIFT_SEED, 2020, 2021)
 METRICS = ("R@1", "R@5", "R@10", "R@1%", "heading_median_deg", "heading_within_10deg", "heading_within_22.5deg")
 ATTENTION_ARRAYS = ("masks_", "gates_")  # stored in float32 by the evaluation (SpooledGallery)
 
@@ -131,7 +132,8 @@ def encode_gallery(model: CrossViewModel, images: PairImages, indices: np.ndarra
 
 def match_block(config: ModelConfig, ground: StageMaps, gallery, block: np.ndarray, chunk_size: int):
     """Queries ``ground`` against the gallery, query i's true reference being gallery entry ``block[i]``: their
-    ranks (SPEC 7), and the headings of the true pairs, per stage from its window offset and refined (the app's)."""
+    ranks (conventions §7), and the headings of the true pairs, per stage from its window offset and refined (the
+    app's)."""
     match = true_match_ranks(config, ground, gallery, block, chunk_size=chunk_size)
     by_stage = {s: match.result.headings(s) for s in config.stages}
     refined = pair_headings(config, ground, gather_maps(gallery, block.tolist()), match.result)

@@ -5,7 +5,7 @@ One path for CPU, one GPU and torchrun (see :mod:`geoapp.training.distributed`).
 exactly the weights of an uninterrupted run. A time budget or SIGTERM/SIGINT stops the run cleanly after the
 current step (checkpoint; with the time budget also the final evaluation).
 
-Splits (SPEC 7): validation during training and the choice of ``best.safetensors`` use the model-selection
+Splits (conventions §7): validation during training and the choice of ``best.safetensors`` use the model-selection
 split (``val_split``, resolved by :func:`geoapp.training.data.select_split`: the dataset's ``val`` split or a
 subset carved from the training split); the final evaluation of ``best.safetensors`` runs on ``test_split``,
 with the shift seeds of :data:`geoapp.training.evaluation.REPORT_SHIFT_SEEDS` (mean +- std). ``config.json``
@@ -152,7 +152,7 @@ def _train(cfg: TrainConfig, d, device, resume: bool, on_step) -> dict:
     else:
         precision, precision_choice = choose_precision(cfg.precision, device, cfg.model_config(), log=log_main)
 
-    # ---- data: fit on train, choose on the selection split, report on the test split (SPEC 7)
+    # ---- data: fit on train, choose on the selection split, report on the test split (conventions §7)
     train_ds = open_split(cfg.dataset, cfg.data_root, cfg.train_split, cfg.fov, cfg.height, cfg.sat_width,
                           train=True, seed=cfg.seed)
     test_ds = open_split(cfg.dataset, cfg.data_root, cfg.test_split, cfg.fov, cfg.height, cfg.sat_width, train=False)

@@ -1,6 +1,6 @@
 """What a training step computes: the paper's triplet loss, the window choice it sees, and an optional alignment loss.
 
-The paper trains with the batch-hard soft-margin triplet loss only (SPEC 6). Its window offset (FCA) is an
+The paper trains with the batch-hard soft-margin triplet loss only (conventions §6). Its window offset (FCA) is an
 argmax, so nothing in that loss reaches the scores that choose the window; the masks learn only as feature
 gates, and in our CPU-budget runs they never learned where the photo sits (median heading error ~90 deg,
 chance). Training-only additions (not in the paper; the model and inference are unchanged):
@@ -19,7 +19,7 @@ chance). Training-only additions (not in the paper; the model and inference are 
   all B x B pairs per step. For a ``feature`` model it is ``known-positive`` (its argmax windows are the hardest).
 - ``align_loss > 0``: for each positive pair and each used stage, the cross-entropy between the softmax of the
   window logits and a two-hot target on the offsets either side of the true offset
-  ``o* = (W - shift) / W * W_b`` (SPEC 5), averaged over the stages. The logits of ``gate-corr`` are its
+  ``o* = (W - shift) / W * W_b`` (conventions §5), averaged over the stages. The logits of ``gate-corr`` are its
   cosine scores times the learned temperature; for the other modes (kept for the ablation) the window scores
   relative to their maximum, ``ALIGN_SCALE * s / max(s)`` (their scores are positive: masks are sigmoid
   products, features follow a ReLU). The shifts are known because crops are made from north-aligned panoramas.
@@ -172,7 +172,7 @@ def hardest_window_distances(config, ground, satellite) -> torch.Tensor:
 
 
 def known_offsets(satellite, stages, shifts, pano_width: int) -> dict[int, torch.Tensor]:
-    """Stage -> the true window offset of each positive pair, ``round(o*) mod W_b`` (SPEC 5)."""
+    """Stage -> the true window offset of each positive pair, ``round(o*) mod W_b`` (conventions §5)."""
     shifts = torch.as_tensor(shifts).detach().cpu().numpy()
     out = {}
     for b in stages:

@@ -12,7 +12,7 @@ initialisation (``--imagenet-weights``, required), full resolution (128 x 512 po
 a new random heading per sample and epoch. Mixed precision on GPU (bf16 where supported, else fp16 + GradScaler).
 
 Literal presets (``literal-{cvusa,cvact}-{70,90}``): the paper's recipe as written, for comparison: the same
-sizes and optimisation, windows from the mean attention masks (``mask-corr``, SPEC 5's reading; ``--align-mode
+sizes and optimisation, windows from the mean attention masks (``mask-corr``, conventions §5's reading; ``--align-mode
 mask-sum`` is the wording taken literally), every stage choosing its own window at the argmax, no gate term, no
 alignment loss. In none of our runs did the mask means learn the heading (README, "The method").
 

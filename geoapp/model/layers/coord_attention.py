@@ -1,8 +1,8 @@
-"""Coordinate Attention (Hou, Zhou, Feng, CVPR 2021), as in SPEC 5.
+"""Coordinate Attention (Hou, Zhou, Feng, CVPR 2021), as in conventions §5.
 
 Submodule names (``conv1``, ``bn1``, ``conv_h``, ``conv_w``) follow the authors' reference code so that
 published CA weights load unchanged. The module keeps its last gates (``a_h``: N x C x H x 1,
-``a_w``: N x C x 1 x W) so the stage attention mask of SPEC 5 can be read after a forward pass.
+``a_w``: N x C x 1 x W) so the stage attention mask of conventions §5 can be read after a forward pass.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ class CoordAttention(nn.Module):
         return x * self.a_h * self.a_w
 
     def mask(self) -> torch.Tensor:
-        """The attention mask of SPEC 5 from the last forward pass: ``mean_c a_h(c, h) * a_w(c, w)``, N x H x W."""
+        """The attention mask of conventions §5 from the last forward pass: ``mean_c a_h(c, h) * a_w(c, w)``,
+        N x H x W."""
         if self.a_h is None or self.a_w is None:
             raise RuntimeError("CoordAttention.mask() needs a forward pass first")
         # mean over channels of the outer product, as one batched matmul (N x H x C) @ (N x C x W)
