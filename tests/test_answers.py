@@ -3,6 +3,7 @@ the database's confidence calibration, each against a brute-force computation of
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -110,8 +111,20 @@ def test_calibration_is_fitted_stored_and_used(tiny_world, tiny_checkpoint, tiny
         from geoapp.retrieval.confidence import window_peak_margin
 
         peak = window_peak_margin(result.candidates[0].window_scores)
-    expected = calibration.confidence(result.similarities, 90.0, peak)
-    assert result.confidence == expected and 0 < result.confidence.tile < 1
+    # the stored record's two logistic laws applied by hand: p = sigmoid(w . (x - mean) / scale + b), x the top-1
+    # similarity, its margins over the second and over the mean of the rest, the FoV (and the heading's peak margin)
+    stored = json.loads((db / "metadata.json").read_text())["calibration"]
+    s = np.asarray(result.similarities, dtype=np.float64)[:CONFIDENCE_K]
+    x = [s[0], s[0] - s[1], s[0] - s[1:].mean(), 90.0]
+
+    def law(name, features):
+        c = stored[name]
+        z = ((np.asarray(features) - c["mean"]) / np.asarray(c["scale"])) @ np.asarray(c["weights"]) + c["bias"]
+        return 1.0 / (1.0 + np.exp(-z))
+
+    assert result.confidence.tile == pytest.approx(law("tile", x), abs=1e-12) and 0 < result.confidence.tile < 1
+    assert result.confidence.heading == pytest.approx(law("heading", [*x, peak or 0.0]), abs=1e-12)
+    assert result.confidence.unfamiliar == (s[0] < stored["top1_floor"])
     answers, seconds = collect_answers(localizer, data, fovs=(90.0,), progress=False)
     assert len(answers.tile_right) == len(data) == len(seconds) and answers.confidence.shape == (len(data), 2)
     assert answers.similarities.shape == (len(data), CONFIDENCE_K)

@@ -85,11 +85,11 @@ def test_result_carries_what_the_ui_shows(world, localizer):
     assert "tiny.safetensors" in text and "10 references" in text and "cpu" in text
 
 
-def test_two_stage_reranking_everything_equals_exhaustive(world, localizer):
+def test_two_stage_reranking_everything_equals_exhaustive(world, localizer, monkeypatch):
     two = Localizer(world["ckpt"], world["db"], device="cpu", search="two-stage", rerank=N_TILES)
     # the exhaustive search may time fp32 as faster on this CPU; its fp16 first pass re-ranks in float64 like the
     # two-stage search, so that is the path whose distances must agree to the bit
-    localizer.fast_search = True
+    monkeypatch.setattr(localizer, "fast_search", True)  # the module's localizer: restored after this test
     # the build saved the FAISS index of the checkpoint's FoV: 90 deg = 4 of the 16 orientation blocks
     assert set(two.first_stage._index_files) == {4}
     for tile, shift in ((4, 37), (7, 200)):
@@ -101,8 +101,10 @@ def test_two_stage_reranking_everything_equals_exhaustive(world, localizer):
     assert b.search.startswith("two-stage")
 
 
-def test_two_stage_reranks_the_first_stage_candidates_exactly(world, localizer):
+def test_two_stage_reranks_the_first_stage_candidates_exactly(world, localizer, monkeypatch):
     two = Localizer(world["ckpt"], world["db"], device="cpu", search="two-stage", rerank=4)
+    # the exhaustive search's fp16 first pass re-ranks in float64 as the two-stage search does: equal to the bit
+    monkeypatch.setattr(localizer, "fast_search", True)
     image = _query(world, 2, 100)
     with torch.inference_mode():
         ground = two.model.encode_ground(to_tensor(image)[None])
