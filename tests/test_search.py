@@ -1,5 +1,5 @@
 """geoapp.retrieval.search: chunked top-k and true-match ranks equal a brute-force pass over the full distance
-matrix, ties included, for chunk sizes that do not divide the gallery (SPEC 5-7)."""
+matrix, ties included, for chunk sizes that do not divide the gallery (conventions §5-7)."""
 
 import dataclasses
 import weakref

@@ -29,19 +29,21 @@ def rotated_blocks(maps: torch.Tensor, axis: int, roll: np.ndarray, blocks: int)
     return maps
 
 
-def build_replica_store(seed_db: ReferenceDatabase, out: Path, n: int, seed: int = 0, chunk: int = 256) -> Path:
+def build_replica_store(seed_db: ReferenceDatabase, out: Path, n: int, seed: int = 0, chunk: int = 256,
+                        store: str = "fp16") -> Path:
     """A physical store of ``n`` references made from the ``seed_db`` ones without the network: reference ``i`` is
     seed reference ``i mod S`` rotated by a random number of stage-4 columns (all stages and masks together: a
-    rotated tile is a valid polar image) with random per-channel gains of 1 +- 0.1. Reused when present."""
+    rotated tile is a valid polar image) with random per-channel gains of 1 +- 0.1, stored as ``store``. Reused when
+    present."""
     try:
         db = ReferenceDatabase.open(out, seed_db.checkpoint_sha, seed_db.config)
-        if len(db) == n:
+        if len(db) == n and db.store == store:
             return out
     except DatabaseError:
         pass
     config = seed_db.config
-    plan = {"replica_of": seed_db.checkpoint_sha, "seed_references": len(seed_db), "seed": seed}
-    writer = DatabaseWriter(out, config, plan, n, chunk, overwrite=True)
+    plan = {"replica_of": seed_db.checkpoint_sha, "seed_references": len(seed_db), "seed": seed, "store": store}
+    writer = DatabaseWriter(out, config, plan, n, chunk, overwrite=True, store=store)
     rng = np.random.default_rng(seed)
     o = config.sat_width // 32
     writer.write_paths([f"replica of {seed_db.paths[i % len(seed_db)]}" for i in range(n)])
@@ -106,7 +108,7 @@ def simulated_first_stage(db: ReferenceDatabase, size: int, seed: int = 0, noise
     out_b = np.empty((size, o, d), np.float16)
     out_e = np.empty((size, o), np.float32)
     out_b[:p], out_e[:p] = blocks, energy
-    step = 65536
+    step = 16384  # float32 working copies of 32 MB each: the simulation adds little to the peak RSS
     for start in range(p, size, step):
         stop = min(size, start + step)
         src = np.arange(start, stop) % p

@@ -1,4 +1,4 @@
-"""``python -m geoapp.bench search``: what the search engine achieves on this machine (issue 5).
+"""``python -m geoapp.bench search``: what the search engine achieves on this machine.
 
 Prints, each figure next to its target:
 
@@ -10,7 +10,7 @@ Prints, each figure next to its target:
 - R@1 / R@10 of the two-stage search against the exhaustive one on the synthetic test set with the demo checkpoint
   (``checkpoints/demo.safetensors`` + ``data/synth``), skipped with a line when those are absent.
 
-Timing uses a randomly initialised full-size model (SPEC sizes: polar 128 x 512, 90 deg ground crops 128 x 128).
+Timing uses a randomly initialised full-size model (full sizes: polar 128 x 512, 90 deg ground crops 128 x 128).
 How the large galleries are simulated (a million full stores would need ~1 TB) is printed with the results.
 Built files are kept under ``--work`` (default ``data/bench``) and reused by later runs.
 """
@@ -32,6 +32,7 @@ from ..data.polar import polar_transform
 from ..data.transforms import to_tensor
 from ..model import ModelConfig, StageMaps, load_model
 from ..retrieval.build import ConcatSource, DatasetSource, Limited, TileFolderSource, build_database
+from ..retrieval.codes import STORE_KINDS
 from ..retrieval.database import DatabaseError, ReferenceDatabase
 from ..retrieval.engine import tune_allocator
 from ..retrieval.index import FirstStageIndex, compute_first_stage, num_orientations, two_stage_topk
@@ -41,6 +42,7 @@ from ..testing import make_random_tiles, random_checkpoint
 from ..training.precision import cpu_description
 from ..utils import sha256_file
 from .galleries import ModuloGallery, build_replica_store, simulated_first_stage
+from .memory import peak_rss_bytes, reset_peak
 
 TARGET_EXHAUSTIVE_10K_MS = 300
 TARGET_TWO_STAGE_1M_MS = 1000
@@ -103,6 +105,7 @@ def bytes_per_query(config, per_ref: dict[str, float]) -> float:
 def time_gallery(config, db: ReferenceDatabase, n: int, queries: list[StageMaps], args):
     """Print one row of the latency table; returns ((median, p90) exhaustive or None, (median, p90) two-stage)."""
     gallery = ModuloGallery(db, n)
+    reset_peak()
     ex = None
     if n <= args.max_exhaustive:
         nq = max(3, min(len(queries), len(queries) * 10000 // n))  # a 100k query takes minutes
@@ -115,7 +118,7 @@ def time_gallery(config, db: ReferenceDatabase, n: int, queries: list[StageMaps]
                       for q in queries])
     ex_txt = "not timed" if ex is None else f"{fmt_ms(ex[0])} / {fmt_ms(ex[1])}"
     print(f"{n:>10,} {ex_txt:>30} {fmt_ms(two[0]) + ' / ' + fmt_ms(two[1]):>26} {fmt_ms(first[0]):>15} "
-          f"{build_fs + t_index:>8.1f} {fs.ram_bytes / n:>22,.0f}", flush=True)
+          f"{build_fs + t_index:>8.1f} {fs.ram_bytes / n:>22,.0f} {peak_rss_bytes() / 1e9:>12.2f}", flush=True)
     return ex, two
 
 
@@ -176,8 +179,8 @@ def recall_section(args, work: Path) -> None:
     # is gallery entry q); the two-stage figures re-rank the first stage's candidates with these distances
     t, dist = timed(lambda: torch.cat([r.distances for _, r in gallery_chunks(config, ground, db, args.chunk_size)],
                                       dim=1))
-    print(f"{n_test} queries ({config.fov_deg:g} deg, SPEC 4 shifts) of the synthetic test split; database {db.path} "
-          f"({note}); exact distances of all pairs in {t:.0f} s")
+    print(f"{n_test} queries ({config.fov_deg:g} deg, conventions §4 shifts) of the synthetic test split; database "
+          f"{db.path} ({note}); exact distances of all pairs in {t:.0f} s")
     galleries = [(n_test, "test tiles only")]
     if len(db) > n_test:
         galleries.append((len(db), f"test + {len(db) - n_test} train tiles as distractors"))
@@ -187,21 +190,23 @@ def recall_section(args, work: Path) -> None:
         if (dims, num_orientations(config)) != arrays["first_stage_blocks"].shape[1:][::-1]:  # (D, O) of the store
             arrays = compute_first_stage(db.slice, len(db), config, dims)
         for n, label in galleries:
-            fs = FirstStageIndex(config, arrays["first_stage_projection"], arrays["first_stage_blocks"][:n],
-                                 arrays["first_stage_energy"][:n])
             d = dist[:, :n]
             base = recall_from_ranks(ranks_from_distances(d), n, ks=(1, 10), top_percent=None)
             print(f"gallery {n:,} ({label}), first stage {dims} dims per block: exhaustive R@1 {base['R@1']:5.1f}  "
                   f"R@10 {base['R@10']:5.1f}")
-            for m in args.recall_rerank:
-                if m >= n:
-                    continue
-                ranks, found = two_stage_ranks(fs, ground, d, m)
-                r = recall_from_ranks(ranks, n, ks=(1, 10), top_percent=None)
-                loss = base["R@10"] - r["R@10"]
-                print(f"  two-stage M={m:<5} ({m / n:6.1%} of the gallery): true tile kept by the first stage "
-                      f"{found:5.1f}%  R@1 {r['R@1']:5.1f}  R@10 {r['R@10']:5.1f}  R@10 loss {loss:4.1f} points "
-                      f"(target <= {TARGET_R10_LOSS:g}: {verdict(loss, TARGET_R10_LOSS)})", flush=True)
+            # both first-stage indexes at every size: the compressed one serves galleries above COMPRESSED_ABOVE
+            for kind, compressed in (("flat SQ8", False), ("compressed IVF-SQ4", True)):
+                fs = FirstStageIndex(config, arrays["first_stage_projection"], arrays["first_stage_blocks"][:n],
+                                     arrays["first_stage_energy"][:n], compressed=compressed)
+                for m in args.recall_rerank:
+                    if m >= n:
+                        continue
+                    ranks, found = two_stage_ranks(fs, ground, d, m)
+                    r = recall_from_ranks(ranks, n, ks=(1, 10), top_percent=None)
+                    loss = base["R@10"] - r["R@10"]
+                    print(f"  {kind:<18} M={m:<5} ({m / n:6.1%} of the gallery): true tile kept by the first stage "
+                          f"{found:5.1f}%  R@1 {r['R@1']:5.1f}  R@10 {r['R@10']:5.1f}  R@10 loss {loss:4.1f} points "
+                          f"(target <= {TARGET_R10_LOSS:g}: {verdict(loss, TARGET_R10_LOSS)})", flush=True)
 
 
 # ------------------------------------------------------------------------------------------------- main
@@ -219,8 +224,10 @@ def main(argv=None) -> int:
     p.add_argument("--recall-rerank", default="20,50,100,200,500", help="M values for the recall comparison")
     p.add_argument("--recall-dims", default="16,32,64", help="first-stage PCA dims per block compared for recall")
     p.add_argument("--chunk-size", type=int, default=512, help="references per alignment chunk")
+    p.add_argument("--store", default="fp16", choices=STORE_KINDS, help="how the timed store keeps its maps "
+                   "(build_db --store)")
     p.add_argument("--align-mode", default="gate-corr", choices=["gate-corr", "mask-corr", "mask-sum", "feature"],
-                   help="window alignment of the random SPEC-size model timed for latency (default: %(default)s)")
+                   help="window alignment of the random full-size model timed for latency (default: %(default)s)")
     p.add_argument("--shared-window", action=argparse.BooleanOptionalAction, default=True,
                    help="attention modes: block 1 places every stage's window (the demo's; default: %(default)s)")
     p.add_argument("--chunk-sweep", default="32,64,128,256,512", help="chunk sizes tried on the 1k gallery")
@@ -262,7 +269,7 @@ def latency_section(args, sizes: list[int], work: Path) -> None:
     shared = args.shared_window and args.align_mode != "feature"
     config = ModelConfig(align_mode=args.align_mode, shared_window=shared)
     ckpt = random_checkpoint(work / f"random_full_{args.align_mode}{'_shared' if shared else ''}.safetensors", config)
-    print(f"model: random weights, SPEC sizes (polar {config.sat_height} x {config.sat_width}, ground "
+    print(f"model: random weights, full sizes (polar {config.sat_height} x {config.sat_width}, ground "
           f"{config.ground_height} x {config.ground_width} = {config.fov_deg:g} deg), align {config.align_mode}"
           + (", shared window" if shared else ""))
 
@@ -277,7 +284,8 @@ def latency_section(args, sizes: list[int], work: Path) -> None:
 
     # -- storage
     physical_n = min(args.physical, max(sizes))
-    t, phys_path = timed(lambda: build_replica_store(seed_db, work / f"gallery_{physical_n}", physical_n))
+    name = f"gallery_{physical_n}" + ("" if args.store == "fp16" else f"_{args.store}")
+    t, phys_path = timed(lambda: build_replica_store(seed_db, work / name, physical_n, store=args.store))
     db = ReferenceDatabase.open(phys_path, seed_db.checkpoint_sha, config)
     files = db.metadata["files"]
     per_ref = {k: v["bytes"] / len(db) for k, v in files.items()}
@@ -285,10 +293,12 @@ def latency_section(args, sizes: list[int], work: Path) -> None:
              "column energies": sum(v for k, v in per_ref.items() if k.startswith("col_energy")),
              "masks": sum(v for k, v in per_ref.items() if k.startswith("masks")),
              "gates": sum(v for k, v in per_ref.items() if k.startswith("gate")),  # and their energies
-             "thumbnail": per_ref["thumbnails.npy"],
+             "scales": sum(v for k, v in per_ref.items() if k.startswith("feature_scale")),
+             "thumbnail": sum(v for k, v in per_ref.items() if k.startswith("thumbnail")),
              "first stage": sum(v for k, v in per_ref.items() if k.startswith("first_stage")),
              "other": per_ref["latlon.npy"] + per_ref.get("paths.txt", 0)}
-    print(f"physical store: {physical_n:,} references ({phys_path}, {'reused' if t < 5 else f'written in {t:.0f} s'})")
+    print(f"physical store: {physical_n:,} references, store {args.store} ({phys_path}, "
+          f"{'reused' if t < 5 else f'written in {t:.0f} s'})")
     print(f"disk: {sum(per_ref.values()):,.0f} B per reference = "
           + " + ".join(f"{k} {v:,.0f}" for k, v in group.items()))
     read = bytes_per_query(config, per_ref)
@@ -327,9 +337,10 @@ def latency_section(args, sizes: list[int], work: Path) -> None:
           f" {physical_n:,} replicas of the {len(seed_db)} network-built references (random rotation + per-channel"
           " gains 1 +- 0.1), written without the network.")
     print(f"\n{'gallery':>10} {'exhaustive ms (median / p90)':>30} {'two-stage ms, M=' + str(args.rerank):>26} "
-          f"{'first stage ms':>15} {'setup s':>8} {'first-stage RAM B/ref':>22}")
+          f"{'first stage ms':>15} {'setup s':>8} {'first-stage RAM B/ref':>22} {'peak RSS GB':>12}")
     print("(setup: making the simulated first-stage descriptors + building the FAISS index in memory; a built "
-          "database ships the index of its checkpoint's FoV and loads it instead)")
+          "database ships the index of its checkpoint's FoV and loads it instead; peak RSS: the whole process's "
+          "resident memory, model and page-cache pages of the memory-mapped store it touched included)")
     results = {}
     for n in sizes:
         results[n] = time_gallery(config, db, n, queries, args)
