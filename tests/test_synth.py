@@ -20,7 +20,7 @@ from geoapp.synth.canvas import WorldCanvas
 from geoapp.synth.figure import make_figure
 from geoapp.synth.geo import GeoFrame
 from geoapp.synth.layout import TEST, TRAIN, VAL, split_ok
-from geoapp.synth.views import RenderConfig
+from geoapp.synth.views import RenderConfig, render_panorama, render_satellite
 from geoapp.synth.world import World, WorldConfig, generate_world
 from geoapp.synth.writer import ImageOptions, SynthConfigError, location_paths, write_dataset
 
@@ -71,10 +71,10 @@ def test_parallel_painting_gives_the_same_world(world):
 def test_same_seed_same_images(world):
     cfg = SMALL_IMAGES.render_config(SMALL.tile_metres)
     x, y = world.locations.x[0], world.locations.y[0]
-    for render in (world.render_satellite, world.render_panorama):
-        a, b = render(x, y, cfg, seed=3), render(x, y, cfg, seed=3)
+    for render in (render_satellite, render_panorama):
+        a, b = render(world, x, y, cfg, seed=3), render(world, x, y, cfg, seed=3)
         assert a.dtype == np.uint8 and np.array_equal(a, b)
-        assert not np.array_equal(a, render(x, y, cfg, seed=4))  # lighting jitter / noise follow the seed
+        assert not np.array_equal(a, render(world, x, y, cfg, seed=4))  # lighting jitter / noise follow the seed
 
 
 def test_world_has_every_area_type_and_kind(world):
@@ -120,8 +120,8 @@ def compass_world() -> tuple[World, float, float]:
 def test_panorama_and_polar_tile_line_up_at_shift_zero(compass_world, name, column):
     world, cx, cy = compass_world
     cfg = RenderConfig(tile_size=300, tile_metres=64.0, pano_height=128, pano_width=512)
-    pano = world.render_panorama(cx, cy, cfg)
-    polar = polar_transform(world.render_satellite(cx, cy, cfg), 128, 512)
+    pano = render_panorama(world, cx, cy, cfg)
+    polar = polar_transform(render_satellite(world, cx, cy, cfg), 128, 512)
     hue = COLOURS[name][1]
     for img, label in ((pano, "panorama"), (polar, "polar tile")):
         cols = _hue_columns(img, hue)
@@ -133,7 +133,7 @@ def test_panorama_and_polar_tile_line_up_at_shift_zero(compass_world, name, colu
 
 def test_panorama_sky_above_ground_below(compass_world):
     world, cx, cy = compass_world
-    pano = world.render_panorama(cx, cy, RenderConfig(tile_metres=64.0)).astype(float)
+    pano = render_panorama(world, cx, cy, RenderConfig(tile_metres=64.0)).astype(float)
     sky, ground = pano[:40].mean(axis=(0, 1)), pano[-30:].mean(axis=(0, 1))
     assert sky[2] > sky[0] + 30  # blue sky on top
     assert abs(ground[0] - ground[2]) < 25 and ground.mean() < sky.mean()  # grey ground at the bottom
@@ -144,7 +144,7 @@ def test_written_polar_is_the_spec_polar_transform_of_the_tile(world, dataset):
     cfg = SMALL_IMAGES.render_config(SMALL.tile_metres)
     from geoapp.synth.rand import hash_u32
 
-    tile = world.render_satellite(world.locations.x[0], world.locations.y[0], cfg, int(hash_u32(SMALL.seed, i)))
+    tile = render_satellite(world, world.locations.x[0], world.locations.y[0], cfg, int(hash_u32(SMALL.seed, i)))
     expected = polar_transform(tile, SMALL_IMAGES.polar_height, SMALL_IMAGES.polar_width)
     written = cv2.cvtColor(_read(dataset / location_paths(i)["polar"]), cv2.COLOR_BGR2RGB)
     assert np.array_equal(written, expected)

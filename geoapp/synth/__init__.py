@@ -11,11 +11,11 @@ at shift 0.
 
 Command line: ``python -m geoapp.synth --help``. API::
 
-    from geoapp.synth import WorldConfig, generate_world, write_dataset
+    from geoapp.synth import WorldConfig, generate_world, render_panorama, render_satellite, write_dataset
     world = generate_world(WorldConfig(seed=0, n_train=100, n_val=10, n_test=20))
     x, y = world.locations.x[0], world.locations.y[0]        # world pixels, x east, y south
-    tile = world.render_satellite(x, y)                      # 750 x 750 x 3 RGB
-    pano = world.render_panorama(x, y)                       # 128 x 512 x 3 RGB
+    tile = render_satellite(world, x, y)                    # 750 x 750 x 3 RGB
+    pano = render_panorama(world, x, y)                     # 128 x 512 x 3 RGB
     lat, lon = world.latlon(x, y)
     write_dataset("data/synth_small", WorldConfig(seed=0, n_train=100, n_val=10, n_test=20))
 """

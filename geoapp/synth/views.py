@@ -69,14 +69,21 @@ def _photometric(img: np.ndarray, rng: np.random.Generator, gain_range: float, t
     return cv2.transform(img, np.diag(gain * tint).astype(np.float32))
 
 
-def render_satellite(world: World, x: float, y: float, cfg: RenderConfig = RenderConfig(),
+def render_config_for(world: World) -> RenderConfig:
+    """The rendering of ``world``'s own tile footprint (the default render config when it has no config)."""
+    return RenderConfig(tile_metres=world.config.tile_metres) if world.config else RenderConfig()
+
+
+def render_satellite(world: World, x: float, y: float, cfg: RenderConfig | None = None,
                      seed: int | None = None) -> np.ndarray:
-    """Top-down tile (tile_size^2 x 3, RGB uint8) centred on world pixel coordinates (x, y).
+    """Top-down tile (tile_size^2 x 3, RGB uint8) centred on world pixel coordinates (x, y); ``cfg`` defaults to
+    :func:`render_config_for` the world.
 
     Tile pixel u samples the world at ``x - span/2 + (u + 0.5) * span/size`` (pixel-centre convention,
     bicubic), so the tile's continuous centre is exactly (x, y). ``seed`` (e.g. derived from the location
     id) adds mild exposure / tint variation and sensor noise; None renders the plain shaded world.
     """
+    cfg = cfg or render_config_for(world)
     size = cfg.tile_size
     span = cfg.tile_metres / world.mpp  # tile extent in world pixels
     h, w = world.sat.shape[:2]
@@ -165,10 +172,12 @@ def _sky(height: int, width: int, vfov: float, horizon: float) -> tuple[np.ndarr
     return sky.astype(np.float32), clouds.astype(np.float32)
 
 
-def render_panorama(world: World, x: float, y: float, cfg: RenderConfig = RenderConfig(),
+def render_panorama(world: World, x: float, y: float, cfg: RenderConfig | None = None,
                     seed: int | None = None) -> np.ndarray:
     """North-aligned 360-degree panorama (pano_height x pano_width x 3, RGB uint8) from a camera
-    ``camera_height`` metres above the ground at world pixel coordinates (x, y)."""
+    ``camera_height`` metres above the ground at world pixel coordinates (x, y); ``cfg`` defaults to
+    :func:`render_config_for` the world."""
+    cfg = cfg or render_config_for(world)
     hgt, wid = cfg.pano_height, cfg.pano_width
     mpp = world.mpp
     wh, ww = world.height.shape

@@ -41,7 +41,6 @@ from geoapp.synth.layout import (
 from geoapp.synth.parallel import WORKER_STATE, fork_map
 from geoapp.synth.rand import fbm, value_noise
 from geoapp.synth.shading import Sun, shade_world
-from geoapp.synth.views import RenderConfig, render_panorama, render_satellite
 from geoapp.utils import config_to_dict
 
 GENERATOR_VERSION = "2.0"  # 2.0: three disjoint sets of blocks (train, val, test)
@@ -114,17 +113,6 @@ class World:
         h, w = canvas.shape
         return cls(mpp=canvas.mpp, terrain=canvas.terrain, height=height, kind=canvas.kind, area=canvas.area,
                    sat=sat, street=street, geo=GeoFrame(origin[0], origin[1], canvas.mpp, w, h))
-
-    def render_satellite(self, x: float, y: float, cfg: RenderConfig | None = None, seed: int | None = None):
-        """Satellite tile centred on world pixel (x, y); see :func:`geoapp.synth.views.render_satellite`."""
-        return render_satellite(self, x, y, cfg or self.default_render_config(), seed)
-
-    def render_panorama(self, x: float, y: float, cfg: RenderConfig | None = None, seed: int | None = None):
-        """Ground panorama at world pixel (x, y); see :func:`geoapp.synth.views.render_panorama`."""
-        return render_panorama(self, x, y, cfg or self.default_render_config(), seed)
-
-    def default_render_config(self) -> RenderConfig:
-        return RenderConfig(tile_metres=self.config.tile_metres) if self.config else RenderConfig()
 
     def latlon(self, x, y):
         return self.geo.latlon(x, y)
