@@ -1,4 +1,4 @@
-"""The import graph of ``geoapp``: no cycles, imports run one way (utils/angles -> data/synth -> model ->
+"""The import graph of ``geoapp``: no cycles, imports run one way (utils/angles/allocator -> data/synth -> model ->
 retrieval/training/testing -> app and CLIs -> bench), and no private name (``_x``) is imported from another module.
 
 The graph is read from the source (``ast``), so it also sees imports inside functions; imports under
@@ -12,6 +12,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "geoapp"
+BASE = {"geoapp", "geoapp.utils", "geoapp.angles", "geoapp.allocator"}  # layer 0: every layer may import them
 CLIS = {"geoapp.train", "geoapp.evaluate", "geoapp.build_db", "geoapp.localize"}
 LAYERS = {"data": 1, "synth": 1, "model": 2, "retrieval": 3, "training": 3, "testing": 3, "app": 4, "bench": 5}
 
@@ -56,7 +57,7 @@ def imports(mods: dict[str, Path], typing: bool = False) -> tuple[dict[str, set[
 
 
 def layer(module: str) -> int:
-    if module in ("geoapp", "geoapp.utils", "geoapp.angles"):
+    if module in BASE:
         return 0
     if module in CLIS:
         return LAYERS["app"]
@@ -95,7 +96,7 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_every_module_has_a_layer():
-    unplaced = sorted(m for m in modules() if m not in ("geoapp", "geoapp.utils", "geoapp.angles") and m not in CLIS
+    unplaced = sorted(m for m in modules() if m not in BASE and m not in CLIS
                       and m.split(".")[1] not in LAYERS)
     assert not unplaced, f"modules in no layer (add their package to LAYERS): {unplaced}"
     assert (layer("geoapp.utils"), layer("geoapp.data.polar"), layer("geoapp.retrieval.engine"), layer("geoapp.train"),
@@ -119,3 +120,4 @@ def test_imports_run_one_way():
 def test_no_private_names_cross_modules():
     _, private = imports(modules())
     assert private == []
+

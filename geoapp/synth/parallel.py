@@ -41,18 +41,3 @@ def fork_map(func: Callable, items: Iterable, workers: int, state: dict, ordered
             cv2.setNumThreads(cv_threads)
     finally:
         WORKER_STATE.clear()
-
-
-def tune_malloc() -> bool:
-    """Keep big freed numpy buffers inside the process (glibc): mmap only above 32 MB and never trim the
-    heap. Building a world allocates and frees many arrays of a few MB; by default each is handed back
-    to the kernel and faulted in again (a million page faults, about as much system time as numpy
-    time). Process-wide, so only the command line calls it. Returns False where it does not apply."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
