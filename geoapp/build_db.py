@@ -32,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+from .files import sha256_file
 from .model import ModelConfig, read_metadata
 from .retrieval.build import ConcatSource, DatasetSource, TileFolderSource, build_database
 from .retrieval.calibrate import fit_calibration, unfittable_record, write_calibration
@@ -41,7 +42,6 @@ from .retrieval.database import DEFAULT_CHUNK, ReferenceDatabase, read_database_
 from .retrieval.index import DEFAULT_DIMS
 from .retrieval.raster import RasterSource, read_locations, training_footprint
 from .retrieval.vector_engine import INDEX_TYPES, upload_database
-from .utils import sha256_file
 
 # fp16 by default: compact is 28 KiB per reference for the demo model (fp16: 158 KiB) at R@1 -0.4 / -0.6 points at
 # 90 / 70 deg on the synthetic test split (mean of the 3 shift seeds), but its chunks are decoded on every query:

@@ -25,11 +25,12 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from .files import atomic_write_json
 from .model import load_model, read_metadata
+from .runtime import resolve_device
 from .training.data import PairImages, open_split
 from .training.distributed import resolve_precision
 from .training.evaluation import REPORT_SHIFT_SEEDS, evaluate_model, format_table, subset_indices
-from .utils import atomic_write_json, resolve_device
 
 
 def parse_args(argv=None) -> argparse.Namespace:

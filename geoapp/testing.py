@@ -41,7 +41,8 @@ def make_random_tiles(folder: str | Path, n: int, size: int = 750, seed: int = 0
 def demo_model_config(**changes) -> ModelConfig:
     """The shipped demo model's configuration (the ``demo`` preset: gate-corr windows, block 1's shared window, the
     gate term, 32 channels at 64 x 256), with ``changes``: what the app serves, for tests of the serving paths."""
-    from .training.presets import PRESETS, TrainConfig
+    from .training.config import TrainConfig
+    from .training.presets import PRESETS
 
     return replace(TrainConfig(**PRESETS["demo"]).model_config(), **changes)
 

@@ -33,7 +33,8 @@ import argparse
 import json
 import sys
 
-from .training.presets import NEEDS_IMAGENET, NEGATIVES, PRESETS, WINDOW_CHOICES, TrainConfig, resolve_config
+from .training.config import NEGATIVES, WINDOW_CHOICES, TrainConfig
+from .training.presets import NEEDS_IMAGENET, PRESETS, resolve_config
 
 # fields a resumed run may change (they do not change what is computed)
 RUN_CONTROL = {"max_minutes", "workers", "cache", "log_every", "progress", "out", "device", "final_eval_size",

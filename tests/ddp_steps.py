@@ -20,10 +20,11 @@ import torch.distributed as dist
 from geoapp.angles import fov_width
 from geoapp.model import build_model, soft_margin_triplet_loss
 from geoapp.train import config_from_args
+from geoapp.training.config import SOFT_WINDOW_CHOICES, WINDOW_CHOICES
 from geoapp.training.distributed import Dist, setup_distributed
 from geoapp.training.loop import train_step, training_forward
 from geoapp.training.objective import CrossRankDistances, TrainForward, alignment_loss
-from geoapp.training.presets import PRESETS, SOFT_WINDOW_CHOICES, WINDOW_CHOICES
+from geoapp.training.presets import PRESETS
 
 TINY = ["--height", "32", "--sat-width", "128", "--base-channels", "8", "--batch-size", "3",
         "--imagenet-weights", "none", "--device", "cpu", "--precision", "fp32"]

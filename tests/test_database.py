@@ -11,12 +11,12 @@ from geoapp.build_db import main
 from geoapp.data.photo import load_image
 from geoapp.data.polar import polar_transform
 from geoapp.data.transforms import to_tensor
+from geoapp.files import sha256_file
 from geoapp.model import ModelConfig, load_model
 from geoapp.model.align import column_energy
 from geoapp.retrieval.build import TileFolderSource, build_database
 from geoapp.retrieval.database import DatabaseError, ReferenceDatabase
 from geoapp.testing import make_random_tiles, random_checkpoint
-from geoapp.utils import sha256_file
 
 CONFIG = ModelConfig(ground_height=64, sat_height=64, sat_width=256)
 N_TILES = 10

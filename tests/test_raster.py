@@ -133,10 +133,10 @@ def test_16_bit_imagery_is_scaled_by_the_stated_rule(tmp_path):
 
 
 def test_a_database_is_built_from_the_raster(raster, tmp_path):
+    from geoapp.files import sha256_file
     from geoapp.model import read_metadata
     from geoapp.retrieval.build import build_database
     from geoapp.testing import demo_model_config, random_checkpoint
-    from geoapp.utils import sha256_file
 
     config = demo_model_config(sat_height=32, sat_width=128, ground_height=32, base_channels=8)
     checkpoint = random_checkpoint(tmp_path / "tiny.safetensors", config)

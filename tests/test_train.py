@@ -16,7 +16,9 @@ from tiny_world import write_tiny_cvusa
 
 from geoapp.data.datasets import DATASETS
 from geoapp.data.selection import carve_dataset, ids_sha256
+from geoapp.files import REPO_ROOT, sha256_file
 from geoapp.model import ModelConfig, build_model, load_model, read_metadata, soft_margin_triplet_loss
+from geoapp.provenance import code_revision, command_line
 from geoapp.train import config_from_args
 from geoapp.train import main as train_main
 from geoapp.training import TrainConfig
@@ -25,7 +27,6 @@ from geoapp.training.evaluation import REPORT_SHIFT_SEEDS, evaluate_model
 from geoapp.training.loop import lr_at, train, train_step
 from geoapp.training.objective import TrainForward, alignment_loss
 from geoapp.training.run_dir import RunDir
-from geoapp.utils import REPO_ROOT, code_revision, command_line, sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from geoapp.data.digest import split_digest
+from geoapp.files import REPO_ROOT, atomic_path, atomic_write_json, home_dir, sha256_file
 from geoapp.model.checkpoint import (
     QUALITY_FLOOR_R1,
     CheckpointError,
@@ -43,9 +44,8 @@ from geoapp.model.checkpoint import (
 )
 from geoapp.retrieval.database import FORMAT_VERSION as DATABASE_FORMAT_VERSION
 from geoapp.training.run_dir import RunDir
-from geoapp.utils import REPO_ROOT, atomic_path, atomic_write_json, home_dir, sha256_file
 
-HOME = home_dir()  # GEOAPP_HOME, a Space's /data, or the repository (geoapp.utils.home_dir)
+HOME = home_dir()  # GEOAPP_HOME, a Space's /data, or the repository (geoapp.files.home_dir)
 SHIPPED_CHECKPOINT = REPO_ROOT / "checkpoints" / "demo.safetensors"  # in the checkout, wherever HOME is
 DEMO_SPLIT = "test"  # the reference database and the bundled examples: the reported split, never chosen on
 CALIBRATION_SPLIT = "val"  # the confidence is fitted on the selection split, never on the split it serves

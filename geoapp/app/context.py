@@ -11,9 +11,9 @@ import numpy as np
 
 from geoapp.data.photo import ImageError, load_image
 from geoapp.data.records import read_manifest
+from geoapp.files import home_dir
 from geoapp.retrieval.engine import Localizer
 from geoapp.retrieval.raster import raster_overview
-from geoapp.utils import home_dir
 
 from .examples import Example, ExampleSet, write_examples
 from .mapview import AreaBox, WorldImage

@@ -19,7 +19,7 @@ import numpy as np
 from geoapp.angles import heading_from_shift
 from geoapp.data.datasets import build_dataset
 from geoapp.data.fov import crop_fov
-from geoapp.utils import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
+from geoapp.files import atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
 
 RECORD_NAME = "examples.json"
 RECORD_VERSION = 1

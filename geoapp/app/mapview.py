@@ -24,7 +24,7 @@ from branca.element import MacroElement
 from jinja2 import Template
 
 from geoapp.data.geo import destination, haversine_m
-from geoapp.utils import atomic_write_bytes
+from geoapp.files import atomic_write_bytes
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAP_HEIGHT_PX = 520

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from geoapp.utils import REPO_ROOT
+from geoapp.files import REPO_ROOT
 
 from .bootstrap import DemoPaths
 from .context import AppContext

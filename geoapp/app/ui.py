@@ -26,8 +26,8 @@ import numpy as np
 from gradio import utils as gradio_utils
 from gradio.route_utils import API_PREFIX
 
+from geoapp.files import atomic_write_bytes, sha256_bytes
 from geoapp.retrieval.engine import Localizer
-from geoapp.utils import atomic_write_bytes, sha256_bytes
 
 from . import handlers
 from .areas import Areas

@@ -27,13 +27,13 @@ import numpy as np
 
 from ..data.datasets import build_dataset
 from ..data.geo import destination
+from ..files import atomic_path, atomic_write_json
 from ..retrieval.calibrate import collect_answers
 from ..retrieval.confidence import expected_calibration_error, reliability_bins, risk_coverage
 from ..retrieval.engine import Localizer
 from ..retrieval.prior import LocationPrior
 from ..training.evaluation import subset_indices
 from ..training.precision import cpu_description
-from ..utils import atomic_path, atomic_write_json
 
 STUDIES = ("calibration", "prior", "views")
 PRIOR_RADII_M = (None, 2000.0, 500.0)

@@ -107,7 +107,7 @@ def main(argv=None) -> dict:
             f"train {loader['train_samples_per_s']:.0f} samples/s, eval {loader['eval_samples_per_s']:.0f} samples/s"
         )
     if args.json:
-        from ..utils import atomic_write_json
+        from ..files import atomic_write_json
 
         atomic_write_json(args.json, result)
     return result

@@ -23,12 +23,13 @@ import torch
 
 from ..model import ModelConfig, build_model
 from ..retrieval.search import topk_matches
+from ..training.config import TrainConfig
 from ..training.distributed import autocast, resolve_precision
 from ..training.evaluation import SpooledGallery, match_block
 from ..training.loop import train_step
 from ..training.objective import TrainForward
 from ..training.precision import cpu_description
-from ..training.presets import TrainConfig, resolve_config
+from ..training.presets import resolve_config
 from .memory import encode_seed, fill_gallery
 
 

@@ -151,7 +151,7 @@ def main(argv=None) -> dict:
         "align_us_per_pair": align,
     }
     if args.json:
-        from ..utils import atomic_write_json
+        from ..files import atomic_write_json
 
         atomic_write_json(args.json, result)
     return result

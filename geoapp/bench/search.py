@@ -30,6 +30,7 @@ import torch
 from ..data.fov import crop_fov
 from ..data.polar import polar_transform
 from ..data.transforms import to_tensor
+from ..files import sha256_file
 from ..model import ModelConfig, StageMaps, load_model
 from ..retrieval.build import ConcatSource, DatasetSource, Limited, TileFolderSource, build_database
 from ..retrieval.codes import STORE_KINDS
@@ -40,7 +41,6 @@ from ..retrieval.metrics import ranks_from_distances, recall_from_ranks
 from ..retrieval.search import gallery_chunks, topk_matches
 from ..testing import make_random_tiles, random_checkpoint
 from ..training.precision import cpu_description
-from ..utils import sha256_file
 from .galleries import ModuloGallery, build_replica_store, simulated_first_stage
 from .memory import peak_rss_bytes, reset_peak
 

@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..files import sha256_file
 from ..model import ModelConfig, load_model, read_metadata
 from ..retrieval.build import TileFolderSource, build_database
 from ..retrieval.database import ReferenceDatabase
 from ..retrieval.index import FirstStageIndex, two_stage_topk
 from ..retrieval.vector_engine import MilvusFirstStage, connect, distinct_in_order, held_record, upload_first_stage
 from ..testing import demo_model_config, make_random_tiles, random_checkpoint
-from ..utils import sha256_file
 from .galleries import ModuloGallery, build_replica_store, simulated_first_stage
 from .search import median_p90, query_maps, timed
 

@@ -53,7 +53,7 @@ from geoapp.data.records import (
     resolve_image_sizes,
 )
 from geoapp.data.transforms import resize_image, to_tensor
-from geoapp.utils import atomic_write_bytes
+from geoapp.files import atomic_write_bytes
 
 DEFAULT_GROUND_SIZE = (128, None)  # (height, crop width); None: fov_width(fov, satellite polar width)
 POLAR_CACHE_DIRNAME = "polar_cache"

@@ -16,7 +16,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..utils import atomic_path, code_revision, command_line
+from ..files import atomic_path
+from ..provenance import code_revision, command_line
 from .config import ModelConfig
 from .crossview import CrossViewModel, build_model
 

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ..angles import fov_width
-from ..utils import config_from_dict, config_to_dict
+from ..provenance import config_from_dict, config_to_dict
 
 ALIGN_MODES = ("gate-corr", "mask-corr", "mask-sum", "feature")
 ATTENTION_MODES = ("gate-corr", "mask-corr", "mask-sum")  # modes that choose the window from the CA attention

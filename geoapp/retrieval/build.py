@@ -21,8 +21,9 @@ from tqdm import tqdm
 from ..data.photo import ImageError, load_image
 from ..data.polar import polar_transform
 from ..data.transforms import resize_image, to_tensor
+from ..files import atomic_path, sha256_file
 from ..model import StageMaps, load_model
-from ..utils import atomic_path, resolve_device, sha256_file
+from ..runtime import resolve_device
 from .database import DEFAULT_CHUNK, THUMBNAIL_SIZE, DatabaseError
 from .database_writer import DatabaseWriter, run_chunks
 from .index import DEFAULT_DIMS, FirstStageIndex, compute_first_stage, num_orientations

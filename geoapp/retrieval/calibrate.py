@@ -20,8 +20,8 @@ from tqdm import tqdm
 from ..angles import angular_error, heading_from_shift
 from ..data.datasets import build_dataset
 from ..data.fov import EVAL_SHIFT_SEED, crop_fov, eval_shifts
+from ..files import atomic_write_json, sha256_file
 from ..model import ModelConfig, read_metadata
-from ..utils import atomic_write_json, sha256_file
 from .build import ConcatSource, DatasetSource, Limited, build_database
 from .confidence import CONFIDENCE_K, HEADING_TOLERANCE_DEG, Calibration, window_peak_margin
 from .database import METADATA_NAME, read_database_metadata

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..files import atomic_path, atomic_write_bytes, atomic_write_json, fsync_dir
 from ..model import ModelConfig, StageMaps
 from ..model.align import column_energy, gate_energy
-from ..utils import atomic_path, atomic_write_bytes, atomic_write_json, code_revision, command_line, fsync_dir
+from ..provenance import code_revision, command_line
 from .codes import (
     check_store,
     decode_features,

@@ -32,10 +32,11 @@ from ..allocator import keep_freed_buffers
 from ..angles import fov_width, wrap_degrees
 from ..data.photo import hfov_from_exif, load_image, photo_to_cylindrical
 from ..data.transforms import resize_image, to_tensor
+from ..files import sha256_file
 from ..model import ModelConfig, StageMaps, load_model
 from ..model.align import gate_corr_scores, headings_from_scores
 from ..model.checkpoint import accuracy_text
-from ..utils import resolve_device, sha256_file
+from ..runtime import resolve_device
 from .confidence import CONFIDENCE_K, Calibration, Confidence, window_peak_margin
 from .database import ReferenceDatabase
 from .index import two_stage_topk

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from ..data.geo import haversine_m
 from ..data.photo import IMAGE_SUFFIXES, PLAUSIBLE_HFOV_DEG, ImageError, gps_from_exif, hfov_from_exif
-from ..utils import atomic_write_bytes
+from ..files import atomic_write_bytes
 from .engine import Candidate, FieldOfViewUnknown, LocalizationResult
 from .prior import LocationPrior, PriorError
 

@@ -29,7 +29,7 @@ from pyproj import Transformer
 
 from ..data.polar import polar_transform
 from ..data.transforms import to_tensor
-from ..utils import sha256_file
+from ..files import sha256_file
 from .build import LAT_COLUMNS, LON_COLUMNS, is_number, thumbnail_of
 from .database import DatabaseError
 

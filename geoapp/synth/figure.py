@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from geoapp.files import atomic_write_bytes
 from geoapp.synth.writer import location_paths
-from geoapp.utils import atomic_write_bytes
 
 BG = (255, 255, 255)
 INK = (30, 30, 30)

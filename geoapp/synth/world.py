@@ -25,6 +25,7 @@ import numpy as np
 from scipy.ndimage import find_objects
 from scipy.spatial import cKDTree
 
+from geoapp.provenance import config_to_dict
 from geoapp.synth import palette
 from geoapp.synth.blocks import District, Pixels, make_grid
 from geoapp.synth.canvas import WorldCanvas
@@ -41,7 +42,6 @@ from geoapp.synth.layout import (
 from geoapp.synth.parallel import WORKER_STATE, fork_map
 from geoapp.synth.rand import fbm, value_noise
 from geoapp.synth.shading import Sun, shade_world
-from geoapp.utils import config_to_dict
 
 GENERATOR_VERSION = "2.0"  # 2.0: three disjoint sets of blocks (train, val, test)
 COARSE_M = 2.0  # resolution of the district / blocking maps (m)

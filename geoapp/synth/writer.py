@@ -39,13 +39,14 @@ import cv2
 import numpy as np
 
 from geoapp.data.polar import polar_transform
+from geoapp.files import atomic_write_bytes
+from geoapp.provenance import code_revision, command_line
 from geoapp.synth import palette
 from geoapp.synth.layout import TEST, TRAIN, VAL
 from geoapp.synth.parallel import WORKER_STATE, fork_map
 from geoapp.synth.rand import hash_u32
 from geoapp.synth.views import RenderConfig, render_panorama, render_satellite
 from geoapp.synth.world import GENERATOR_VERSION, World, WorldConfig, generate_world
-from geoapp.utils import atomic_write_bytes, code_revision, command_line
 
 CONFIG_FILE = "synth_config.json"
 MANIFEST_FILE = "dataset.json"
@@ -171,7 +172,7 @@ def _umask() -> int:
 
 
 def _write_file(path: Path, data: bytes) -> None:
-    """Atomic, fsynced write (geoapp.utils) with the usual permissions (mkstemp's temporary files are 0600)."""
+    """Atomic, fsynced write (geoapp.files) with the usual permissions (mkstemp's temporary files are 0600)."""
     atomic_write_bytes(path, data)
     os.chmod(path, 0o666 & ~_umask())
 

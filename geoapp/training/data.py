@@ -60,7 +60,7 @@ def _loud(message: str) -> None:
 
 
 def select_split(cfg, train_ds: CrossViewDataset, test_ds: CrossViewDataset | None = None) -> Selection:
-    """Resolve ``cfg.val_split`` (a :class:`~geoapp.training.presets.TrainConfig`) for the opened training split.
+    """Resolve ``cfg.val_split`` (a :class:`~geoapp.training.config.TrainConfig`) for the opened training split.
 
     ``"auto"``: the dataset's ``val`` split when it has one, else a subset carved from ``train_ds``
     (:func:`geoapp.data.selection.carve_dataset` with ``cfg.val_size`` and ``cfg.seed``); ``"carve"``: always

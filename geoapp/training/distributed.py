@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 from ..model import StageMaps
-from ..utils import resolve_device
+from ..runtime import resolve_device
 
 
 @dataclass

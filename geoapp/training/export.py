@@ -16,9 +16,9 @@ import torch
 
 from ..data.digest import split_digest
 from ..model import CrossViewModel, load_model, save_model
+from .config import TrainConfig
 from .data import PairImages, open_split
 from .evaluation import REPORT_SHIFT_SEEDS, evaluate_model, format_table
-from .presets import TrainConfig
 from .run_dir import RunDir
 
 SHIPPED_DTYPE = torch.float16

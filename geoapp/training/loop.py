@@ -22,15 +22,17 @@ import time
 
 import torch
 
+from ..files import atomic_write_json
 from ..model import build_model, save_model, soft_margin_triplet_loss
-from ..utils import atomic_write_json, code_revision, command_line, seed_everything
+from ..provenance import code_revision, command_line
+from ..runtime import seed_everything
+from .config import TrainConfig, parse_every
 from .data import PairImages, TrainBatches, open_split, select_split
 from .distributed import autocast, cleanup_distributed, setup_distributed
 from .evaluation import REPORT_SHIFT_SEEDS, evaluate_model, format_table, subset_indices
 from .objective import CrossRankDistances, TrainForward, alignment_loss
 from .plot import plot_curves
 from .precision import choose_precision
-from .presets import TrainConfig, parse_every
 from .run_dir import RunDir, dataset_fingerprint, load_last, save_last, set_rng_state
 
 

@@ -37,8 +37,8 @@ from torch import nn
 from ..angles import true_offset
 from ..model import CrossViewModel, StageMaps, soft_margin_triplet_loss, window_scores
 from ..model.align import align_windows, attention, gated_similarity, soft_window_distances
+from .config import KNOWN_POSITIVE_CHOICES, SOFT_WINDOW_CHOICES
 from .distributed import gather_across_ranks
-from .presets import KNOWN_POSITIVE_CHOICES, SOFT_WINDOW_CHOICES
 
 ALIGN_SCALE = 10.0  # logits in [0, 10]: the best window can be e^10 times likelier than a zero-score one
 

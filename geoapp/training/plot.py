@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..utils import atomic_path
+from ..files import atomic_path
 
 
 def plot_curves(records: list[dict], path: str | Path, title: str = "") -> None:

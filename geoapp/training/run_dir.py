@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..files import atomic_write_bytes, atomic_write_json, sha256_file
 from ..model import save_model
-from ..utils import atomic_write_bytes, atomic_write_json, sha256_file
 
 STATE_VERSION = 1
 
