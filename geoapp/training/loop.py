@@ -19,6 +19,7 @@ import json
 import math
 import signal
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -141,213 +142,306 @@ def train(cfg: TrainConfig, resume: bool = False, on_step=None) -> dict:
 def _train(cfg: TrainConfig, d, device, resume: bool, on_step) -> dict:
     started = time.time()  # the time budget counts from here: data caching and validations included
     run = RunDir(cfg.out)
+    check_run_folder(run, resume)
+    log = print if d.main else (lambda *a, **k: None)
+    saved = json.loads(run.config.read_text()).get("resolved", {}) if resume and run.config.is_file() else {}
+    precision, precision_choice = run_precision(cfg, d, device, saved, log)
+    data = RunData.open(cfg, d, log)
+    trainer = Trainer(cfg, d, device, run, data, precision, log)
+    trainer.start(resume, saved, resolved_record(trainer, device, precision_choice))
+    stop_reason = trainer.loop(started, on_step)
+    summary = {"step": trainer.state["step"], "total_steps": trainer.total, "stopped": stop_reason,
+               "best": trainer.state["best"], "best_step": trainer.state["best_step"],
+               "minutes": (time.time() - started) / 60.0}
+    if stop_reason == "signal" or not d.main:  # other processes do not wait for the final evaluation
+        return summary
+    summary.update(trainer.final_evaluation())
+    if cfg.export:
+        from .export import export_checkpoint
+
+        shipped = export_checkpoint(run.path, cfg.export, device, trainer.show, log)
+        summary["export"] = {"path": cfg.export, "final_eval": shipped["final_eval"]}
+    summary["minutes"] = (time.time() - started) / 60.0
+    return summary
+
+
+def check_run_folder(run: RunDir, resume: bool) -> None:
+    """A new run needs an empty folder; ``--resume`` needs one with a checkpoint."""
     if resume and run.last_dir() is None:
         raise FileNotFoundError(f"--resume: {run.path} has no checkpoint to resume from")
     if not resume and run.last_dir() is not None:
         raise FileExistsError(f"{run.path} already holds a run; pass --resume to continue it or choose another --out")
-    log_main = print if d.main else (lambda *a, **k: None)
-    saved_resolved = json.loads(run.config.read_text()).get("resolved", {}) if resume and run.config.is_file() else {}
-    if "precision" in saved_resolved:  # a resumed run keeps the precision it chose, so it computes the same
-        precision, precision_choice = saved_resolved["precision"], saved_resolved.get("precision_choice")
-    elif cfg.precision == "auto" and device.type == "cpu" and d.enabled:  # every process must choose the same
-        precision, precision_choice = "fp32", {"requested": "auto", "chosen": "fp32", "how": "several CPU processes"}
-    else:
-        precision, precision_choice = choose_precision(cfg.precision, device, cfg.model_config(), log=log_main)
 
-    # ---- data: fit on train, choose on the selection split, report on the test split (conventions §7)
-    train_ds = open_split(cfg.dataset, cfg.data_root, cfg.train_split, cfg.fov, cfg.height, cfg.sat_width,
-                          train=True, seed=cfg.seed)
-    test_ds = open_split(cfg.dataset, cfg.data_root, cfg.test_split, cfg.fov, cfg.height, cfg.sat_width, train=False)
-    selection = select_split(cfg, train_ds, test_ds)
-    train_ds, val_ds = selection.train, selection.val
-    log_main(selection.message)
-    show = d.main and cfg.progress
-    train_images = PairImages(train_ds, cfg.cache, cfg.workers, progress=show)
-    batches = TrainBatches(train_images, cfg.batch_size, cfg.seed, d.rank, d.world, cfg.fov_range)
-    steps_per_epoch = batches.steps_per_epoch
-    total = cfg.max_steps or cfg.epochs * steps_per_epoch
-    val_images = val_idx = None
-    if d.main:
-        val_images = PairImages(val_ds, cfg.cache, cfg.workers, progress=show)
-        val_idx = subset_indices(len(val_ds), cfg.val_size)
-    val_every = interval_steps(cfg.val_every, steps_per_epoch, steps_per_epoch)
-    ckpt_every = interval_steps(cfg.ckpt_every, steps_per_epoch, val_every)
-    fingerprint = dataset_fingerprint(train_ds, val_ds, test_ds)
-    splits = {"selection_split": selection.record, "report_split": cfg.test_split}
-    resolved = {
+
+def run_precision(cfg: TrainConfig, d, device, saved: dict, log) -> tuple[str, dict | None]:
+    """The run's precision and how it was chosen: a resumed run keeps its own, so it computes the same."""
+    if "precision" in saved:
+        return saved["precision"], saved.get("precision_choice")
+    if cfg.precision == "auto" and device.type == "cpu" and d.enabled:  # every process must choose the same
+        return "fp32", {"requested": "auto", "chosen": "fp32", "how": "several CPU processes"}
+    return choose_precision(cfg.precision, device, cfg.model_config(), log=log)
+
+
+@dataclass
+class RunData:
+    """The run's splits and images: fit on train, choose on the selection split, report on the test split
+    (conventions §7). Only the main process holds the selection split's images (it alone validates)."""
+
+    train: object
+    val: object
+    test: object
+    selection: object
+    train_images: PairImages
+    batches: TrainBatches
+    val_images: PairImages | None
+    val_idx: list | None
+    show: bool
+    report_split: str
+
+    @classmethod
+    def open(cls, cfg: TrainConfig, d, log) -> RunData:
+        train_ds = open_split(cfg.dataset, cfg.data_root, cfg.train_split, cfg.fov, cfg.height, cfg.sat_width,
+                              train=True, seed=cfg.seed)
+        test_ds = open_split(cfg.dataset, cfg.data_root, cfg.test_split, cfg.fov, cfg.height, cfg.sat_width,
+                             train=False)
+        selection = select_split(cfg, train_ds, test_ds)
+        log(selection.message)
+        show = d.main and cfg.progress
+        train_images = PairImages(selection.train, cfg.cache, cfg.workers, progress=show)
+        batches = TrainBatches(train_images, cfg.batch_size, cfg.seed, d.rank, d.world, cfg.fov_range)
+        val_images = val_idx = None
+        if d.main:
+            val_images = PairImages(selection.val, cfg.cache, cfg.workers, progress=show)
+            val_idx = subset_indices(len(selection.val), cfg.val_size)
+        return cls(selection.train, selection.val, test_ds, selection, train_images, batches, val_images, val_idx,
+                   show, cfg.test_split)
+
+    @property
+    def splits(self) -> dict:
+        return {"selection_split": self.selection.record, "report_split": self.report_split}
+
+
+def resolved_record(trainer: Trainer, device, precision_choice: dict | None) -> dict:
+    """What the run resolved from its config on this machine (``config.json``'s "resolved")."""
+    cfg, d, data = trainer.cfg, trainer.d, trainer.data
+    return {
         "device": str(device),
-        "precision": precision,
+        "precision": trainer.precision,
         "precision_choice": precision_choice,
         "world_size": d.world,
         "global_batch": cfg.batch_size * d.world,
-        **splits,
-        "train_pairs": len(train_ds),
-        "val_pairs": len(val_ds),
-        "val_subset": len(val_idx) if val_idx is not None else None,
-        "test_pairs": len(test_ds),
-        "steps_per_epoch": steps_per_epoch,
-        "total_steps": total,
-        "val_every_steps": val_every,
-        "ckpt_every_steps": ckpt_every,
-        "images_cached": train_images.cached,
+        **data.splits,
+        "train_pairs": len(data.train),
+        "val_pairs": len(data.val),
+        "val_subset": len(data.val_idx) if data.val_idx is not None else None,
+        "test_pairs": len(data.test),
+        "steps_per_epoch": trainer.steps_per_epoch,
+        "total_steps": trainer.total,
+        "val_every_steps": trainer.val_every,
+        "ckpt_every_steps": trainer.ckpt_every,
+        "images_cached": data.train_images.cached,
         "torch_threads": torch.get_num_threads(),
     }
 
-    # ---- model and optimizer
-    seed_everything(cfg.seed)
-    model = build_model(cfg.model_config())
-    if cfg.imagenet_weights and not resume:
-        for branch, report in model.load_imagenet_weights(cfg.imagenet_weights).items():
-            log_main(f"{branch} branch: {report}")
-    model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    state = {"step": 0, "best": None, "best_step": None, "last_val_step": None}
-    if resume:
-        if "selection_split" in saved_resolved and saved_resolved["selection_split"] != selection.record:
-            raise ValueError(f"--resume: {run.path} chose on {saved_resolved['selection_split']}, this run would "
-                             f"choose on {selection.record} (has the dataset changed?)")
-        model_state, optim_state, state, scaler_state, rng = load_last(run)
-        model.load_state_dict(model_state)
-        optimizer.load_state_dict(optim_state)
+
+class Trainer:
+    """One run in progress: its folder, model, optimizer, step counters and best validation record."""
+
+    def __init__(self, cfg: TrainConfig, d, device, run: RunDir, data: RunData, precision: str, log):
+        self.cfg, self.d, self.device, self.run, self.data, self.precision, self.log = (
+            cfg, d, device, run, data, precision, log)
+        self.show = data.show
+        self.steps_per_epoch = data.batches.steps_per_epoch
+        self.total = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        self.val_every = interval_steps(cfg.val_every, self.steps_per_epoch, self.steps_per_epoch)
+        self.ckpt_every = interval_steps(cfg.ckpt_every, self.steps_per_epoch, self.val_every)
+        self.fingerprint = dataset_fingerprint(data.train, data.val, data.test)
+        seed_everything(cfg.seed)  # after the data (its caching draws nothing from these streams), before the model
+        self.model = build_model(cfg.model_config())
+        self.optimizer = self.scaler = None
+        self.state = {"step": 0, "best": None, "best_step": None, "last_val_step": None}
+
+    def start(self, resume: bool, saved: dict, resolved: dict) -> None:
+        """Load ImageNet weights (a new run) or the last checkpoint (``resume``), record the run's start, and wrap
+        the model for training."""
+        cfg, d, run, model = self.cfg, self.d, self.run, self.model
+        if cfg.imagenet_weights and not resume:
+            for branch, report in model.load_imagenet_weights(cfg.imagenet_weights).items():
+                self.log(f"{branch} branch: {report}")
+        model.to(self.device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        if resume:
+            self._resume(saved)
+        elif d.main:
+            run.path.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(run.config, {
+                "train_config": cfg.to_dict(), "model_config": cfg.model_config().to_dict(), "resolved": resolved,
+                "dataset": self.fingerprint, "command": command_line(), "code_revision": code_revision(),
+            })
+            run.log({"kind": "event", "event": "start", "step": 0, "command": command_line()})
+        self.log("training config:\n" + cfg.dumps() + "\nresolved: " + str(resolved))
+        self.net = training_forward(cfg, model, d, self.device)
+
+    def _resume(self, saved: dict) -> None:
+        run, record = self.run, self.data.selection.record
+        if "selection_split" in saved and saved["selection_split"] != record:
+            raise ValueError(f"--resume: {run.path} chose on {saved['selection_split']}, this run would "
+                             f"choose on {record} (has the dataset changed?)")
+        model_state, optim_state, self.state, scaler_state, rng = load_last(run)
+        self.model.load_state_dict(model_state)
+        self.optimizer.load_state_dict(optim_state)
         if scaler_state:
-            scaler.load_state_dict(scaler_state)
+            self.scaler.load_state_dict(scaler_state)
         set_rng_state(*rng)
-        if d.main:
-            run.truncate_log(state["step"])
-            run.log({"kind": "event", "event": "resume", "step": state["step"], "command": command_line()})
-        log_main(f"resumed {run.path} at step {state['step']} (epoch {state['step'] / steps_per_epoch:.2f})")
-    elif d.main:
-        run.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run.config, {
-            "train_config": cfg.to_dict(), "model_config": cfg.model_config().to_dict(), "resolved": resolved,
-            "dataset": fingerprint, "command": command_line(), "code_revision": code_revision(),
-        })
-        run.log({"kind": "event", "event": "start", "step": 0, "command": command_line()})
-    log_main("training config:\n" + cfg.dumps() + "\nresolved: " + str(resolved))
-    net = training_forward(cfg, model, d, device)
+        if self.d.main:
+            run.truncate_log(self.state["step"])
+            run.log({"kind": "event", "event": "resume", "step": self.state["step"], "command": command_line()})
+        self.log(f"resumed {run.path} at step {self.state['step']} "
+                 f"(epoch {self.state['step'] / self.steps_per_epoch:.2f})")
 
-    def metadata(metrics=None):
-        return {"train_config": cfg.to_dict(), "dataset": fingerprint, **splits, "step": state["step"],
-                "epoch": state["step"] / steps_per_epoch, "metrics": metrics or state["best"], "precision": precision}
+    # ---------------------------------------------------------------------------------------- records
+    def metadata(self, metrics=None) -> dict:
+        state = self.state
+        return {"train_config": self.cfg.to_dict(), "dataset": self.fingerprint, **self.data.splits,
+                "step": state["step"], "epoch": state["step"] / self.steps_per_epoch,
+                "metrics": metrics or state["best"], "precision": self.precision}
 
-    def validate():
-        report = evaluate_model(model, val_images, [cfg.fov], indices=val_idx, device=device, precision=precision)
+    def validate(self) -> None:
+        """Evaluate on the selection split; a better R@1 (then R@5, R@10) becomes ``best.safetensors``."""
+        cfg, state, run = self.cfg, self.state, self.run
+        report = evaluate_model(self.model, self.data.val_images, [cfg.fov], indices=self.data.val_idx,
+                                device=self.device, precision=self.precision)
         m = report["by_fov"][f"{cfg.fov:g}"]
-        record = {"kind": "val", "step": state["step"], "epoch": state["step"] / steps_per_epoch, "fov": cfg.fov,
-                  "split": val_ds.split, "n": report["n_queries"], "seconds": report["seconds"], **m,
+        record = {"kind": "val", "step": state["step"], "epoch": state["step"] / self.steps_per_epoch,
+                  "fov": cfg.fov, "split": self.data.val.split, "n": report["n_queries"],
+                  "seconds": report["seconds"], **m,
                   "heading_median_deg_by_stage": report["results"][0]["heading_median_deg_by_stage"]}
         run.log(record)
         state["last_val_step"] = state["step"]
         key = (m["R@1"], m["R@5"], m["R@10"])
         if state["best"] is None or key > (state["best"]["R@1"], state["best"]["R@5"], state["best"]["R@10"]):
             state["best"], state["best_step"] = dict(m), state["step"]
-            save_model(run.best, model, metadata(dict(m, validation_subset=report["n_queries"])))
-        log_main(f"\nstep {state['step']}: val R@1 {m['R@1']:.2f} R@5 {m['R@5']:.2f} R@10 {m['R@10']:.2f} "
-            f"R@1% {m['R@1%']:.2f} heading median {m['heading_median_deg']:.1f} deg ({report['seconds']:.0f} s); "
-            f"best R@1 {state['best']['R@1']:.2f} at step {state['best_step']}")
+            save_model(run.best, self.model, self.metadata(dict(m, validation_subset=report["n_queries"])))
+        self.log(f"\nstep {state['step']}: val R@1 {m['R@1']:.2f} R@5 {m['R@5']:.2f} R@10 {m['R@10']:.2f} "
+                 f"R@1% {m['R@1%']:.2f} heading median {m['heading_median_deg']:.1f} deg ({report['seconds']:.0f} s); "
+                 f"best R@1 {state['best']['R@1']:.2f} at step {state['best_step']}")
         plot_curves(run.read_log(), run.plot, title=str(run.path))
 
-    def checkpoint():
-        if d.main:
-            save_last(run, model, optimizer, scaler, state, metadata())
-        d.barrier()
+    def checkpoint(self) -> None:
+        if self.d.main:
+            save_last(self.run, self.model, self.optimizer, self.scaler, self.state, self.metadata())
+        self.d.barrier()
 
-    # ---- loop
-    from tqdm import tqdm
+    # ---------------------------------------------------------------------------------------- the loop
+    def loop(self, started: float, on_step) -> str | None:
+        """Train until the last step, the time budget or a signal; returns why it stopped early (None: it did not)."""
+        from tqdm import tqdm
 
-    budget_s = cfg.max_minutes * 60.0
-    stop_reason = None
-    bar = tqdm(total=total, initial=state["step"], disable=not show, unit="step", dynamic_ncols=True)
-    window = {"loss": 0.0, "align": 0.0, "n": 0, "t": time.perf_counter(), "data": 0.0}
-    model.train()
-    with _StopFlag() as stop_flag:
-        while state["step"] < total and stop_reason is None:
-            epoch, start = divmod(state["step"], steps_per_epoch)
-            t_data = time.perf_counter()
-            for _, ground, sat, _, shifts in batches.epoch(epoch, start):
-                step = state["step"]
-                window["data"] += time.perf_counter() - t_data
-                lr = lr_at(cfg, step, total)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                ground, sat = to_device(ground, device), to_device(sat, device)
-                if cfg.channels_last:
-                    ground = ground.contiguous(memory_format=torch.channels_last)
-                    sat = sat.contiguous(memory_format=torch.channels_last)
-                losses = train_step(net, optimizer, scaler, ground, sat, cfg.alpha, device, precision, cfg.grad_clip,
-                                    shifts, cfg.align_loss, cfg.sat_width)
-                state["step"] = step = step + 1
-                window["loss"] += losses["loss"]
-                window["align"] += losses["align"]
-                window["n"] += 1
-                bar.update(1)
-                if on_step is not None:
-                    on_step(step, model)
-
-                logged = step % cfg.log_every == 0 or step == total
-                if logged:
-                    elapsed = time.perf_counter() - window["t"]
-                    mean_loss = d.mean(float(window["loss"]) / window["n"])
-                    extra = {"align_loss": d.mean(float(window["align"]) / window["n"])} if cfg.align_loss else {}
-                    pairs_s = window["n"] * cfg.batch_size * d.world / elapsed
-                    bar.set_postfix(loss=f"{mean_loss:.4f}", pairs_s=f"{pairs_s:.1f}", lr=f"{lr:.2e}")
-                    if d.main:
-                        run.log({"kind": "train", "step": step, "epoch": step / steps_per_epoch, "loss": mean_loss,
-                                 "lr": lr, "pairs_per_s": pairs_s, "data_wait": window["data"] / elapsed,
-                                 "elapsed_s": time.time() - started, **extra})
-                    window = {"loss": 0.0, "align": 0.0, "n": 0, "t": time.perf_counter(), "data": 0.0}
-
-                out_of_time = budget_s > 0 and time.time() - started > budget_s
-                # several processes agree on stopping at logged steps only: the agreement is a collective, a wait
-                if (logged or not d.enabled) and d.any(out_of_time or stop_flag.requested):
-                    stop_reason = "time budget" if out_of_time else "signal"
-                t_pause = time.perf_counter()
-                if step % val_every == 0 or step == total or stop_reason == "time budget":
-                    if d.main:
-                        validate()
-                    d.barrier()
-                if step % ckpt_every == 0 or step == total or stop_reason is not None:
-                    checkpoint()
-                window["t"] += time.perf_counter() - t_pause  # throughput counts training time only
-                if stop_reason is not None or step >= total:
-                    break
+        cfg, d, state = self.cfg, self.d, self.state
+        budget_s = cfg.max_minutes * 60.0
+        stop_reason = None
+        bar = tqdm(total=self.total, initial=state["step"], disable=not self.show, unit="step", dynamic_ncols=True)
+        self.window = new_window()
+        self.model.train()
+        with _StopFlag() as stop_flag:
+            while state["step"] < self.total and stop_reason is None:
+                epoch, start = divmod(state["step"], self.steps_per_epoch)
                 t_data = time.perf_counter()
-    bar.close()
+                for _, ground, sat, _, shifts in self.data.batches.epoch(epoch, start):
+                    self.window["data"] += time.perf_counter() - t_data
+                    step, logged = self.one_step(ground, sat, shifts, bar, started, on_step)
+                    out_of_time = budget_s > 0 and time.time() - started > budget_s
+                    # several processes agree on stopping at logged steps only: the agreement is a collective
+                    if (logged or not d.enabled) and d.any(out_of_time or stop_flag.requested):
+                        stop_reason = "time budget" if out_of_time else "signal"
+                    self.pause_for_records(step, stop_reason)
+                    if stop_reason is not None or step >= self.total:
+                        break
+                    t_data = time.perf_counter()
+        bar.close()
+        return stop_reason
 
-    # ---- final evaluation of the model the app uses (best.safetensors)
-    summary = {"step": state["step"], "total_steps": total, "stopped": stop_reason, "best": state["best"],
-               "best_step": state["best_step"], "minutes": (time.time() - started) / 60.0}
-    if stop_reason == "signal" or not d.main:  # other processes do not wait for the final evaluation
-        return summary
-    if state["last_val_step"] != state["step"]:
-        validate()
-    from ..model import load_model
+    def one_step(self, ground, sat, shifts, bar, started: float, on_step) -> tuple[int, bool]:
+        """One optimizer step (then ``on_step``); returns the new step number and whether it was a logged step."""
+        cfg, state = self.cfg, self.state
+        lr = lr_at(cfg, state["step"], self.total)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        ground, sat = to_device(ground, self.device), to_device(sat, self.device)
+        if cfg.channels_last:
+            ground = ground.contiguous(memory_format=torch.channels_last)
+            sat = sat.contiguous(memory_format=torch.channels_last)
+        losses = train_step(self.net, self.optimizer, self.scaler, ground, sat, cfg.alpha, self.device, self.precision,
+                            cfg.grad_clip, shifts, cfg.align_loss, cfg.sat_width)
+        state["step"] = step = state["step"] + 1
+        w = self.window
+        w["loss"] += losses["loss"]
+        w["align"] += losses["align"]
+        w["n"] += 1
+        bar.update(1)
+        if on_step is not None:
+            on_step(step, self.model)
+        logged = step % cfg.log_every == 0 or step == self.total
+        if logged:
+            self.log_window(step, lr, bar, started)
+        return step, logged
 
-    best_model, best_meta = load_model(run.best, map_location=device)
-    val_images = None  # the selection split's images are not needed any more
-    eval_images = PairImages(test_ds, cfg.cache, cfg.workers, progress=show)
-    final_idx = subset_indices(len(test_ds), cfg.final_eval_size)
-    fovs = list(cfg.eval_fovs) or [cfg.fov]
-    log_main(f"final evaluation of {run.best} (step {best_meta['step']}, chosen on the selection split) on "
-        f"{len(final_idx)} {cfg.test_split!r} pairs, shift seeds {list(REPORT_SHIFT_SEEDS)}")
-    t_eval = time.time()
-    report = evaluate_model(best_model, eval_images, fovs, REPORT_SHIFT_SEEDS, indices=final_idx, device=device,
-                            precision="fp32", progress=show)  # fp32, like python -m geoapp.evaluate and the app
-    report.update(checkpoint=str(run.best), step=best_meta["step"], split=cfg.test_split, **splits,
-                  precision="fp32")
-    atomic_write_json(run.final_eval, report)
-    run.log({"kind": "event", "event": "final_eval", "step": state["step"], "by_fov": report["by_fov"]})
-    best_meta.pop("model_config", None)
-    save_model(run.best, best_model, dict(best_meta, final_eval=report["by_fov"], final_eval_pairs=len(final_idx)))
-    log_main(format_table(report))
-    summary.update(final_eval=report["by_fov"], final_eval_minutes=(time.time() - t_eval) / 60.0)
-    if cfg.export:
-        from .export import export_checkpoint
+    def log_window(self, step: int, lr: float, bar, started: float) -> None:
+        """The mean loss and throughput since the last logged step, on the bar and in the metrics log."""
+        cfg, d, w = self.cfg, self.d, self.window
+        elapsed = time.perf_counter() - w["t"]
+        mean_loss = d.mean(float(w["loss"]) / w["n"])
+        extra = {"align_loss": d.mean(float(w["align"]) / w["n"])} if cfg.align_loss else {}
+        pairs_s = w["n"] * cfg.batch_size * d.world / elapsed
+        bar.set_postfix(loss=f"{mean_loss:.4f}", pairs_s=f"{pairs_s:.1f}", lr=f"{lr:.2e}")
+        if d.main:
+            self.run.log({"kind": "train", "step": step, "epoch": step / self.steps_per_epoch, "loss": mean_loss,
+                          "lr": lr, "pairs_per_s": pairs_s, "data_wait": w["data"] / elapsed,
+                          "elapsed_s": time.time() - started, **extra})
+        self.window = new_window()
 
-        shipped = export_checkpoint(run.path, cfg.export, device, show, log_main)
-        summary["export"] = {"path": cfg.export, "final_eval": shipped["final_eval"]}
-    summary["minutes"] = (time.time() - started) / 60.0
-    return summary
+    def pause_for_records(self, step: int, stop_reason: str | None) -> None:
+        """Validate and checkpoint when due; their time does not count in the throughput."""
+        t_pause = time.perf_counter()
+        if step % self.val_every == 0 or step == self.total or stop_reason == "time budget":
+            if self.d.main:
+                self.validate()
+            self.d.barrier()
+        if step % self.ckpt_every == 0 or step == self.total or stop_reason is not None:
+            self.checkpoint()
+        self.window["t"] += time.perf_counter() - t_pause
+
+    # ---------------------------------------------------------------------------------------- the end
+    def final_evaluation(self) -> dict:
+        """Evaluate ``best.safetensors`` (the model the app uses) on the test split, over the report shift seeds."""
+        from ..model import load_model
+
+        cfg, run, state, data = self.cfg, self.run, self.state, self.data
+        if state["last_val_step"] != state["step"]:
+            self.validate()
+        best_model, best_meta = load_model(run.best, map_location=self.device)
+        data.val_images = None  # the selection split's images are not needed any more
+        eval_images = PairImages(data.test, cfg.cache, cfg.workers, progress=self.show)
+        final_idx = subset_indices(len(data.test), cfg.final_eval_size)
+        fovs = list(cfg.eval_fovs) or [cfg.fov]
+        self.log(f"final evaluation of {run.best} (step {best_meta['step']}, chosen on the selection split) on "
+                 f"{len(final_idx)} {cfg.test_split!r} pairs, shift seeds {list(REPORT_SHIFT_SEEDS)}")
+        t_eval = time.time()
+        report = evaluate_model(best_model, eval_images, fovs, REPORT_SHIFT_SEEDS, indices=final_idx,
+                                device=self.device, precision="fp32", progress=self.show)  # as evaluate, the app
+        report.update(checkpoint=str(run.best), step=best_meta["step"], split=cfg.test_split, **data.splits,
+                      precision="fp32")
+        atomic_write_json(run.final_eval, report)
+        run.log({"kind": "event", "event": "final_eval", "step": state["step"], "by_fov": report["by_fov"]})
+        best_meta.pop("model_config", None)
+        save_model(run.best, best_model, dict(best_meta, final_eval=report["by_fov"], final_eval_pairs=len(final_idx)))
+        self.log(format_table(report))
+        return {"final_eval": report["by_fov"], "final_eval_minutes": (time.time() - t_eval) / 60.0}
+
+
+def new_window() -> dict:
+    """The running sums between two logged steps (``t``: when the window opened)."""
+    return {"loss": 0.0, "align": 0.0, "n": 0, "t": time.perf_counter(), "data": 0.0}
