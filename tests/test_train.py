@@ -383,3 +383,20 @@ def test_the_demo_preset_exports_the_shipped_checkpoint_and_its_variants_do_not(
     explicit = config_from_args(["--preset", "demo", "--seed", "1", "--export", "x.safetensors"])[0]
     assert explicit.export == "x.safetensors"
     assert config_from_args(["--preset", "demo-quick"])[0].export == ""
+
+
+@pytest.mark.parametrize("choice, mode, gate, problem", [
+    ("soft", "mask-corr", 0.0, "needs align_mode gate-corr"),
+    ("straight-through", "gate-corr", 0.2, "forms offset-averaged distances without the gate term"),
+])
+def test_a_window_choice_rule_is_one_rule_for_the_config_and_the_objective(choice, mode, gate, problem):
+    """The config refuses what the objective would refuse, with the same words (one rule, two callers)."""
+    from geoapp.training.objective import TrainForward
+
+    with pytest.raises(ValueError, match=problem):
+        TrainConfig(window_choice=choice, align_mode=mode, gate_weight=gate, shared_window=False)
+    model = build_model(ModelConfig(align_mode=mode, gate_weight=gate, base_channels=8, ground_height=32,
+                                    sat_height=32, sat_width=128))
+    with pytest.raises(ValueError, match=problem):
+        TrainForward(model, window_choice=choice)
+    TrainConfig(window_choice="known-positive", align_mode=mode, gate_weight=gate, shared_window=False)  # accepted

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from ..angles import heading_from_offset
-from .config import ALIGN_MODES
+from .config import ALIGN_MODES, gate_weight_problem
 from .resnet import StageMaps
 
 
@@ -415,9 +415,8 @@ def align_windows(
                          f"stages {sorted(window_offsets)} with diagonal={diagonal}")
     if offset_stage is not None and mode == "feature":
         raise ValueError("offset_stage needs an attention mode: feature mode reads its dot products off its own scores")
-    if gate_weight < 0 or (gate_weight > 0 and mode != "gate-corr"):
-        raise ValueError(f"gate_weight must be >= 0 and needs mode 'gate-corr' (its scores are cosines), got "
-                         f"{gate_weight} with mode {mode!r}")
+    if gate_weight_problem(gate_weight, mode):
+        raise ValueError(gate_weight_problem(gate_weight, mode))
     if return_crops and not diagonal:
         raise ValueError("return_crops is only available for diagonal pairs (one crop per pair)")
     n_ref = len(satellite)

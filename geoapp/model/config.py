@@ -9,6 +9,15 @@ from ..angles import fov_width
 from ..provenance import config_from_dict, config_to_dict
 
 ALIGN_MODES = ("gate-corr", "mask-corr", "mask-sum", "feature")
+
+
+def gate_weight_problem(gate_weight: float, align_mode: str) -> str | None:
+    """What is wrong with a gate term of ``gate_weight`` under ``align_mode`` (None: nothing): the term adds the
+    window's ``gate-corr`` score to a cosine, so it needs that mode, whose scores are cosines too."""
+    if gate_weight < 0 or (gate_weight > 0 and align_mode != "gate-corr"):
+        return (f"gate_weight must be >= 0 and needs align_mode 'gate-corr' (its window scores are cosines), got "
+                f"{gate_weight} with {align_mode!r}")
+    return None
 ATTENTION_MODES = ("gate-corr", "mask-corr", "mask-sum")  # modes that choose the window from the CA attention
 STAGES = (1, 2, 3, 4)
 CONFIG_VERSION = 1
@@ -69,9 +78,8 @@ class ModelConfig:
             problems.append(f"stages must be distinct values from {STAGES}, got {self.stages}")
         if self.shared_window and self.align_mode not in ATTENTION_MODES:
             problems.append(f"shared_window needs an attention align_mode {ATTENTION_MODES}, got {self.align_mode!r}")
-        if self.gate_weight < 0 or (self.gate_weight > 0 and self.align_mode != "gate-corr"):
-            problems.append(f"gate_weight must be >= 0 and needs align_mode 'gate-corr' (its window scores are "
-                            f"cosines), got {self.gate_weight} with {self.align_mode!r}")
+        if gate_weight_problem(self.gate_weight, self.align_mode):
+            problems.append(gate_weight_problem(self.gate_weight, self.align_mode))
         if self.heading_stage is not None and self.heading_stage not in self.stages:
             problems.append(f"heading_stage {self.heading_stage} is not one of the used stages {self.stages}")
         if not 0 < self.fov_deg <= 360:

@@ -17,6 +17,18 @@ WINDOW_CHOICES = ("argmax", *SOFT_WINDOW_CHOICES, *KNOWN_POSITIVE_CHOICES)
 NEGATIVES = ("all-ranks", "per-rank")
 
 
+def window_choice_problem(window_choice: str, align_mode: str, gate_weight: float) -> str | None:
+    """What is wrong with training windows chosen by ``window_choice`` for a model of ``align_mode`` and
+    ``gate_weight`` (None: nothing): a soft window weighs the gate-corr scores of every offset, so it needs that mode,
+    and it forms offset-averaged distances, which have no gate term."""
+    if window_choice in SOFT_WINDOW_CHOICES and align_mode != "gate-corr":
+        return f"window_choice {window_choice!r} needs align_mode gate-corr, got {align_mode!r}"
+    if window_choice in SOFT_WINDOW_CHOICES and gate_weight > 0:
+        return (f"window_choice {window_choice!r} forms offset-averaged distances without the gate term; train a "
+                f"gate_weight {gate_weight} model with argmax or known-positive")
+    return None
+
+
 @dataclass
 class TrainConfig:
     # ---- data
@@ -97,8 +109,8 @@ class TrainConfig:
             problems.append(f"precision must be auto|fp32|bf16|fp16, got {self.precision!r}")
         if self.window_choice not in WINDOW_CHOICES:
             problems.append(f"window_choice must be one of {WINDOW_CHOICES}, got {self.window_choice!r}")
-        elif self.window_choice in SOFT_WINDOW_CHOICES and self.align_mode != "gate-corr":
-            problems.append(f"window_choice {self.window_choice!r} needs align_mode gate-corr, got {self.align_mode!r}")
+        elif window_choice_problem(self.window_choice, self.align_mode, self.gate_weight):
+            problems.append(window_choice_problem(self.window_choice, self.align_mode, self.gate_weight))
         if self.negatives not in NEGATIVES:
             problems.append(f"negatives must be one of {NEGATIVES}, got {self.negatives!r}")
         if self.batch_size < 2:

@@ -37,7 +37,7 @@ from torch import nn
 from ..angles import true_offset
 from ..model import CrossViewModel, StageMaps, soft_margin_triplet_loss, window_scores
 from ..model.align import align_windows, attention, gated_similarity, soft_window_distances
-from .config import KNOWN_POSITIVE_CHOICES, SOFT_WINDOW_CHOICES
+from .config import KNOWN_POSITIVE_CHOICES, SOFT_WINDOW_CHOICES, window_choice_problem
 from .distributed import gather_across_ranks
 
 ALIGN_SCALE = 10.0  # logits in [0, 10]: the best window can be e^10 times likelier than a zero-score one
@@ -54,12 +54,9 @@ class TrainForward(nn.Module):
     def __init__(self, model: CrossViewModel, with_logits: bool = False, window_choice: str = "argmax",
                  across_ranks: bool = False):
         super().__init__()
-        if window_choice in SOFT_WINDOW_CHOICES and model.config.align_mode != "gate-corr":
-            raise ValueError(f"window choice {window_choice!r} is for gate-corr models, not "
-                             f"{model.config.align_mode!r}")
-        if window_choice in SOFT_WINDOW_CHOICES and model.config.gate_weight > 0:
-            raise ValueError(f"window choice {window_choice!r} forms offset-averaged distances without the gate term; "
-                             f"train a gate_weight {model.config.gate_weight} model with argmax or known-positive")
+        problem = window_choice_problem(window_choice, model.config.align_mode, model.config.gate_weight)
+        if problem:
+            raise ValueError(problem)
         self.model = model
         self.with_logits = with_logits
         self.window_choice = window_choice
