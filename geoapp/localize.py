@@ -26,10 +26,10 @@ from pathlib import Path
 DEFAULT_TOP_K = 5
 TOP_K_MAX = 50  # the engine's limit
 FOV_RANGE = (10.0, 170.0)  # geoapp.data.photo.PLAUSIBLE_HFOV_DEG: a pinhole camera's plausible horizontal FoV
-PROJECTIONS = ("auto", "pinhole", "crop")  # geoapp.retrieval.engine.PROJECTIONS
-MAX_VIEWS = 6  # geoapp.retrieval.engine.MAX_VIEWS
-SEARCH_MODES = ("auto", "exhaustive", "two-stage")  # geoapp.retrieval.engine.SEARCH_MODES
-TWO_STAGE_FROM = 5000  # geoapp.retrieval.engine.TWO_STAGE_FROM
+PROJECTIONS = ("auto", "pinhole", "crop")  # geoapp.retrieval.query.PROJECTIONS
+MAX_VIEWS = 6  # geoapp.retrieval.query.MAX_VIEWS
+SEARCH_MODES = ("auto", "exhaustive", "two-stage")  # geoapp.retrieval.loading.SEARCH_MODES
+TWO_STAGE_FROM = 5000  # geoapp.retrieval.loading.TWO_STAGE_FROM
 
 
 def add_search_arguments(p: argparse.ArgumentParser) -> None:

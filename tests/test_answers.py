@@ -132,10 +132,10 @@ def test_calibration_is_fitted_stored_and_used(tiny_world, tiny_checkpoint, tiny
 
 def test_a_calibration_for_a_two_stage_database_measures_the_first_stage(tiny_world, tiny_checkpoint, tiny_database,
                                                                           tmp_path, monkeypatch):
-    from geoapp.retrieval import calibrate, engine
+    from geoapp.retrieval import calibrate, loading
 
     monkeypatch.setattr(calibrate, "TWO_STAGE_FROM", 16)  # the 16-reference calibration gallery searches in two stages
-    monkeypatch.setattr(engine, "TWO_STAGE_FROM", 12)  # and so does the 12-reference database it is stored in
+    monkeypatch.setattr(loading, "TWO_STAGE_FROM", 12)  # and so does the 12-reference database it is stored in
     calibration = fit_calibration(tiny_checkpoint, "synth", tiny_world, gallery_size=16, split="train",
                                   distractor_split="test", device="cpu", progress=False)
     check = calibration.record["first_stage_recall"]

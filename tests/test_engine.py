@@ -15,8 +15,10 @@ from geoapp.data.transforms import to_tensor
 from geoapp.model import ModelConfig, StageMaps, align_windows, match_maps, pair_headings
 from geoapp.retrieval.build import TileFolderSource, build_database
 from geoapp.retrieval.database import DatabaseError, ReferenceDatabase
-from geoapp.retrieval.engine import LoadedCheckpoint, Localizer, prepare_query
+from geoapp.retrieval.engine import Localizer
 from geoapp.retrieval.index import FirstStageIndex, block_widths, compute_first_stage
+from geoapp.retrieval.loading import LoadedCheckpoint
+from geoapp.retrieval.query import prepare_query
 from geoapp.retrieval.search import gather_maps
 from geoapp.testing import demo_model_config, make_random_tiles, random_checkpoint
 
@@ -245,28 +247,28 @@ def test_gate_corr_database_stores_gates_and_topk_equals_brute_force(tmp_path, w
 
 def test_auto_search_takes_the_two_stage_search_from_its_threshold_on(world, monkeypatch):
     import geoapp.localize as cli
-    from geoapp.retrieval import engine
+    from geoapp.retrieval import loading
 
     db = ReferenceDatabase.open(world["db"])
-    assert engine.choose_search("auto", db) == "exhaustive"  # 10 references, far below the threshold
-    monkeypatch.setattr(engine, "TWO_STAGE_FROM", N_TILES)
-    assert engine.choose_search("auto", db) == "two-stage"
+    assert loading.choose_search("auto", db) == "exhaustive"  # 10 references, far below the threshold
+    monkeypatch.setattr(loading, "TWO_STAGE_FROM", N_TILES)
+    assert loading.choose_search("auto", db) == "two-stage"
     auto = Localizer(world["ckpt"], world["db"], device="cpu", rerank=N_TILES)
     assert auto.search_mode == "two-stage" and auto.localize(_query(world), top_k=3).search.startswith("two-stage")
     assert "its recall was not measured" in auto.search_text()  # the tiny database has no calibration
-    assert engine.choose_search("exhaustive", db) == "exhaustive"
+    assert loading.choose_search("exhaustive", db) == "exhaustive"
     with pytest.raises(ValueError, match="search must be one of"):
-        engine.choose_search("fast", db)
-    # the command line's copies of the rule's numbers (it does not import the engine to print its help)
-    assert (cli.SEARCH_MODES, cli.TWO_STAGE_FROM) == (engine.SEARCH_MODES, 5000)
+        loading.choose_search("fast", db)
+    # the command line's copies of the rule's numbers (it does not import torch to print its help)
+    assert (cli.SEARCH_MODES, cli.TWO_STAGE_FROM) == (loading.SEARCH_MODES, 5000)
 
 
 def test_a_database_without_a_first_stage_is_searched_exhaustively_or_refused(world, tmp_path, monkeypatch):
-    from geoapp.retrieval import engine
+    from geoapp.retrieval import loading
 
     db_path = build_database(world["source"], world["ckpt"], tmp_path / "db", batch_size=4, first_stage_dims=0,
                              show_progress=False)
-    monkeypatch.setattr(engine, "TWO_STAGE_FROM", 1)
-    assert engine.choose_search("auto", ReferenceDatabase.open(db_path)) == "exhaustive"
+    monkeypatch.setattr(loading, "TWO_STAGE_FROM", 1)
+    assert loading.choose_search("auto", ReferenceDatabase.open(db_path)) == "exhaustive"
     with pytest.raises(ValueError, match="has none .*--first-stage-dims"):
         Localizer(world["ckpt"], db_path, device="cpu", search="two-stage")

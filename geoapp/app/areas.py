@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from geoapp.retrieval.database import METADATA_NAME, read_database_metadata
-from geoapp.retrieval.engine import LoadedCheckpoint, Localizer
+from geoapp.retrieval.engine import Localizer
+from geoapp.retrieval.loading import LoadedCheckpoint
 
 from .context import DEFAULT_TOP_K, EXAMPLE_COUNT, AppContext
 from .mapview import AreaBox

@@ -22,8 +22,9 @@ from geoapp.data.geo import haversine_m
 from geoapp.data.photo import PLAUSIBLE_HFOV_DEG, ImageError, gps_from_exif, hfov_from_exif, load_image
 from geoapp.data.polar import polar_transform
 from geoapp.data.transforms import resize_image
-from geoapp.retrieval.engine import MAX_VIEWS, Candidate, LocalizationResult
 from geoapp.retrieval.prior import RADIUS_RANGE_M, LocationPrior, PriorError
+from geoapp.retrieval.query import MAX_VIEWS
+from geoapp.retrieval.results import Candidate, LocalizationResult
 
 from . import figures
 from .areas import Areas

@@ -16,7 +16,7 @@ import torch
 
 from ..model import ModelConfig, StageMaps, align_windows, build_model, soft_margin_triplet_loss
 from ..model.align import column_energy, gate_energy
-from ..retrieval.engine import tune_allocator
+from ..retrieval.loading import tune_allocator
 from ..retrieval.window_dots import fp16_window_dots
 from ..training.precision import cpu_description
 
@@ -83,7 +83,7 @@ def bench_alignment(args) -> dict:
         [torch.rand(n, c, big_w, generator=gen).half() for c, _, big_w, _ in dims],
     )
     sat.gate_energy = [gate_energy(g) for g in sat.gates]  # precomputed by build_db too
-    tune_allocator()  # the engine's allocator setting (see geoapp.retrieval.engine.tune_allocator)
+    tune_allocator()  # the engine's allocator setting (see geoapp.retrieval.loading.tune_allocator)
     out = {}
     with torch.inference_mode():
         # "gate-corr shared": only the finest stage's gates choose the window (ModelConfig.shared_window)

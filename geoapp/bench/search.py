@@ -35,8 +35,8 @@ from ..model import ModelConfig, StageMaps, load_model
 from ..retrieval.build import ConcatSource, DatasetSource, Limited, TileFolderSource, build_database
 from ..retrieval.codes import STORE_KINDS
 from ..retrieval.database import DatabaseError, ReferenceDatabase
-from ..retrieval.engine import tune_allocator
 from ..retrieval.index import FirstStageIndex, compute_first_stage, num_orientations, two_stage_topk
+from ..retrieval.loading import tune_allocator
 from ..retrieval.metrics import ranks_from_distances, recall_from_ranks
 from ..retrieval.search import gallery_chunks, topk_matches
 from ..testing import make_random_tiles, random_checkpoint
@@ -245,7 +245,7 @@ def main(argv=None) -> int:
     args.recall_rerank = [int(m) for m in args.recall_rerank.split(",")]
     args.recall_dims = [int(d) for d in args.recall_dims.split(",")]
     torch.set_num_threads(args.threads)
-    tuned = tune_allocator()  # as the app does (see geoapp.retrieval.engine.tune_allocator)
+    tuned = tune_allocator()  # as the app does (see geoapp.retrieval.loading.tune_allocator)
     import faiss
 
     faiss.omp_set_num_threads(args.threads)

@@ -25,8 +25,10 @@ from ..model import ModelConfig, read_metadata
 from .build import ConcatSource, DatasetSource, Limited, build_database
 from .confidence import CONFIDENCE_K, HEADING_TOLERANCE_DEG, Calibration, window_peak_margin
 from .database import METADATA_NAME, read_database_metadata
-from .engine import TWO_STAGE_FROM, Localizer, prepare_query
+from .engine import Localizer
 from .index import DEFAULT_DIMS
+from .loading import TWO_STAGE_FROM
+from .query import prepare_query
 
 CALIBRATION_FOVS = (60.0, 70.0, 80.0, 90.0, 100.0)  # the phone photos the app is for
 TWO_STAGE_CHECK_FOV = 90.0

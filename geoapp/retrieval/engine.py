@@ -1,54 +1,40 @@
-"""The localisation engine behind the app: one photo in, the best-matching reference tiles out.
+"""The localisation engine behind the app: one photo (or a few from one spot) in, the best-matching reference tiles
+out.
 
-``Localizer`` loads a checkpoint and the reference database built with it once, then answers ``localize`` calls:
-preprocess the photo onto the panorama grid the model was trained on, run the ground branch, align it with every
-reference (``geoapp.retrieval.search.topk_matches``: the same code as the evaluation and the benchmark) or with the
-two-stage search's candidates, and return the top-k with what the UI shows.
-
-Display conventions
-- score = (1 + cos) / 2 = 1 - d^2 / 4, in [0, 1], where cos is the cosine between the ground descriptor and the
-  aligned satellite window (conventions §6) and d the Euclidean distance of the two unit descriptors.
-- heading: conventions §5 from the window offset at the checkpoint's heading stage, as a compass bearing in [0, 360).
-- window: that same offset and window width, in columns of the sat_height x sat_width polar image (it wraps).
-- masks: the block-3 attention masks (conventions §5; 8 x 32 for a 128 x 512 polar image, 4 x 16 for the 64 x 256 demo
-  model), bilinearly upsampled to the model input (ground) or the polar image (satellite). Block 4 (4 x 16, or
-  2 x 8 for the demo model) is too coarse to show which directions and distances the model attends to.
+``Localizer`` loads a checkpoint and the reference database built with it once (:mod:`.loading`), then answers
+``localize`` calls: prepare the photo on the panorama grid the model was trained on (:mod:`.query`), run the ground
+branch, align it with every reference (``geoapp.retrieval.search.topk_matches``: the same code as the evaluation and
+the benchmark) or with the two-stage search's candidates, read the headings, and return the top-k with what the UI
+shows (:mod:`.results`); several photos are combined by :mod:`.together`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
-from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..allocator import keep_freed_buffers
-from ..angles import fov_width, wrap_degrees
-from ..data.photo import hfov_from_exif, load_image, photo_to_cylindrical
-from ..data.transforms import resize_image, to_tensor
-from ..files import sha256_file
-from ..model import ModelConfig, StageMaps, load_model
+from ..angles import wrap_degrees
+from ..data.transforms import to_tensor
+from ..model import ModelConfig, StageMaps
 from ..model.align import gate_corr_scores, headings_from_scores
 from ..model.checkpoint import accuracy_text
-from ..runtime import resolve_device
-from .confidence import CONFIDENCE_K, Calibration, Confidence, window_peak_margin
+from .confidence import CONFIDENCE_K, Calibration, window_peak_margin
 from .database import ReferenceDatabase
 from .index import two_stage_topk
+from .loading import LoadedCheckpoint, choose_search, tune_allocator
 from .prior import LocationPrior, coverage_box, restrict
-from .search import GalleryHead, IndexedGallery, TopK, align_at, gallery_chunks, topk_matches
+from .query import prepare_query, query_arguments
+from .results import Candidate, LocalizationResult, QueryView, display_score
+from .search import GalleryHead, IndexedGallery, TopK, topk_matches
+from .together import combine_views, search_together
 from .vector_engine import engine_search_mode, first_stage_for
 
 log = logging.getLogger(__name__)
-
-PROJECTIONS = ("auto", "pinhole", "crop")
-MAX_VIEWS = 6  # photos in one multi-photo query
-TOP_K_RANGE = (1, 50)
 
 
 def attention_stage(config: ModelConfig) -> int:
@@ -57,170 +43,9 @@ def attention_stage(config: ModelConfig) -> int:
     return config.window_stage or config.heading_stage_resolved
 
 
-@dataclass
-class Candidate:
-    """One matching reference tile."""
-
-    rank: int  # 1 = best
-    index: int  # row in the reference database
-    distance: float  # conventions §6 distance between unit descriptors, in [0, 2]
-    score: float  # (1 + cos) / 2, in [0, 1]
-    lat: float
-    lon: float
-    heading_deg: float  # predicted heading of the photo if taken at this tile, compass bearing in [0, 360)
-    path: str  # the tile's source file
-    thumbnail: np.ndarray  # 96 x 96 x 3 uint8 RGB
-    satellite_mask: np.ndarray | None  # sat_height x sat_width float32 (polar layout), None without masks
-    window_offset: int  # first column of the aligned window in the polar image (wraps around)
-    window_width: int  # window width in polar-image columns
-    offsets: tuple[int, ...]  # window offset per used stage, in that stage's columns
-    # gate-corr models: the window score (a cosine) of every offset at the heading stage, the evidence the
-    # heading was read from (the argmax); None for the other alignment modes
-    window_scores: np.ndarray | None = None
-    # multi-photo queries: each photo's heading at this tile (the first is ``heading_deg``) and its own score
-    view_headings: tuple[float, ...] = ()
-    view_scores: tuple[float, ...] = ()
-
-
-@dataclass
-class QueryView:
-    """One photo of a query as the model saw it."""
-
-    input_image: np.ndarray  # the model input, uint8 H x w_fov x 3 (the photo on the panorama grid)
-    ground_mask: np.ndarray | None  # H x w_fov float32, the block-3 mask upsampled to the model input
-    fov_deg: float
-    fov_source: str  # "given", "exif" or "crop width"
-    projection: str  # "pinhole" (reprojected photo) or "crop" (already a panorama-grid crop)
-
-
-@dataclass
-class LocalizationResult:
-    candidates: list[Candidate]
-    input_image: np.ndarray  # the (first) photo's model input, uint8 H x w_fov x 3 (the photo on the panorama grid)
-    ground_mask: np.ndarray | None  # H x w_fov float32, the block-3 mask upsampled to the model input
-    fov_deg: float
-    fov_source: str  # "given", "exif" or "crop width"
-    projection: str  # "pinhole" (reprojected photo) or "crop" (already a panorama-grid crop)
-    elapsed_s: float
-    device: str
-    search: str  # "exhaustive" or "two-stage (first stage top M)"
-    timings: dict[str, float] = field(default_factory=dict)  # seconds: preprocess, encode, search, results
-    mask_stage: int = 1  # the stage whose attention the pictures show (attention_stage)
-    # P(top-1 tile right), P(heading within 22.5 deg), from the database's calibration; None without one
-    confidence: Confidence | None = None
-    searched: int = 0  # references searched: the whole database, or those inside the prior
-    prior: LocationPrior | None = None
-    views: list[QueryView] = field(default_factory=list)  # every photo of the query (one for a single photo)
-    # the (combined) similarities of the best min(searched, max(top_k, CONFIDENCE_K)) references, best first:
-    # what the confidence is computed from
-    similarities: np.ndarray | None = None
-
-
-def tune_allocator() -> bool:
-    """Keep large freed buffers in the heap instead of returning them to the OS (:mod:`geoapp.allocator`).
-
-    Every alignment chunk allocates the same few tens of MB of temporaries (window columns upcast to float32).
-    By default glibc serves blocks over 32 MB with fresh ``mmap``s and unmaps them on free, so every chunk pays
-    page faults and kernel zeroing for all of its temporaries: measured on the 2-core CPU, exhaustive search ran
-    3.6x faster with this (1,271 -> 351 ms per 1,000 references). The cost is that the process keeps its peak
-    heap (a few hundred MB) instead of trimming it.
-    """
-    return keep_freed_buffers(mmap_threshold=1 << 30, trim_threshold=2 << 30, top_pad=64 << 20)
-
-
-class FieldOfViewUnknown(ValueError):
-    """A camera photo without EXIF focal length and without a given field of view."""
-
-
-def prepare_query(image, config: ModelConfig, fov_deg: float | None = None,
-                  projection: str = "auto") -> tuple[np.ndarray, float, str, str]:
-    """Bring a photo onto the model's panorama grid: returns (uint8 H x w_fov x 3, fov, fov source, projection).
-
-    - ``pinhole``: a perspective photo (phone camera), reprojected with ``photo_to_cylindrical``; its horizontal
-      FoV is ``fov_deg`` or read from EXIF.
-    - ``crop``: already a crop of an equirectangular panorama (e.g. the synthetic examples); resized to
-      ``H x fov_width(fov)``. Without ``fov_deg`` it must already be ``H`` rows high, and its width gives the FoV.
-    - ``auto``: ``pinhole`` when the FoV is known from EXIF or given, ``crop`` for an image of exactly the model's
-      ground height without EXIF FoV, else an error asking for ``fov_deg``.
-    """
-    if projection not in PROJECTIONS:
-        raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
-    exif_fov = None
-    if not isinstance(image, np.ndarray):
-        try:
-            exif_fov = hfov_from_exif(image)
-        except ValueError:  # unreadable input: load_image below says what is wrong
-            exif_fov = None
-    rgb = load_image(image)
-    h, w_pano = config.ground_height, config.sat_width
-    looks_like_crop = rgb.shape[0] == h and rgb.shape[1] <= w_pano
-    if projection == "auto":
-        if fov_deg is None and exif_fov is None and looks_like_crop:
-            projection = "crop"
-        else:
-            projection = "pinhole"
-    if projection == "crop":
-        if fov_deg is not None:
-            return resize_image(rgb, (h, fov_width(fov_deg, w_pano))), float(fov_deg), "given", "crop"
-        if not looks_like_crop:
-            raise ValueError(f"a panorama-grid crop without fov_deg must be {h} px high and at most {w_pano} px wide "
-                             f"(the model's grid), got {rgb.shape[0]} x {rgb.shape[1]}; pass fov_deg")
-        return rgb, rgb.shape[1] * 360.0 / w_pano, "crop width", "crop"
-    fov, source = (float(fov_deg), "given") if fov_deg is not None else (exif_fov, "exif")
-    if fov is None:
-        raise FieldOfViewUnknown("the photo's field of view is unknown (no EXIF focal length); pass fov_deg, the "
-                                 "horizontal field of view in degrees")
-    return photo_to_cylindrical(rgb, fov, out_height=h, pano_width=w_pano), fov, source, "pinhole"
-
-
-def display_score(cosine: float) -> float:
-    """The score the UI shows for a descriptor cosine: (1 + cos) / 2, in [0, 1] (module docstring)."""
-    return float(min(1.0, max(0.0, (1.0 + cosine) / 2.0)))
-
-
 def _upsample(mask: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     up = F.interpolate(mask.float()[None, None], size=size, mode="bilinear", align_corners=False)
     return up[0, 0].cpu().numpy()
-
-
-SEARCH_MODES = ("auto", "exhaustive", "two-stage")
-# From this many references ``auto`` takes the two-stage search: measured faster from a few thousand on (10,000
-# full-size references: 154 against 1,036 ms on an AVX2 EPYC), and no answer lost at 6,000 with 500 candidates
-# (README, "python -m geoapp.bench search"); below it the exhaustive search is as fast and exact by construction.
-TWO_STAGE_FROM = 5000
-
-
-def choose_search(mode: str, db) -> str:
-    """``exhaustive`` or ``two-stage`` for a database: ``auto`` takes the two-stage search from
-    :data:`TWO_STAGE_FROM` references on when the database has its first stage; asked for explicitly, a missing first
-    stage is an error that says how to build one."""
-    if mode not in SEARCH_MODES:
-        raise ValueError(f"search must be one of {SEARCH_MODES}, got {mode!r}")
-    has_first_stage = db.has("first_stage_blocks")
-    if mode == "two-stage" and not has_first_stage:
-        raise ValueError(f"the two-stage search needs the database's first stage, and {db.path} has none (built with "
-                         "--first-stage-dims 0): rebuild it with build_db's default --first-stage-dims")
-    if mode == "auto":
-        return "two-stage" if has_first_stage and len(db) >= TWO_STAGE_FROM else "exhaustive"
-    return mode
-
-
-@dataclass(frozen=True, eq=False)  # compared by identity: it holds a model
-class LoadedCheckpoint:
-    """A checkpoint loaded once, so that the localizers of several reference databases share one model in memory
-    (pass it to :class:`Localizer` in place of the checkpoint's path)."""
-
-    path: Path
-    model: torch.nn.Module
-    meta: dict
-    sha256: str
-    device: torch.device
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "auto") -> LoadedCheckpoint:
-        dev = resolve_device(device)
-        model, meta = load_model(Path(path), map_location=dev)
-        return cls(Path(path), model, meta, sha256_file(path), dev)
 
 
 class Localizer:
@@ -381,19 +206,7 @@ class Localizer:
         search itself (the two-stage index and the fp16 first pass apply); several are scored exactly over the
         whole (or the prior's) gallery.
         """
-        images = list(images)
-        if not 1 <= len(images) <= MAX_VIEWS:
-            raise ValueError(f"a query holds 1 to {MAX_VIEWS} photos, got {len(images)}")
-        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not (
-                TOP_K_RANGE[0] <= top_k <= TOP_K_RANGE[1]):
-            raise ValueError(f"top_k must be a whole number in [{TOP_K_RANGE[0]}, {TOP_K_RANGE[1]}], got {top_k!r}")
-        fovs = list(fov_deg) if isinstance(fov_deg, (list, tuple)) else [fov_deg] * len(images)
-        if len(fovs) != len(images):
-            raise ValueError(f"got {len(fovs)} fields of view for {len(images)} photos; give one, or one per photo")
-        projections = list(projection) if isinstance(projection, (list, tuple)) else [projection] * len(images)
-        if len(projections) != len(images):
-            raise ValueError(f"got {len(projections)} projections for {len(images)} photos; give one, or one per "
-                             "photo")
+        images, fovs, projections = query_arguments(images, fov_deg, projection, top_k)
         t0 = time.perf_counter()
         subset = restrict(self.db.latlon, prior) if prior is not None else None
         searched = len(self.db) if subset is None else len(subset)
@@ -410,12 +223,12 @@ class Localizer:
             per_view = [top]
             combined = top.similarity[0]
         else:
-            per_view, combined = self._search_together(grounds, k, subset)
+            per_view, combined = search_together(self, grounds, k, subset)
         self._sync()
         t3 = time.perf_counter()
         candidates = self._candidates(per_view[0], grounds[0], int(top_k))
         if len(views) > 1:
-            candidates = self._combine(candidates, per_view, combined, grounds)
+            candidates = combine_views(self, candidates, per_view, combined, grounds)
         confidence = None
         if self.calibration is not None and len(combined) >= 2:
             scores = candidates[0].window_scores
@@ -438,35 +251,6 @@ class Localizer:
             similarities=combined.float().cpu().numpy(),
         )
 
-    def _search_together(self, grounds, k: int, subset) -> tuple[list[TopK], torch.Tensor]:
-        """Per photo, the similarity to every searched reference; their mean ranks the references."""
-        gallery = self.db if subset is None else IndexedGallery(self.db, subset)
-        total = None
-        for ground in grounds:
-            sims = torch.cat([res.similarity[0].double()
-                              for _, res in gallery_chunks(self.config, ground, gallery, self.chunk_size)])
-            total = sims if total is None else total + sims
-        mean = total / len(grounds)
-        order = torch.sort(-mean, stable=True).indices[:k].cpu().numpy()  # ties: lower index first
-        per_view = [align_at(self.config, ground, gallery, order) for ground in grounds]
-        if subset is not None:
-            for top in per_view:
-                top.indices = torch.as_tensor(subset, device=top.indices.device)[top.indices]
-        return per_view, mean[torch.as_tensor(order, device=mean.device)].float()
-
-    def _combine(self, candidates: list[Candidate], per_view: list[TopK], combined: torch.Tensor,
-                 grounds: list[StageMaps]) -> list[Candidate]:
-        # each photo's heading at a tile: the one a single-photo query of it gets there (refined likewise)
-        headings = [self._headings(top, ground, len(candidates))[0] for top, ground in zip(per_view, grounds)]
-        out = []
-        for i, c in enumerate(candidates):
-            sim = float(combined[i])
-            view_scores = tuple(display_score(float(t.similarity[0, i])) for t in per_view)
-            out.append(replace(c, score=display_score(sim),
-                               distance=math.sqrt(max(0.0, 2.0 - 2.0 * sim)),
-                               view_headings=tuple(float(h[i]) for h in headings), view_scores=view_scores))
-        return out
-
     def _heading_scores(self, ground: StageMaps, indices: list[int], stage: int) -> list[np.ndarray | None]:
         """gate-corr window scores over all offsets at ``stage`` for the references ``indices`` (k x W_b)."""
         if self.config.align_mode != "gate-corr" or not self.db.has(f"gates_{stage}") or not indices:
@@ -478,7 +262,7 @@ class Localizer:
         scores = gate_corr_scores(ground.gates[stage - 1], sat_gates, sat_energy=energy)  # 1 x k x W_b, as searched
         return [row.float().cpu().numpy() for row in scores[0]]
 
-    def _headings(self, top: TopK, ground: StageMaps, top_k: int) -> tuple[np.ndarray, list[np.ndarray | None]]:
+    def headings(self, top: TopK, ground: StageMaps, top_k: int) -> tuple[np.ndarray, list[np.ndarray | None]]:
         """The headings (degrees in [0, 360)) of ``top``'s first ``top_k`` answers, refined below the column grid where
         the gate-corr window scores are at hand, and those scores."""
         stage = self.config.heading_stage_resolved
@@ -495,7 +279,7 @@ class Localizer:
     def _candidates(self, top: TopK, ground: StageMaps, top_k: int) -> list[Candidate]:
         """The first ``top_k`` answers of ``top`` with what the UI shows of them."""
         i = top.stages.index(self.config.heading_stage_resolved)
-        headings, heading_scores = self._headings(top, ground, top_k)
+        headings, heading_scores = self.headings(top, ground, top_k)
         scale = self.config.sat_width / top.map_widths[i]  # polar-image columns per stage column
         polar_size = (self.config.sat_height, self.config.sat_width)
         out = []

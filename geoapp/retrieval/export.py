@@ -32,8 +32,9 @@ from tqdm import tqdm
 from ..data.geo import haversine_m
 from ..data.photo import IMAGE_SUFFIXES, PLAUSIBLE_HFOV_DEG, ImageError, gps_from_exif, hfov_from_exif
 from ..files import atomic_write_bytes
-from .engine import Candidate, FieldOfViewUnknown, LocalizationResult
 from .prior import LocationPrior, PriorError
+from .query import FieldOfViewUnknown
+from .results import Candidate, LocalizationResult
 
 FORMATS = {".csv": "csv", ".json": "json", ".geojson": "geojson"}
 FOV_UNKNOWN = "field of view unknown: no EXIF focal length; pass --fov"

@@ -1,0 +1,67 @@
+"""Loading the pieces a localizer serves and checking that they fit: the checkpoint (loaded once, shared by several
+databases), which search a database gets, and the process's allocator setting."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..allocator import keep_freed_buffers
+from ..files import sha256_file
+from ..model import load_model
+from ..runtime import resolve_device
+
+
+def tune_allocator() -> bool:
+    """Keep large freed buffers in the heap instead of returning them to the OS (:mod:`geoapp.allocator`).
+
+    Every alignment chunk allocates the same few tens of MB of temporaries (window columns upcast to float32).
+    By default glibc serves blocks over 32 MB with fresh ``mmap``s and unmaps them on free, so every chunk pays
+    page faults and kernel zeroing for all of its temporaries: measured on the 2-core CPU, exhaustive search ran
+    3.6x faster with this (1,271 -> 351 ms per 1,000 references). The cost is that the process keeps its peak
+    heap (a few hundred MB) instead of trimming it.
+    """
+    return keep_freed_buffers(mmap_threshold=1 << 30, trim_threshold=2 << 30, top_pad=64 << 20)
+
+
+SEARCH_MODES = ("auto", "exhaustive", "two-stage")
+# From this many references ``auto`` takes the two-stage search: measured faster from a few thousand on (10,000
+# full-size references: 154 against 1,036 ms on an AVX2 EPYC), and no answer lost at 6,000 with 500 candidates
+# (docs/results.md, search benchmarks); below it the exhaustive search is as fast and exact by construction.
+TWO_STAGE_FROM = 5000
+
+
+def choose_search(mode: str, db) -> str:
+    """``exhaustive`` or ``two-stage`` for a database: ``auto`` takes the two-stage search from
+    :data:`TWO_STAGE_FROM` references on when the database has its first stage; asked for explicitly, a missing first
+    stage is an error that says how to build one."""
+    if mode not in SEARCH_MODES:
+        raise ValueError(f"search must be one of {SEARCH_MODES}, got {mode!r}")
+    has_first_stage = db.has("first_stage_blocks")
+    if mode == "two-stage" and not has_first_stage:
+        raise ValueError(f"the two-stage search needs the database's first stage, and {db.path} has none (built with "
+                         "--first-stage-dims 0): rebuild it with build_db's default --first-stage-dims")
+    if mode == "auto":
+        return "two-stage" if has_first_stage and len(db) >= TWO_STAGE_FROM else "exhaustive"
+    return mode
+
+
+@dataclass(frozen=True, eq=False)  # compared by identity: it holds a model
+class LoadedCheckpoint:
+    """A checkpoint loaded once, so that the localizers of several reference databases share one model in memory
+    (pass it to :class:`geoapp.retrieval.engine.Localizer` in place of the checkpoint's path)."""
+
+    path: Path
+    model: torch.nn.Module
+    meta: dict
+    sha256: str
+    device: torch.device
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "auto") -> LoadedCheckpoint:
+        dev = resolve_device(device)
+        model, meta = load_model(Path(path), map_location=dev)
+        return cls(Path(path), model, meta, sha256_file(path), dev)
