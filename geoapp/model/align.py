@@ -46,7 +46,7 @@ windows in float32.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -409,6 +409,21 @@ def align_windows(
     crops positives at their known window this way; the gate term then reads the scores at the given offsets).
     ``gate_weight``: λ of the gate term in the pair similarity (module docstring; 0: FMC cosine only).
     """
+    _check_alignment(ground, satellite, mode, diagonal, return_crops, offset_stage, window_offsets, gate_weight,
+                     stages)
+    n_ref = len(satellite)
+    chunk = n_ref if (chunk_size is None or diagonal) else max(1, chunk_size)
+    if chunk < n_ref:
+        parts = [align_windows(ground, satellite.slice(i, i + chunk), mode, stages, False, None,
+                               offset_stage=offset_stage, window_dots=window_dots, gate_weight=gate_weight)
+                 for i in range(0, n_ref, chunk)]
+        return _joined(parts)
+    windows = choose_windows(ground, satellite, mode, stages, diagonal, offset_stage, window_offsets, gate_weight)
+    return _score_windows(ground, satellite, stages, diagonal, windows, gate_weight, window_dots, return_crops)
+
+
+def _check_alignment(ground, satellite, mode, diagonal, return_crops, offset_stage, window_offsets, gate_weight,
+                     stages) -> None:
     _check_offset_stage(offset_stage, stages)
     if window_offsets is not None and (not diagonal or set(window_offsets) != set(stages)):
         raise ValueError(f"given offsets need diagonal pairs and one tensor per used stage {tuple(stages)}, got "
@@ -419,86 +434,114 @@ def align_windows(
         raise ValueError(gate_weight_problem(gate_weight, mode))
     if return_crops and not diagonal:
         raise ValueError("return_crops is only available for diagonal pairs (one crop per pair)")
-    n_ref = len(satellite)
-    if diagonal and len(ground) != n_ref:
-        raise ValueError(f"diagonal pairing needs equal counts, got {len(ground)} ground and {n_ref} satellite")
-    chunk = n_ref if (chunk_size is None or diagonal) else max(1, chunk_size)
-    if chunk < n_ref:
-        parts = [
-            align_windows(ground, satellite.slice(i, i + chunk), mode, stages, False, None,
-                          offset_stage=offset_stage, window_dots=window_dots, gate_weight=gate_weight)
-            for i in range(0, n_ref, chunk)
-        ]
-        errors = [p.similarity_error for p in parts]
-        return AlignResult(
-            offsets=torch.cat([p.offsets for p in parts], dim=1),
-            distances=torch.cat([p.distances for p in parts], dim=1),
-            similarity=torch.cat([p.similarity for p in parts], dim=1),
-            stages=parts[0].stages,
-            window_widths=parts[0].window_widths,
-            map_widths=parts[0].map_widths,
-            similarity_error=None if errors[0] is None else torch.cat(errors, dim=1),
-        )
+    if diagonal and len(ground) != len(satellite):
+        raise ValueError(f"diagonal pairing needs equal counts, got {len(ground)} ground and {len(satellite)} "
+                         "satellite")
 
-    dot_total = 0.0
-    g_energy = 0.0
-    s_energy = 0.0
-    dot_error = None
-    offsets, widths, map_widths, crops = [], [], [], []
 
-    gate_terms = []  # the gate-corr score at each choosing stage's window (gate_weight > 0)
+def _joined(parts: list[AlignResult]) -> AlignResult:
+    """The results of consecutive reference chunks as one (Q x R)."""
+    errors = [p.similarity_error for p in parts]
+    return AlignResult(
+        offsets=torch.cat([p.offsets for p in parts], dim=1),
+        distances=torch.cat([p.distances for p in parts], dim=1),
+        similarity=torch.cat([p.similarity for p in parts], dim=1),
+        stages=parts[0].stages,
+        window_widths=parts[0].window_widths,
+        map_widths=parts[0].map_widths,
+        similarity_error=None if errors[0] is None else torch.cat(errors, dim=1),
+    )
 
-    def stage_scores(s: int) -> torch.Tensor:
-        gate_e = satellite.gate_energy[s - 1] if satellite.gate_energy is not None else None
-        return window_scores(mode, ground.features[s - 1], satellite.features[s - 1], attention(ground, mode, s),
-                             attention(satellite, mode, s), diagonal=diagonal, sat_gate_energy=gate_e)
 
-    def chosen_offsets(s: int, given: torch.Tensor | None = None) -> torch.Tensor:
-        """The argmax offsets of stage ``s`` (or the ``given`` ones), noting their gate score when it counts."""
-        scores = stage_scores(s)
-        off = best_offsets(scores) if given is None else given.to(device=scores.device, dtype=torch.long)
+@dataclass
+class Windows:
+    """The chosen window of every used stage: ``offsets[s]`` (Q x R, or N), how they were chosen (``given``: the
+    caller's; ``feature_scores[s]``: feature mode, whose score at the offset is the dot product itself), and the gate
+    score at each choosing stage's window (``gate_terms``, when the similarity has a gate term)."""
+
+    offsets: dict[int, torch.Tensor]
+    given: bool = False
+    feature_scores: dict[int, torch.Tensor] = field(default_factory=dict)
+    gate_terms: list[torch.Tensor] = field(default_factory=list)
+
+
+def gate_score_at(ground: StageMaps, satellite: StageMaps, stage: int, offsets: torch.Tensor,
+                  diagonal: bool = False) -> torch.Tensor:
+    """The ``gate-corr`` score of every pair at its window ``offsets`` (Q x R, or N when diagonal) at ``stage``: the
+    gate term's value for windows chosen in any way."""
+    return _score_at(_stage_scores(ground, satellite, "gate-corr", stage, diagonal), offsets)
+
+
+def _stage_scores(ground: StageMaps, satellite: StageMaps, mode: str, s: int, diagonal: bool) -> torch.Tensor:
+    gate_e = satellite.gate_energy[s - 1] if satellite.gate_energy is not None else None
+    return window_scores(mode, ground.features[s - 1], satellite.features[s - 1], attention(ground, mode, s),
+                         attention(satellite, mode, s), diagonal=diagonal, sat_gate_energy=gate_e)
+
+
+def _score_at(scores: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    return scores.gather(-1, offsets.unsqueeze(-1)).squeeze(-1).float()
+
+
+def choose_windows(ground: StageMaps, satellite: StageMaps, mode: str, stages: tuple[int, ...], diagonal: bool,
+                   offset_stage: int | None = None, window_offsets: dict[int, torch.Tensor] | None = None,
+                   gate_weight: float = 0.0) -> Windows:
+    """Each used stage's window: the argmax of its own scores, of ``offset_stage``'s scaled to its width, or the
+    given ``window_offsets``; with a gate weight, also the gate score at each choosing stage's window."""
+    choosing = stages if offset_stage is None else (offset_stage,)
+    windows = Windows({}, given=window_offsets is not None)
+    for s in choosing if (gate_weight > 0 or window_offsets is None) and mode != "feature" else ():
+        scores = _stage_scores(ground, satellite, mode, s, diagonal)
+        off = best_offsets(scores) if window_offsets is None else window_offsets[s].to(scores.device, torch.long)
+        windows.offsets[s] = off
         if gate_weight > 0:
-            gate_terms.append(scores.gather(-1, off.unsqueeze(-1)).squeeze(-1).float())
-        return off
-
-    shared = None
-    if offset_stage is not None and window_offsets is None:
-        shared = chosen_offsets(offset_stage)
-    elif window_offsets is not None and gate_weight > 0:  # the gate term of the given windows, at the choosing stages
-        for s in stages if offset_stage is None else (offset_stage,):
-            chosen_offsets(s, window_offsets[s])
+            windows.gate_terms.append(_score_at(scores, off))
     for s in stages:
-        g = ground.features[s - 1]
         sat = satellite.features[s - 1]
         if window_offsets is not None:
-            off = window_offsets[s].to(device=sat.device, dtype=torch.long)
+            windows.offsets[s] = window_offsets[s].to(device=sat.device, dtype=torch.long)
         elif mode == "feature":
-            scores = window_scores(mode, g, sat, None, None, diagonal=diagonal)
-            off = best_offsets(scores)
-        elif shared is None:
-            off = chosen_offsets(s)
-        else:
-            off = scale_offsets(shared, satellite.features[offset_stage - 1].shape[-1], sat.shape[-1])
+            scores = window_scores(mode, ground.features[s - 1], sat, None, None, diagonal=diagonal)
+            windows.feature_scores[s] = scores
+            windows.offsets[s] = best_offsets(scores)
+        elif offset_stage is not None:
+            shared = windows.offsets[offset_stage] if s != offset_stage else None
+            if shared is not None:
+                windows.offsets[s] = scale_offsets(shared, satellite.features[offset_stage - 1].shape[-1],
+                                                   sat.shape[-1])
+    return windows
+
+
+def _stage_dots(g: torch.Tensor, sat: torch.Tensor, s: int, off: torch.Tensor, win_e: torch.Tensor,
+                windows: Windows, diagonal: bool, window_dots: WindowDots | None):
+    """The window dot products of stage ``s`` and a bound on their error (None: exact), by the cheapest exact path:
+    the given windows cropped (diagonal), feature mode's own scores, the full feature correlation when gradients
+    must flow (no gathered copies to keep for backward), the search's ``window_dots``, or the gathered windows."""
+    if windows.given:
+        return (crop_windows(sat, off, g.shape[-1]).float() * g.float()).sum(dim=(1, 2, 3)), None
+    if s in windows.feature_scores:
+        return _score_at(windows.feature_scores[s], off), None
+    if torch.is_grad_enabled() and (g.requires_grad or sat.requires_grad):
+        return _score_at(window_scores("feature", g, sat, None, None, diagonal=diagonal), off), None
+    if window_dots is not None and not diagonal:
+        return window_dots(g, sat, off, win_e)
+    return gathered_dots(g, sat, off, diagonal), None
+
+
+def _score_windows(ground: StageMaps, satellite: StageMaps, stages: tuple[int, ...], diagonal: bool,
+                   windows: Windows, gate_weight: float, window_dots: WindowDots | None,
+                   return_crops: bool) -> AlignResult:
+    """The FMC similarity of the chosen windows (with the gate term) and the pair distances (conventions §6)."""
+    dot_total = g_energy = s_energy = 0.0
+    dot_error = None
+    offsets, widths, map_widths, crops = [], [], [], []
+    for s in stages:
+        g, sat, off = ground.features[s - 1], satellite.features[s - 1], windows.offsets[s]
         w = g.shape[-1]
         col_e = satellite.col_energy[s - 1] if satellite.col_energy is not None else column_energy(sat)
         win_e = _window_energy(col_e.float(), off, w, diagonal)
-        training = torch.is_grad_enabled() and (g.requires_grad or sat.requires_grad)
-        if window_offsets is not None:
-            # N given windows (diagonal pairs): crop them, w_b columns each, rather than correlate every offset
-            dots = (crop_windows(sat, off, w).float() * g.float()).sum(dim=(1, 2, 3))
-        elif mode == "feature":
-            dots = scores.gather(-1, off.unsqueeze(-1)).squeeze(-1)  # the feature score is the dot product
-        elif training:
-            # read the dot off the full feature correlation (one conv1d; no gathered copies to keep for
-            # backward); the offsets themselves come from the attention
-            corr = window_scores("feature", g, sat, None, None, diagonal=diagonal)
-            dots = corr.gather(-1, off.unsqueeze(-1)).squeeze(-1)
-        elif window_dots is not None and not diagonal:
-            dots, err = window_dots(g, sat, off, win_e)
-            if err is not None:
-                dot_error = err if dot_error is None else dot_error + err
-        else:
-            dots = gathered_dots(g, sat, off, diagonal)
+        dots, err = _stage_dots(g, sat, s, off, win_e, windows, diagonal, window_dots)
+        if err is not None:
+            dot_error = err if dot_error is None else dot_error + err
         dot_total = dot_total + dots
         g_norm2 = g.float().pow(2).sum(dim=(1, 2, 3))
         g_energy = g_energy + (g_norm2 if diagonal else g_norm2[:, None])
@@ -511,8 +554,8 @@ def align_windows(
     eps = 1e-12
     norm = torch.sqrt(g_energy * s_energy) + eps
     similarity = dot_total / norm
-    if gate_terms:
-        similarity = gated_similarity(similarity, torch.stack(gate_terms).mean(0), gate_weight)
+    if windows.gate_terms:
+        similarity = gated_similarity(similarity, torch.stack(windows.gate_terms).mean(0), gate_weight)
         norm = norm * (1.0 + gate_weight)  # the dots' share of the similarity, so their error bound, is 1 / (1 + λ)
     distances = torch.sqrt(torch.clamp(2.0 - 2.0 * similarity, min=eps))
     return AlignResult(

@@ -36,7 +36,7 @@ from torch import nn
 
 from ..angles import true_offset
 from ..model import CrossViewModel, StageMaps, soft_margin_triplet_loss, window_scores
-from ..model.align import align_windows, attention, gated_similarity, soft_window_distances
+from ..model.align import align_windows, attention, gate_score_at, gated_similarity, soft_window_distances
 from .config import KNOWN_POSITIVE_CHOICES, SOFT_WINDOW_CHOICES, window_choice_problem
 from .distributed import gather_across_ranks
 
@@ -158,12 +158,7 @@ def hardest_window_distances(config, ground, satellite) -> torch.Tensor:
     if config.gate_weight == 0:
         return feat.distances
     choosing = config.stages if config.window_stage is None else (config.window_stage,)
-    gates = []
-    for b in choosing:
-        scores = window_scores("gate-corr", ground.features[b - 1], satellite.features[b - 1],
-                               attention(ground, "gate-corr", b), attention(satellite, "gate-corr", b))
-        off = feat.offsets[..., config.stages.index(b)]
-        gates.append(scores.gather(-1, off.unsqueeze(-1)).squeeze(-1).float())
+    gates = [gate_score_at(ground, satellite, b, feat.offsets[..., config.stages.index(b)]) for b in choosing]
     similarity = gated_similarity(feat.similarity, torch.stack(gates).mean(0), config.gate_weight)
     return torch.sqrt(torch.clamp(2.0 - 2.0 * similarity, min=1e-12))
 
