@@ -23,31 +23,11 @@ import os
 import sys
 from pathlib import Path
 
+from .search_options import MAX_VIEWS, PROJECTIONS, add_search_arguments
+
 DEFAULT_TOP_K = 5
 TOP_K_MAX = 50  # the engine's limit
 FOV_RANGE = (10.0, 170.0)  # geoapp.data.photo.PLAUSIBLE_HFOV_DEG: a pinhole camera's plausible horizontal FoV
-PROJECTIONS = ("auto", "pinhole", "crop")  # geoapp.retrieval.query.PROJECTIONS
-MAX_VIEWS = 6  # geoapp.retrieval.query.MAX_VIEWS
-SEARCH_MODES = ("auto", "exhaustive", "two-stage")  # geoapp.retrieval.loading.SEARCH_MODES
-TWO_STAGE_FROM = 5000  # geoapp.retrieval.loading.TWO_STAGE_FROM
-
-
-def add_search_arguments(p: argparse.ArgumentParser) -> None:
-    """How a photo is matched against the database (the app and this command take the same flags)."""
-    p.add_argument("--search", choices=SEARCH_MODES, default="auto",
-                   help="exhaustive (every reference aligned exactly), two-stage (a FAISS first stage, then the exact "
-                   f"alignment of --rerank candidates) or auto: two-stage from {TWO_STAGE_FROM:,} references on, where "
-                   "it is faster and lost no answer in our measurements (default %(default)s)")
-    p.add_argument("--rerank", type=int, default=500, metavar="M",
-                   help="two-stage: candidates the first stage passes on (default %(default)s)")
-    # -- the first stage in Milvus (geoapp.retrieval.vector_engine; docs/vector-engine.md)
-    p.add_argument("--vector-engine", metavar="URI",
-                   help="two-stage with the first stage in Milvus: a Milvus Lite file (.db) or http(s)://host:port, "
-                        "uploaded with build_db --vector-engine (needs pip install 'geoapp[milvus]')")
-    p.add_argument("--collection", metavar="NAME",
-                   help="--vector-engine: the database's collection (default: geoapp_<database folder name>)")
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m geoapp.localize", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 2)[2],

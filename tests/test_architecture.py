@@ -14,7 +14,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "geoapp"
 # layer 0: every layer may import them
-BASE = {"geoapp", "geoapp.files", "geoapp.provenance", "geoapp.runtime", "geoapp.angles", "geoapp.allocator"}
+BASE = {"geoapp", "geoapp.files", "geoapp.provenance", "geoapp.runtime", "geoapp.angles", "geoapp.allocator",
+        "geoapp.search_options"}
 CLIS = {"geoapp.train", "geoapp.evaluate", "geoapp.build_db", "geoapp.localize"}
 LAYERS = {"data": 1, "synth": 1, "model": 2, "retrieval": 3, "training": 3, "testing": 3, "app": 4, "bench": 5}
 

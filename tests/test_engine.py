@@ -3,6 +3,9 @@ two-stage search equals the exhaustive one when it re-ranks everything, and the 
 the score it documents."""
 
 import dataclasses
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -247,6 +250,7 @@ def test_gate_corr_database_stores_gates_and_topk_equals_brute_force(tmp_path, w
 
 def test_auto_search_takes_the_two_stage_search_from_its_threshold_on(world, monkeypatch):
     import geoapp.localize as cli
+    from geoapp import search_options
     from geoapp.retrieval import loading
 
     db = ReferenceDatabase.open(world["db"])
@@ -259,8 +263,11 @@ def test_auto_search_takes_the_two_stage_search_from_its_threshold_on(world, mon
     assert loading.choose_search("exhaustive", db) == "exhaustive"
     with pytest.raises(ValueError, match="search must be one of"):
         loading.choose_search("fast", db)
-    # the command line's copies of the rule's numbers (it does not import torch to print its help)
-    assert (cli.SEARCH_MODES, cli.TWO_STAGE_FROM) == (loading.SEARCH_MODES, 5000)
+    # one copy of the rule's numbers, read by the engine and the command line; --help does not load torch
+    assert loading.SEARCH_MODES is search_options.SEARCH_MODES and search_options.TWO_STAGE_FROM == 5000
+    probe = "import sys, geoapp.localize as c; c.parse_args(['x']); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                          cwd=Path(cli.__file__).parent.parent).stdout.strip() == "False"
 
 
 def test_a_database_without_a_first_stage_is_searched_exhaustively_or_refused(world, tmp_path, monkeypatch):

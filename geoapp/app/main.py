@@ -21,7 +21,7 @@ from geoapp.app.areas import Areas, find_databases, load_areas
 from geoapp.app.bootstrap import BootstrapError, DemoPaths, ensure_demo
 from geoapp.app.context import DEFAULT_TOP_K
 from geoapp.app.ui import build_demo
-from geoapp.localize import add_search_arguments
+from geoapp.search_options import add_search_arguments
 
 __all__ = ["build_demo", "main", "parse_args", "resolve_artifacts"]
 

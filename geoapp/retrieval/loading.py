@@ -13,6 +13,7 @@ from ..allocator import keep_freed_buffers
 from ..files import sha256_file
 from ..model import load_model
 from ..runtime import resolve_device
+from ..search_options import SEARCH_MODES, TWO_STAGE_FROM
 
 
 def tune_allocator() -> bool:
@@ -25,13 +26,6 @@ def tune_allocator() -> bool:
     heap (a few hundred MB) instead of trimming it.
     """
     return keep_freed_buffers(mmap_threshold=1 << 30, trim_threshold=2 << 30, top_pad=64 << 20)
-
-
-SEARCH_MODES = ("auto", "exhaustive", "two-stage")
-# From this many references ``auto`` takes the two-stage search: measured faster from a few thousand on (10,000
-# full-size references: 154 against 1,036 ms on an AVX2 EPYC), and no answer lost at 6,000 with 500 candidates
-# (docs/results.md, search benchmarks); below it the exhaustive search is as fast and exact by construction.
-TWO_STAGE_FROM = 5000
 
 
 def choose_search(mode: str, db) -> str:

@@ -1,0 +1,31 @@
+"""The options of a search, one copy for the engine, the command line and the app: the search modes and the size
+from which ``auto`` takes the two-stage search, the projections and photos of a query, and the flags that choose
+them. Plain Python (no torch), so ``--help`` answers at once."""
+
+from __future__ import annotations
+
+import argparse
+
+SEARCH_MODES = ("auto", "exhaustive", "two-stage")
+# From this many references ``auto`` takes the two-stage search: measured faster from a few thousand on (10,000
+# full-size references: 154 against 1,036 ms on an AVX2 EPYC), and no answer lost at 6,000 with 500 candidates
+# (docs/results.md, search benchmarks); below it the exhaustive search is as fast and exact by construction.
+TWO_STAGE_FROM = 5000
+PROJECTIONS = ("auto", "pinhole", "crop")
+MAX_VIEWS = 6  # photos in one multi-photo query
+
+
+def add_search_arguments(p: argparse.ArgumentParser) -> None:
+    """How a photo is matched against the database (``geoapp.localize`` and the app take the same flags)."""
+    p.add_argument("--search", choices=SEARCH_MODES, default="auto",
+                   help="exhaustive (every reference aligned exactly), two-stage (a FAISS first stage, then the exact "
+                   f"alignment of --rerank candidates) or auto: two-stage from {TWO_STAGE_FROM:,} references on, where "
+                   "it is faster and lost no answer in our measurements (default %(default)s)")
+    p.add_argument("--rerank", type=int, default=500, metavar="M",
+                   help="two-stage: candidates the first stage passes on (default %(default)s)")
+    # -- the first stage in Milvus (geoapp.retrieval.vector_engine; docs/vector-engine.md)
+    p.add_argument("--vector-engine", metavar="URI",
+                   help="two-stage with the first stage in Milvus: a Milvus Lite file (.db) or http(s)://host:port, "
+                        "uploaded with build_db --vector-engine (needs pip install 'geoapp[milvus]')")
+    p.add_argument("--collection", metavar="NAME",
+                   help="--vector-engine: the database's collection (default: geoapp_<database folder name>)")
