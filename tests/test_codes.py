@@ -13,10 +13,19 @@ from geoapp.data.polar import polar_transform
 from geoapp.model import StageMaps
 from geoapp.model.align import column_energy, gate_energy
 from geoapp.retrieval.build import TileFolderSource, build_database
-from geoapp.retrieval.codes import CodedStage, decode_features, encode_features, feature_bits, pack, unpack
+from geoapp.retrieval.codes import (
+    CodedStage,
+    DeferredMaps,
+    GatheredStage,
+    decode_features,
+    encode_features,
+    feature_bits,
+    pack,
+    unpack,
+)
 from geoapp.retrieval.database import FORMAT_VERSION, DatabaseError, ReferenceDatabase
 from geoapp.retrieval.engine import Localizer
-from geoapp.retrieval.search import topk_matches
+from geoapp.retrieval.search import IndexedGallery, topk_matches
 from geoapp.testing import demo_model_config, make_random_tiles, random_checkpoint
 
 CONFIG = demo_model_config()  # the served model: gate-corr, shared window, gate term, 64 x 256
@@ -197,3 +206,28 @@ def test_search_decodes_only_window_columns_and_gives_the_decoded_store_answer(w
     exact = topk_matches(CONFIG, ground, eager, 5, chunk_size=5, fast=False)
     assert torch.equal(lazy.indices, exact.indices)
     assert torch.allclose(lazy.distances, exact.distances, atol=1e-6)
+
+
+@pytest.mark.parametrize("store", ["fp16", "compact"])
+def test_gathered_references_read_their_windows_from_the_store(world, store):
+    """A gather (a re-rank's candidates) stays a view of the store: its window columns are the store's rows of those
+    references, bit for bit what the eager gather's maps hold, and the gathered search answers as before."""
+    db = ReferenceDatabase.open(world["dbs"][store])
+    picked = [7, 2, 11]
+    gathered = db.gather(picked).features[0]
+    assert isinstance(gathered, GatheredStage) and gathered._decoded is None
+    n, c, h, w = gathered.shape
+    rows = torch.tensor([0, w + 5, 2 * w + w - 1, 3])
+    eager = db.slice(0, N_TILES).features[0][torch.tensor(picked)]
+    eager = eager.decoded() if isinstance(eager, CodedStage) else eager
+    whole = eager.permute(0, 3, 1, 2).reshape(n * w, c * h)
+    assert torch.equal(gathered.window_rows(rows), whole[rows])
+    assert torch.equal(gathered.decoded(), eager)
+    loc = Localizer(world["ckpt"], world["dbs"][store], device="cpu", search="exhaustive")
+    ground = loc.encode(_query(world, 2, 150))
+    sub = topk_matches(CONFIG, ground, IndexedGallery(db, np.array(picked)), 3, chunk_size=5, fast=True)
+    plain = StageMaps([f.decoded() if isinstance(f, DeferredMaps) else f for f in db.gather(picked).features],
+                      None, db.gather(picked).col_energy, db.gather(picked).gates, db.gather(picked).gate_energy)
+    exact = topk_matches(CONFIG, ground, plain, 3, chunk_size=5, fast=False)
+    assert torch.equal(sub.indices, exact.indices)
+    assert torch.allclose(sub.distances, exact.distances, atol=1e-6)

@@ -45,7 +45,8 @@ from .galleries import ModuloGallery, build_replica_store, simulated_first_stage
 from .memory import peak_rss_bytes, reset_peak
 
 TARGET_EXHAUSTIVE_10K_MS = 300
-TARGET_TWO_STAGE_1M_MS = 1000
+TARGET_TWO_STAGE_1M_MS = 200
+TARGET_1M_PEAK_GB = 4.0  # resident memory of the process with the store on disk (memory-mapped)
 TARGET_R10_LOSS = 1.0
 
 
@@ -103,7 +104,8 @@ def bytes_per_query(config, per_ref: dict[str, float]) -> float:
 
 
 def time_gallery(config, db: ReferenceDatabase, n: int, queries: list[StageMaps], args):
-    """Print one row of the latency table; returns ((median, p90) exhaustive or None, (median, p90) two-stage)."""
+    """Print one row of the latency table; returns ((median, p90) exhaustive or None, (median, p90) two-stage, peak
+    resident memory in GB)."""
     gallery = ModuloGallery(db, n)
     reset_peak()
     ex = None
@@ -119,7 +121,7 @@ def time_gallery(config, db: ReferenceDatabase, n: int, queries: list[StageMaps]
     ex_txt = "not timed" if ex is None else f"{fmt_ms(ex[0])} / {fmt_ms(ex[1])}"
     print(f"{n:>10,} {ex_txt:>30} {fmt_ms(two[0]) + ' / ' + fmt_ms(two[1]):>26} {fmt_ms(first[0]):>15} "
           f"{build_fs + t_index:>8.1f} {fs.ram_bytes / n:>22,.0f} {peak_rss_bytes() / 1e9:>12.2f}", flush=True)
-    return ex, two
+    return ex, two, peak_rss_bytes() / 1e9
 
 
 def synth_database(demo: Path, synth: Path, config, distractors: int, work: Path) -> tuple[ReferenceDatabase, str]:
@@ -351,7 +353,8 @@ def latency_section(args, sizes: list[int], work: Path) -> None:
         print(f"  exhaustive, 10,000 tiles: {ms:,.0f} ms median (target <= {TARGET_EXHAUSTIVE_10K_MS}): "
               f"{verdict(ms, TARGET_EXHAUSTIVE_10K_MS)}")
     if 1000000 in results:
-        ms = results[1000000][1][0]
+        ms, peak = results[1000000][1][0], results[1000000][2]
         print(f"  two-stage, 1,000,000 tiles: {ms:,.0f} ms median (target <= {TARGET_TWO_STAGE_1M_MS}): "
-              f"{verdict(ms, TARGET_TWO_STAGE_1M_MS)}")
+              f"{verdict(ms, TARGET_TWO_STAGE_1M_MS)}; peak resident memory {peak:.2f} GB (target <= "
+              f"{TARGET_1M_PEAK_GB:g}): {verdict(peak, TARGET_1M_PEAK_GB)}")
 

@@ -231,7 +231,16 @@ def deferred_masks(codes: torch.Tensor) -> DeferredMaps:
     return DeferredMaps(decode_masks, (codes,), codes.shape)
 
 
-class CodedStage(DeferredMaps):
+class WindowRows(DeferredMaps):
+    """Deferred stage features whose window columns a search can read alone (:meth:`window_rows`)."""
+
+    def window_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """float16 len(rows) x (C*H): the columns ``rows`` of the (N*W) x (C*H) column view (row ``r * W + j`` is
+        column j of reference r)."""
+        raise NotImplementedError
+
+
+class CodedStage(WindowRows):
     """One stage's features of a quantized store (codes N x W x packed C*H, steps N x C) as deferred N x C x H x W
     float16 maps whose window columns :meth:`window_rows` decodes alone: a 90 deg query reads a quarter of each map,
     and decoding whole chunks made the search 9x slower than over an fp16 store."""
@@ -257,3 +266,32 @@ class CodedStage(DeferredMaps):
         values = unpack(picked, self.bits).reshape(len(rows), c, h).float()
         row_step = torch.index_select(step, 0, torch.div(rows, w, rounding_mode="floor")).float()
         return (values * row_step[:, :, None]).half().reshape(len(rows), c * h)
+
+
+class GatheredStage(WindowRows):
+    """The references ``index`` of a whole stored stage (a :class:`CodedStage`, or the fp16 store's N x W x C x H
+    array), read where a search reads them: :meth:`window_rows` reads their window columns from the store's rows, so
+    a two-stage re-rank of M candidates reads M windows instead of copying M whole maps; any other use gathers the
+    whole maps, as an eager gather would."""
+
+    def __init__(self, whole, index: torch.Tensor):
+        self.whole = whole
+        shape = whole.shape if isinstance(whole, CodedStage) else (whole.shape[0], *whole.shape[2:], whole.shape[1])
+        super().__init__(self._gather, (index,), (len(index), *shape[1:]))
+
+    def _like(self, arrays: tuple) -> GatheredStage:
+        return GatheredStage(self.whole, arrays[0])
+
+    def _gather(self, index: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.whole, CodedStage):
+            return self.whole[index].decoded()
+        return self.whole[index].permute(0, 2, 3, 1)  # the column-major copy an eager gather makes
+
+    def window_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = self.shape
+        ref = torch.div(rows, w, rounding_mode="floor")
+        stored = self.arrays[0][ref] * w + (rows - ref * w)  # the same columns in the store's row numbering
+        if isinstance(self.whole, CodedStage):
+            return self.whole.window_rows(stored)
+        return torch.index_select(self.whole.reshape(-1, c * h), 0, stored)
+

@@ -50,6 +50,7 @@ from .codes import (
     STORE_KINDS,
     CodedStage,
     DecodedRows,
+    GatheredStage,
     check_store,
     decode_gates,
     decode_masks,
@@ -287,9 +288,15 @@ def stage_maps_of(arrays: dict, select, device: torch.device | str = "cpu", stor
     feats, energy, masks = [], [], None
     for s in (1, 2, 3, 4):
         a, e = arrays.get(f"features_{s}"), arrays.get(f"col_energy_{s}")
-        if a is not None and bits is not None:
-            feats.append(CodedStage(_tensor(a, select, device), _tensor(arrays[f"feature_scale_{s}"], select, device),
-                                    bits[s - 1]))
+        scale = arrays.get(f"feature_scale_{s}")
+        if (a is not None and isinstance(select, np.ndarray) and not isinstance(a, torch.Tensor)
+                and torch.device(device).type == "cpu"):
+            # gathered references (a re-rank's candidates): read from the mapped store where the search reads them
+            whole = torch.from_numpy(a) if bits is None else CodedStage(torch.from_numpy(a), torch.from_numpy(scale),
+                                                                        bits[s - 1])
+            feats.append(GatheredStage(whole, torch.as_tensor(select, dtype=torch.long)))
+        elif a is not None and bits is not None:
+            feats.append(CodedStage(_tensor(a, select, device), _tensor(scale, select, device), bits[s - 1]))
         else:
             feats.append(None if a is None else _tensor(a, select, device).permute(0, 2, 3, 1))
         energy.append(None if e is None else _tensor(e, select, device))

@@ -19,7 +19,7 @@ import math
 import torch
 
 from ..model.align import gathered_dots, gathered_windows, window_row_blocks
-from .codes import CodedStage
+from .codes import WindowRows
 
 # Relative error of one fp16 dot product <x, g> with respect to |x| |g|: rounding the ground to fp16 (2^-11),
 # rounding the fp32-accumulated result to fp16 (2^-11), and the fp32 accumulation itself (1e-4: ~6x the random-walk
@@ -66,8 +66,9 @@ def fp16_window_dots(
 
 
 def _windows(sat_feat, offsets: torch.Tensor, width: int, block: int):
-    """:func:`~geoapp.model.align.gathered_windows` (all pairs), decoding only the windows of a quantized store."""
-    if not isinstance(sat_feat, CodedStage):
+    """:func:`~geoapp.model.align.gathered_windows` (all pairs), reading only the windows of a quantized store or of
+    references gathered from a store (:class:`~geoapp.retrieval.codes.WindowRows`)."""
+    if not isinstance(sat_feat, WindowRows):
         yield from gathered_windows(sat_feat, offsets, width, False, block)
         return
     n_ref, big_w = sat_feat.shape[0], sat_feat.shape[3]
