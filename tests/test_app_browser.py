@@ -175,7 +175,9 @@ def test_several_areas_get_a_dropdown_that_switches_examples_coverage_and_map(ap
     label_a, label_b = (c.example_label(c.examples.examples[0]) for c in (city_a, city_b))
     assert label_b.startswith("train pair")  # city-b is the tiny world's training area
     assert page.get_by_text(label_a, exact=True).is_visible() and not page.get_by_text(label_b, exact=True).is_visible()
-    page.frame_locator("#map iframe").locator("path.leaflet-interactive").nth(1).wait_for(timeout=TIMEOUT_MS)
+    # both served areas' boxes are drawn (attached: Leaflet empties the path of a box outside the view)
+    page.frame_locator("#map iframe").locator("path.leaflet-interactive").nth(1).wait_for(state="attached",
+                                                                                        timeout=TIMEOUT_MS)
 
     page.locator("#area input").click()
     page.get_by_role("option", name="city-b (4 references)").click()

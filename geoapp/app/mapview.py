@@ -124,6 +124,7 @@ def area_map(areas: list[AreaBox], chosen: str | None, worlds: list[WorldImage] 
     for world in worlds:
         _add_world(fmap, world)
     draw_areas(fmap, areas, chosen)
+    fmap.fit_bounds([[south, west], [north, east]])  # every area in view, whatever the map's size on the page
     return fmap
 
 
