@@ -53,6 +53,20 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
 
 
+def resident_parts() -> dict[str, int]:
+    """The process's resident memory now, by kind (Linux): ``anon`` (its own heap and arrays) and ``file`` (pages of
+    mapped files, e.g. a memory-mapped store: the OS page cache, which the kernel reclaims under pressure)."""
+    parts = {}
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(("RssAnon:", "RssFile:")):
+                    parts[line[3:7].lower()] = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return parts
+
+
 def float32_bytes_per_reference(maps: StageMaps) -> int:
     """What one reference took in the float32 StageMaps the evaluation used to keep on its device."""
     fields = [t for group in (maps.features, maps.masks or [], maps.gates or []) for t in group]

@@ -42,7 +42,7 @@ from ..retrieval.search import gallery_chunks, topk_matches
 from ..testing import make_random_tiles, random_checkpoint
 from ..training.precision import cpu_description
 from .galleries import ModuloGallery, build_replica_store, simulated_first_stage
-from .memory import peak_rss_bytes, reset_peak
+from .memory import peak_rss_bytes, reset_peak, resident_parts
 
 TARGET_EXHAUSTIVE_10K_MS = 300
 TARGET_TWO_STAGE_1M_MS = 200
@@ -120,7 +120,8 @@ def time_gallery(config, db: ReferenceDatabase, n: int, queries: list[StageMaps]
                       for q in queries])
     ex_txt = "not timed" if ex is None else f"{fmt_ms(ex[0])} / {fmt_ms(ex[1])}"
     print(f"{n:>10,} {ex_txt:>30} {fmt_ms(two[0]) + ' / ' + fmt_ms(two[1]):>26} {fmt_ms(first[0]):>15} "
-          f"{build_fs + t_index:>8.1f} {fs.ram_bytes / n:>22,.0f} {peak_rss_bytes() / 1e9:>12.2f}", flush=True)
+          f"{build_fs + t_index:>8.1f} {fs.ram_bytes / n:>22,.0f} {peak_rss_bytes() / 1e9:>12.2f} "
+          f"{resident_parts().get('anon', 0) / 1e9:>10.2f}", flush=True)
     return ex, two, peak_rss_bytes() / 1e9
 
 
@@ -339,10 +340,11 @@ def latency_section(args, sizes: list[int], work: Path) -> None:
           f" {physical_n:,} replicas of the {len(seed_db)} network-built references (random rotation + per-channel"
           " gains 1 +- 0.1), written without the network.")
     print(f"\n{'gallery':>10} {'exhaustive ms (median / p90)':>30} {'two-stage ms, M=' + str(args.rerank):>26} "
-          f"{'first stage ms':>15} {'setup s':>8} {'first-stage RAM B/ref':>22} {'peak RSS GB':>12}")
+          f"{'first stage ms':>15} {'setup s':>8} {'first-stage RAM B/ref':>22} {'peak RSS GB':>12} {'anon GB':>10}")
     print("(setup: making the simulated first-stage descriptors + building the FAISS index in memory; a built "
           "database ships the index of its checkpoint's FoV and loads it instead; peak RSS: the whole process's "
-          "resident memory, model and page-cache pages of the memory-mapped store it touched included)")
+          "resident memory, model and page-cache pages of the memory-mapped store it touched included; anon: the "
+          "process's own memory after the row's queries, without the mapped store's pages)")
     results = {}
     for n in sizes:
         results[n] = time_gallery(config, db, n, queries, args)
