@@ -282,6 +282,12 @@ class GatheredStage(WindowRows):
     def _like(self, arrays: tuple) -> GatheredStage:
         return GatheredStage(self.whole, arrays[0])
 
+    def to(self, *args, **kwargs):
+        probe = torch.empty(0, dtype=self.dtype).to(*args, **kwargs)
+        if probe.dtype != self.dtype or probe.device != self.device:  # the store stays where it is mapped
+            return self.decoded().to(*args, **kwargs)
+        return self
+
     def _gather(self, index: torch.Tensor) -> torch.Tensor:
         if isinstance(self.whole, CodedStage):
             return self.whole[index].decoded()
