@@ -430,8 +430,9 @@ def _check_alignment(ground, satellite, mode, diagonal, return_crops, offset_sta
                          f"stages {sorted(window_offsets)} with diagonal={diagonal}")
     if offset_stage is not None and mode == "feature":
         raise ValueError("offset_stage needs an attention mode: feature mode reads its dot products off its own scores")
-    if gate_weight_problem(gate_weight, mode):
-        raise ValueError(gate_weight_problem(gate_weight, mode))
+    gate_problem = gate_weight_problem(gate_weight, mode)
+    if gate_problem:
+        raise ValueError(gate_problem)
     if return_crops and not diagonal:
         raise ValueError("return_crops is only available for diagonal pairs (one crop per pair)")
     if diagonal and len(ground) != len(satellite):
@@ -489,7 +490,9 @@ def choose_windows(ground: StageMaps, satellite: StageMaps, mode: str, stages: t
     given ``window_offsets``; with a gate weight, also the gate score at each choosing stage's window."""
     choosing = stages if offset_stage is None else (offset_stage,)
     windows = Windows({}, given=window_offsets is not None)
-    for s in choosing if (gate_weight > 0 or window_offsets is None) and mode != "feature" else ():
+    # the attention scores are needed to choose a window, or to read the gate term at a given one
+    scored = mode != "feature" and (window_offsets is None or gate_weight > 0)
+    for s in choosing if scored else ():
         scores = _stage_scores(ground, satellite, mode, s, diagonal)
         off = best_offsets(scores) if window_offsets is None else window_offsets[s].to(scores.device, torch.long)
         windows.offsets[s] = off

@@ -78,8 +78,9 @@ class ModelConfig:
             problems.append(f"stages must be distinct values from {STAGES}, got {self.stages}")
         if self.shared_window and self.align_mode not in ATTENTION_MODES:
             problems.append(f"shared_window needs an attention align_mode {ATTENTION_MODES}, got {self.align_mode!r}")
-        if gate_weight_problem(self.gate_weight, self.align_mode):
-            problems.append(gate_weight_problem(self.gate_weight, self.align_mode))
+        gate_problem = gate_weight_problem(self.gate_weight, self.align_mode)
+        if gate_problem:
+            problems.append(gate_problem)
         if self.heading_stage is not None and self.heading_stage not in self.stages:
             problems.append(f"heading_stage {self.heading_stage} is not one of the used stages {self.stages}")
         if not 0 < self.fov_deg <= 360:

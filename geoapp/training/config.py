@@ -109,8 +109,9 @@ class TrainConfig:
             problems.append(f"precision must be auto|fp32|bf16|fp16, got {self.precision!r}")
         if self.window_choice not in WINDOW_CHOICES:
             problems.append(f"window_choice must be one of {WINDOW_CHOICES}, got {self.window_choice!r}")
-        elif window_choice_problem(self.window_choice, self.align_mode, self.gate_weight):
-            problems.append(window_choice_problem(self.window_choice, self.align_mode, self.gate_weight))
+        choice_problem = window_choice_problem(self.window_choice, self.align_mode, self.gate_weight)
+        if choice_problem:  # (None for an unknown choice, refused just above)
+            problems.append(choice_problem)
         if self.negatives not in NEGATIVES:
             problems.append(f"negatives must be one of {NEGATIVES}, got {self.negatives!r}")
         if self.batch_size < 2:
