@@ -23,10 +23,9 @@ import os
 import sys
 from pathlib import Path
 
-from .search_options import MAX_VIEWS, PROJECTIONS, add_search_arguments
+from .search_options import MAX_VIEWS, PROJECTIONS, TOP_K_RANGE, add_search_arguments
 
 DEFAULT_TOP_K = 5
-TOP_K_MAX = 50  # the engine's limit
 FOV_RANGE = (10.0, 170.0)  # geoapp.data.photo.PLAUSIBLE_HFOV_DEG: a pinhole camera's plausible horizontal FoV
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m geoapp.localize", description=__doc__.split("\n\n")[0],
@@ -60,8 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_search_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    if not 1 <= args.top_k <= TOP_K_MAX:
-        p.error(f"--top-k must be between 1 and {TOP_K_MAX}, got {args.top_k}")
+    if not TOP_K_RANGE[0] <= args.top_k <= TOP_K_RANGE[1]:
+        p.error(f"--top-k must be between {TOP_K_RANGE[0]} and {TOP_K_RANGE[1]}, got {args.top_k}")
     if args.fov is not None and not FOV_RANGE[0] <= args.fov <= FOV_RANGE[1]:
         p.error(f"--fov must be between {FOV_RANGE[0]:g} and {FOV_RANGE[1]:g} degrees, got {args.fov:g}")
     if (args.prior is None) != (args.radius is None):

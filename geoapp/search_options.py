@@ -13,6 +13,7 @@ SEARCH_MODES = ("auto", "exhaustive", "two-stage")
 TWO_STAGE_FROM = 5000
 PROJECTIONS = ("auto", "pinhole", "crop")
 MAX_VIEWS = 6  # photos in one multi-photo query
+TOP_K_RANGE = (1, 50)  # candidates a query may ask for
 
 
 def add_search_arguments(p: argparse.ArgumentParser) -> None:

@@ -9,9 +9,7 @@ from ..angles import fov_width
 from ..data.photo import hfov_from_exif, load_image, photo_to_cylindrical
 from ..data.transforms import resize_image
 from ..model import ModelConfig
-from ..search_options import MAX_VIEWS, PROJECTIONS
-
-TOP_K_RANGE = (1, 50)
+from ..search_options import MAX_VIEWS, PROJECTIONS, TOP_K_RANGE
 
 
 class FieldOfViewUnknown(ValueError):
