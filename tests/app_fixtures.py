@@ -76,16 +76,21 @@ def upload_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("uploads")
 
 
-@pytest.fixture(scope="session")
-def app_server(app_context):
-    """The app's page for the tiny context, served on a free localhost port; yields its URL."""
+def served(app):
+    """Serve ``build_demo(app)`` on a free localhost port; yields its URL, then closes it."""
     from geoapp.app.screenshot import free_port
     from geoapp.app.ui import build_demo
 
-    demo = build_demo(app_context)
+    demo = build_demo(app)
     demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     yield demo.local_url
     demo.close()
+
+
+@pytest.fixture(scope="session")
+def app_server(app_context):
+    """The app's page for the tiny context; yields its URL."""
+    yield from served(app_context)
 
 
 # ------------------------------------------------------------------------------------------ several areas
@@ -129,11 +134,5 @@ def areas(areas_root, tiny_checkpoint, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def areas_server(areas):
-    """The several-areas page on a free localhost port; yields its URL."""
-    from geoapp.app.screenshot import free_port
-    from geoapp.app.ui import build_demo
-
-    demo = build_demo(areas)
-    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
-    yield demo.local_url
-    demo.close()
+    """The several-areas page; yields its URL."""
+    yield from served(areas)
