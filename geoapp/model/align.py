@@ -141,7 +141,22 @@ def gate_window_norm(gates: torch.Tensor, width: int, energy: torch.Tensor | Non
 def circular_window_sums(columns: torch.Tensor, width: int) -> torch.Tensor:
     """R x W: for every offset o, the sum of ``columns`` (R x W, e.g. per-column energies) over the circular window
     of ``width`` columns starting at o."""
-    return F.conv1d(_circular_extend(columns, width)[:, None], columns.new_ones(1, 1, width))[:, 0]
+    return _window_sums(_circular_extend(columns, width), width)
+
+
+def _window_sums(extended: torch.Tensor, width: int, diagonal: bool = False) -> torch.Tensor:
+    """Sums of ``width`` consecutive entries of a circularly extended last axis, ``out[..., o] = sum_k x[..., o + k]``,
+    or with ``diagonal`` down the last two axes (``width`` rows), ``out[..., o] = sum_k x[..., k, o + k]``. One sum
+    over a strided view: ``width`` shifted adds, or a single-channel conv1d, ran several times slower on the
+    search's small chunks."""
+    *lead, n = extended.shape
+    strides = list(extended.stride())
+    k_stride = strides[-1]
+    if diagonal:
+        k_stride += strides[-2]
+        lead, strides = lead[:-1], strides[:-2] + strides[-1:]
+    view = extended.as_strided((*lead, n - width + 1, width), (*strides, k_stride))
+    return view.sum(-1)
 
 
 def _correlate(mode: str, kernel: torch.Tensor, signal: torch.Tensor, diagonal: bool) -> torch.Tensor:
@@ -183,11 +198,8 @@ def _scores_by_matmul(kernel: torch.Tensor, signal: torch.Tensor) -> torch.Tenso
     r, _, big_w = signal.shape
     a = kernel.float().permute(0, 2, 1).reshape(q * w, d)  # rows (q, k)
     p = torch.matmul(a, signal.float()).view(r, q, w, big_w)  # R x Q x w x W
-    out = p[:, :, 0, :].clone()
-    for k in range(1, w):  # the window at o puts satellite column (o + k) mod W at its position k
-        out[..., : big_w - k] += p[:, :, k, k:]
-        out[..., big_w - k:] += p[:, :, k, :k]
-    return out.permute(1, 0, 2)
+    # the window at o puts satellite column (o + k) mod W at its position k: sum the circular diagonals
+    return _window_sums(_circular_extend(p, w), w, diagonal=True).permute(1, 0, 2)
 
 
 def attention(maps: StageMaps, mode: str, stage: int) -> torch.Tensor | None:
