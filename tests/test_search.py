@@ -230,3 +230,25 @@ def test_fast_topk_with_the_gate_term_equals_the_fp32_topk():
     torch.testing.assert_close(fast.distances, exact.distances, rtol=0, atol=1e-6)
     plain = topk_matches(dataclasses.replace(config, gate_weight=0.0), ground, gallery, k=10, chunk_size=64)
     assert not torch.equal(plain.indices, exact.indices)  # the gate term re-ranks
+
+
+def test_a_one_photo_search_aligns_chunks_sized_for_its_alignment_mode(monkeypatch):
+    import geoapp.retrieval.search as search_module
+    from geoapp.search_options import SEARCH_CHUNKS
+
+    read = []
+
+    class Gallery:
+        def __len__(self):
+            return 5000
+
+        def slice(self, start, stop):
+            read.append((start, stop))
+
+    monkeypatch.setattr(search_module, "match_maps", lambda *args, **kwargs: None)
+    for config, chunk in ((ModelConfig(align_mode="gate-corr", shared_window=True), SEARCH_CHUNKS["attention"]),
+                          (ModelConfig(align_mode="feature", shared_window=False), SEARCH_CHUNKS["feature"])):
+        read.clear()
+        list(search_module.gallery_chunks(config, None, Gallery()))
+        assert read[0] == (0, chunk) and read[-1][1] == 5000 and len(read) == -(-5000 // chunk)
+    assert SEARCH_CHUNKS["feature"] < SEARCH_CHUNKS["attention"]  # feature mode holds float32 copies of its chunk

@@ -52,10 +52,11 @@ class Localizer:
     """Checkpoint + reference database, loaded once; ``localize`` answers one photo at a time."""
 
     def __init__(self, checkpoint_path: str | os.PathLike | LoadedCheckpoint, database_path: str | os.PathLike,
-                 device: str = "auto", search: str = "auto", rerank: int = 500, chunk_size: int = 512,
+                 device: str = "auto", search: str = "auto", rerank: int = 500, chunk_size: int | None = None,
                  accuracy: dict | None = None, vector_engine: str | None = None, collection: str | None = None):
         """``search``: ``exhaustive``, ``two-stage`` (a FAISS first stage, then the exact alignment of ``rerank``
-        candidates), or ``auto`` (:func:`choose_search`). ``accuracy``: figures measured for this checkpoint
+        candidates), or ``auto`` (:func:`choose_search`). ``chunk_size``: references aligned at a time (default:
+        :func:`~geoapp.search_options.search_chunk`'s for the model). ``accuracy``: figures measured for this checkpoint
         elsewhere than its metadata (e.g. re-measured on this machine's world), shaped like its metadata
         (``accuracy_text``); shown instead of the recorded ones. ``vector_engine`` (a Milvus Lite ``.db`` file or
         ``http(s)://host:port``) and ``collection``: the two-stage first stage is that Milvus collection

@@ -319,7 +319,7 @@ def faiss_bytes(index: faiss.Index) -> int:
 
 
 def two_stage_topk(config: ModelConfig, ground: StageMaps, gallery, first_stage: FirstStageIndex, k: int = 10,
-                   rerank: int = 500, chunk_size: int = 512) -> TopK:
+                   rerank: int = 500, chunk_size: int | None = None) -> TopK:
     """Top-k per query: first-stage candidates (``rerank`` per query), re-ranked with the exact alignment.
 
     Candidates are re-ranked in ascending gallery order, so ties resolve to the lower gallery index as in the

@@ -20,6 +20,7 @@ import torch
 
 from ..model import AlignResult, ModelConfig, StageMaps, StageOffsets, match_maps
 from ..model.align import WindowDots
+from ..search_options import search_chunk
 from .window_dots import float64_window_dots, fp16_window_dots
 
 
@@ -29,11 +30,13 @@ class Gallery(Protocol):
     def slice(self, start: int, stop: int) -> StageMaps: ...
 
 
-def gallery_chunks(config: ModelConfig, ground: StageMaps, gallery: Gallery, chunk_size: int = 1024, progress=None,
-                   window_dots: WindowDots | None = None):
-    """Yield ``(start, AlignResult)`` for consecutive chunks of the gallery (Q x chunk pairs each); ``window_dots``:
-    see :func:`geoapp.model.align_windows` and :mod:`geoapp.retrieval.window_dots`."""
+def gallery_chunks(config: ModelConfig, ground: StageMaps, gallery: Gallery, chunk_size: int | None = None,
+                   progress=None, window_dots: WindowDots | None = None):
+    """Yield ``(start, AlignResult)`` for consecutive chunks of the gallery (Q x chunk pairs each; ``chunk_size``
+    references, by default :func:`~geoapp.search_options.search_chunk`'s for the model); ``window_dots``: see
+    :func:`geoapp.model.align_windows` and :mod:`geoapp.retrieval.window_dots`."""
     n = len(gallery)
+    chunk_size = chunk_size or search_chunk(config.align_mode)
     for start in range(0, n, chunk_size):
         maps = gallery.slice(start, min(n, start + chunk_size))
         res = match_maps(config, ground, maps, chunk_size=None, window_dots=window_dots)
@@ -59,8 +62,8 @@ class TopK(StageOffsets):
 
 @torch.no_grad()
 def topk_matches(
-    config: ModelConfig, ground: StageMaps, gallery: Gallery, k: int = 10, chunk_size: int = 1024, progress=None,
-    fast: bool = True,
+    config: ModelConfig, ground: StageMaps, gallery: Gallery, k: int = 10, chunk_size: int | None = None,
+    progress=None, fast: bool = True,
 ) -> TopK:
     """Running top-k over gallery chunks (ties: lower gallery index first).
 
