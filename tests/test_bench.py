@@ -164,3 +164,20 @@ def test_bench_search_counts_the_bytes_a_query_reads():
                "col_energy_3.npy": 2.0, "col_energy_4.npy": 2.0, "thumbnails.npy": 9999.0, "masks_1.npy": 999.0}
     # a quarter of every stage's columns (90 deg), all of the gates and energies, nothing the UI alone reads
     assert bytes_per_query(config, per_ref) == 800.0 / 4 + 64 + 16 + 16
+
+
+def test_bench_search_times_a_given_checkpoint_under_its_own_file_names(tiny_checkpoint, tmp_path, capsys):
+    from geoapp.bench import search as bench_search
+
+    bench_search.main(["--only", "latency", "--checkpoint", str(tiny_checkpoint), "--sizes", "24,48",
+                       "--physical", "48", "--build-tiles", "8", "--queries", "2", "--rerank", "8",
+                       "--chunk-sweep", "16,64", "--work", str(tmp_path)])
+    printed = capsys.readouterr().out
+    stem = tiny_checkpoint.stem
+    assert (tmp_path / f"{stem}_seed_db").is_dir() and (tmp_path / f"{stem}_gallery_48").is_dir()
+    assert not list(tmp_path.glob("random_full_*"))  # the given checkpoint is timed: no random model is made
+    assert f"model: {tiny_checkpoint}" in printed
+    # the sweep runs on the largest real gallery timed exhaustively, and both rows of the table are printed
+    assert "exhaustive chunk-size sweep on 48 refs" in printed
+    rows = [line.split() for line in printed.splitlines() if line.strip().startswith(("24 ", "48 "))]
+    assert [r[0] for r in rows] == ["24", "48"] and all(float(r[1]) > 0 for r in rows)
