@@ -8,7 +8,7 @@ import argparse
 
 SEARCH_MODES = ("auto", "exhaustive", "two-stage")
 # From this many references ``auto`` takes the two-stage search: measured faster from a few thousand on (10,000
-# full-size references: 154 against 1,036 ms on an AVX2 EPYC), and no answer lost at 6,000 with 500 candidates
+# full-size references: 41 against 458 ms on an AVX2 EPYC, 2 threads), and no answer lost at 6,000 with 500 candidates
 # (docs/results.md, search benchmarks); below it the exhaustive search is as fast and exact by construction.
 TWO_STAGE_FROM = 5000
 # References aligned per chunk by a one-photo search. The attention modes pay each chunk's per-operation costs once per
