@@ -343,13 +343,13 @@ def latency_section(args, sizes: list[int], work: Path) -> None:
 
     # -- chunk-size sweep on the largest real gallery timed exhaustively (the exhaustive path's main knob outside the
     # alignment code; a gallery smaller than a chunk cannot tell chunk sizes apart)
-    small = ModuloGallery(db, max([n for n in sizes if n <= min(physical_n, args.max_exhaustive)] or [sizes[0]]))
+    swept = ModuloGallery(db, max([n for n in sizes if n <= min(physical_n, args.max_exhaustive)] or [sizes[0]]))
     sweep = {}
     for c in (int(x) for x in args.chunk_sweep.split(",")):
-        exhaustive_latency(config, queries[:1], small, c)  # warm the page cache
-        sweep[c] = median_p90(exhaustive_latency(config, queries[:3], small, c))[0]
+        exhaustive_latency(config, queries[:1], swept, c)  # warm the page cache
+        sweep[c] = median_p90(exhaustive_latency(config, queries[:3], swept, c))[0]
     chunk = args.chunk_size or search_chunk(config.align_mode)
-    print(f"exhaustive chunk-size sweep on {len(small):,} refs (median ms): "
+    print(f"exhaustive chunk-size sweep on {len(swept):,} refs (median ms): "
           + ", ".join(f"{c}: {ms:,.0f}" for c, ms in sweep.items()) + f"; using --chunk-size {chunk}")
 
     # -- latency table
