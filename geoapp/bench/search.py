@@ -343,7 +343,8 @@ def latency_section(args, sizes: list[int], work: Path) -> None:
 
     # -- chunk-size sweep on the largest real gallery timed exhaustively (the exhaustive path's main knob outside the
     # alignment code; a gallery smaller than a chunk cannot tell chunk sizes apart)
-    swept = ModuloGallery(db, max([n for n in sizes if n <= min(physical_n, args.max_exhaustive)] or [sizes[0]]))
+    timed_in_full = [n for n in sizes if n <= min(physical_n, args.max_exhaustive)]
+    swept = ModuloGallery(db, max(timed_in_full) if timed_in_full else min(sizes[0], physical_n))
     sweep = {}
     for c in (int(x) for x in args.chunk_sweep.split(",")):
         exhaustive_latency(config, queries[:1], swept, c)  # warm the page cache
