@@ -1,6 +1,6 @@
 """The options of a search, one copy for the engine, the command line and the app: the search modes and the size
-from which ``auto`` takes the two-stage search, the projections and photos of a query, and the flags that choose
-them. Plain Python (no torch), so ``--help`` answers at once."""
+from which ``auto`` takes the two-stage search, the projections and photos of a query, the references aligned per
+chunk, and the flags that choose them. Plain Python (no torch), so ``--help`` answers at once."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ SEARCH_MODES = ("auto", "exhaustive", "two-stage")
 # full-size references: 41 against 458 ms on an AVX2 EPYC, 2 threads), and no answer lost at 6,000 with 500 candidates
 # (docs/results.md, search benchmarks); below it the exhaustive search is as fast and exact by construction.
 TWO_STAGE_FROM = 5000
+PROJECTIONS = ("auto", "pinhole", "crop")
+MAX_VIEWS = 6  # photos in one multi-photo query
+TOP_K_RANGE = (1, 50)  # candidates a query may ask for
 # References aligned per chunk by a one-photo search. The attention modes pay each chunk's per-operation costs once per
 # 2,048 references (exhaustive search of 10,000 references, 2-core AVX2 EPYC, 2 threads, chunks of 512 -> 2,048:
 # 125 -> 95 ms with the demo model, 492 -> 463 ms at full size), with under 100 MB of scratch memory at full size.
@@ -22,9 +25,6 @@ SEARCH_CHUNKS = {"attention": 2048, "feature": 512}
 def search_chunk(align_mode: str) -> int:
     """References per alignment chunk of a one-photo search with a model of ``align_mode``."""
     return SEARCH_CHUNKS["feature" if align_mode == "feature" else "attention"]
-PROJECTIONS = ("auto", "pinhole", "crop")
-MAX_VIEWS = 6  # photos in one multi-photo query
-TOP_K_RANGE = (1, 50)  # candidates a query may ask for
 
 
 def add_search_arguments(p: argparse.ArgumentParser) -> None:
