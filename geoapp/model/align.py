@@ -518,11 +518,9 @@ def choose_windows(ground: StageMaps, satellite: StageMaps, mode: str, stages: t
             scores = window_scores(mode, ground.features[s - 1], sat, None, None, diagonal=diagonal)
             windows.feature_scores[s] = scores
             windows.offsets[s] = best_offsets(scores)
-        elif offset_stage is not None:
-            shared = windows.offsets[offset_stage] if s != offset_stage else None
-            if shared is not None:
-                windows.offsets[s] = scale_offsets(shared, satellite.features[offset_stage - 1].shape[-1],
-                                                   sat.shape[-1])
+        elif offset_stage is not None and s != offset_stage:
+            windows.offsets[s] = scale_offsets(windows.offsets[offset_stage],
+                                               satellite.features[offset_stage - 1].shape[-1], sat.shape[-1])
     return windows
 
 
