@@ -10,7 +10,9 @@ For each FoV the model is rebuilt with ``config.with_fov(fov)``; each query gets
 from each of ``--shift-seeds`` (default :data:`REPORT_SHIFT_SEEDS`: 2019 first, then 2020 and 2021; the report
 keeps every seed's figures and their mean +- std). The heading error is the circular difference between the
 heading predicted from the TRUE pair's window offset (at the config's heading stage) and the true heading of
-the crop.
+the crop. Recall by place (conventions §7; ``--places``, by default at half the split's tile footprint when the split
+records its tiles' positions) counts a query as found at k when its true tile, or a tile within that distance of
+it, is among its first k distinct places.
 
 Splits (conventions §7): the default ``--split`` is ``test``, the split results are reported on. The command refuses to
 report on the split that chose the checkpoint (``selection_split`` in its metadata, written by
@@ -25,8 +27,11 @@ import dataclasses
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from .files import atomic_write_json
 from .model import load_model, read_metadata
+from .retrieval.places import default_place_distance
 from .runtime import resolve_device
 from .training.data import PairImages, open_split
 from .training.distributed import resolve_precision
@@ -52,6 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     e.add_argument("--shift-seeds", type=int, nargs="+", default=list(REPORT_SHIFT_SEEDS),
                    help="seeds of the fixed per-query shifts (conventions §4's is 2019); several give mean ± std "
                         "(default: %(default)s; pass one, e.g. 2019, for a single evaluation)")
+    e.add_argument("--places", default="auto", metavar="METRES|auto|off",
+                   help="recall by place at this distance (conventions §7); auto (default): half the split's tile "
+                        "footprint, when the split records its tiles' positions; off: none")
     e.add_argument("--gate-weight", type=float,
                    help="match with this gate weight instead of the checkpoint's (gate-corr models; an analysis of "
                    "the similarity, the weights stay the checkpoint's)")
@@ -63,7 +71,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     c.add_argument("--chunk-size", type=int, default=512, help="references per distance chunk")
     p.add_argument("--out", help="write the report as JSON here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.places.strip().lower() in ("auto", "off"):
+        args.places = args.places.strip().lower()
+    else:
+        try:
+            args.places = float(args.places)
+        except ValueError:
+            p.error(f"--places must be a distance in metres, 'auto' or 'off', got {args.places!r}")
+        if not 0 < args.places <= 10_000:  # also refuses nan
+            p.error(f"--places must be a distance in metres in (0, 10000], got {args.places:g}")
+    return args
+
+
+def place_distance(places, ds) -> tuple[float | None, str | None]:
+    """The recall-by-place distance for ``--places`` on the split ``ds`` and, where none applies to ``auto``, why."""
+    if places == "off":
+        return None, None
+    if places != "auto":
+        return float(places), None
+    if not np.isfinite(np.asarray(ds.satellite_locations, dtype=np.float64)).all(1).any():
+        return None, f"the {ds.split!r} split records no tile positions"
+    distance = default_place_distance(ds.tile_metres)
+    return distance, None if distance else "the split's tile footprint is unknown"
 
 
 def _same_root(a, b) -> bool:
@@ -127,8 +157,15 @@ def main(argv=None) -> int:
     ds = open_split(dataset, root, split, cfg.fov_deg, cfg.ground_height, cfg.sat_width, train=False)
     images = PairImages(ds, cache=args.cache, workers=args.workers, progress=not args.no_progress)
     indices = subset_indices(len(ds), args.size)
-    report = evaluate_model(model, images, args.fov, args.shift_seeds, indices, device, precision,
-                            args.batch_size, args.chunk_size, progress=not args.no_progress)
+    place_m, why = place_distance(args.places, ds)
+    if why:
+        print(f"note: no recall by place: {why}", file=sys.stderr)
+    try:
+        report = evaluate_model(model, images, args.fov, args.shift_seeds, indices, device, precision,
+                                args.batch_size, args.chunk_size, progress=not args.no_progress, place_m=place_m)
+    except ValueError as exc:  # --places METRES on a split without positions
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     report.update(checkpoint=str(args.checkpoint), dataset=dataset, data_root=str(root), split=split,
                   selection_split=meta.get("selection_split"), selection_split_evaluated=bool(conflict),
                   model_config=cfg.to_dict(), precision=precision)

@@ -14,6 +14,8 @@ TWO_STAGE_FROM = 5000
 PROJECTIONS = ("auto", "pinhole", "crop")
 MAX_VIEWS = 6  # photos in one multi-photo query
 TOP_K_RANGE = (1, 50)  # candidates a query may ask for
+# distinct places (geoapp.retrieval.places): the distances in metres a request may give (0: off, every tile)
+DISTINCT_RANGE_M = (0.0, 10_000.0)
 # References aligned per chunk by a one-photo search. The attention modes pay each chunk's per-operation costs once per
 # 2,048 references (exhaustive search of 10,000 references, 2-core AVX2 EPYC, 2 threads, chunks of 512 -> 2,048:
 # 125 -> 95 ms with the demo model, 492 -> 463 ms at full size), with under 100 MB of scratch memory at full size.

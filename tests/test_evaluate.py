@@ -10,6 +10,7 @@ from tiny_world import write_tiny_cvusa
 
 from geoapp.angles import angular_error, heading_from_offset, heading_from_shift
 from geoapp.data.fov import crop_fov, eval_shifts
+from geoapp.data.geo import haversine_m
 from geoapp.data.transforms import to_tensor
 from geoapp.evaluate import main
 from geoapp.model import ModelConfig, build_model, load_model, save_model, window_scores
@@ -191,3 +192,85 @@ def test_cli_gate_weight_overrides_the_checkpoints_similarity(setup, tmp_path, c
     capsys.readouterr()
     assert main(["--checkpoint", str(plain), "--gate-weight", "0.5", "--no-progress"]) == 2
     assert "--gate-weight 0.5" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def placed(tmp_path_factory):
+    """12 test pairs due east of each other, 30 m apart, on 128 m tiles (the tiny CVUSA layout's positions)."""
+    root = write_tiny_cvusa(tmp_path_factory.mktemp("tiny_places"), n_train=4, n_val=12, seed=3, spacing_m=30.0,
+                            tile_metres=128.0)
+    torch.manual_seed(2)
+    model = build_model(CFG).eval()
+    ds = open_split("synth", root, "test", 90, 32, 128, train=False)
+    return root, model, ds, PairImages(ds, cache="yes")
+
+
+def test_recall_by_place_matches_a_brute_force_walk(placed):
+    _, model, ds, images = placed
+    latlon = ds.satellite_locations
+    assert np.isfinite(latlon).all()
+    metres = haversine_m(latlon[:, None, 0], latlon[:, None, 1], latlon[None, :, 0], latlon[None, :, 1])
+    assert metres[0, 1] == pytest.approx(30.0, abs=0.01)
+    report = evaluate_model(model, images, [90, 70], shift_seeds=(2019, 7), batch_size=5, chunk_size=4,
+                            place_m=64.0)
+    assert report["place_metres"] == 64.0
+    positions = np.arange(len(ds))
+    for row in report["results"]:
+        # brute force: the whole Q x R distance matrix, each query's full ranking walked over the distance matrix
+        shifts = eval_shifts(len(ds), row["shift_seed"], width=128)
+        ground = torch.stack([to_tensor(crop_fov(ds.load_panorama(i), row["fov"], int(shifts[i]))) for i in positions])
+        sat = torch.stack([to_tensor(ds.load_polar(i)) for i in positions])
+        m = build_model(model.config.with_fov(row["fov"])).eval()
+        m.load_state_dict(model.state_dict())
+        with torch.no_grad():
+            distances = m(ground, sat).distances.numpy()
+        found = np.zeros((len(ds), 10), dtype=bool)
+        for q in positions:
+            places = []
+            for ref in np.argsort(distances[q], kind="stable"):
+                if all(metres[ref, p] >= 64.0 for p in places):
+                    places.append(ref)
+            hits = [p == q or metres[p, q] < 64.0 for p in places[:10]]
+            found[q] = np.logical_or.accumulate(hits + [hits[-1]] * (10 - len(hits)))
+        for k in (1, 5, 10):
+            assert row[f"R@{k} place"] == pytest.approx(found[:, k - 1].mean() * 100), (row["fov"], k)
+            assert row[f"R@{k} place"] >= row[f"R@{k}"]
+    assert any(row["R@1 place"] > row["R@1"] for row in report["results"])  # a neighbour counts by place
+    summary = report["by_fov"]["90"]
+    both = [r["R@5 place"] for r in report["results"] if r["fov"] == 90]
+    assert summary["R@5 place"] == pytest.approx(np.mean(both))
+    assert summary["R@5 place_std"] == pytest.approx(np.std(both, ddof=1))
+    table = format_table(report)
+    assert "R@5 pl." in table and "within 64 m of it among the first k distinct places" in table
+    assert "R@5 pl." not in format_table(evaluate_model(model, images, [90], indices=[0, 4, 8]))
+
+
+def test_cli_reports_recall_by_place_where_the_split_has_positions(placed, setup, tmp_path, capsys):
+    root, model, _, _ = placed
+    ckpt = save_model(tmp_path / "m.safetensors", model, {"train_config": {"dataset": "synth", "data_root": str(root)}})
+    base = ["--checkpoint", str(ckpt), "--fov", "90", "--shift-seeds", "2019", "--no-progress"]
+    assert main(base + ["--out", str(tmp_path / "auto.json")]) == 0  # auto: half the 128 m tiles
+    report = json.loads((tmp_path / "auto.json").read_text())
+    assert report["place_metres"] == 64.0 and "R@5 place" in report["by_fov"]["90"]
+    assert main(base + ["--places", "20", "--out", str(tmp_path / "near.json")]) == 0
+    near = json.loads((tmp_path / "near.json").read_text())
+    # 20 m: every tile (30 m apart) is a place of its own and only the true one counts, as by tile
+    assert near["place_metres"] == 20.0
+    assert all(near["by_fov"]["90"][f"R@{k} place"] == near["by_fov"]["90"][f"R@{k}"] for k in (1, 5, 10))
+    assert main(base + ["--places", "off", "--out", str(tmp_path / "off.json")]) == 0
+    assert "place_metres" not in json.loads((tmp_path / "off.json").read_text())
+    capsys.readouterr()
+    for bad in ("-3", "near"):
+        with pytest.raises(SystemExit):
+            main(base + ["--places", bad])
+        assert "--places must be a distance in metres" in capsys.readouterr().err
+    # a split without positions: auto reports none and says so; a distance given is refused
+    unplaced_root = setup[0]
+    ckpt = save_model(tmp_path / "u.safetensors", model,
+                      {"train_config": {"dataset": "synth", "data_root": str(unplaced_root)}})
+    plain = ["--checkpoint", str(ckpt), "--fov", "90", "--shift-seeds", "2019", "--no-progress", "--size", "4"]
+    assert main(plain + ["--out", str(tmp_path / "u.json")]) == 0
+    assert "no recall by place: the 'test' split records no tile positions" in capsys.readouterr().err
+    assert "place_metres" not in json.loads((tmp_path / "u.json").read_text())
+    assert main(plain + ["--places", "64"]) == 2
+    assert "recall by place needs the tiles' positions" in capsys.readouterr().err

@@ -59,6 +59,13 @@ class TopK(StageOffsets):
     window_widths: tuple[int, ...]
     map_widths: tuple[int, ...]
 
+    def take(self, positions) -> TopK:
+        """The entries at ``positions`` (of the k, in that order) of every query, e.g. the distinct places of a
+        ranked list (:func:`geoapp.retrieval.places.distinct_places`)."""
+        pos = torch.as_tensor(np.asarray(positions, dtype=np.int64))
+        return TopK(*(t[:, pos.to(t.device)] for t in (self.distances, self.indices, self.offsets, self.similarity)),
+                    self.stages, self.window_widths, self.map_widths)
+
 
 @torch.no_grad()
 def topk_matches(
@@ -207,19 +214,23 @@ def _exact_topk(config, chunks, k) -> TopK:
 @dataclass
 class TrueMatch:
     """Rank of each query's true reference (references strictly closer, conventions §7) and the true pair's
-    distance and window offsets (for the heading of the true pair)."""
+    distance and window offsets (for the heading of the true pair); with ``keep``, each query's ranking's first
+    ``keep`` gallery indices (Q x keep, best first, ties lower index first; e.g. for its distinct places)."""
 
     ranks: np.ndarray
     distances: torch.Tensor
     offsets: torch.Tensor
     result: AlignResult
+    top_indices: np.ndarray | None = None
 
 
 @torch.no_grad()
 def true_match_ranks(
-    config: ModelConfig, ground: StageMaps, gallery: Gallery, true_index, chunk_size: int = 1024, progress=None
+    config: ModelConfig, ground: StageMaps, gallery: Gallery, true_index, chunk_size: int = 1024, progress=None,
+    keep: int = 0,
 ) -> TrueMatch:
-    """Block-wise ranks: the true pair is aligned on its own, then every chunk only adds a count."""
+    """Block-wise ranks: the true pair is aligned on its own, then every chunk only adds a count (and, with
+    ``keep``, updates a running top-``keep`` of the chunk distances, as :func:`topk_matches` does)."""
     true_index = torch.as_tensor(np.asarray(true_index), dtype=torch.long)
     q = len(ground)
     if true_index.shape != (q,):
@@ -232,6 +243,8 @@ def true_match_ranks(
     true_d = true_res.distances
     counts = torch.zeros(q, dtype=torch.long, device=true_d.device)
     rows = torch.arange(q, device=true_d.device)
+    best_d = best_i = None
+    keep = min(int(keep), len(gallery))
     for start, res in gallery_chunks(config, ground, gallery, chunk_size, progress):
         closer = res.distances < true_d[:, None]
         local = true_index.to(true_d.device) - start
@@ -239,4 +252,12 @@ def true_match_ranks(
         # the true reference never counts against itself (its chunk value may differ in the last bit)
         closer[rows[inside], local[inside]] = False
         counts += closer.sum(1)
-    return TrueMatch(counts.cpu().numpy(), true_d, true_res.offsets, true_res)
+        if keep > 0:
+            idx = torch.arange(start, start + res.distances.shape[1], device=res.distances.device)
+            cand_d = res.distances if best_d is None else torch.cat([best_d, res.distances], 1)
+            cand_i = idx.expand_as(res.distances) if best_i is None else torch.cat([best_i, idx.expand_as(
+                res.distances)], 1)
+            order = torch.sort(cand_d, dim=1, stable=True).indices[:, :keep]  # stable: lower index first among ties
+            best_d, best_i = cand_d.gather(1, order), cand_i.gather(1, order)
+    top = None if best_i is None else best_i.cpu().numpy()
+    return TrueMatch(counts.cpu().numpy(), true_d, true_res.offsets, true_res, top)

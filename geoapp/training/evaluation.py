@@ -12,6 +12,9 @@ For each FoV the model is rebuilt with ``config.with_fov(fov)``; each query gets
 from each of the shift seeds (reported figures: :data:`REPORT_SHIFT_SEEDS`, 2019 first, then 2020 and 2021, with
 every seed's figures and their mean +- std). The heading error is the circular difference between the heading
 predicted from the TRUE pair's window offset (at the config's heading stage) and the true heading of the crop.
+With ``place_m`` it also counts recall by place (conventions §7, :func:`~geoapp.retrieval.metrics.place_recall`): the
+same pass over the gallery keeps each query's first :func:`~geoapp.retrieval.metrics.place_pool` references, whose
+distinct places are checked against the true position.
 Used by training's final evaluation and by ``python -m geoapp.evaluate``.
 """
 
@@ -29,7 +32,7 @@ from ..data.fov import EVAL_SHIFT_SEED, eval_shifts
 from ..model import CrossViewModel, ModelConfig, StageMaps, build_model, pair_headings
 from ..retrieval.database import array_layout, stage_maps_of
 from ..retrieval.database_writer import stored_arrays
-from ..retrieval.metrics import recall_from_ranks
+from ..retrieval.metrics import place_pool, place_recall, recall_from_ranks
 from ..retrieval.search import gather_maps, true_match_ranks
 from .data import PairImages, crop_batch, normalize
 from .distributed import autocast
@@ -37,6 +40,7 @@ from .distributed import autocast
 # reported figures: mean +- std over these (2019 first, conventions §4)
 REPORT_SHIFT_SEEDS = (EVAL_SHIFT_SEED, 2020, 2021)
 METRICS = ("R@1", "R@5", "R@10", "R@1%", "heading_median_deg", "heading_within_10deg", "heading_within_22.5deg")
+PLACE_METRICS = ("R@1 place", "R@5 place", "R@10 place")  # with place_m (conventions §7, recall by place)
 ATTENTION_ARRAYS = ("masks_", "gates_")  # stored in float32 by the evaluation (SpooledGallery)
 
 
@@ -134,10 +138,17 @@ def match_block(config: ModelConfig, ground: StageMaps, gallery, block: np.ndarr
     """Queries ``ground`` against the gallery, query i's true reference being gallery entry ``block[i]``: their
     ranks (conventions §7), and the headings of the true pairs, per stage from its window offset and refined (the
     app's)."""
-    match = true_match_ranks(config, ground, gallery, block, chunk_size=chunk_size)
+    return match_block_ranked(config, ground, gallery, block, chunk_size)[:3]
+
+
+def match_block_ranked(config: ModelConfig, ground: StageMaps, gallery, block: np.ndarray, chunk_size: int,
+                       keep: int = 0):
+    """:func:`match_block`'s three values and each query's first ``keep`` gallery indices (Q x keep, best first;
+    None without ``keep``), from the same pass over the gallery."""
+    match = true_match_ranks(config, ground, gallery, block, chunk_size=chunk_size, keep=keep)
     by_stage = {s: match.result.headings(s) for s in config.stages}
     refined = pair_headings(config, ground, gather_maps(gallery, block.tolist()), match.result)
-    return match.ranks, by_stage, refined
+    return match.ranks, by_stage, refined, match.top_indices
 
 
 @torch.no_grad()
@@ -153,6 +164,7 @@ def evaluate_model(
     chunk_size: int = 512,
     progress: bool = False,
     spool_dir=None,
+    place_m: float | None = None,
 ) -> dict:
     """Recall and heading metrics of ``model`` on the pairs ``indices`` of ``images`` (default: all).
 
@@ -160,6 +172,8 @@ def evaluate_model(
     are ``eval_shifts(N, seed)`` of the whole split, indexed by the pair's position in the split, so a
     subset sees the same crops as the full evaluation. The gallery is spooled to disk under ``spool_dir``
     (:class:`SpooledGallery`; ~1 MB per reference at full size) and read ``chunk_size`` references at a time.
+    ``place_m`` (metres): also recall by place at that distance (:data:`PLACE_METRICS`); the split must record
+    its tiles' positions.
     """
     device = torch.device(device)
     was_training = model.training
@@ -168,6 +182,13 @@ def evaluate_model(
     indices = np.arange(n_split) if indices is None else np.asarray(indices, dtype=np.int64)
     width = images.width
     fovs = [model.config.fov_deg] if not fovs else [float(f) for f in fovs]
+    latlon, keep = None, 0
+    if place_m:
+        latlon = np.asarray(images.dataset.satellite_locations, dtype=np.float64)[indices]
+        if not np.isfinite(latlon).all(1).any():
+            raise ValueError(f"recall by place needs the tiles' positions; the {images.dataset.split!r} split of "
+                             f"{images.dataset.root} records none")
+        keep = place_pool(latlon, place_m)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -185,15 +206,17 @@ def evaluate_model(
             stage = config.heading_stage_resolved
             for seed in shift_seeds:
                 shifts = eval_shifts(n_split, int(seed), width)[indices]
-                ranks, errors, fine_errors = [], {s: [] for s in config.stages}, []
+                ranks, errors, fine_errors, rankings = [], {s: [] for s in config.stages}, [], []
                 positions = np.arange(len(indices))
                 for block, (panos, _) in zip(_blocks(positions, batch_size),
                                              images.batches(_blocks(indices, batch_size), polars=False)):
                     ground = normalize(crop_batch(panos, shifts[block], crop_width)).to(device, non_blocking=True)
                     with autocast(device, precision):
                         maps = fov_model.encode_ground(ground).to(dtype=torch.float32)
-                    block_ranks, by_stage, refined = match_block(config, maps, gallery, block, chunk_size)
+                    block_ranks, by_stage, refined, top = match_block_ranked(config, maps, gallery, block, chunk_size,
+                                                                             keep)
                     ranks.append(block_ranks)
+                    rankings.append(top)
                     truth = heading_from_shift(shifts[block], fov, width)
                     for s in config.stages:
                         errors[s].append(angular_error(by_stage[s], truth))
@@ -203,6 +226,8 @@ def evaluate_model(
                 errors = {s: np.concatenate(e) for s, e in errors.items()}
                 row = {"fov": fov, "shift_seed": int(seed), "heading_stage": stage}
                 row.update(recall_from_ranks(np.concatenate(ranks), n_refs=len(indices)))
+                if keep:
+                    row.update(place_recall(latlon, np.concatenate(rankings), positions, place_m))
                 row.update(heading_stats(np.concatenate(fine_errors)))  # the heading the app shows: refined
                 # diagnostics: the heading each stage's window offset gives (its window step is 360 / W_b degrees)
                 row["heading_median_deg_by_stage"] = {str(s): float(np.median(e)) for s, e in errors.items()}
@@ -215,6 +240,7 @@ def evaluate_model(
         "n_queries": len(indices),
         "n_references": len(indices),
         "shift_seeds": [int(s) for s in shift_seeds],
+        **({"place_metres": float(place_m)} if keep else {}),
         "results": results,
         "by_fov": summarize(results),
         "seconds": round(time.perf_counter() - t0, 2),
@@ -236,7 +262,7 @@ def summarize(results: list[dict]) -> dict:
     for fov in dict.fromkeys(r["fov"] for r in results):
         rows = [r for r in results if r["fov"] == fov]
         entry = {}
-        for m in METRICS:
+        for m in METRICS + tuple(p for p in PLACE_METRICS if all(p in r for r in rows)):
             values = np.array([r[m] for r in rows])
             entry[m] = float(values.mean())
             if len(rows) > 1:
@@ -247,6 +273,8 @@ def summarize(results: list[dict]) -> dict:
 
 def format_table(report: dict) -> str:
     head = ["FoV", "R@1", "R@5", "R@10", "R@1%", "head.med", "<=10deg", "<=22.5deg"]
+    places = [p for p in PLACE_METRICS if all(p in m for m in report["by_fov"].values())]
+    head += [f"{p.split()[0]} pl." for p in places]
     split = f"split {report['split']!r}: " if report.get("split") else ""
     lines = [
         f"{split}{report['n_queries']} queries x {report['n_references']} references, shift seeds "
@@ -255,7 +283,7 @@ def format_table(report: dict) -> str:
     ]
     for fov, m in report["by_fov"].items():
         cells = [f"{fov} deg"]
-        for key in METRICS:
+        for key in METRICS + tuple(places):
             text = f"{m[key]:.2f}"
             if key + "_std" in m:
                 text += f" ± {m[key + '_std']:.2f}"
@@ -263,6 +291,9 @@ def format_table(report: dict) -> str:
         lines.append("  ".join(f"{c:>14}" for c in cells))
     spread = ", mean ± std over the shift seeds" if len(report.get("shift_seeds", ())) > 1 else ""
     lines.append(f"(recall and heading shares in %, heading median in degrees; heading of the true pair{spread})")
+    if places:
+        lines.append(f"(R@k pl.: recall by place, the true tile or one within {report['place_metres']:g} m of it among "
+                     f"the first k distinct places, none within {report['place_metres']:g} m of a better one)")
     return "\n".join(lines)
 
 
