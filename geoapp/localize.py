@@ -5,11 +5,13 @@
     python -m geoapp.localize north.jpg east.jpg --together              # two photos from one spot, one answer
     python -m geoapp.localize photos/ --prior 40.01,-75.02 --radius 2000 # only tiles within 2 km of a point
     python -m geoapp.localize photos/ --prior exif --radius 500          # ... of each photo's own EXIF GPS
+    python -m geoapp.localize photos/ --distinct auto                    # distinct places: no two within half a tile
 
 Photos are files or folders (their image files; subfolders with --recursive). Without --out a table is printed;
 with it the format follows the suffix: CSV and JSON have one row per photo and rank (file, rank, lat, lon,
-heading_deg, score, distance_to_exif_gps_m, confidence, heading_confidence, references_searched,
-photo_headings_deg, error), GeoJSON one Point feature per photo and rank and the failed
+heading_deg, score, distance_to_exif_gps_m, confidence, heading_confidence, familiar (false: the photo looks
+unlike every photo the model was trained on, and its confidences are empty), references_searched, photo_headings_deg,
+error), GeoJSON one Point feature per photo and rank and the failed
 photos in its top-level "errors". A photo that cannot be used gets an error row (and a line in the summary on
 stderr); the others go on. Exit status: 0 when every photo was localized, 1 when any failed, 2 for bad arguments
 or artifacts that cannot be loaded. The checkpoint and database default to the demo's (`python app.py` builds it
@@ -23,7 +25,7 @@ import os
 import sys
 from pathlib import Path
 
-from .search_options import MAX_VIEWS, PROJECTIONS, TOP_K_RANGE, add_search_arguments
+from .search_options import DISTINCT_RANGE_M, MAX_VIEWS, PROJECTIONS, TOP_K_RANGE, add_search_arguments
 
 DEFAULT_TOP_K = 5
 FOV_RANGE = (10.0, 170.0)  # geoapp.data.photo.PLAUSIBLE_HFOV_DEG: a pinhole camera's plausible horizontal FoV
@@ -55,6 +57,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     a.add_argument("--together", action="store_true",
                    help=f"the photos (2 to {MAX_VIEWS}) were taken at one spot: one combined answer, with every "
                         "photo's heading")
+    a.add_argument("--distinct", metavar="METRES|auto",
+                   help="distinct places: leave out a candidate closer than this to a better one (the top-1 and the "
+                        "confidence stay the same); auto: half the database's tile footprint (64 m for the demo). "
+                        "Default: every tile, neighbours of a better one included")
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1 ...")
     add_search_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -63,6 +69,16 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--top-k must be between {TOP_K_RANGE[0]} and {TOP_K_RANGE[1]}, got {args.top_k}")
     if args.fov is not None and not FOV_RANGE[0] <= args.fov <= FOV_RANGE[1]:
         p.error(f"--fov must be between {FOV_RANGE[0]:g} and {FOV_RANGE[1]:g} degrees, got {args.fov:g}")
+    if args.distinct is not None and args.distinct.strip().lower() != "auto":
+        low, high = DISTINCT_RANGE_M
+        try:
+            args.distinct = float(args.distinct)
+        except ValueError:
+            p.error(f"--distinct must be a distance in metres or 'auto', got {args.distinct!r}")
+        if not low <= args.distinct <= high:  # also refuses nan
+            p.error(f"--distinct must be between {low:g} and {high:g} metres (0: off), got {args.distinct:g}")
+    elif args.distinct is not None:
+        args.distinct = "auto"
     if (args.prior is None) != (args.radius is None):
         p.error("--prior and --radius go together (a centre, or 'exif', and a radius in metres)")
     if args.prior is not None:
@@ -140,8 +156,16 @@ def main(argv=None) -> int:
     except (ValueError, OSError, RuntimeError) as exc:  # CheckpointError, DatabaseError, a device torch lacks
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    distinct = args.distinct
+    if distinct == "auto":
+        distinct = localizer.place_distance_m
+        if distinct is None:
+            print(f"error: --distinct auto: no default distance for this database ({localizer.place_distance_note}); "
+                  "give one in metres", file=sys.stderr)
+            return 2
     batch = localize_files(localizer, files, fov_deg=args.fov, top_k=args.top_k, projection=args.projection,
-                           progress=not args.no_progress, prior=args.prior, together=args.together)
+                           progress=not args.no_progress, prior=args.prior, together=args.together,
+                           distinct_m=distinct)
     if args.out is None:
         print(format_table(batch.rows))
     else:
@@ -150,7 +174,7 @@ def main(argv=None) -> int:
         except OSError as exc:
             print(f"error: cannot write {args.out}: {exc}", file=sys.stderr)
             return 2
-    print(summary(batch, args.top_k, args.out), file=sys.stderr)
+    print(summary(batch, args.top_k, args.out, distinct), file=sys.stderr)
     print(f"search: {localizer.search_text()} over {len(localizer.db):,} references", file=sys.stderr)
     return 0 if batch.ok else 1
 

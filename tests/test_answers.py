@@ -124,7 +124,7 @@ def test_calibration_is_fitted_stored_and_used(tiny_world, tiny_checkpoint, tiny
 
     assert result.confidence.tile == pytest.approx(law("tile", x), abs=1e-12) and 0 < result.confidence.tile < 1
     assert result.confidence.heading == pytest.approx(law("heading", [*x, peak or 0.0]), abs=1e-12)
-    assert result.confidence.unfamiliar == (s[0] < stored["top1_floor"])
+    assert result.confidence.below_floor == (s[0] < stored["top1_floor"])
     answers, seconds = collect_answers(localizer, data, fovs=(90.0,), progress=False)
     assert len(answers.tile_right) == len(data) == len(seconds) and answers.confidence.shape == (len(data), 2)
     assert answers.similarities.shape == (len(data), CONFIDENCE_K)

@@ -418,3 +418,32 @@ def test_prior_limits_the_search_and_bad_priors_are_refused(cli, capsys, photo_f
         with pytest.raises(SystemExit) as info:
             localize.parse_args([str(photo_folder), *map(str, args)])
         assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_distinct_places_are_an_option(cli, capsys, photo_folder, localizer, tmp_path, crops):
+    out = tmp_path / "places.csv"
+    code, _, stderr = cli(photo_folder, "--out", out, "--top-k", 4, "--distinct", 100)
+    assert code == 0, stderr
+    assert "(top 4 distinct places, no two within 100 m each)" in stderr
+    _, rows = read_csv(out)
+    moved = 0
+    for name in ("a.png", "b.png", "c_gps.jpg"):
+        file = str(photo_folder / name)
+        mine = [r for r in rows if r["file"] == file]
+        expected = localizer.localize(file, top_k=4, distinct_m=100.0).candidates
+        check_rows_match(mine, expected, file, crops[2][1:] if name == "c_gps.jpg" else None)
+        points = [(float(r["lat"]), float(r["lon"])) for r in mine]
+        assert all(great_circle_m(*p, *q) >= 100.0 for i, p in enumerate(points) for q in points[i + 1:])
+        moved += [c.index for c in expected] != [c.index for c in localizer.localize(file, top_k=4).candidates]
+    assert moved >= 1
+    assert len(rows) < 12  # a photo may have fewer than 4 places 100 m apart in the tiny world: fewer rows
+    # auto: half the database's 64 m tiles; without the option every tile, as before
+    code, _, stderr = cli(photo_folder / "a.png", "--distinct", "auto", "--top-k", 2)
+    assert code == 0 and "(top 2 distinct places, no two within 32 m each)" in stderr
+    code, _, stderr = cli(photo_folder / "a.png", "--top-k", 2)
+    assert code == 0 and "(top 2 each)" in stderr
+    for bad, message in (("-1", "--distinct must be between 0 and 10000 metres"),
+                         ("near", "--distinct must be a distance in metres or 'auto'")):
+        with pytest.raises(SystemExit) as info:
+            localize.parse_args([str(photo_folder), "--distinct", bad])
+        assert info.value.code == 2 and message in capsys.readouterr().err

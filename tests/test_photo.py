@@ -13,7 +13,7 @@ import pytest
 from PIL import Image, features
 from PIL.TiffImagePlugin import IFDRational
 
-from geoapp.angles import heading_from_shift
+from geoapp.angles import fov_width, heading_from_shift
 from geoapp.data.fov import crop_fov
 from geoapp.data.photo import (
     ACCEPTED,
@@ -23,6 +23,7 @@ from geoapp.data.photo import (
     gps_from_exif,
     hfov_from_exif,
     load_image,
+    panorama_to_pinhole,
     photo_to_cylindrical,
 )
 
@@ -496,3 +497,20 @@ def test_reprojection_errors():
     for bad_fov in (0, 180, -5, float("nan")):
         with pytest.raises(ValueError, match="field of view"):
             photo_to_cylindrical(np.zeros((64, 64, 3), np.uint8), bad_fov)
+
+
+def test_a_pinhole_view_of_a_panorama_reprojects_onto_its_crop():
+    rng = np.random.default_rng(3)
+    pano = cv2.GaussianBlur(rng.integers(0, 256, (128, 512, 3), dtype=np.uint8), (0, 0), 3)
+    photo = panorama_to_pinhole(pano, 90.0, heading_column=200.0, width=640)
+    # a 90 deg view keeps the panorama's 65.45 deg vertical extent: tan(32.7) / tan(45) of the width, under 3/4
+    assert photo.shape == (int(np.tan(np.radians(CVUSA_PANO_VFOV_DEG / 2)) * 640), 640, 3)
+    back = photo_to_cylindrical(photo, 90.0, out_height=128, pano_width=512)
+    width = fov_width(90.0, 512)
+    inside = back.sum(2) > 0  # the photo's corners reach less far up and down than its centre column
+    errors = [np.abs(back.astype(int) - crop_fov(pano, 90.0, (512 - left) % 512).astype(int))[inside].mean()
+              for left in (136, 131)]  # the view's left edge is column 200 - 64 = 136; 5 columns off for contrast
+    assert back.shape == (128, width, 3) and inside.mean() > 0.85
+    assert errors[0] < 2.0 < 5.0 < errors[1]
+    with pytest.raises(ValueError, match="uint8 H x W x 3"):
+        panorama_to_pinhole(pano[..., 0], 90.0, 0.0, 64)

@@ -68,8 +68,7 @@ def calibration_study(localizer: Localizer, fovs=(90.0, 70.0), size: int = 0, pr
             "reliability_tile": reliability_bins(tile_p, answers.tile_right),
             "reliability_heading": reliability_bins(heading_p, answers.heading_right),
             "risk_coverage": risk_coverage(tile_p, answers.tile_right, coverages=np.linspace(1.0, 0.05, 20)),
-            "unfamiliar_share": float(np.mean([s[0] < localizer.calibration.top1_floor
-                                               for s in answers.similarities]) * 100),
+            "no_probability_share": float(np.mean(answers.no_probability) * 100),
             "median_query_ms": float(np.median(seconds) * 1000),
         }
     return out

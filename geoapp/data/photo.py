@@ -458,3 +458,38 @@ def photo_to_cylindrical(
     map_x = np.where(in_front, center_x + focal_x * x / safe_z, -2.0).astype(np.float32)
     map_y = np.where(in_front, center_y + focal_y * y_cam / safe_z, -2.0).astype(np.float32)
     return cv2.remap(rgb, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+
+
+def panorama_to_pinhole(
+    pano: np.ndarray,
+    hfov_deg: float,
+    heading_column: float,
+    width: int,
+    pano_vfov_deg: float = CVUSA_PANO_VFOV_DEG,
+) -> np.ndarray:
+    """A level pinhole photo looking out of an equirectangular panorama: the inverse of :func:`photo_to_cylindrical`,
+    used to make phone-like photos of a world known only by its panoramas.
+
+    ``pano`` is H x W x 3 (360 deg wide, rows linear in elevation over ``pano_vfov_deg`` centred on the horizon, as
+    :func:`photo_to_cylindrical` assumes); the photo looks toward panorama column ``heading_column`` (its optical
+    axis, pixel-centre coordinates; it wraps) and is ``width`` px wide with a ``hfov_deg`` horizontal field of view.
+    Its height is the largest that stays inside the panorama's vertical extent, at most 3/4 of the width (a phone's
+    landscape 4:3), so no part of it is empty.
+    """
+    if pano.ndim != 3 or pano.shape[2] != 3 or pano.dtype != np.uint8:
+        raise ValueError(f"need a uint8 H x W x 3 panorama, got {pano.dtype} with shape {pano.shape}")
+    if not 0 < hfov_deg < 180 or width < 2:
+        raise ValueError(f"need 0 < hfov_deg < 180 and width >= 2, got {hfov_deg} and {width}")
+    half_h = math.tan(math.radians(pano_vfov_deg) / 2.0) / math.tan(math.radians(hfov_deg) / 2.0)
+    height = max(2, int(min(0.75, half_h) * width))
+    pano_h, pano_w = pano.shape[:2]
+    focal = (width / 2.0) / math.tan(math.radians(hfov_deg) / 2.0)
+    x = (np.arange(width) - (width - 1) / 2.0)[None, :] / focal
+    y = (np.arange(height) - (height - 1) / 2.0)[:, None] / focal
+    azimuth = np.arctan2(x, 1.0)
+    elevation = np.degrees(np.arctan2(-y, np.sqrt(x * x + 1.0)))
+    column = np.broadcast_to((heading_column + azimuth / (2.0 * math.pi) * pano_w) % pano_w, (height, width))
+    row = (pano_vfov_deg / 2.0 - elevation) / pano_vfov_deg * pano_h - 0.5
+    wrapped = np.concatenate([pano, pano[:, :1]], axis=1)  # bilinear reads between the last and the first column
+    return cv2.remap(wrapped, column.astype(np.float32), row.astype(np.float32), cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE)

@@ -20,17 +20,21 @@ from tqdm import tqdm
 from ..angles import angular_error, heading_from_shift
 from ..data.datasets import build_dataset
 from ..data.fov import EVAL_SHIFT_SEED, crop_fov, eval_shifts
-from ..files import atomic_write_json, sha256_file
+from ..data.photo import panorama_to_pinhole
+from ..files import atomic_path, atomic_write_json, sha256_file
 from ..model import ModelConfig, read_metadata
 from .build import ConcatSource, DatasetSource, Limited, build_database
 from .confidence import CONFIDENCE_K, HEADING_TOLERANCE_DEG, Calibration, window_peak_margin
 from .database import METADATA_NAME, read_database_metadata
 from .engine import Localizer
+from .familiarity import GRID_ROWS, GRID_WIDTH, PATCHES_FILE, FamiliarityTest, on_grid
 from .index import DEFAULT_DIMS
 from .loading import TWO_STAGE_FROM
 from .query import prepare_query
 
 CALIBRATION_FOVS = (60.0, 70.0, 80.0, 90.0, 100.0)  # the phone photos the app is for
+FAMILIARITY_PHOTOS = 150  # at least this many photos on each side of the familiarity test's fit
+PHONE_WIDTHS = (256, 400, 640)  # widths of the phone-like photos made of the world's panoramas
 TWO_STAGE_CHECK_FOV = 90.0
 
 
@@ -45,6 +49,7 @@ class Answers:
     fovs: np.ndarray  # Q, the query's FoV
     confidence: np.ndarray | None  # Q x 2 (tile, heading), when the localizer has a calibration
     searched: np.ndarray  # Q, references each query searched (fewer with a prior)
+    no_probability: np.ndarray | None = None  # Q bool, when calibrated: told no probability (Confidence.unfamiliar)
 
     @property
     def heading_right(self) -> np.ndarray:
@@ -87,7 +92,7 @@ def collect_answers(localizer: Localizer, dataset, fovs=CALIBRATION_FOVS, shift_
             errors.append(float(angular_error(best.heading_deg, headings[0])))
             fov_of.append(float(fov))
             if result.confidence is not None:
-                conf.append((result.confidence.tile, result.confidence.heading))
+                conf.append((result.confidence.tile, result.confidence.heading, result.confidence.unfamiliar))
             seconds.append(result.elapsed_s)
             searched.append(result.searched)
             bar.update(1)
@@ -95,8 +100,9 @@ def collect_answers(localizer: Localizer, dataset, fovs=CALIBRATION_FOVS, shift_
     width = min(len(s) for s in sims)
     answers = Answers(
         np.stack([s[:width] for s in sims]), None if any(p is None for p in peaks) else np.array(peaks),
-        np.array(right), np.array(errors), np.array(fov_of), np.array(conf) if len(conf) == len(sims) else None,
-        np.array(searched))
+        np.array(right), np.array(errors), np.array(fov_of),
+        np.array(conf)[:, :2] if len(conf) == len(sims) else None, np.array(searched),
+        np.array(conf)[:, 2].astype(bool) if len(conf) == len(sims) else None)
     return answers, np.array(seconds)
 
 
@@ -135,8 +141,49 @@ def fit_calibration(checkpoint: str | Path, dataset: str, data_root: str | Path,
                                   "heading_within_22.5deg": float(answers.heading_right.mean() * 100)}}
     if check is not None:
         record["first_stage_recall"] = check
-    return Calibration.fit(answers.similarities, answers.fovs, answers.peak_margins, answers.tile_right,
-                           answers.heading_right, record)
+    calibration = Calibration.fit(answers.similarities, answers.fovs, answers.peak_margins, answers.tile_right,
+                                  answers.heading_right, record)
+    calibration.familiarity = fit_familiarity(dataset, data_root, split, progress=progress)
+    return calibration
+
+
+def world_photos(data, rows, seed: int, photos_per_panorama: int = 3) -> list[np.ndarray]:
+    """Photos of the panoramas ``rows`` of ``data`` on the familiarity grid, as the app receives them: alternately a
+    panorama crop and a phone photo (a level perspective view of the panorama, reprojected as a phone photo is), each
+    at a FoV drawn from 60-100 degrees and in a random direction."""
+    rng = np.random.default_rng(seed)
+    photos = []
+    for index in rows:
+        pano = data.load_panorama(int(index))
+        for _ in range(photos_per_panorama):
+            fov = float(rng.uniform(CALIBRATION_FOVS[0], CALIBRATION_FOVS[-1]))
+            if len(photos) % 2 == 0:
+                photos.append(crop_fov(pano, fov, int(rng.integers(0, pano.shape[1]))))
+            else:
+                phone = panorama_to_pinhole(pano, fov, float(rng.uniform(0, pano.shape[1])),
+                                            int(rng.choice(PHONE_WIDTHS)))
+                photos.append(on_grid(phone, fov, "pinhole"))
+    return photos
+
+
+def fit_familiarity(dataset: str, data_root: str | Path, split: str, seed: int = 0,
+                    progress: bool = True) -> FamiliarityTest:
+    """The familiarity test of ``split``'s photos: centres and ranges from the photos of every other panorama,
+    thresholds from those of the rest (other places, so the thresholds see photos the centres did not). The selection
+    split rather than the training split: the first start renders no training panorama (geoapp.app.bootstrap)."""
+    data = build_dataset(dataset, data_root, split, fov_deg=90.0, train=False, ground_size=(GRID_ROWS, None),
+                         sat_size=(GRID_ROWS, GRID_WIDTH))
+    rows = np.arange(len(data))
+    fit_rows, threshold_rows = rows[0::2], rows[1::2]
+    per = max(3, -(-FAMILIARITY_PHOTOS // max(1, len(threshold_rows))))  # a small split: more views of each
+    if progress:
+        print(f"familiarity test: {per} photos of each of {len(fit_rows)} + {len(threshold_rows)} {split!r} panoramas",
+              flush=True)
+    fit_photos, threshold_photos = world_photos(data, fit_rows, seed, per), world_photos(data, threshold_rows, seed + 1,
+                                                                                           per)
+    return FamiliarityTest.fit(fit_photos, threshold_photos, seed,
+                               record={"split": split, "fit_panoramas": int(len(fit_rows)),
+                                       "threshold_panoramas": int(len(threshold_rows)), "dataset": dataset})
 
 
 def two_stage_check(checkpoint, db_path, data, exhaustive: Answers, shift_seed: int, device, progress: bool,
@@ -172,5 +219,10 @@ def write_calibration(database: str | Path, calibration: Calibration | dict) -> 
         raise ValueError(f"the calibration was fitted for checkpoint {record['checkpoint_sha256'][:12]}, "
                          f"but {database} belongs to {meta['checkpoint']['sha256'][:12]}")
     meta["calibration"] = calibration if isinstance(calibration, dict) else calibration.to_dict()
+    familiarity = None if isinstance(calibration, dict) else calibration.familiarity
+    if familiarity is not None:  # its centres first: the metadata that names them is written last
+        with atomic_path(database / PATCHES_FILE) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, familiarity.centres, allow_pickle=False)
+        (database / PATCHES_FILE).chmod(0o644)
     atomic_write_json(database / METADATA_NAME, meta)
     (database / METADATA_NAME).chmod(0o644)

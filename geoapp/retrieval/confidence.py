@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .familiarity import Familiarity, FamiliarityTest
+
 HEADING_TOLERANCE_DEG = 22.5
 CONFIDENCE_K = 10  # the top-k similarities the features read (a search for confidence asks for at least these)
 TILE_FEATURES = ("top1", "margin12", "margin1_rest", "fov_deg")
@@ -141,10 +143,13 @@ class Calibration:
     heading: LogisticCalibrator
     top1_floor: float  # the 1st percentile of the fitting queries' top-1 similarity
     record: dict = field(default_factory=dict)  # split, queries, gallery size, FoVs, checkpoint: what it was fitted on
+    # fitted beside it, written by calibrate.write_calibration; a loaded calibration keeps its record in ``record``
+    familiarity: FamiliarityTest | None = None
 
     def to_dict(self) -> dict:
+        familiarity = {} if self.familiarity is None else {"familiarity": self.familiarity.to_dict()}
         return {"tile": self.tile.to_dict(), "heading": self.heading.to_dict(), "top1_floor": self.top1_floor,
-                **self.record}
+                **self.record, **familiarity}
 
     @classmethod
     def from_dict(cls, d: dict) -> Calibration:
@@ -166,31 +171,55 @@ class Calibration:
         floor = float(np.percentile(np.asarray(similarity)[:, 0], 1.0))
         return cls(tile, heading, floor, record)
 
-    def confidence(self, similarity: np.ndarray, fov_deg: float, peak_margin: float | None) -> Confidence:
-        """The confidence of one query's answer from its top-k similarities (k >= 2, best first) and its FoV."""
+    def confidence(self, similarity: np.ndarray, fov_deg: float, peak_margin: float | None,
+                   familiarity: Familiarity | None = None) -> Confidence:
+        """The confidence of one query's answer from its top-k similarities (k >= 2, best first), its FoV and, when
+        the database has a familiarity test, the photo's (the least familiar photo of a multi-photo query)."""
         s = np.asarray(similarity, dtype=np.float64).reshape(1, -1)
         tile = float(self.tile.predict(tile_features(s, fov_deg))[0])
         margins = None if peak_margin is None else np.array([peak_margin])
         heading = float(self.heading.predict(heading_features(s, fov_deg, margins))[0])
-        return Confidence(tile, heading, unfamiliar=bool(s[0, 0] < self.top1_floor))
+        return Confidence(tile, heading, below_floor=bool(s[0, 0] < self.top1_floor), familiarity=familiarity)
 
 
 @dataclass(frozen=True)
 class Confidence:
     tile: float  # P(the top-1 tile is the true one)
     heading: float  # P(the top-1 heading is within HEADING_TOLERANCE_DEG of the truth)
-    unfamiliar: bool  # the best score is below what 99 % of the fitting queries reached
+    below_floor: bool = False  # the best score is below what 99 % of the fitting queries reached
+    familiarity: Familiarity | None = None  # the photo's familiarity test; None where the database has none
+
+    @property
+    def unknown_place(self) -> bool:
+        """The photo fails the familiarity test: it looks unlike every photo the model was trained on."""
+        return self.familiarity is not None and not self.familiarity.familiar
+
+    @property
+    def unfamiliar(self) -> bool:
+        """No probability is stated: the photo fails the familiarity test, or its best score is below the floor."""
+        return self.below_floor or self.unknown_place
 
     def stated(self) -> tuple[float | None, float | None]:
         """(tile, heading) as told to a person: none for an unfamiliar photo, where the calibration would
-        extrapolate (a grey or noise image scores low everywhere, and its margins then mean nothing)."""
+        extrapolate (a real photo against a synthetic world, a grey or noise image: their margins mean nothing)."""
         return (None, None) if self.unfamiliar else (self.tile, self.heading)
+
+    def why_unfamiliar(self) -> str:
+        """What made the photo unfamiliar, in words ("" for a familiar one)."""
+        reasons = [self.familiarity.reason()] if self.unknown_place else []
+        if self.below_floor:
+            reasons.append("its best score is below that of 99 % of the calibration photos")
+        return "; ".join(reasons)
 
     def words(self) -> str:
         """The answer's trust in words, as the page shows it."""
-        if self.unfamiliar:
-            return ("no probability: this photo does not look like the photos the model was calibrated on (its best "
-                    "score is below that of 99 % of them), so treat the answer as a guess")
+        if self.unknown_place:
+            return (f"no probability: this photo looks unlike every photo the model was trained on "
+                    f"({self.why_unfamiliar()}), so it is not a place the model can know; the tiles are only its "
+                    "nearest look-alikes")
+        if self.below_floor:
+            return ("no probability: this photo's best score is below that of 99 % of the photos the confidence was "
+                    "calibrated on, where the calibration would extrapolate, so treat the answer as a guess")
         pct = f"{100 * self.tile:.0f} %"
         if self.tile >= LIKELY:
             text = f"likely: {pct}"

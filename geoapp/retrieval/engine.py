@@ -25,10 +25,12 @@ from ..model.align import gate_corr_scores, headings_from_scores
 from ..model.checkpoint import accuracy_text
 from .confidence import CONFIDENCE_K, Calibration, window_peak_margin
 from .database import ReferenceDatabase
+from .familiarity import Familiarity, FamiliarityTest
 from .index import two_stage_topk
 from .loading import LoadedCheckpoint, choose_search, tune_allocator
+from .places import check_distance, database_place_distance, distinct_places, neighbourhood_size, pool_size
 from .prior import LocationPrior, coverage_box, restrict
-from .query import prepare_query, query_arguments
+from .query import prepare_views, query_arguments
 from .results import Candidate, LocalizationResult, QueryView, display_score
 from .search import GalleryHead, IndexedGallery, TopK, topk_matches
 from .together import combine_views, search_together
@@ -46,6 +48,12 @@ def attention_stage(config: ModelConfig) -> int:
 def _upsample(mask: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     up = F.interpolate(mask.float()[None, None], size=size, mode="bilinear", align_corners=False)
     return up[0, 0].cpu().numpy()
+
+
+def least_familiar(views: list[QueryView]) -> Familiarity | None:
+    """The familiarity of a query's photos as one: the first unfamiliar photo's, else the first photo's."""
+    tested = [v.familiarity for v in views if v.familiarity is not None]
+    return next((f for f in tested if not f.familiar), tested[0] if tested else None)
 
 
 class Localizer:
@@ -77,6 +85,12 @@ class Localizer:
         self.first_stage = (first_stage_for(self.db, vector_engine, collection) if self.search_mode == "two-stage"
                             else None)
         self.calibration = self._read_calibration()
+        self.familiarity = self._read_familiarity()
+        # distinct places (geoapp.retrieval.places): the distance the app uses by default, from the tiles' footprint
+        self.place_distance_m, self.place_distance_note = database_place_distance(
+            self.db.metadata.get("source", {}), self.checkpoint_meta, self.db.latlon)
+        self._neighbours: dict[float, int] = {}  # distance -> places.neighbourhood_size of the database
+        self.place_pool(1, self.place_distance_m, len(self.db))  # counted once here, not in the app's first query
         self.warm_up()
 
     def _read_calibration(self) -> Calibration | None:
@@ -100,6 +114,22 @@ class Localizer:
                         "`build_db --calibrate-only`", fitted_for[:12], self.checkpoint_sha[:12])
             return None
         return calibration
+
+    def _read_familiarity(self) -> FamiliarityTest | None:
+        """The familiarity test fitted with the calibration (:mod:`.familiarity`); None without one (then only a
+        best score below the calibration's floor marks a photo as unfamiliar)."""
+        record = (self.calibration.record.get("familiarity") if self.calibration is not None else None)
+        if not record:
+            return None
+        try:
+            return FamiliarityTest.load(record, self.db.path)
+        except ValueError as exc:
+            log.warning("ignoring the database's familiarity test: %s", exc)
+            return None
+
+    def assess(self, grid: np.ndarray) -> Familiarity | None:
+        """The familiarity test of a photo on its full-size grid (``prepare_views``); None without a test."""
+        return None if self.familiarity is None else self.familiarity.assess(grid)
 
     @torch.inference_mode()
     def warm_up(self) -> None:
@@ -182,22 +212,34 @@ class Localizer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def _encode_view(self, prepared: tuple[np.ndarray, float, str, str]) -> tuple[QueryView, StageMaps]:
+    def _encode_view(self, prepared: tuple[np.ndarray, float, str, str],
+                     grid: np.ndarray) -> tuple[QueryView, StageMaps]:
         model_input, fov, fov_source, projection = prepared
         ground = self.encode(model_input)
         mask = None if ground.masks is None else _upsample(ground.masks[self.mask_stage - 1][0], model_input.shape[:2])
-        return QueryView(model_input, mask, fov, fov_source, projection), ground
+        return QueryView(model_input, mask, fov, fov_source, projection, self.assess(grid)), ground
+
+    def place_pool(self, top_k: int, distinct_m: float, searched: int) -> int:
+        """Ranked candidates a search asks for so that they hold the first ``top_k`` distinct places at ``distinct_m``
+        metres (:func:`~geoapp.retrieval.places.pool_size`; ``top_k`` when places are off)."""
+        if not distinct_m:
+            return min(int(top_k), searched)
+        if distinct_m not in self._neighbours:
+            if len(self._neighbours) >= 16:  # API clients may send any distance: keep the few last ones
+                self._neighbours.clear()
+            self._neighbours[distinct_m] = neighbourhood_size(self.db.latlon, distinct_m)
+        return pool_size(top_k, self._neighbours[distinct_m], searched)
 
     @torch.inference_mode()
     def localize(self, image, fov_deg: float | None = None, top_k: int = 5, projection: str = "auto",
-                 prior: LocationPrior | None = None) -> LocalizationResult:
+                 prior: LocationPrior | None = None, distinct_m: float | None = None) -> LocalizationResult:
         """Top ``top_k`` reference tiles for a photo (path, bytes, PIL image or uint8 RGB array); with a ``prior``
-        only the references inside it are searched."""
-        return self.localize_together([image], fov_deg, top_k, projection, prior)
+        only the references inside it are searched; with ``distinct_m`` (metres) they are distinct places."""
+        return self.localize_together([image], fov_deg, top_k, projection, prior, distinct_m)
 
     @torch.inference_mode()
     def localize_together(self, images, fov_deg=None, top_k: int = 5, projection: str = "auto",
-                          prior: LocationPrior | None = None) -> LocalizationResult:
+                          prior: LocationPrior | None = None, distinct_m: float | None = None) -> LocalizationResult:
         """One answer for 1-6 photos taken at the same spot in unknown directions.
 
         Each photo is aligned with every reference as a single photo would be; a reference's combined similarity
@@ -206,36 +248,49 @@ class Localizer:
         all photos or one per photo (fov None: from EXIF / the crop's width). One photo is the single-photo
         search itself (the two-stage index and the fp16 first pass apply); several are scored exactly over the
         whole (or the prior's) gallery.
+
+        ``distinct_m`` (metres; None or 0: off, the ranking as it is): the answers are distinct places, no candidate
+        closer than ``distinct_m`` to a better one (:func:`~geoapp.retrieval.places.distinct_places` on the search's
+        ranking; :attr:`place_distance_m` is the database's default, half its tile footprint). The top-1 and the
+        confidence stay as they are: the confidence reads the similarities of the ranking's best CONFIDENCE_K
+        references, places or not.
         """
         images, fovs, projections = query_arguments(images, fov_deg, projection, top_k)
+        distinct_m = check_distance(distinct_m)
         t0 = time.perf_counter()
         subset = restrict(self.db.latlon, prior) if prior is not None else None
         searched = len(self.db) if subset is None else len(subset)
         # a calibrated confidence reads the top CONFIDENCE_K similarities (so a two-stage search re-ranks at least
         # that many); without a calibration only the answers are needed
         k = min(max(int(top_k), CONFIDENCE_K if self.calibration is not None else 1), searched)
-        prepared = [prepare_query(image, self.config, fov, kind) for image, fov, kind in zip(images, fovs, projections)]
+        pool = max(k, self.place_pool(int(top_k), distinct_m, searched))  # k itself when places are off
+        prepared = [prepare_views(image, self.config, fov, kind) for image, fov, kind in zip(images, fovs, projections)]
         t1 = time.perf_counter()
-        views, grounds = zip(*(self._encode_view(p) for p in prepared))
+        views, grounds = zip(*(self._encode_view(p, grid) for p, grid in prepared))
         self._sync()
         t2 = time.perf_counter()
         if len(views) == 1:
-            top = self.search(grounds[0], k, subset)
+            top = self.search(grounds[0], pool, subset)
             per_view = [top]
             combined = top.similarity[0]
         else:
-            per_view, combined = search_together(self, grounds, k, subset)
+            per_view, combined = search_together(self, grounds, pool, subset)
         self._sync()
         t3 = time.perf_counter()
-        candidates = self._candidates(per_view[0], grounds[0], int(top_k))
+        keep = distinct_places(self.db.latlon, per_view[0].indices[0].cpu().numpy(), distinct_m, int(top_k))
+        shown = [top.take(keep) for top in per_view]
+        candidates = self._candidates(shown[0], grounds[0], int(top_k))
         if len(views) > 1:
-            candidates = combine_views(self, candidates, per_view, combined, grounds)
+            candidates = combine_views(self, candidates, shown, combined[torch.as_tensor(keep, device=combined.device)],
+                                       grounds)
+        combined = combined[:k]  # the ranking's best k, places or not: what the confidence reads
         confidence = None
         if self.calibration is not None and len(combined) >= 2:
             scores = candidates[0].window_scores
             peak = None if scores is None else window_peak_margin(scores)
             # a multi-photo query is judged by its first photo's FoV: fitted on single photos, this errs low
-            confidence = self.calibration.confidence(combined.float().cpu().numpy(), views[0].fov_deg, peak)
+            confidence = self.calibration.confidence(combined.float().cpu().numpy(), views[0].fov_deg, peak,
+                                                     least_familiar(views))
         t4 = time.perf_counter()
         first = views[0]
         if subset is not None:
@@ -249,7 +304,8 @@ class Localizer:
             fov_source=first.fov_source, projection=first.projection, elapsed_s=t4 - t0, device=str(self.device),
             search=search, timings={"preprocess": t1 - t0, "encode": t2 - t1, "search": t3 - t2, "results": t4 - t3},
             confidence=confidence, searched=searched, prior=prior, views=list(views), mask_stage=self.mask_stage,
-            similarities=combined.float().cpu().numpy(),
+            similarities=combined.float().cpu().numpy(), distinct_m=distinct_m,
+            distinct_skipped=int(keep[-1]) + 1 - len(keep) if len(keep) else 0,
         )
 
     def _heading_scores(self, ground: StageMaps, indices: list[int], stage: int) -> list[np.ndarray | None]:

@@ -75,6 +75,9 @@ COLUMNS: dict[str, Callable[[LocalizedPhoto, Candidate], object]] = {
     # database has no calibration
     "confidence": lambda photo, c: _confidence(photo, "tile"),
     "heading_confidence": lambda photo, c: _confidence(photo, "heading"),
+    # False for a photo unlike every photo the model was trained on (its confidences are then None); None when the
+    # database has no familiarity test
+    "familiar": lambda photo, c: _familiar(photo),
     "references_searched": lambda photo, c: photo.result.searched,  # fewer than the database with a prior
     # --together: every photo's heading at this tile, in the order of ``file`` ("a.jpg+b.jpg")
     "photo_headings_deg": lambda photo, c: " ".join(f"{h:.2f}" for h in c.view_headings) or None,
@@ -86,6 +89,13 @@ def _confidence(photo: LocalizedPhoto, which: str) -> float | None:
     conf = photo.result.confidence  # None for an unfamiliar photo too (Confidence.stated)
     value = None if conf is None else conf.stated()[("tile", "heading").index(which)]
     return None if value is None else round(value, 4)
+
+
+def _familiar(photo: LocalizedPhoto) -> bool | None:
+    conf = photo.result.confidence
+    if conf is None or (conf.familiarity is None and not conf.below_floor):
+        return None
+    return not conf.unfamiliar
 
 
 def photo_rows(photo: LocalizedPhoto) -> list[dict]:
@@ -151,21 +161,23 @@ def prior_for(file: str, prior: LocationPrior | float | None) -> LocationPrior |
 
 
 def localize_one(localizer, file: str, fov_deg: float | None = None, top_k: int = 5,
-                 projection: str = "auto", prior: LocationPrior | float | None = None) -> LocalizedPhoto:
+                 projection: str = "auto", prior: LocationPrior | float | None = None,
+                 distinct_m: float | None = None) -> LocalizedPhoto:
     """One photo of a batch; what makes it unusable is caught and returned as its error. ``prior``: see
-    :func:`prior_for`."""
-    return localize_together(localizer, [file], fov_deg, top_k, projection, prior)
+    :func:`prior_for`; ``distinct_m``: distinct places (``Localizer.localize_together``; None: off)."""
+    return localize_together(localizer, [file], fov_deg, top_k, projection, prior, distinct_m)
 
 
 def localize_together(localizer, files: list[str], fov_deg: float | None = None, top_k: int = 5,
-                      projection: str = "auto", prior: LocationPrior | float | None = None) -> LocalizedPhoto:
+                      projection: str = "auto", prior: LocationPrior | float | None = None,
+                      distinct_m: float | None = None) -> LocalizedPhoto:
     """Photos taken at one spot as one query (``Localizer.localize_together``), named ``a.jpg+b.jpg``; the
     prior and EXIF GPS are the first photo's."""
     file = "+".join(files)
     try:
         fovs = [_fov_for(f, fov_deg, projection) for f in files]
         result = localizer.localize_together(files, fov_deg=fovs, top_k=top_k, projection=projection,
-                                             prior=prior_for(files[0], prior))
+                                             prior=prior_for(files[0], prior), distinct_m=distinct_m)
         gps = gps_from_exif(files[0])
     except PriorError as exc:
         return LocalizedPhoto(file, error=f"location prior: {exc}")
@@ -181,13 +193,13 @@ def localize_together(localizer, files: list[str], fov_deg: float | None = None,
 
 
 def localize_photos(localizer, files: list[str], fov_deg: float | None = None, top_k: int = 5,
-                    projection: str = "auto", progress: bool = True,
-                    prior: LocationPrior | float | None = None) -> Iterator[LocalizedPhoto]:
+                    projection: str = "auto", progress: bool = True, prior: LocationPrior | float | None = None,
+                    distinct_m: float | None = None) -> Iterator[LocalizedPhoto]:
     """:func:`localize_one` over ``files`` with a progress bar (stderr)."""
     failed = 0
     with tqdm(files, unit="photo", desc="localizing", disable=not progress, dynamic_ncols=True) as bar:
         for file in bar:
-            photo = localize_one(localizer, file, fov_deg, top_k, projection, prior)
+            photo = localize_one(localizer, file, fov_deg, top_k, projection, prior, distinct_m)
             if photo.error is not None:
                 failed += 1
                 bar.set_postfix(failed=failed)
@@ -207,12 +219,13 @@ class Batch:
 
 def localize_files(localizer, files: list[str], fov_deg: float | None = None, top_k: int = 5,
                    projection: str = "auto", progress: bool = True, prior: LocationPrior | float | None = None,
-                   together: bool = False) -> Batch:
+                   together: bool = False, distinct_m: float | None = None) -> Batch:
     """Every photo's rows (results are turned into rows as they come: a batch of thousands of photos keeps no
-    images or masks in memory); ``together``: all photos are one query from one spot."""
+    images or masks in memory); ``together``: all photos are one query from one spot; ``distinct_m``: the ranks are
+    distinct places, no two within that many metres (None: every tile)."""
     batch = Batch()
-    photos = ([localize_together(localizer, files, fov_deg, top_k, projection, prior)] if together else
-              localize_photos(localizer, files, fov_deg, top_k, projection, progress, prior))
+    photos = ([localize_together(localizer, files, fov_deg, top_k, projection, prior, distinct_m)] if together else
+              localize_photos(localizer, files, fov_deg, top_k, projection, progress, prior, distinct_m))
     for photo in photos:
         batch.photos += 1
         batch.rows += photo_rows(photo)
@@ -221,10 +234,11 @@ def localize_files(localizer, files: list[str], fov_deg: float | None = None, to
     return batch
 
 
-def summary(batch: Batch, top_k: int, out: str | os.PathLike | None = None) -> str:
+def summary(batch: Batch, top_k: int, out: str | os.PathLike | None = None, distinct_m: float | None = None) -> str:
     done = batch.photos - len(batch.failed)
     where = f" -> {os.fspath(out)}" if out is not None else ""
-    lines = [f"localized {done} of {batch.photos} photo{'s' if batch.photos != 1 else ''} (top {top_k} each): "
+    places = f" distinct places, no two within {distinct_m:g} m" if distinct_m else ""
+    lines = [f"localized {done} of {batch.photos} photo{'s' if batch.photos != 1 else ''} (top {top_k}{places} each): "
              f"{len(batch.rows)} rows{where}"]
     if batch.failed:
         lines.append(f"{len(batch.failed)} failed:")

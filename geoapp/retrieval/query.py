@@ -10,10 +10,22 @@ from ..data.photo import hfov_from_exif, load_image, photo_to_cylindrical
 from ..data.transforms import resize_image
 from ..model import ModelConfig
 from ..search_options import MAX_VIEWS, PROJECTIONS, TOP_K_RANGE
+from .familiarity import on_grid
 
 
 class FieldOfViewUnknown(ValueError):
     """A camera photo without EXIF focal length and without a given field of view."""
+
+
+def read_photo(image) -> tuple[np.ndarray, float | None]:
+    """Decode a photo once: (uint8 RGB, the horizontal FoV its EXIF gives or None). An array has no EXIF."""
+    exif_fov = None
+    if not isinstance(image, np.ndarray):
+        try:
+            exif_fov = hfov_from_exif(image)
+        except ValueError:  # unreadable input: load_image below says what is wrong
+            exif_fov = None
+    return load_image(image), exif_fov
 
 
 def prepare_query(image, config: ModelConfig, fov_deg: float | None = None,
@@ -27,15 +39,23 @@ def prepare_query(image, config: ModelConfig, fov_deg: float | None = None,
     - ``auto``: ``pinhole`` when the FoV is known from EXIF or given, ``crop`` for an image of exactly the model's
       ground height without EXIF FoV, else an error asking for ``fov_deg``.
     """
+    return place_photo(*read_photo(image), config, fov_deg, projection)
+
+
+def prepare_views(image, config: ModelConfig, fov_deg: float | None = None,
+                  projection: str = "auto") -> tuple[tuple[np.ndarray, float, str, str], np.ndarray]:
+    """:func:`prepare_query`, and the photo on the familiarity test's full-size grid
+    (:func:`geoapp.retrieval.familiarity.on_grid`), from one decoding."""
+    rgb, exif_fov = read_photo(image)
+    prepared = place_photo(rgb, exif_fov, config, fov_deg, projection)
+    return prepared, on_grid(rgb, prepared[1], prepared[3])
+
+
+def place_photo(rgb: np.ndarray, exif_fov: float | None, config: ModelConfig, fov_deg: float | None,
+                projection: str) -> tuple[np.ndarray, float, str, str]:
+    """:func:`prepare_query` of a decoded photo."""
     if projection not in PROJECTIONS:
         raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
-    exif_fov = None
-    if not isinstance(image, np.ndarray):
-        try:
-            exif_fov = hfov_from_exif(image)
-        except ValueError:  # unreadable input: load_image below says what is wrong
-            exif_fov = None
-    rgb = load_image(image)
     h, w_pano = config.ground_height, config.sat_width
     looks_like_crop = rgb.shape[0] == h and rgb.shape[1] <= w_pano
     if projection == "auto":

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .confidence import Confidence
+from .familiarity import Familiarity
 from .prior import LocationPrior
 
 
@@ -54,6 +55,7 @@ class QueryView:
     fov_deg: float
     fov_source: str  # "given", "exif" or "crop width"
     projection: str  # "pinhole" (reprojected photo) or "crop" (already a panorama-grid crop)
+    familiarity: Familiarity | None = None  # the database's familiarity test of this photo (None without one)
 
 
 @dataclass
@@ -74,9 +76,13 @@ class LocalizationResult:
     searched: int = 0  # references searched: the whole database, or those inside the prior
     prior: LocationPrior | None = None
     views: list[QueryView] = field(default_factory=list)  # every photo of the query (one for a single photo)
-    # the (combined) similarities of the best min(searched, max(top_k, CONFIDENCE_K)) references, best first:
-    # what the confidence is computed from
+    # the (combined) similarities of the best min(searched, max(top_k, CONFIDENCE_K)) references of the ranking, best
+    # first, distinct places or not: what the confidence is computed from
     similarities: np.ndarray | None = None
+    # distinct places (geoapp.retrieval.places): no candidate is closer than distinct_m metres to a better one (0: off,
+    # the ranking as it is); distinct_skipped: references of the ranking left out above the last candidate
+    distinct_m: float = 0.0
+    distinct_skipped: int = 0
 
 
 def display_score(cosine: float) -> float:
