@@ -17,10 +17,12 @@ import pytest
 from app_inputs import TOP_K, bad_uploads
 
 from geoapp.app.screenshot import CHROMIUM, CHROMIUM_ARGS
+from geoapp.data.photo import load_image
 
 pytest_plugins = ["app_fixtures"]  # the tiny world, model, database, app context and server
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 TIMEOUT_MS = 60_000
+VIEWS_IMG = "const img = document.querySelector('#views img');"  # the picture of where the model looked
 
 
 def in_ci() -> bool:
@@ -128,6 +130,12 @@ def test_upload_an_example_and_inspect_the_results(app_server, page, app_context
     map_document = page.locator("#map iframe").element_handle().content_frame()
     map_document.wait_for_function("() => { const img = document.querySelector('img.leaflet-image-layer'); "
                                    "return img.complete && img.naturalWidth > 0; }", timeout=TIMEOUT_MS)
+    assert "/file=" in map_frame.locator("script[src]").get_attribute("src")  # Leaflet served by the app, cached
+    assert page.locator("#compass svg title").text_content().startswith("Compass: predicted heading")
+    # where the model looked follows the answer, as its own event
+    page.wait_for_function(f"() => {{ {VIEWS_IMG} return img !== null && img.complete && img.naturalWidth > 0; }}",
+                           timeout=TIMEOUT_MS)
+    views_src = page.evaluate(f"() => {{ {VIEWS_IMG} return img.src; }}")
 
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app_browser.png"), full_page=True)
@@ -136,6 +144,8 @@ def test_upload_an_example_and_inspect_the_results(app_server, page, app_context
     page.wait_for_function("document.querySelector('#selection').innerText.includes('Candidate #3')",
                            timeout=TIMEOUT_MS)
     assert 0 <= float(heading.input_value()) < 360
+    page.wait_for_function(f"() => {{ {VIEWS_IMG} return img !== null && img.src !== {views_src!r} "
+                           "&& img.complete && img.naturalWidth > 0; }", timeout=TIMEOUT_MS)  # the third's views
     assert outside == []  # nothing was fetched from the internet
 
 
@@ -188,7 +198,12 @@ def test_several_areas_get_a_dropdown_that_switches_examples_coverage_and_map(ap
     page.get_by_text(label_b, exact=True).click()
     page.locator("#photo img").first.wait_for(timeout=TIMEOUT_MS)
     page.locator("#localize").click()
-    page.wait_for_function("document.querySelectorAll('#gallery img').length === 4", timeout=TIMEOUT_MS)
+    # city-b's distinct places at its default distance (two of its 4 tiles stand within half a tile of each other)
+    example_b = city_b.examples.examples[0]
+    places = city_b.localizer.localize(load_image(city_b.examples.path(example_b)), fov_deg=example_b.fov_deg,
+                                       projection="crop", top_k=TOP_K,
+                                       distinct_m=city_b.localizer.place_distance_m).candidates
+    page.wait_for_function(f"document.querySelectorAll('#gallery img').length === {len(places)}", timeout=TIMEOUT_MS)
     assert city_b.examples.examples[0].pair_id in page.locator("#query-summary").inner_text()
     assert page.locator("#status").inner_text().startswith("area 'city-b'")
     ARTIFACTS.mkdir(exist_ok=True)

@@ -13,7 +13,9 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from geoapp.app import handlers
+from geoapp.app import handlers, mapview
+from geoapp.data.geo import haversine_m
+from geoapp.data.photo import load_image
 
 pytest_plugins = ["app_fixtures"]  # the tiny world, model, database, app context and server
 PHONE = next(iter(handlers.PHOTO_TYPES))
@@ -37,22 +39,22 @@ def _is_image(path: str) -> bool:
 
 def test_every_event_is_named(client):
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    assert {"/localize", "/select_candidate"} <= set(endpoints)
+    assert {"/localize", "/views", "/select_candidate"} <= set(endpoints)
 
 
 def test_localize_round_trip_returns_every_output(client, app_context):
     example = app_context.examples.examples[0]
     result = localize(client, app_context.examples.path(example), 70.0)
-    gallery, heading, compass, selection, map_html, ground, polar, topdown, query, status, answer = result
+    gallery, heading, compass, selection, map_html, query, status, answer = result
     assert len(gallery) == TOP_K
     for rank, item in enumerate(gallery, start=1):
-        assert _is_image(item["image"])
+        assert _is_image(item["image"]) and item["image"].endswith(".jpg")
         assert re.fullmatch(rf"#{rank} · [01]\.\d{{3}} · [0-9.]+ k?m( ✓)?", item["caption"])  # rank, score, distance
     assert isinstance(heading, float) and 0 <= heading < 360
-    for picture in (compass, ground, polar, topdown):
-        assert _is_image(picture)
+    assert compass.startswith("<svg") and f"{heading:.1f}°" in compass  # a vector compass, not a picture file
     assert "Candidate #1" in selection and f"{heading:.1f}°" in selection
-    assert map_html.startswith("<iframe") and map_html.count("L.marker(") == TOP_K + 1
+    assert map_html.startswith("<iframe") and len(mapview.map_record(map_html)["markers"]) == TOP_K + 1
+    assert len(map_html) < 12_000  # Leaflet and the world image are the app's files, not inlined in every answer
     assert "bundled example" in query and "true heading" in query
     assert app_context.localizer.describe() in status and "query took" in status
     assert f"searched {len(app_context.localizer.db)} of {len(app_context.localizer.db)} references" in status
@@ -62,6 +64,9 @@ def test_localize_round_trip_returns_every_output(client, app_context):
     assert answer["searched_references"] == len(app_context.localizer.db) and answer["prior"] is None
     assert answer["example"]["pair_id"] == example.pair_id and answer["photos"][0]["fov_deg"] == example.fov_deg
     assert "not calibrated" in query  # the tiny database has no calibration record: the page says so
+    # where the model looked, on demand: one picture for the session's last answer (what the page shows next)
+    views = client.predict(api_name="/views")
+    assert _is_image(views) and Image.open(views).size[0] > 4 * Image.open(views).size[1]  # three panels in a row
 
 
 @pytest.mark.parametrize("upload", bad_uploads(), ids=lambda u: u.name)
@@ -98,10 +103,14 @@ def test_select_candidate_by_rank_follows_the_sessions_last_query(app_server, ap
     client = Client(app_server, verbose=False)
     with pytest.raises(AppError, match="localize a photo first"):
         client.predict(2, api_name="/select_candidate")
-    gallery, *_ = localize(client, app_context.examples.path(app_context.examples.examples[2]))
-    heading, compass, selection, map_html, polar, topdown = client.predict(3, api_name="/select_candidate")
+    with pytest.raises(AppError, match="localize a photo first"):
+        client.predict(api_name="/views")
+    gallery, *_, answer = localize(client, app_context.examples.path(app_context.examples.examples[2]))
+    heading, compass, selection, map_html, views = client.predict(3, api_name="/select_candidate")
     assert "Candidate #3" in selection and 0 <= heading < 360 and f"{heading:.1f}°" in selection
-    assert _is_image(compass) and _is_image(polar) and _is_image(topdown) and "L.marker(" in map_html
+    assert f"{heading:.1f}°" in compass and _is_image(views) and views != client.predict(api_name="/views")
+    third = answer["candidates"][2]
+    assert mapview.map_record(map_html)["centre"] == pytest.approx([third["lat"], third["lon"]], abs=1e-6)
     with pytest.raises(AppError, match="no candidate #9"):
         client.predict(9, api_name="/select_candidate")
     for rank, message in [("abc", "The candidate rank must be a number between 1 and 10000, got 'abc'"),
@@ -203,7 +212,13 @@ def test_the_api_answers_from_the_chosen_area(areas_client, areas, name):
     assert answer["area"] == ctx.name and status.startswith(f"area '{ctx.name}': ")
     assert answer["searched_references"] == len(ctx.localizer.db)
     assert {c["tile"] for c in answer["candidates"]} <= _tiles(ctx)
-    assert len(gallery) == min(TOP_K, len(ctx.localizer.db)) and "bundled example" in query
+    # the area's distinct places at its own distance (half its tiles): fewer than TOP_K where its tiles are close
+    example = ctx.examples.examples[1]
+    places = ctx.localizer.localize(load_image(path), fov_deg=example.fov_deg, projection="crop", top_k=TOP_K,
+                                    distinct_m=ctx.localizer.place_distance_m).candidates
+    assert answer["distinct_places_m"] == ctx.localizer.place_distance_m == 32.0
+    assert [c["tile"] for c in answer["candidates"]] == [Path(c.path).name for c in places]
+    assert len(gallery) == len(places) <= min(TOP_K, len(ctx.localizer.db)) and "bundled example" in query
 
 
 def test_select_candidate_stays_in_the_area_of_the_query(areas_client, areas):
@@ -243,7 +258,28 @@ def test_the_page_names_the_areas_and_the_one_that_does_not_fit(areas_server, ap
     report = page["areas-report"]
     assert report["visible"] is True and "area 'city-c' was built with checkpoint" in report["value"]
     assert "python -m geoapp.build_db" in report["value"]
-    assert page["map"]["value"].count("L.rectangle(") == 2  # both areas' boxes before any query
+    assert len(mapview.map_record(page["map"]["value"])["boxes"]) == 2  # both areas' boxes before any query
     single = _components(app_server)  # one area: the page as it always was
     assert single["area"]["visible"] is False and single["areas-report"]["visible"] is False
     assert not single["map"]["value"]
+
+
+def test_distinct_places_through_the_api(client, app_context):
+    parameters = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/localize"]["parameters"]
+    last = parameters[-1]  # after every older input, so positional calls keep working
+    assert last["parameter_name"] == "distinct_m" and last["parameter_has_default"]
+    assert last["parameter_default"] is None
+    path = handle_file(str(app_context.examples.path(app_context.examples.examples[0])))
+    *_, query, _status, answer = client.predict(path, 90.0, PHONE, api_name="/localize")  # the older call
+    assert answer["distinct_places_m"] == 32.0  # the area's default: half its 64 m tiles
+    *_, answer = client.predict(path, 90.0, PHONE, distinct_m=0, api_name="/localize")
+    assert answer["distinct_places_m"] == 0.0
+    *_, query, _status, answer = client.predict(path, 90.0, PHONE, None, None, None, None, True, None, 100,
+                                                api_name="/localize")
+    assert answer["distinct_places_m"] == 100.0 and "no two candidates within 100 m" in query
+    rows = answer["candidates"]
+    assert len(rows) >= 2 and all(haversine_m(a["lat"], a["lon"], b["lat"], b["lon"]) >= 100.0
+               for i, a in enumerate(rows) for b in rows[i + 1:])
+    with pytest.raises(AppError, match=re.escape("The distinct places' distance must be between 0 m and 10000 m, "
+                                                 "got -1 m")):
+        client.predict(path, 90.0, PHONE, distinct_m=-1, api_name="/localize")

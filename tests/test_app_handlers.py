@@ -64,6 +64,48 @@ def test_topdown_view_draws_the_predicted_cone_in_red():
     assert west.tolist() == [128, 128, 128]
 
 
+def test_compass_svg_points_the_needles_along_compass_bearings():
+    import xml.etree.ElementTree as ET
+
+    svg = ET.fromstring(figures.compass_svg(90.0, 60.0, true_heading_deg=180.0, size=200))
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    red, green = ("#" + "".join(f"{c:02x}" for c in colour) for colour in (figures.PREDICTED_COLOUR,
+                                                                          figures.TRUE_COLOUR))
+    needles = {line.get("stroke"): line for line in svg.findall("s:line", ns) if line.get("stroke-width") == "4"}
+    east, south = needles[red], needles[green]
+    assert float(east.get("x2")) > float(east.get("x1")) and float(east.get("y2")) == pytest.approx(100, abs=0.1)
+    assert float(south.get("y2")) > float(south.get("y1")) and float(south.get("x2")) == pytest.approx(100, abs=0.1)
+    texts = [t.text for t in svg.findall("s:text", ns)]
+    assert texts[:4] == ["N", "E", "S", "W"] and texts[-1] == "90.0°"
+    assert "true heading 180.0°" in svg.find("s:title", ns).text
+
+
+def test_compose_puts_pictures_side_by_side_under_titles():
+    a, b = np.full((10, 4, 3), 50, np.uint8), np.full((20, 6, 3), 200, np.uint8)
+    out = figures.compose([("a", a), ("b", b)], gap=2, title_height=12)
+    assert out.shape == (32, 12, 3)
+    assert np.array_equal(out[12:22, :4], a) and np.array_equal(out[12:32, 6:], b)
+    assert (out[22:, :4] == 255).all() and (out[12:, 4:6] == 255).all()  # white below the shorter one and between
+    assert np.abs(figures.jpeg_array(figures.jpeg_bytes(out, 95)).astype(int) - out).mean() < 3
+
+
+def test_picture_files_are_made_once_per_content(tmp_path, monkeypatch):
+    from gradio import utils as gradio_utils
+
+    from geoapp.app import ui
+
+    monkeypatch.setattr(gradio_utils, "get_upload_folder", lambda: str(tmp_path))
+    picture = np.zeros((16, 24, 3), np.uint8)
+    picture[:, 12:] = 255
+    first = ui.picture_file(picture)
+    assert first.endswith(".jpg") and Path(first).parent == tmp_path / "geoapp-results"
+    assert np.abs(figures.jpeg_array(Path(first).read_bytes()).astype(int) - picture).mean() < 8
+    stamp = os.stat(first).st_mtime_ns
+    assert ui.picture_file(picture.copy()) == first and os.stat(first).st_mtime_ns == stamp  # not written again
+    assert ui.picture_file(picture[:, ::-1]) != first  # other pixels, another file
+    assert ui.picture_file(picture.reshape(24, 16, 3)) != first  # the same bytes in another shape, too
+
+
 # ------------------------------------------------------------------------------------------------- map
 
 
@@ -76,14 +118,35 @@ def test_destination_and_haversine_agree():
 def test_map_is_self_contained_with_markers_popups_cone_and_truth():
     world = mapview.WorldImage.from_array(np.zeros((40, 40, 3), np.uint8), 41.0, -94.0, 41.01, -93.99)
     markers = [mapview.MapMarker(r, 41.005 + r * 1e-4, -93.995, 1 - r / 10, 10.0 * r) for r in (1, 2, 3)]
-    page = mapview.build_map(markers, 2, 45.0, 90.0, 30.0, truth=(41.005, -93.995), world=world).get_root().render()
-    assert "cdn." not in page and "jquery" not in page.lower()  # Leaflet is inlined, nothing else is loaded
-    assert page.count("L.marker(") == 4 and page.count("geoapp-marker") >= 4  # three candidates and the truth
-    assert "Rank 2" in page and "score 0.800" in page and "True location" in page
-    assert "data:image/jpeg;base64," in page  # the world mosaic is the base layer
-    assert "L.polygon" in page
+    record = mapview.build_map(markers, 2, 45.0, 90.0, 30.0, truth=(41.005, -93.995), world=world)
+    page = mapview.map_page(record)
+    assert "<script src" not in page and "<link" not in page and "cdn." not in page  # Leaflet inlined: nothing fetched
+    assert "L.marker(" in page and "L.polygon(" in page
+    assert mapview.map_record(page) == record  # the page carries the record it draws
+    assert [m["text"] for m in record["markers"]] == ["3", "2", "1", "T"]  # best on top of the others, then the truth
+    assert [m["colour"] for m in record["markers"]][:3] == [mapview.OTHER_COLOUR, mapview.BEST_COLOUR,
+                                                          mapview.OTHER_COLOUR]  # the selected rank is red
+    assert "<b>Rank 2</b>" in record["markers"][1]["popup"] and "score 0.800" in record["markers"][1]["popup"]
+    assert "True location" in record["markers"][3]["popup"]
+    assert record["worlds"][0]["url"].startswith("data:image/jpeg;base64,")  # the world mosaic is the base layer
+    assert record["tiles"] is None and record["cone"]["points"][0] == record["markers"][1]["at"]  # cone at rank 2
+    cone_end = record["cone"]["points"][8]  # the middle of the arc: toward the heading (45°, north-east)
+    assert cone_end[0] > record["cone"]["points"][0][0] and cone_end[1] > record["cone"]["points"][0][1]
     html = mapview.map_iframe(mapview.build_map(markers, 1, 0.0, 90.0, 30.0))
     assert html.startswith("<iframe") and "<script" not in html  # the page is escaped into srcdoc
+    assert mapview.map_record(html)["tiles"] == mapview.OSM_TILES  # no world image: web map tiles
+
+
+def test_map_with_leaflet_served_by_the_app_is_small_and_safe():
+    markers = [mapview.MapMarker(r, 41.005 + r * 1e-4, -93.995, 1 - r / 10) for r in (1, 2, 3, 4, 5)]
+    boxes = (mapview.AreaBox("a</script><b>", 41.0, -94.0, 41.01, -93.99, 12),)
+    leaflet = mapview.Leaflet("gradio_api/file=/srv/leaflet.js", "gradio_api/file=/srv/leaflet.css")
+    record = mapview.build_map(markers, 1, 10.0, 90.0, 30.0, areas=boxes, chosen_area="a</script><b>")
+    page = mapview.map_page(record, leaflet)
+    assert '<script src="gradio_api/file=/srv/leaflet.js"></script>' in page and "L.Map" not in page
+    assert len(mapview.map_iframe(record, leaflet=leaflet)) < 12_000  # Leaflet itself is not in every answer
+    assert page.count("</script>") == 3  # Leaflet, the record, the drawing: a name cannot close the record early
+    assert mapview.map_record(page)["boxes"][0]["tooltip"].startswith("area a&lt;/script&gt;&lt;b&gt;: 12")
 
 
 # -------------------------------------------------------------------------------------------- examples
@@ -127,12 +190,16 @@ def test_localize_an_example_fills_every_output(app_context):
     assert all(caption.endswith("✓") == (rank in truth_ranks) for rank, (_, caption) in enumerate(out.gallery, 1))
     sel = out.selection
     assert 0 <= sel.heading_deg < 360 and sel.heading_deg == figures.display_heading(candidates[0].heading_deg)
-    assert sel.compass.ndim == 3 and sel.topdown_view.shape[0] == sel.topdown_view.shape[1]
-    # the polar image (1:4 aspect) over the strip of the gate-corr score of every heading (28 px)
-    assert sel.polar_view.shape[1] == 4 * (sel.polar_view.shape[0] - 28)
-    assert out.ground_view.ndim == 3 and out.ground_view.shape[0] >= 256
-    assert sel.map_html.count("L.marker(") == TOP_K + 1  # candidates + the true location
-    assert "Candidate #1" in sel.summary and "heading error" in sel.summary
+    assert sel.compass.startswith("<svg") and f"{sel.heading_deg:.1f}°" in sel.compass
+    assert len(mapview.map_record(sel.map_html)["markers"]) == TOP_K + 1  # candidates + the true location
+    # the views, on demand: the photo as the model saw it, the tile (square) and the polar tile (1:4 aspect) over the
+    # strip of the gate-corr score of every heading (28 px), side by side under their titles
+    views = handlers.candidate_views(app_context, out.state, 0)
+    side = handlers.VIEW_SIDE
+    ground = figures.upscale(figures.jpeg_array(out.state.ground_jpeg), side)  # the 64 px model input, enlarged
+    assert ground.shape[0] == side and views.dtype == np.uint8
+    assert views.shape == (22 + side + 28, ground.shape[1] + 8 + side + 8 + 4 * side, 3)  # two 8 px gaps
+    assert np.array_equal(views[22:22 + side, :ground.shape[1]], ground)  # the photo's panel, as kept in the state
     # the example's own FoV and projection win over the slider and the radio
     assert out.state.fov_deg == example.fov_deg
     assert "bundled example" in out.query_summary and "true heading" in out.query_summary
@@ -143,6 +210,8 @@ def test_localize_an_example_fills_every_output(app_context):
     assert handlers.localize_photo(app_context, app_context.examples.path(example), 75.0, CROP).notes == []
     assert out.answer["candidates"][0]["rank"] == 1 and out.answer["example"]["pair_id"] == example.pair_id
     assert len(pickle.dumps(out.state)) < 20_000  # the per-session state stays small (no pictures or masks)
+    assert out.state.ground_jpeg and len(out.state.ground_jpeg) < 8_000  # the model's input, a small JPEG
+    assert out.gallery[0][0] is handlers.gallery_picture(app_context, candidates[0])  # made once per tile
 
 
 def test_selecting_another_candidate_moves_heading_and_map(app_context):
@@ -153,6 +222,12 @@ def test_selecting_another_candidate_moves_heading_and_map(app_context):
     assert third.heading_deg == figures.display_heading(chosen.heading_deg)
     assert "Candidate #3" in third.summary
     assert f"{chosen.lat:.6f}" in third.summary
+    record = mapview.map_record(third.map_html)
+    assert record["centre"] == pytest.approx([chosen.lat, chosen.lon], abs=1e-6)  # the map follows the choice
+    assert not np.array_equal(handlers.candidate_views(app_context, out.state, 2),
+                              handlers.candidate_views(app_context, out.state, 0))
+    with pytest.raises(handlers.UserInputError, match="no candidate #9"):
+        handlers.candidate_views(app_context, out.state, 8)
     with pytest.raises(handlers.UserInputError, match="no candidate #9"):
         handlers.select_candidate(app_context, out.state, 8)
     with pytest.raises(handlers.UserInputError, match="localize a photo first"):
@@ -265,11 +340,12 @@ def test_each_area_answers_from_its_own_database_with_its_own_examples(areas, na
     assert out.answer["searched_references"] == len(ctx.localizer.db)
     assert "bundled example" in out.query_summary  # the area's own example: its truth is known
     assert out.status.startswith(f"area '{name}': ")
-    # the map draws both areas' boxes, the chosen one highlighted
-    assert out.selection.map_html.count("L.rectangle(") == 2
-    assert f"area {name}: {len(ctx.localizer.db)} references (chosen)" in out.selection.map_html
-    overview = handlers.areas_map_html(areas, ctx)
-    assert overview.count("L.rectangle(") == 2 and "(chosen)" in overview and "L.marker(" not in overview
+    # the map draws both areas' boxes, the chosen one highlighted (drawn last, on top)
+    boxes = mapview.map_record(out.selection.map_html)["boxes"]
+    assert len(boxes) == 2 and boxes[-1]["tooltip"] == f"area {name}: {len(ctx.localizer.db)} references (chosen)"
+    overview = mapview.map_record(handlers.areas_map_html(areas, ctx))
+    assert len(overview["boxes"]) == 2 and overview["boxes"][-1]["tooltip"].endswith("(chosen)")
+    assert overview["markers"] == [] and overview["fit"] is not None
     assert handlers.area_coverage_text(ctx).startswith(f"**Area '{name}'.** ")
 
 
@@ -291,5 +367,27 @@ def test_a_single_area_page_shows_no_areas(app_context):
     assert single.names == [app_context.localizer.db.path.name] and single.report() == ""
     assert single.first.area_boxes == () and handlers.areas_map_html(single, single.first) == ""
     out = handlers.localize_photo(app_context, app_context.examples.path(app_context.examples.examples[0]))
-    assert "L.rectangle(" not in out.selection.map_html and out.status.startswith(app_context.localizer.describe())
+    assert mapview.map_record(out.selection.map_html)["boxes"] == []
+    assert out.status.startswith(app_context.localizer.describe())
     assert handlers.area_coverage_text(app_context) == handlers.coverage_text(app_context)
+
+
+def test_the_server_shares_the_cores_among_the_events_it_answers_at_once(monkeypatch):
+    from geoapp.app.main import parse_args
+    from geoapp.runtime import blas_threads, set_blas_threads
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)  # one core for the server's own work, 7 for the queries
+    assert (parse_args(["--concurrency", "1"]).threads, parse_args(["--concurrency", "3"]).threads) == (7, 2)
+    assert parse_args(["--concurrency", "16"]).threads == 1 and parse_args(["--threads", "3"]).threads == 3
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert parse_args(["--concurrency", "1"]).threads == 1  # a 2-core machine: one thread a query
+    with pytest.raises(SystemExit):
+        parse_args(["--concurrency", "0"])
+    before = blas_threads()
+    if not before:  # (NumPy's wheels for Linux bundle OpenBLAS; another BLAS is left alone)
+        pytest.skip("no OpenBLAS loaded in this process")
+    try:
+        assert set_blas_threads(1) == len(before) and blas_threads() == [1] * len(before)
+    finally:
+        set_blas_threads(max(before))
+    assert blas_threads() == [max(before)] * len(before)

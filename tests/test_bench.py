@@ -181,3 +181,100 @@ def test_bench_search_times_a_given_checkpoint_under_its_own_file_names(tiny_che
     assert "exhaustive chunk-size sweep on 48 refs" in printed
     rows = [line.split() for line in printed.splitlines() if line.strip().startswith(("24 ", "48 "))]
     assert [r[0] for r in rows] == ["24", "48"] and all(float(r[1]) > 0 for r in rows)
+
+
+# --------------------------------------------------------------------------------------------- bench serve
+
+
+def test_bench_serve_arithmetic_on_planted_runs():
+    from geoapp.bench.serve import Run, parse_engine_timings, stage_shares, summarize
+
+    timings = parse_engine_timings("model X · searched 10 of 10 references · query took 0.09 s (preprocess 1 ms, "
+                                   "encode 20 ms, search 60 ms, results 9 ms)")
+    assert timings == pytest.approx({"total": 0.09, "preprocess": 0.001, "encode": 0.02, "search": 0.06,
+                                     "results": 0.009})
+    assert parse_engine_timings("no timings here") is None
+    # ten answers of 0.1 ... 1.0 s (in any order) and two dropped ones, in 4 s, with 1.5 s of server CPU
+    run = Run(round_trips=[0.1 * k for k in (3, 1, 10, 2, 5, 4, 7, 6, 9, 8)], errors=["OSError: closed"] * 2,
+              engine=[timings] * 10, wall_s=4.0, cpu_s=1.5, others_s=0.4)
+    real = summarize(run)
+    assert (real["answered"], real["dropped"], real["errors"]) == (10, 2, {"OSError: closed": 2})
+    assert real["answers_per_s"] == pytest.approx(2.5) and real["cpu_ms_per_answer"] == pytest.approx(150.0)
+    assert real["p50_s"] == pytest.approx(0.55) and real["p90_s"] == pytest.approx(0.91)  # linear interpolation
+    assert real["mean_s"] == pytest.approx(0.55) and real["engine_ms"]["search"] == pytest.approx(60.0)
+    assert real["others_cores"] == pytest.approx(0.1)  # 0.4 s of other work over 4 s
+    assert real["engine_share"] == pytest.approx(90 / 550)
+    bare = summarize(Run(round_trips=[0.2, 0.3], wall_s=0.5, cpu_s=0.04))
+    assert "engine_ms" not in bare and bare["cpu_ms_per_answer"] == pytest.approx(20.0)
+    shares = stage_shares(real, bare)
+    assert shares == pytest.approx({"engine": 90 / 550, "gradio": 250 / 550, "rest": 210 / 550})
+    assert summarize(Run(errors=["x"], wall_s=1.0))["answered"] == 0  # nothing answered: no figure, no crash
+
+
+def test_bench_serve_reads_a_process_cpu_time():
+    import os
+    import time
+
+    from geoapp.bench.serve import cpu_seconds, machine_busy_seconds
+
+    before, own, busy = cpu_seconds(os.getpid()), time.process_time(), machine_busy_seconds()
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:  # burn 0.3 s of CPU
+        pass
+    burnt = time.process_time() - own
+    assert cpu_seconds(os.getpid()) - before == pytest.approx(burnt, abs=0.05)
+    assert machine_busy_seconds() - busy >= burnt - 0.05  # the machine was busy at least with this process
+
+
+@pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")  # Gradio's pandas calls, not ours
+def test_bench_serve_bare_app_answers_like_the_real_one(app_server, app_context, tmp_path):
+    """The bare app, built from the running app's /config and one of its answers, has the same /localize
+    parameters and answers with the same outputs, shaped the same (every picture a file)."""
+    from gradio_client import Client, handle_file
+
+    from geoapp.app.handlers import PHOTO_TYPES
+    from geoapp.app.screenshot import free_port
+    from geoapp.bench.serve import build_bare_app, interface_spec, output_shape
+
+    photo = handle_file(str(app_context.examples.path(app_context.examples.examples[0])))
+    real = Client(app_server, verbose=False)
+    answer = real.predict(photo, 90.0, list(PHOTO_TYPES)[1], api_name="/localize")
+    spec = interface_spec(app_server, answer, tmp_path / "answer")
+    bare_app = build_bare_app(spec, concurrency=1)
+    bare_app.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        bare = Client(bare_app.local_url, verbose=False)
+        parameters = [(q["parameter_name"], q["parameter_has_default"], q["parameter_default"])
+                      for c in (real, bare) for q in c.view_api(return_format="dict", print_info=False)
+                      ["named_endpoints"]["/localize"]["parameters"]]
+        half = len(parameters) // 2
+        assert parameters[:half] == parameters[half:]
+        again = bare.predict(photo, 90.0, list(PHOTO_TYPES)[1], api_name="/localize")
+    finally:
+        bare_app.close()
+    assert output_shape(list(again)) == output_shape(list(answer))
+    assert "file" in str(output_shape(list(answer)))  # the gallery's pictures are files in both
+    assert again[-1] == answer[-1]  # the fixed values are the real answer's
+    assert output_shape([{"b": 1, "a": [answer[0][0]["image"], "x"]}]) == [{"a": ["file", "str"], "b": "int"}]
+
+
+def test_bench_serve_drives_the_app_and_the_bare_app(tiny_checkpoint, tiny_database, tmp_path, monkeypatch, capsys):
+    """End to end on the tiny world: the app and the bare app each started, warmed up and driven by two clients."""
+    from geoapp.app.screenshot import free_port
+    from geoapp.bench import serve
+
+    monkeypatch.setenv("GEOAPP_HOME", str(tmp_path / "home"))  # the app's example cache goes there
+    port = free_port()
+    out = serve.main(["--checkpoint", str(tiny_checkpoint), "--reference-db", str(tiny_database), "--clients", "2",
+                      "--queries", "2", "--warmup", "1", "--port", str(port), "--follow", "views",
+                      "--json", str(tmp_path / "serve.json")])
+    for app in ("app", "app_views", "bare"):
+        run = out[app][2]
+        assert (run["answered"], run["dropped"]) == (4, 0), run
+        assert run["cpu_ms_per_answer"] > 0 and 0 < run["p50_s"] <= run["p90_s"]
+    assert "engine_ms" in out["app"][2] and "engine_ms" not in out["bare"][2]
+    assert set(out["app"][2]["shares"]) == {"engine", "gradio", "rest"}
+    printed = capsys.readouterr().out
+    assert "# geoapp serve benchmark" in printed and "torch capability" in printed
+    assert "warning" not in printed  # the bare app answered like the real one
+    assert (tmp_path / "serve.json").is_file()

@@ -16,7 +16,7 @@ from geoapp.retrieval.engine import Localizer
 from geoapp.retrieval.raster import raster_overview
 
 from .examples import Example, ExampleSet, write_examples
-from .mapview import AreaBox, WorldImage
+from .mapview import AreaBox, Leaflet, WorldImage
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ class AppContext:
     # when the app serves several areas: every area's coverage, which the maps draw (empty for a single area, whose
     # page stays as it always was)
     area_boxes: tuple[AreaBox, ...] = ()
+    # where the maps load Leaflet from (the running app's file route); None: inlined into every map
+    leaflet: Leaflet | None = None
 
     @property
     def name(self) -> str:

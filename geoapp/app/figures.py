@@ -1,12 +1,15 @@
 """Pictures of a localization result: attention heatmaps, the aligned polar window, the FoV cone, a compass.
 
-All functions take and return uint8 RGB arrays (H x W x 3) and draw with Pillow and OpenCV only (Pillow's
-bundled font, no font files or network). Angles are compass bearings in degrees (conventions §2: 0 = north,
-90 = east, clockwise); a north-up top-down tile has north at the top and east on the right.
+The pictures take and return uint8 RGB arrays (H x W x 3) and draw with Pillow and OpenCV only (Pillow's bundled
+font, no font files or network); :func:`compose` puts several side by side as one picture, :func:`jpeg_bytes`
+encodes one. The compass is a small SVG document (:func:`compass_svg`): vector, a kilobyte, nothing to encode.
+Angles are compass bearings in degrees (conventions §2: 0 = north, 90 = east, clockwise); a north-up top-down tile
+has north at the top and east on the right.
 """
 
 from __future__ import annotations
 
+import html
 import math
 
 import cv2
@@ -178,48 +181,89 @@ def topdown_view(
     return np.asarray(canvas.convert("RGB"))
 
 
-def compass_image(heading_deg: float, fov_deg: float, true_heading_deg: float | None = None, size: int = 240):
-    """A compass rose with the predicted viewing direction (red needle and FoV wedge) and, when known, the
-    true heading (green needle). The number below is the predicted heading in [0, 360)."""
+def _bearing_point(cx: float, cy: float, radius: float, heading_deg: float) -> tuple[float, float]:
+    rad = math.radians(heading_deg)
+    return cx + radius * math.sin(rad), cy - radius * math.cos(rad)
+
+
+def _svg_needle(cx: float, cy: float, length: float, heading_deg: float, colour) -> str:
+    tip = _bearing_point(cx, cy, length, heading_deg)
+    head = [tip, *(_bearing_point(*tip, 12, heading_deg + side) for side in (-150, 150))]
+    points = " ".join(f"{x:.1f},{y:.1f}" for x, y in head)
+    return (f'<line x1="{cx:.1f}" y1="{cy:.1f}" x2="{tip[0]:.1f}" y2="{tip[1]:.1f}" stroke="{_hex(colour)}" '
+            f'stroke-width="4"/><polygon points="{points}" fill="{_hex(colour)}"/>')
+
+
+def _hex(colour) -> str:
+    return "#" + "".join(f"{c:02x}" for c in colour)
+
+
+def compass_svg(heading_deg: float, fov_deg: float, true_heading_deg: float | None = None, size: int = 200) -> str:
+    """A compass rose as an SVG document: the predicted viewing direction (red needle and FoV wedge) and, when
+    known, the true heading (green needle); below it the predicted heading in [0, 360)."""
     label_height = size // 8
-    canvas = Image.new("RGBA", (size, size + label_height), (255, 255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
     cx = cy = size / 2.0
     radius = size * 0.40
-    draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], outline=(60, 60, 60), width=2)
+    parts = [f'<circle cx="{cx}" cy="{cy}" r="{radius}" fill="#fff" stroke="#3c3c3c" stroke-width="2"/>']
     for deg in range(0, 360, 15):
-        inner = radius * (0.86 if deg % 90 else 0.78)
-        rad = math.radians(deg)
-        draw.line(
-            [(cx + inner * math.sin(rad), cy - inner * math.cos(rad)),
-             (cx + radius * math.sin(rad), cy - radius * math.cos(rad))],
-            fill=(90, 90, 90), width=2 if deg % 90 == 0 else 1,
-        )
-    font = _font(max(12, size // 14))
+        inner = _bearing_point(cx, cy, radius * (0.86 if deg % 90 else 0.78), deg)
+        outer = _bearing_point(cx, cy, radius, deg)
+        parts.append(f'<line x1="{inner[0]:.1f}" y1="{inner[1]:.1f}" x2="{outer[0]:.1f}" y2="{outer[1]:.1f}" '
+                     f'stroke="#5a5a5a" stroke-width="{2 if deg % 90 == 0 else 1}"/>')
     for letter, deg in (("N", 0), ("E", 90), ("S", 180), ("W", 270)):
-        rad = math.radians(deg)
-        x, y = cx + radius * 1.16 * math.sin(rad), cy - radius * 1.16 * math.cos(rad)
-        draw.text((x, y), letter, fill=(30, 30, 30), font=font, anchor="mm")
-    _draw_cone(canvas, (cx, cy), radius * 0.95, heading_deg, fov_deg, PREDICTED_COLOUR, fill_alpha=50)
-    draw = ImageDraw.Draw(canvas)
+        x, y = _bearing_point(cx, cy, radius * 1.16, deg)
+        parts.append(f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="middle" dominant-baseline="central" '
+                     f'font-size="{max(12, size // 14)}" fill="#1e1e1e">{letter}</text>')
+    wedge = radius * 0.95
+    left, right = (_bearing_point(cx, cy, wedge, heading_deg + side * fov_deg / 2) for side in (-1, 1))
+    parts.append(f'<path d="M{cx:.1f},{cy:.1f} L{left[0]:.1f},{left[1]:.1f} A{wedge:.1f},{wedge:.1f} 0 '
+                 f'{int(fov_deg > 180)} 1 {right[0]:.1f},{right[1]:.1f} Z" fill="{_hex(PREDICTED_COLOUR)}" '
+                 f'fill-opacity="0.2" stroke="{_hex(PREDICTED_COLOUR)}" stroke-width="2"/>')
     if true_heading_deg is not None:
-        _needle(draw, cx, cy, radius * 0.9, true_heading_deg, TRUE_COLOUR)
-    _needle(draw, cx, cy, radius * 0.9, heading_deg, PREDICTED_COLOUR)
-    draw.ellipse([cx - 4, cy - 4, cx + 4, cy + 4], fill=(30, 30, 30))
-    draw.text((cx, size + label_height - 2), f"{display_heading(heading_deg):.1f}°", fill=PREDICTED_COLOUR,
-              font=_font(label_height - 4), anchor="md")
-    return np.asarray(canvas.convert("RGB"))
+        parts.append(_svg_needle(cx, cy, radius * 0.9, true_heading_deg, TRUE_COLOUR))
+    parts.append(_svg_needle(cx, cy, radius * 0.9, heading_deg, PREDICTED_COLOUR))
+    parts.append(f'<circle cx="{cx}" cy="{cy}" r="4" fill="#1e1e1e"/>')
+    heading = f"{display_heading(heading_deg):.1f}°"
+    parts.append(f'<text x="{cx}" y="{size + label_height - 4}" text-anchor="middle" font-size="{label_height - 4}" '
+                 f'font-weight="bold" fill="{_hex(PREDICTED_COLOUR)}">{heading}</text>')
+    title = f"Compass: predicted heading {heading}" + (
+        f", true heading {display_heading(true_heading_deg):.1f}°" if true_heading_deg is not None else "")
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" class="geoapp-compass" role="img" font-family="sans-serif" '
+            f'viewBox="0 0 {size} {size + label_height}" width="{size}" height="{size + label_height}">'
+            f'<title>{html.escape(title)}</title>{"".join(parts)}</svg>')
 
 
-def _needle(draw: ImageDraw.ImageDraw, cx, cy, length, heading_deg, colour):
-    rad = math.radians(heading_deg)
-    tip = (cx + length * math.sin(rad), cy - length * math.cos(rad))
-    draw.line([(cx, cy), tip], fill=colour, width=4)
-    left = math.radians(heading_deg - 150)
-    right = math.radians(heading_deg + 150)
-    head = 12
-    draw.polygon(
-        [tip, (tip[0] + head * math.sin(left), tip[1] - head * math.cos(left)),
-         (tip[0] + head * math.sin(right), tip[1] - head * math.cos(right))],
-        fill=colour,
-    )
+def compose(panels: list[tuple[str, np.ndarray]], gap: int = 8, title_height: int = 22) -> np.ndarray:
+    """Pictures side by side on white, top-aligned, each under its title: one picture instead of several."""
+    height = max(image.shape[0] for _, image in panels) + title_height
+    width = sum(image.shape[1] for _, image in panels) + gap * (len(panels) - 1)
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    x = 0
+    for _, image in panels:
+        canvas[title_height:title_height + image.shape[0], x:x + image.shape[1]] = image
+        x += image.shape[1] + gap
+    drawn = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(drawn)
+    font = _font(title_height - 8)
+    x = 0
+    for title, image in panels:
+        draw.text((x + 2, title_height // 2), title, fill=(30, 30, 30), font=font, anchor="lm")
+        x += image.shape[1] + gap
+    return np.asarray(drawn)
+
+
+def jpeg_bytes(rgb: np.ndarray, quality: int = 85) -> bytes:
+    """An RGB picture as JPEG (OpenCV's libjpeg-turbo: well under a millisecond for the app's pictures)."""
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR),
+                               [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError(f"could not encode a {rgb.shape} picture as JPEG")
+    return encoded.tobytes()
+
+
+def jpeg_array(data: bytes) -> np.ndarray:
+    """The RGB picture of JPEG bytes (:func:`jpeg_bytes`'s inverse, up to the compression)."""
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError("not a JPEG picture")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -1,9 +1,11 @@
 """The functions behind the UI, free of Gradio so they can be tested without a server.
 
-``localize_photo`` answers the main event (a photo in, everything the page shows out); ``select_candidate``
-answers a click on another candidate in the gallery. Problems with the input raise :class:`UserInputError`
-with a message for the person; advice that does not stop the query (a panorama was cropped, an EXIF FoV
-was unusable) comes back in ``notes``. Headings are compass bearings shown in [0, 360) (conventions §2).
+``localize_photo`` answers the main event (a photo in, the answer the page shows out); ``select_candidate``
+answers a click on another candidate in the gallery; ``candidate_views`` draws, on demand, the picture of where the
+model looked for one candidate (the photo's attention, the tile's, the aligned polar window). Problems with the
+input raise :class:`UserInputError` with a message for the person; advice that does not stop the query (a panorama
+was cropped, an EXIF FoV was unusable) comes back in ``notes``. Headings are compass bearings shown in [0, 360)
+(conventions §2).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from geoapp.angles import angular_error
 from geoapp.data.geo import haversine_m
@@ -25,6 +28,7 @@ from geoapp.data.transforms import resize_image
 from geoapp.retrieval.prior import RADIUS_RANGE_M, LocationPrior, PriorError
 from geoapp.retrieval.query import MAX_VIEWS
 from geoapp.retrieval.results import Candidate, LocalizationResult
+from geoapp.search_options import DISTINCT_RANGE_M
 
 from . import figures
 from .areas import Areas
@@ -39,7 +43,9 @@ GALLERY_LABEL = ("rank · similarity score (0-1; not a probability: see the conf
                  "location (examples) · ✓ the true tile")
 EXIF_PRIOR_RADIUS_KM = 1.0  # the search radius around a photo's EXIF GPS when the person gives none
 PHOTO_TYPES = {"Phone photo (perspective)": "pinhole", "Panorama crop (already on the panorama grid)": "crop"}
-GALLERY_SIDE = 256
+GALLERY_SIDE = 192  # px: a gallery picture at about the size the page shows it (5 across, 200 px high)
+VIEW_SIDE = 256  # px: the height of each attention picture in the candidate's views
+GALLERY_CACHE = 256  # gallery pictures kept made (192 x 192 RGB: 110 KB each)
 
 
 class UserInputError(ValueError):
@@ -101,12 +107,11 @@ def location_prior(path, lat, lon, radius_km, use_exif_gps: bool) -> tuple[Locat
 
 @dataclass
 class Selection:
-    """The pictures and texts that follow the selected candidate (rank 1 after a query)."""
+    """What follows the selected candidate (rank 1 after a query); its attention views are drawn on demand
+    (:func:`candidate_views`)."""
 
     heading_deg: float  # [0, 360)
-    compass: np.ndarray
-    polar_view: np.ndarray
-    topdown_view: np.ndarray
+    compass: str  # an SVG document (figures.compass_svg)
     map_html: str
     summary: str
 
@@ -116,7 +121,8 @@ class QueryState:
     """What a later gallery click needs from the query, kept per browser session.
 
     The candidates are stored without their thumbnails and upsampled masks (over 1 MB per session at full
-    resolution, and Gradio keeps thousands of sessions): the views read both from the database by index.
+    resolution, and Gradio keeps thousands of sessions): the views read both from the database by index. The photo
+    as the model saw it, with its attention, is kept as a small JPEG at the model's input size (a few kB).
     """
 
     candidates: list[Candidate]
@@ -126,18 +132,22 @@ class QueryState:
     mask_stage: int
     prior: LocationPrior | None = None
     area: str = ""  # the area the candidates belong to (their indices are rows of its database)
+    ground_jpeg: bytes = b""  # the model's input with its attention (figures.jpeg_bytes), b"" when not kept
 
     @classmethod
     def of(cls, result: LocalizationResult, truth: Example | None, distances_m: list[float | None],
            area: str = "") -> QueryState:
         light = [replace(c, thumbnail=None, satellite_mask=None) for c in result.candidates]
-        return cls(light, result.fov_deg, truth, distances_m, result.mask_stage, result.prior, area)
+        ground = result.input_image
+        if result.ground_mask is not None:
+            ground = figures.heatmap_overlay(ground, result.ground_mask)
+        return cls(light, result.fov_deg, truth, distances_m, result.mask_stage, result.prior, area,
+                   figures.jpeg_bytes(ground, quality=90))
 
 
 @dataclass
 class LocalizeOutputs:
-    gallery: list[tuple[np.ndarray, str]]
-    ground_view: np.ndarray
+    gallery: list[tuple[np.ndarray, str]]  # read-only pictures, shared between requests (gallery_picture)
     selection: Selection
     query_summary: str
     status: str
@@ -216,6 +226,31 @@ def tile_image(ctx: AppContext, candidate: Candidate) -> np.ndarray:
     return ctx.localizer.db.thumbnail(candidate.index) if tile is None else tile
 
 
+@functools.lru_cache(maxsize=GALLERY_CACHE)
+def _gallery_picture(path: str) -> np.ndarray | None:
+    try:
+        with Image.open(path) as image:
+            # a JPEG tile is decoded at the smallest scale still at least the gallery's size: a fifth of the work
+            image.draft("RGB", (GALLERY_SIDE, GALLERY_SIDE))
+            tile = load_image(image)
+    except (ImageError, OSError):
+        return None
+    if tile.shape[0] != tile.shape[1]:
+        return None
+    picture = resize_image(tile, (GALLERY_SIDE, GALLERY_SIDE))
+    picture.setflags(write=False)  # shared between requests
+    return picture
+
+
+def gallery_picture(ctx: AppContext, candidate: Candidate) -> np.ndarray:
+    """The candidate's tile at the gallery's size, made once per tile file (read-only: shared between requests);
+    the database's thumbnail, enlarged, when the file is unusable."""
+    picture = _gallery_picture(candidate.path)
+    if picture is None:
+        return resize_image(ctx.localizer.db.thumbnail(candidate.index), (GALLERY_SIDE, GALLERY_SIDE))
+    return picture
+
+
 def _distance_text(distance_m: float | None) -> str:
     if distance_m is None:
         return ""
@@ -232,26 +267,24 @@ def gallery_items(ctx: AppContext, candidates: list[Candidate], distances_m: lis
             caption += f" · {_distance_text(distance)}"
         if truth is not None and candidate.index == truth.reference_index:
             caption += " ✓"
-        items.append((resize_image(tile_image(ctx, candidate), (GALLERY_SIDE, GALLERY_SIDE)), caption))
+        items.append((gallery_picture(ctx, candidate), caption))
     return items
 
 
-def select_view(ctx: AppContext, state: QueryState, position: int) -> Selection:
-    """Heading, compass, satellite views and map for the candidate at ``position`` (0 = best) of a query."""
+def _chosen(state: QueryState, position: int) -> Candidate:
     if not state.candidates:
         raise UserInputError("There are no results yet: localize a photo first.")
     if not 0 <= position < len(state.candidates):
         raise UserInputError(f"There is no candidate #{position + 1}; the query returned {len(state.candidates)}.")
-    chosen = state.candidates[position]
+    return state.candidates[position]
+
+
+def select_view(ctx: AppContext, state: QueryState, position: int) -> Selection:
+    """Heading, compass, summary and map for the candidate at ``position`` (0 = best) of a query."""
+    chosen = _chosen(state, position)
     truth = state.truth
     true_heading = truth.heading_deg if truth is not None else None
-    tile = tile_image(ctx, chosen)
     config = ctx.localizer.config
-    polar = polar_transform(tile, config.sat_height, config.sat_width)
-    mask = ctx.localizer.db.mask(chosen.index, state.mask_stage)  # stage resolution; the views upsample it
-    polar_view = figures.polar_window_view(polar, mask, chosen.window_offset, chosen.window_width, config.sat_width,
-                                          window_scores=chosen.window_scores)
-    topdown = figures.topdown_view(tile, mask, chosen.heading_deg, state.fov_deg, true_heading)
     heading = figures.display_heading(chosen.heading_deg)
     where = f" in area {ctx.name!r}" if ctx.area_boxes else ""  # the chosen area may have changed since the query
     summary = (f"**Candidate #{chosen.rank}**{where} · score {chosen.score:.3f} · predicted heading "
@@ -268,8 +301,35 @@ def select_view(ctx: AppContext, state: QueryState, position: int) -> Selection:
     if config.gate_weight:
         summary += (f"; score = (descriptor cosine + {config.gate_weight:g} x their agreement with the photo's "
                     f"attention) / {1 + config.gate_weight:g}")
-    return Selection(heading, figures.compass_image(chosen.heading_deg, state.fov_deg, true_heading),
-                     polar_view, topdown, map_html(ctx, state, chosen), summary)
+    return Selection(heading, figures.compass_svg(chosen.heading_deg, state.fov_deg, true_heading),
+                     map_html(ctx, state, chosen), summary)
+
+
+VIEW_TITLES = ("the photo as the model saw it", "the tile: attention, view cones", "the polar tile: aligned window, "
+               "score of each heading")
+
+
+def candidate_views(ctx: AppContext, state: QueryState | None, position: int) -> np.ndarray:
+    """Where the model looked, for the candidate at ``position`` (0 = best), as one picture: the photo (the model's
+    input) with its attention, the north-up tile with its attention and the predicted (red) and true (green) view
+    cones, and the polar tile with its attention, the aligned window outlined and the score of every heading
+    below it (the heading is its peak)."""
+    if state is None:
+        raise UserInputError("There are no results yet: localize a photo first.")
+    chosen = _chosen(state, position)
+    truth = state.truth
+    tile = tile_image(ctx, chosen)
+    config = ctx.localizer.config
+    polar = polar_transform(tile, config.sat_height, config.sat_width)
+    mask = ctx.localizer.db.mask(chosen.index, state.mask_stage)  # stage resolution; the views upsample it
+    polar_view = figures.polar_window_view(polar, mask, chosen.window_offset, chosen.window_width, config.sat_width,
+                                          min_height=VIEW_SIDE, window_scores=chosen.window_scores)
+    topdown = figures.topdown_view(tile, mask, chosen.heading_deg, state.fov_deg,
+                                   truth.heading_deg if truth is not None else None, size=VIEW_SIDE)
+    panels = [(VIEW_TITLES[1], topdown), (VIEW_TITLES[2], polar_view)]
+    if state.ground_jpeg:
+        panels.insert(0, (VIEW_TITLES[0], figures.upscale(figures.jpeg_array(state.ground_jpeg), VIEW_SIDE)))
+    return figures.compose(panels)
 
 
 def map_html(ctx: AppContext, state: QueryState, chosen: Candidate) -> str:
@@ -282,7 +342,7 @@ def map_html(ctx: AppContext, state: QueryState, chosen: Candidate) -> str:
     prior = None if state.prior is None else (state.prior.lat, state.prior.lon, state.prior.radius_m)
     return map_iframe(build_map(markers, chosen.rank, chosen.heading_deg, state.fov_deg, ctx.cone_length_m,
                                 truth=true_location, world=ctx.world, prior=prior, areas=ctx.area_boxes,
-                                chosen_area=ctx.name))
+                                chosen_area=ctx.name), leaflet=ctx.leaflet)
 
 
 def areas_map_html(areas: Areas, chosen: AppContext) -> str:
@@ -291,15 +351,19 @@ def areas_map_html(areas: Areas, chosen: AppContext) -> str:
     if not chosen.area_boxes:
         return ""
     worlds = [ctx.world for ctx in areas.contexts.values() if ctx.world is not None]
-    return map_iframe(area_map(list(chosen.area_boxes), chosen.name, worlds), title="map of the served areas")
+    return map_iframe(area_map(list(chosen.area_boxes), chosen.name, worlds), title="map of the served areas",
+                      leaflet=chosen.leaflet)
 
 
 def confidence_text(result: LocalizationResult, ctx: AppContext) -> list[str]:
-    """How much to trust this answer, in words: the calibrated probability, and what lowers it."""
+    """How much to trust this answer, in words: the calibrated probability, and what lowers it; for a photo the
+    model cannot know, that plainly and no probability."""
     conf = result.confidence
     if conf is None:
         return ["**Confidence:** not calibrated: this reference database has no calibration record (build it with "
                 "`--calibrate val`), so the scores below are similarities, not probabilities."]
+    if conf.unfamiliar:
+        return unfamiliar_text(conf, ctx)
     record = ctx.localizer.calibration.record
     lines = [f"**Confidence:** {conf.words()} (calibrated on {record.get('queries', '?')} "
              f"{record.get('split', '?')!r}-split photos against {record.get('gallery_size', '?')} references)"]
@@ -308,10 +372,22 @@ def confidence_text(result: LocalizationResult, ctx: AppContext) -> list[str]:
     if result.prior is not None and result.searched < record.get("gallery_size", result.searched):
         lines.append(f"(the prior left {result.searched:,} references, fewer look-alikes than the calibration "
                      "saw: the probability is conservative)")
-    if conf.unfamiliar:
-        lines.append("**This photo does not look like the photos the model knows** (a real-world photo against a "
-                     "synthetic database, a blank or unrelated image...).")
     return lines
+
+
+def unfamiliar_text(conf, ctx: AppContext) -> list[str]:
+    """The answer to a photo that gets no probability: one the model cannot know (the familiarity test), or one whose
+    best score is below every calibrated answer's."""
+    if not conf.unknown_place:
+        return [f"**Confidence:** {conf.words()}."]
+    if ctx.localizer.coverage()["synthetic"]:
+        head = ("**This is not a place the demo knows.** The photo looks unlike the demo's synthetic world, so the "
+                "demo cannot tell where it was taken: the tiles below are only look-alikes, not an answer, and no "
+                "probability is given.")
+    else:
+        head = ("**This photo looks unlike every photo the model was trained on**, so it cannot be placed: the tiles "
+                "below are only look-alikes, not an answer, and no probability is given.")
+    return [head, f"(why: {conf.why_unfamiliar()})"]
 
 
 def query_summary(result: LocalizationResult, fov_text: str, truth: Example | None,
@@ -327,6 +403,9 @@ def query_summary(result: LocalizationResult, fov_text: str, truth: Example | No
                      f"{headings}")
     if result.prior is not None:
         lines.append(f"**Location prior:** {result.prior.describe()}; {result.searched:,} references searched")
+    if result.distinct_m:
+        left = f"; {result.distinct_skipped} tiles near a better one left out" if result.distinct_skipped else ""
+        lines.append(f"**Distinct places:** no two candidates within {result.distinct_m:g} m of each other{left}")
     if truth is not None:
         label = ctx.example_label(truth) if ctx is not None else truth.label()
         lines.append(f"**Bundled example ({label}):** true location {truth.lat:.6f}, {truth.lon:.6f}; "
@@ -356,7 +435,8 @@ def coverage_text(ctx: AppContext) -> str:
     if cov["synthetic"]:
         return (f"**What this demo can answer:** its reference database is a **generated (synthetic) world**, "
                 f"{cov['references']:,} tiles over {extent}; the model was trained on {trained}. **No real place can "
-                f"be found in it:** a real photo still gets an answer, but the answer means nothing. {how}")
+                f"be found in it:** a real photo is told that it is not a place the demo knows, and the tiles shown "
+                f"for it are only look-alikes. {how}")
     what = ", ".join(f"{d} ({s})" for d, s in zip(cov["datasets"], cov["splits"])) or source_text(ctx.source)
     return (f"**What this database covers:** {cov['references']:,} reference tiles from {what}, {extent}; the "
             f"model was trained on {trained}. A photo taken elsewhere cannot be found. {how}")
@@ -402,13 +482,16 @@ def area_context(areas: Areas, name) -> AppContext:
 
 def localize_photo(ctx: AppContext, path: str | os.PathLike | None, fov_slider: float = FOV_DEFAULT,
                    photo_type: str = next(iter(PHOTO_TYPES)), more_paths: list | None = None, prior_lat=None,
-                   prior_lon=None, prior_radius_km=None, use_exif_gps: bool = True) -> LocalizeOutputs:
-    """Everything the page shows for one uploaded photo (and up to MAX_VIEWS - 1 more from the same spot)."""
+                   prior_lon=None, prior_radius_km=None, use_exif_gps: bool = True,
+                   distinct_m=None) -> LocalizeOutputs:
+    """Everything the page shows for one uploaded photo (and up to MAX_VIEWS - 1 more from the same spot);
+    ``distinct_m``: see :func:`distinct_distance`."""
     if path is None or not os.path.isfile(path):
         raise UserInputError("Upload a ground photo first (or pick one of the examples).")
     fov_slider = number_argument(fov_slider, "The field of view", FOV_MIN, FOV_MAX, "°")
     photo_type = choice_argument(photo_type, "The kind of image", PHOTO_TYPES)
     use_exif_gps = flag_argument(use_exif_gps, "'Use the photo's GPS'")
+    distinct_m = distinct_distance(ctx, distinct_m)
     more_paths = [p for p in (more_paths or []) if p is not None]
     if len(more_paths) > MAX_VIEWS - 1:
         raise UserInputError(f"At most {MAX_VIEWS - 1} more photos can join the first one, got {len(more_paths)}.")
@@ -422,13 +505,13 @@ def localize_photo(ctx: AppContext, path: str | os.PathLike | None, fov_slider: 
     notes = [n for photo_notes in notes for n in photo_notes]
     with torch.inference_mode():
         try:
-            result = _localize(ctx, rgbs, fovs, projections, prior)
+            result = _localize(ctx, rgbs, fovs, projections, prior, distinct_m)
         except PriorError as exc:
             if prior is None or prior.source != "exif":
                 raise UserInputError(f"The location prior cannot be used: {exc}.") from exc
             prior_notes = [f"The photo's EXIF GPS ({prior.lat:.5f}, {prior.lon:.5f}) is outside this database, so "
                            f"it was not used as a prior: {exc}."]
-            result = _localize(ctx, rgbs, fovs, projections, None)
+            result = _localize(ctx, rgbs, fovs, projections, None, distinct_m)
         except ImageError as exc:  # e.g. a crop too narrow for the network after resizing
             raise UserInputError(f"This photo cannot be localized: {exc}.") from exc
     notes += prior_notes
@@ -436,12 +519,8 @@ def localize_photo(ctx: AppContext, path: str | os.PathLike | None, fov_slider: 
                  if truth is not None and math.isfinite(truth.lat) and math.isfinite(c.lat) else None
                  for c in result.candidates]
     state = QueryState.of(result, truth, distances, ctx.name)
-    ground = result.input_image
-    ground_view = figures.upscale(
-        figures.heatmap_overlay(ground, result.ground_mask) if result.ground_mask is not None else ground, 256)
     return LocalizeOutputs(
         gallery=gallery_items(ctx, result.candidates, distances, truth),
-        ground_view=ground_view,
         selection=select_view(ctx, state, 0),
         query_summary=query_summary(result, fov_texts[0], truth, distances, ctx),
         status=status_line(ctx, result),
@@ -451,11 +530,19 @@ def localize_photo(ctx: AppContext, path: str | os.PathLike | None, fov_slider: 
     )
 
 
-def _localize(ctx: AppContext, rgbs, fovs, projections, prior) -> LocalizationResult:
+def distinct_distance(ctx: AppContext, value) -> float:
+    """The query's distinct-places distance in metres: none given (None or empty), the area's default (half its tile
+    footprint, :attr:`Localizer.place_distance_m`; 0 when unknown); else the given one, 0 for every tile."""
+    given = number_argument(value, "The distinct places' distance", *DISTINCT_RANGE_M, " m", optional=True)
+    return (ctx.localizer.place_distance_m or 0.0) if given is None else given
+
+
+def _localize(ctx: AppContext, rgbs, fovs, projections, prior, distinct_m: float = 0.0) -> LocalizationResult:
     if len(rgbs) == 1:
         return ctx.localizer.localize(rgbs[0], fov_deg=fovs[0], top_k=ctx.top_k, projection=projections[0],
-                                      prior=prior)
-    return ctx.localizer.localize_together(rgbs, fov_deg=fovs, top_k=ctx.top_k, projection=projections, prior=prior)
+                                      prior=prior, distinct_m=distinct_m)
+    return ctx.localizer.localize_together(rgbs, fov_deg=fovs, top_k=ctx.top_k, projection=projections, prior=prior,
+                                           distinct_m=distinct_m)
 
 
 def _rounded(value: float | None) -> float | None:
@@ -468,11 +555,14 @@ def answer_record(result: LocalizationResult, truth: Example | None, distances_m
     return {
         "confidence": None if conf is None else {
             "tile_probability": _rounded(conf.stated()[0]), "heading_within_22.5deg_probability":
-            _rounded(conf.stated()[1]), "unfamiliar": conf.unfamiliar, "words": conf.words()},
+            _rounded(conf.stated()[1]), "unfamiliar": conf.unfamiliar, "unfamiliar_reason": conf.why_unfamiliar()
+            or None, "words": conf.words()},
         "searched_references": result.searched,
+        "distinct_places_m": result.distinct_m,  # no two candidates closer than this (0: every tile, neighbours too)
         "prior": None if result.prior is None else {"lat": result.prior.lat, "lon": result.prior.lon,
                                                     "radius_m": result.prior.radius_m, "source": result.prior.source},
-        "photos": [{"fov_deg": v.fov_deg, "fov_source": v.fov_source, "projection": v.projection}
+        "photos": [{"fov_deg": v.fov_deg, "fov_source": v.fov_source, "projection": v.projection,
+                    "familiarity": None if v.familiarity is None else v.familiarity.to_dict()}
                    for v in result.views],
         "candidates": [{"rank": c.rank, "lat": c.lat, "lon": c.lon, "heading_deg": round(c.heading_deg, 2),
                         "score": round(c.score, 4), "photo_headings_deg": [round(h, 2) for h in c.view_headings]

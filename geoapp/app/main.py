@@ -17,10 +17,13 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+
 from geoapp.app.areas import Areas, find_databases, load_areas
 from geoapp.app.bootstrap import BootstrapError, DemoPaths, ensure_demo
 from geoapp.app.context import DEFAULT_TOP_K
-from geoapp.app.ui import build_demo
+from geoapp.app.ui import CONCURRENCY, build_demo
+from geoapp.runtime import set_blas_threads
 from geoapp.search_options import add_search_arguments
 
 __all__ = ["build_demo", "main", "parse_args", "resolve_artifacts"]
@@ -44,6 +47,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="reference database folders, or folders of them: one area each (env GEOAPP_REFERENCE_DB, "
                         f"'{os.pathsep}'-separated; default: the demo's {demo.database})")
     p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="candidates shown (default %(default)s)")
+    p.add_argument("--concurrency", type=int, default=CONCURRENCY,
+                   help="events the server answers at once, the others wait in its queue (default %(default)s)")
+    p.add_argument("--threads", type=int,
+                   help="CPU threads of each query's model (default: the cores but one, for the server's own work, "
+                        "shared among the events answered at once; at least 1)")
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1 ...")
     add_search_arguments(p)
     p.add_argument("--no-build", action="store_true",
@@ -54,6 +62,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not 1 <= args.top_k <= 20:
         p.error(f"--top-k must be between 1 and 20, got {args.top_k}")
+    if not 1 <= args.concurrency <= 64:
+        p.error(f"--concurrency must be between 1 and 64, got {args.concurrency}")
+    if args.threads is None:
+        args.threads = max(1, ((os.cpu_count() or 1) - 1) // args.concurrency)
+    elif args.threads < 1:
+        p.error(f"--threads must be at least 1, got {args.threads}")
     return args
 
 
@@ -83,6 +97,9 @@ def main(argv=None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests
     args = parse_args(argv)
     checkpoint, databases, accuracy = resolve_artifacts(args)
+    # Events run in threads of one process beside Gradio's own (HTTP, the queue, files): a query on every core makes
+    # PyTorch's threads wait for each other, and spin; a share of the cores but one each keeps them apart.
+    torch.set_num_threads(args.threads)
     try:
         localizers, refused = load_areas(checkpoint, find_databases(databases), device=args.device, accuracy=accuracy,
                                          search=args.search, rerank=args.rerank, vector_engine=args.vector_engine,
@@ -90,9 +107,12 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as exc:  # CheckpointError, AreaError (e.g. no database fits): say what, stop
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    set_blas_threads(args.threads)  # NumPy's OpenBLAS (loaded by now) too: its idle threads spin on a core
     for name, localizer in localizers.items():  # (refused areas were logged, and the page lists them)
         print(f"[geoapp] {f'area {name!r}: ' if len(localizers) > 1 else ''}{localizer.describe()}")
-    build_demo(Areas.create(localizers, refused, top_k=args.top_k)).launch(max_file_size="100mb")
+    print(f"[geoapp] answering {args.concurrency} event(s) at once, {args.threads} CPU thread(s) each")
+    build_demo(Areas.create(localizers, refused, top_k=args.top_k), concurrency=args.concurrency).launch(
+        max_file_size="100mb")
     return 0
 
 

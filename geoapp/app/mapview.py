@@ -1,16 +1,19 @@
-"""The interactive folium map: top-k markers, the best match's field-of-view cone, the true location.
+"""The interactive map: top-k markers, the best match's field-of-view cone, the true location, the served areas.
 
-The map must work without internet (the synthetic demo, tests, air-gapped machines): Leaflet's script and
-style sheet are inlined from ``static/leaflet`` (Leaflet 1.9.3, BSD-2-Clause, the version folium targets)
-instead of folium's CDN links, markers are HTML ``DivIcon``s (no marker images to fetch) and the synthetic
-world's base layer is its own mosaic as an inline image overlay (``tiles=None``). Real datasets get normal
-web map tiles, which the viewer's browser fetches.
+A map is a small JSON record of what to draw (:func:`build_map`, :func:`area_map`) put into one fixed Leaflet page
+(:data:`MAP_PAGE`, written once; a short script draws the record), shown in an ``<iframe srcdoc=...>``. The map
+must work without internet (the synthetic demo, tests, air-gapped machines): Leaflet 1.9.3 (``static/leaflet``,
+BSD-2-Clause) is either loaded from the app's own file route (:class:`Leaflet` URLs: the browser fetches it once and
+caches it, so each answer carries a few kilobytes) or, for a self-contained page, inlined. Markers are HTML
+``divIcon``s (no marker images to fetch) and the synthetic world's base layer is its own mosaic as an image overlay;
+real datasets get OpenStreetMap tiles, which the viewer's browser fetches.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -18,15 +21,13 @@ from functools import lru_cache
 from pathlib import Path
 
 import cv2
-import folium
 import numpy as np
-from branca.element import MacroElement
-from jinja2 import Template
 
 from geoapp.data.geo import destination, haversine_m
 from geoapp.files import atomic_write_bytes
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+LEAFLET_DIR = STATIC_DIR / "leaflet"
 MAP_HEIGHT_PX = 520
 MAX_OVERLAY_SIDE = 2048  # about 1 m per pixel for the demo world: sharp at the zoom the candidates are shown
 BEST_COLOUR = "#e62828"
@@ -35,6 +36,9 @@ TRUE_COLOUR = "#14aa3c"
 PRIOR_COLOUR = "#8a2be2"
 CHOSEN_AREA_COLOUR = "#ff8c00"  # the chosen area's coverage box
 OTHER_AREA_COLOUR = "#707070"
+OSM_TILES = {"url": "https://tile.openstreetmap.org/{z}/{x}/{y}.png", "max_native_zoom": 19,
+             "attribution": '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors'}
+DATA_ID = "geoapp-map-data"  # the page's JSON record: <script type="application/json" id=...>
 
 
 @dataclass(frozen=True)
@@ -100,38 +104,49 @@ class AreaBox:
         return [[self.south, self.west], [self.north, self.east]]
 
 
-def draw_areas(fmap: folium.Map, areas, chosen: str | None) -> None:
+@dataclass(frozen=True)
+class Leaflet:
+    """Where a map page loads Leaflet from: URLs of ``leaflet.js`` and ``leaflet.css`` (relative URLs resolve
+    against the app's page, as the ``srcdoc`` frame inherits its address)."""
+
+    js_url: str
+    css_url: str
+
+
+def _rounded(lat: float, lon: float) -> list[float]:
+    return [round(float(lat), 7), round(float(lon), 7)]  # about a centimetre
+
+
+def _area_boxes(areas, chosen: str | None) -> list[dict]:
     """Every area's coverage box; the chosen one solid and orange, the others dashed grey (drawn first, below)."""
+    boxes = []
     for box in sorted(areas, key=lambda b: b.name == chosen):
         mine = box.name == chosen
-        folium.Rectangle(
-            box.bounds, color=CHOSEN_AREA_COLOUR if mine else OTHER_AREA_COLOUR, weight=3 if mine else 2,
-            dash_array=None if mine else "6 4", fill=False,
-            tooltip=f"area {box.name}: {box.references:,} references" + (" (chosen)" if mine else ""),
-        ).add_to(fmap)
+        boxes.append({"bounds": [_rounded(box.south, box.west), _rounded(box.north, box.east)],
+                      "colour": CHOSEN_AREA_COLOUR if mine else OTHER_AREA_COLOUR, "weight": 3 if mine else 2,
+                      "dash": None if mine else "6 4",
+                      "tooltip": html.escape(f"area {box.name}: {box.references:,} references")  # (shown as HTML)
+                      + (" (chosen)" if mine else "")})
+    return boxes
 
 
-def area_map(areas: list[AreaBox], chosen: str | None, worlds: list[WorldImage] = ()) -> folium.Map:
+def _worlds(worlds) -> list[dict]:
+    return [{"url": w.url, "bounds": [_rounded(w.south, w.west), _rounded(w.north, w.east)]} for w in worlds]
+
+
+def area_map(areas: list[AreaBox], chosen: str | None, worlds: list[WorldImage] = ()) -> dict:
     """The map before a query: every area's coverage box (the chosen one highlighted) over the areas' own world
-    images, or web tiles when an area has none."""
+    images, or web tiles when an area has none; fitted to all the areas."""
     if not areas:
         raise ValueError("no area has coordinates; the map cannot be drawn")
     south, west = min(b.south for b in areas), min(b.west for b in areas)
     north, east = max(b.north for b in areas), max(b.east for b in areas)
     span = max(haversine_m(south, west, north, east), 50.0)
     centre = [(south + north) / 2, (west + east) / 2]
-    fmap = _offline_map(centre, zoom_for(span, centre[0]), tiles=None if len(worlds) == len(areas) else "OpenStreetMap")
-    for world in worlds:
-        _add_world(fmap, world)
-    draw_areas(fmap, areas, chosen)
-    fmap.fit_bounds([[south, west], [north, east]])  # every area in view, whatever the map's size on the page
-    return fmap
-
-
-def _add_world(fmap: folium.Map, world: WorldImage) -> None:
-    overlay = folium.raster_layers.ImageOverlay("data:,", bounds=world.bounds, name="synthetic world")
-    overlay.url = world.url  # set afterwards: folium would open a scheme-less (relative) URL as a local file
-    overlay.add_to(fmap)
+    return {"centre": _rounded(*centre), "zoom": zoom_for(span, centre[0]),
+            "fit": [_rounded(south, west), _rounded(north, east)],  # every area in view, whatever the map's size
+            "tiles": None if len(worlds) == len(areas) else OSM_TILES, "worlds": _worlds(worlds),
+            "boxes": _area_boxes(areas, chosen), "circle": None, "cone": None, "markers": []}
 
 
 def cone_polygon(lat: float, lon: float, heading_deg: float, fov_deg: float, length_m: float, steps: int = 16):
@@ -151,54 +166,6 @@ def zoom_for(span_m: float, lat: float, viewport_px: int = MAP_HEIGHT_PX) -> flo
     return float(np.clip(math.floor(zoom / ZOOM_STEP) * ZOOM_STEP, 1, 20))
 
 
-@lru_cache(maxsize=1)
-def _leaflet_inline() -> str:
-    js = (STATIC_DIR / "leaflet" / "leaflet.js").read_text(encoding="utf-8")
-    css = (STATIC_DIR / "leaflet" / "leaflet.css").read_text(encoding="utf-8")
-    # folium creates every marker with Leaflet's default image icon and then swaps in ours; a DivIcon default
-    # keeps Leaflet from requesting marker-icon.png in between
-    default_icon = "L.Marker.prototype.options.icon = L.divIcon({className: 'geoapp-default-icon'});"
-    return f"<style>{css}</style>\n<script>{js}\n{default_icon}</script>"
-
-
-def _offline_map(location, zoom: float, tiles) -> folium.Map:
-    fmap = folium.Map(location=location, zoom_start=zoom, tiles=tiles, control_scale=True, max_zoom=22,
-                      zoom_snap=ZOOM_STEP, zoom_delta=0.5)
-    # Instance attributes shadow folium's CDN lists; Leaflet itself is inlined into the header instead.
-    fmap.default_js = []
-    fmap.default_css = []
-    fmap.get_root().header.add_child(folium.Element(_leaflet_inline()), name="leaflet_inline", index=0)
-    return fmap
-
-
-class _Popup(MacroElement):
-    """A popup bound with plain Leaflet (folium's own Popup parses its HTML with jQuery, which we do not load)."""
-
-    _template = Template(
-        "{% macro script(this, kwargs) %}"
-        "{{ this._parent.get_name() }}.bindPopup({{ this.html|tojson }}, {maxWidth: {{ this.max_width }}});"
-        "{% endmacro %}"
-    )
-
-    def __init__(self, html_text: str, max_width: int = 260):
-        super().__init__()
-        self._name = "Popup"
-        self.html = html_text
-        self.max_width = int(max_width)
-
-
-def _badge(text: str, colour: str, size: int = 22) -> folium.DivIcon:
-    style = (
-        f"box-sizing:border-box;width:{size}px;height:{size}px;border-radius:50%;background:{colour};"
-        "color:#fff;border:2px solid #fff;box-shadow:0 0 3px #000;display:flex;align-items:center;"
-        "justify-content:center;font:bold 12px sans-serif"
-    )
-    return folium.DivIcon(
-        html=f'<div class="geoapp-marker" style="{style}">{html.escape(text)}</div>',
-        icon_size=(size, size), icon_anchor=(size // 2, size // 2), class_name="geoapp-marker-icon",
-    )
-
-
 def build_map(
     markers: list[MapMarker],
     selected_rank: int,
@@ -210,9 +177,9 @@ def build_map(
     prior: tuple[float, float, float] | None = None,
     areas: tuple[AreaBox, ...] = (),
     chosen_area: str | None = None,
-) -> folium.Map:
-    """A map centred on the selected candidate, with every candidate, the selected one's FoV cone toward
-    ``heading_deg``, the true location (green) when known, the location prior's circle (lat, lon, radius in
+) -> dict:
+    """The map's record: centred on the selected candidate, with every candidate, the selected one's FoV cone
+    toward ``heading_deg``, the true location (green) when known, the location prior's circle (lat, lon, radius in
     metres) when the query had one and the served areas' boxes (``chosen_area`` highlighted) when there are
     several. Candidates without coordinates are skipped."""
     placed = [m for m in markers if math.isfinite(m.lat) and math.isfinite(m.lon)]
@@ -222,41 +189,116 @@ def build_map(
     others = [(m.lat, m.lon) for m in placed] + ([truth] if truth else [])
     span = 2 * max([haversine_m(selected.lat, selected.lon, *p) for p in others] + [cone_length_m])
     cone_length_m = max(cone_length_m, 0.1 * span)  # stays visible when the candidates are far apart
-    fmap = _offline_map([selected.lat, selected.lon], zoom_for(span, selected.lat),
-                        tiles=None if world is not None else "OpenStreetMap")
-    if world is not None:
-        _add_world(fmap, world)
-    draw_areas(fmap, areas, chosen_area)
-    if prior is not None:
-        folium.Circle([prior[0], prior[1]], radius=float(prior[2]), color=PRIOR_COLOUR, weight=2, fill=False,
-                      dash_array="6 6", tooltip=f"location prior: {prior[2]:,.0f} m around {prior[0]:.5f}, "
-                      f"{prior[1]:.5f}").add_to(fmap)
-    folium.Polygon(
-        cone_polygon(selected.lat, selected.lon, heading_deg, fov_deg, cone_length_m),
-        color=BEST_COLOUR, weight=2, fill=True, fill_opacity=0.25,
-        tooltip=f"rank {selected.rank}: looking toward {heading_deg % 360:.1f}° (FoV {fov_deg:.0f}°)",
-    ).add_to(fmap)
+    points = []
     for m in sorted(placed, key=lambda m: -m.rank):  # best drawn last, on top
         lines = [f"<b>Rank {m.rank}</b>", f"score {m.score:.3f}", f"{m.lat:.6f}, {m.lon:.6f}"]
         if m.distance_m is not None:
             lines.append(f"{m.distance_m:,.0f} m from the true location")
-        colour = BEST_COLOUR if m.rank == selected.rank else OTHER_COLOUR
-        folium.Marker(
-            [m.lat, m.lon], icon=_badge(str(m.rank), colour),
-            tooltip=f"rank {m.rank}",
-        ).add_child(_Popup("<br>".join(lines))).add_to(fmap)
+        points.append({"at": _rounded(m.lat, m.lon), "text": str(m.rank), "size": 22, "tooltip": f"rank {m.rank}",
+                       "colour": BEST_COLOUR if m.rank == selected.rank else OTHER_COLOUR, "popup": "<br>".join(lines)})
     if truth is not None:
-        folium.Marker(
-            list(truth), icon=_badge("T", TRUE_COLOUR, 24),
-            tooltip="true location",
-        ).add_child(_Popup(f"<b>True location</b><br>{truth[0]:.6f}, {truth[1]:.6f}")).add_to(fmap)
-    return fmap
+        points.append({"at": _rounded(*truth), "text": "T", "size": 24, "colour": TRUE_COLOUR,
+                       "tooltip": "true location",
+                       "popup": f"<b>True location</b><br>{truth[0]:.6f}, {truth[1]:.6f}"})
+    circle = None if prior is None else {
+        "at": _rounded(prior[0], prior[1]), "radius_m": float(prior[2]),
+        "tooltip": f"location prior: {prior[2]:,.0f} m around {prior[0]:.5f}, {prior[1]:.5f}"}
+    cone = {"points": [_rounded(*p) for p in cone_polygon(selected.lat, selected.lon, heading_deg, fov_deg,
+                                                           cone_length_m)],
+            "tooltip": f"rank {selected.rank}: looking toward {heading_deg % 360:.1f}° (FoV {fov_deg:.0f}°)"}
+    return {"centre": _rounded(selected.lat, selected.lon), "zoom": zoom_for(span, selected.lat), "fit": None,
+            "tiles": None if world is not None else OSM_TILES, "worlds": _worlds([world] if world else []),
+            "boxes": _area_boxes(areas, chosen_area), "circle": circle, "cone": cone, "markers": points}
 
 
-def map_iframe(fmap: folium.Map, height: int = MAP_HEIGHT_PX, title: str = "map of the candidates") -> str:
-    """The map as a self-contained ``<iframe srcdoc=...>`` (its scripts run inside the frame only)."""
-    page = fmap.get_root().render()
+# The page every map shares; {leaflet} is Leaflet itself (links or inlined), {data} the map's record. The script
+# draws the record: base layers, area boxes, the prior's circle, the cone, then the markers (best last, on top).
+MAP_PAGE = """<!DOCTYPE html>
+<html><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1.0">
+{leaflet}
+<style>html, body, #map {{width: 100%; height: 100%; margin: 0; padding: 0;}}
+.geoapp-marker {{box-sizing: border-box; border-radius: 50%; color: #fff; border: 2px solid #fff;
+box-shadow: 0 0 3px #000; display: flex; align-items: center; justify-content: center; font: bold 12px sans-serif;}}
+</style></head>
+<body><div id="map"></div>
+<script type="application/json" id="{data_id}">{data}</script>
+<script>
+(function () {{
+  var d = JSON.parse(document.getElementById("{data_id}").textContent);
+  var map = L.map("map", {{center: d.centre, zoom: d.zoom, maxZoom: 22, zoomSnap: {zoom_step}, zoomDelta: 0.5}});
+  L.control.scale().addTo(map);
+  if (d.tiles) L.tileLayer(d.tiles.url, {{maxZoom: 22, maxNativeZoom: d.tiles.max_native_zoom,
+                                         attribution: d.tiles.attribution}}).addTo(map);
+  d.worlds.forEach(function (w) {{ L.imageOverlay(w.url, w.bounds).addTo(map); }});
+  d.boxes.forEach(function (b) {{
+    L.rectangle(b.bounds, {{color: b.colour, weight: b.weight, dashArray: b.dash, fill: false}})
+      .bindTooltip(b.tooltip).addTo(map);
+  }});
+  if (d.circle) L.circle(d.circle.at, {{radius: d.circle.radius_m, color: "{prior}", weight: 2, fill: false,
+                                       dashArray: "6 6"}}).bindTooltip(d.circle.tooltip).addTo(map);
+  if (d.cone) L.polygon(d.cone.points, {{color: "{best}", weight: 2, fill: true, fillOpacity: 0.25}})
+    .bindTooltip(d.cone.tooltip).addTo(map);
+  d.markers.forEach(function (m) {{
+    var badge = document.createElement("div");
+    badge.className = "geoapp-marker";
+    badge.style.cssText = "width:" + m.size + "px;height:" + m.size + "px;background:" + m.colour;
+    badge.textContent = m.text;
+    var icon = L.divIcon({{html: badge, className: "geoapp-marker-icon", iconSize: [m.size, m.size],
+                          iconAnchor: [m.size / 2, m.size / 2]}});
+    L.marker(m.at, {{icon: icon}}).bindTooltip(m.tooltip).bindPopup(m.popup, {{maxWidth: 260}}).addTo(map);
+  }});
+  if (d.fit) map.fitBounds(d.fit);
+}})();
+</script></body></html>
+"""
+
+
+@lru_cache(maxsize=1)
+def _leaflet_inline() -> str:
+    js = (LEAFLET_DIR / "leaflet.js").read_text(encoding="utf-8")
+    css = (LEAFLET_DIR / "leaflet.css").read_text(encoding="utf-8")
+    return f"<style>{css}</style>\n<script>{js}</script>"
+
+
+def _leaflet_tags(leaflet: Leaflet | None) -> str:
+    if leaflet is None:
+        return _leaflet_inline()
+    return (f'<link rel="stylesheet" href="{html.escape(leaflet.css_url, quote=True)}">\n'
+            f'<script src="{html.escape(leaflet.js_url, quote=True)}"></script>')
+
+
+@lru_cache(maxsize=8)
+def _page_template(leaflet: Leaflet | None) -> tuple[str, str]:
+    """The page before and after its record, built once per Leaflet source."""
+    page = MAP_PAGE.format(leaflet=_leaflet_tags(leaflet), data_id=DATA_ID, data="\0", zoom_step=ZOOM_STEP,
+                           prior=PRIOR_COLOUR, best=BEST_COLOUR)
+    before, after = page.split("\0")
+    return before, after
+
+
+def map_page(record: dict, leaflet: Leaflet | None = None) -> str:
+    """The map's HTML page: the fixed template with ``record`` as its JSON (Leaflet inlined when ``leaflet`` is
+    None, for a page that stands alone)."""
+    before, after = _page_template(leaflet)
+    # "</" never appears inside the JSON, so no text in the record can close its <script> element
+    data = json.dumps(record, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+    return before + data + after
+
+
+def map_iframe(record: dict, height: int = MAP_HEIGHT_PX, title: str = "map of the candidates",
+               leaflet: Leaflet | None = None) -> str:
+    """The map as an ``<iframe srcdoc=...>`` (its scripts run inside the frame only)."""
     return (
-        f'<iframe class="geoapp-map" title="{html.escape(title, quote=True)}" srcdoc="{html.escape(page, quote=True)}" '
+        f'<iframe class="geoapp-map" title="{html.escape(title, quote=True)}" '
+        f'srcdoc="{html.escape(map_page(record, leaflet), quote=True)}" '
         f'style="width:100%;height:{height}px;border:0" sandbox="allow-scripts allow-popups"></iframe>'
     )
+
+
+def map_record(page_or_iframe: str) -> dict:
+    """The JSON record of a map page or of its iframe (what :func:`build_map` or :func:`area_map` made): for API
+    clients that read the map's content, and for tests."""
+    text = html.unescape(page_or_iframe) if page_or_iframe.lstrip().startswith("<iframe") else page_or_iframe
+    start = text.index(f'id="{DATA_ID}">') + len(f'id="{DATA_ID}">')
+    return json.loads(text[start:text.index("</script>", start)])

@@ -69,6 +69,10 @@ def take_screenshot(context: AppContext, out: Path, example: int = 0, width: int
             page.wait_for_function(f"document.querySelectorAll('#gallery img').length === {context.top_k}",
                                    timeout=TIMEOUT_MS)
             page.frame_locator("#map iframe").locator(".geoapp-marker").first.wait_for(timeout=TIMEOUT_MS)
+            # where the model looked follows the answer as its own event
+            page.wait_for_function("() => { const img = document.querySelector('#views img'); "
+                                   "return img !== null && img.complete && img.naturalWidth > 0; }",
+                                   timeout=TIMEOUT_MS)
             # Chromium paints an iframe below the fold only once it has been in view: scroll the map in first
             page.locator("#map").scroll_into_view_if_needed()
             page.wait_for_timeout(1500)  # let images and the map settle

@@ -1,42 +1,55 @@
 """The Gradio page: layout, and the thin wrappers that turn handler results into component values.
 
 Events (each has an ``api_name``): ``localize`` (the button: the photo, FoV, kind of image, more photos from
-the same spot, the location prior's latitude, longitude and radius in km, whether to use the photo's EXIF GPS, and
-the area to search (default: the first; see ``geoapp.app.areas``); its last output is the answer as a JSON record,
-with the calibrated confidence); ``photo_kind`` (an upload that is a bundled example sets the radio and slider to
-what it will be used as); ``gallery_click`` (a click in the gallery records the candidate's rank), then
-``select_candidate`` (the views of the candidate of that rank, in the area that query searched; API clients call it
-with a rank); ``area_view`` (with several areas, choosing one shows its coverage, examples and box on the map);
-Gradio's own ``load_example`` (an example click fills the inputs). Input problems become
-``gr.Error`` with the handler's message; anything unexpected is logged with its traceback on the server and
-reported as a short error, so the page never shows a traceback and the app keeps serving.
+the same spot, the location prior's latitude, longitude and radius in km, whether to use the photo's EXIF GPS,
+the area to search (default: the first; see ``geoapp.app.areas``) and, last, the distinct places' distance in metres
+(empty: the area's, half its tile footprint; 0: every tile, neighbours included; see ``geoapp.retrieval.places``);
+its outputs are the gallery, the best candidate's heading, compass (an SVG document), text and map, the query's
+texts and, last, the answer as a JSON record, with the calibrated confidence), then ``views`` (after an answer: the
+picture of where the model looked for the best candidate, drawn on demand); ``photo_kind`` (an upload that is
+a bundled example sets the radio and slider to what it will be used as); ``gallery_click`` (a click in the
+gallery records the candidate's rank), then ``select_candidate`` (the heading, compass, text, map and views picture
+of the candidate of that rank, in the area that query searched; API clients call it with a rank); ``area_view``
+(with several areas, choosing one shows its coverage, examples and box on the map); Gradio's own ``load_example``
+(an example click fills the inputs).
+Input problems become ``gr.Error`` with the handler's message; anything unexpected is logged with its traceback on
+the server and reported as a short error, so the page never shows a traceback and the app keeps serving.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import logging
 from pathlib import Path
 from urllib.parse import quote
 
-import cv2
 import gradio as gr
 import numpy as np
 from gradio import utils as gradio_utils
 from gradio.route_utils import API_PREFIX
 
-from geoapp.files import atomic_write_bytes, sha256_bytes
+from geoapp.files import atomic_write_bytes
 from geoapp.retrieval.engine import Localizer
 
-from . import handlers
+from . import figures, handlers
 from .areas import Areas
 from .context import DEFAULT_TOP_K, AppContext
+from .mapview import LEAFLET_DIR, Leaflet
 
 log = logging.getLogger(__name__)
 
 QUEUE_MAX_SIZE = 32  # requests waiting beyond this are refused at once instead of piling up
-CONCURRENCY = 1  # one model in memory: queries run one at a time (each already uses every core)
+PICTURE_QUALITY = 85  # JPEG quality of the result pictures
+# events answered at once (``python app.py --concurrency``): on a 2-core CPU, two at once answered a crowd no faster
+# than one and cost more CPU per answer (docs/results.md); the model's threads are set by geoapp.app.main
+CONCURRENCY = 1
+
+VIEWS_CAPTION = ("**Where the model looked** (the selected candidate): the photo as the model saw it, with its "
+                 "attention; the satellite tile with its attention and field-of-view cones (red: predicted, green: "
+                 "true); the tile in the polar view with the aligned window outlined (S, W, N, E: the direction each "
+                 "column looks) over the score of every heading (the heading is its peak).")
 
 INTRO = """# Where was this photo taken?
 Upload a ground photo with a narrow field of view (or pick an example from the synthetic test set). The app
@@ -45,20 +58,20 @@ and where the model paid attention."""
 
 
 def picture_file(rgb: np.ndarray) -> str:
-    """Save a result picture where Gradio serves it from, once per content, written atomically.
+    """Save a result picture as JPEG where Gradio serves it from, once per content, written atomically.
 
-    Returning arrays would let Gradio encode them into its content-addressed cache with a plain
-    ``write_bytes``: two requests with an identical picture (the same example, at the same time) rewrite the
-    same file while the first response is being downloaded, and that download breaks. A file that is already
-    inside Gradio's cache folder is served as is, so writing it once, atomically, avoids the race.
+    The file is named by a digest of the pixels: a picture made before (a tile that was in an earlier answer's
+    gallery) is neither encoded nor written again. JPEG at PICTURE_QUALITY encodes in a fraction of a millisecond
+    (WebP took 5-20 ms a picture). Returning arrays would let Gradio encode them into its content-addressed cache
+    with a plain ``write_bytes``: two requests with an identical picture (the same example, at the same time)
+    rewrite the same file while the first response is being downloaded, and that download breaks. A file that is
+    already inside Gradio's cache folder is served as is, so writing it once, atomically, avoids the race.
     """
-    ok, encoded = cv2.imencode(".webp", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_WEBP_QUALITY, 92])
-    if not ok:
-        raise RuntimeError("could not encode a result picture as WebP")
-    data = encoded.tobytes()
-    path = Path(gradio_utils.get_upload_folder()) / "geoapp-results" / f"{sha256_bytes(data)}.webp"
+    rgb = np.ascontiguousarray(rgb)
+    digest = hashlib.sha256(repr(rgb.shape).encode() + rgb.tobytes()).hexdigest()
+    path = Path(gradio_utils.get_upload_folder()) / "geoapp-results" / f"{digest}.jpg"
     if not path.exists():
-        atomic_write_bytes(path, data)
+        atomic_write_bytes(path, figures.jpeg_bytes(rgb, PICTURE_QUALITY))
     return str(path)
 
 
@@ -108,13 +121,16 @@ def _guard(fn):
     return wrapper
 
 
-def served_world(ctx: AppContext) -> AppContext:
-    """The context with its world image loaded by the map from the app (once, then from the browser's cache)
-    instead of inlined into every map."""
-    if ctx.world is None or ctx.world.file is None:
-        return ctx
-    gr.set_static_paths([ctx.world.file])
-    return dataclasses.replace(ctx, world=dataclasses.replace(ctx.world, url=served_url(ctx.world.file)))
+def served_context(ctx: AppContext) -> AppContext:
+    """The context with Leaflet and its world image loaded by the maps from the app (once, then from the browser's
+    cache) instead of inlined into every map."""
+    gr.set_static_paths([LEAFLET_DIR])
+    leaflet = Leaflet(served_url(LEAFLET_DIR / "leaflet.js"), served_url(LEAFLET_DIR / "leaflet.css"))
+    world = ctx.world
+    if world is not None and world.file is not None:
+        gr.set_static_paths([world.file])
+        world = dataclasses.replace(world, url=served_url(world.file))
+    return dataclasses.replace(ctx, world=world, leaflet=leaflet)
 
 
 def as_areas(app: Localizer | AppContext | Areas, top_k: int = DEFAULT_TOP_K) -> Areas:
@@ -140,29 +156,37 @@ def example_group(ctx: AppContext, several: bool, visible: bool, inputs: list) -
     return group
 
 
-def build_demo(app: Localizer | AppContext | Areas, top_k: int = DEFAULT_TOP_K) -> gr.Blocks:
+def build_demo(app: Localizer | AppContext | Areas, top_k: int = DEFAULT_TOP_K,
+               concurrency: int = CONCURRENCY) -> gr.Blocks:
     """The app's page for a loaded localizer, a ready :class:`AppContext` or several :class:`Areas` (a dropdown
-    then chooses the area), with its queue configured."""
+    then chooses the area), with its queue configured: ``concurrency`` events answered at once."""
     given = as_areas(app, top_k)
-    areas = Areas({name: served_world(c) for name, c in given.contexts.items()}, given.refused)
+    areas = Areas({name: served_context(c) for name, c in given.contexts.items()}, given.refused)
     ctx = areas.first  # the area the page opens on, and the API's default
     k = ctx.top_k
 
     @_guard
     def on_localize(photo, fov, photo_type, more_photos=None, prior_lat=None, prior_lon=None, prior_radius_km=None,
-                    use_exif_gps=True, area=None):
+                    use_exif_gps=True, area=None, distinct_m=None):
         # preprocess=False (see the event below): files arrive as their upload records, not decoded images, and
         # every other value exactly as the client sent it (the handlers check each one)
         out = handlers.localize_photo(handlers.area_context(areas, area), upload_path(photo, "The ground photo"), fov,
                                       photo_type, upload_paths(more_photos), prior_lat, prior_lon, prior_radius_km,
-                                      use_exif_gps)
+                                      use_exif_gps, distinct_m)
         for note in out.notes:
             gr.Warning(note, duration=20)
         sel = out.selection
         gallery = [(picture_file(image), caption) for image, caption in out.gallery]
-        return (gallery, sel.heading_deg, picture_file(sel.compass), sel.summary, sel.map_html,
-                picture_file(out.ground_view), picture_file(sel.polar_view), picture_file(sel.topdown_view),
-                out.query_summary, out.status, out.answer, out.state)
+        return (gallery, sel.heading_deg, sel.compass, sel.summary, sel.map_html, out.query_summary, out.status,
+                out.answer, out.state)
+
+    def query_context(state) -> AppContext:
+        # the candidates are rows of the database of the area they were found in, whatever is chosen now
+        return handlers.area_context(areas, getattr(state, "area", None))
+
+    @_guard
+    def on_views(state):
+        return picture_file(handlers.candidate_views(query_context(state), state, 0))
 
     def bundled_example(photo):
         """The example (of any area) whose bytes the upload has, or None."""
@@ -181,11 +205,10 @@ def build_demo(app: Localizer | AppContext | Areas, top_k: int = DEFAULT_TOP_K) 
 
     @_guard
     def on_select(state, rank):
-        # the candidates are rows of the database of the area they were found in, whatever is chosen now
-        chosen = handlers.area_context(areas, getattr(state, "area", None))
-        sel = handlers.select_candidate(chosen, state, handlers.candidate_position(rank))
-        return (sel.heading_deg, picture_file(sel.compass), sel.summary, sel.map_html, picture_file(sel.polar_view),
-                picture_file(sel.topdown_view))
+        chosen, position = query_context(state), handlers.candidate_position(rank)
+        sel = handlers.select_candidate(chosen, state, position)
+        return (sel.heading_deg, sel.compass, sel.summary, sel.map_html,
+                picture_file(handlers.candidate_views(chosen, state, position)))
 
     # analytics off: the app makes no network requests of its own (it must work offline)
     with gr.Blocks(title="geoapp: where was this photo taken?", analytics_enabled=False) as demo:
@@ -206,7 +229,7 @@ def build_demo(app: Localizer | AppContext | Areas, top_k: int = DEFAULT_TOP_K) 
                 fov = gr.Slider(handlers.FOV_MIN, handlers.FOV_MAX, value=handlers.FOV_DEFAULT, step=1,
                                 label="Horizontal field of view (°)", elem_id="fov",
                                 info="Used when the photo carries no EXIF focal length (EXIF wins when present).")
-                with gr.Accordion("More photos from the same spot, location prior", open=False):
+                with gr.Accordion("More photos from the same spot, location prior, distinct places", open=False):
                     more_photos = gr.File(label=f"Up to {handlers.MAX_VIEWS - 1} more photos taken at the same "
                                           "place in other directions (combined into one answer)",
                                           file_count="multiple", file_types=["image"], elem_id="more-photos")
@@ -219,6 +242,14 @@ def build_demo(app: Localizer | AppContext | Areas, top_k: int = DEFAULT_TOP_K) 
                                                  f"{handlers.EXIF_PRIOR_RADIUS_KM:g} km")
                     use_gps = gr.Checkbox(True, label="Use the photo's GPS (EXIF) as the prior when it has one",
                                           elem_id="use-gps")
+                    place_m = ctx.localizer.place_distance_m
+                    distinct = gr.Number(None, label="Distinct places: no two candidates closer than (m)",
+                                         elem_id="distinct-m", minimum=handlers.DISTINCT_RANGE_M[0],
+                                         maximum=handlers.DISTINCT_RANGE_M[1],
+                                         info=("empty: half the chosen area's tile footprint" if len(areas) > 1
+                                               else f"empty: {place_m:g} m, half a tile" if place_m
+                                               else "empty: every tile (the tiles' footprint is unknown)")
+                                         + "; 0: every tile, neighbours of a better one included")
                 button = gr.Button("Localize", variant="primary", elem_id="localize")
                 example_groups = {name: example_group(c, len(areas) > 1, name == ctx.name, [photo, fov, photo_type])
                                   for name, c in areas.contexts.items()}
@@ -231,18 +262,12 @@ def build_demo(app: Localizer | AppContext | Areas, top_k: int = DEFAULT_TOP_K) 
                 with gr.Row():
                     heading = gr.Number(label="Predicted heading (° clockwise from north)", precision=1,
                                         interactive=False, elem_id="heading")
-                    compass = gr.Image(label="Compass (red: predicted, green: true)", interactive=False,
-                                       height=200, elem_id="compass")
+                    compass = gr.HTML(label="Compass (red: predicted, green: true)", show_label=True, container=True,
+                                      elem_id="compass", min_height=225)
                 selection_md = gr.Markdown(elem_id="selection")
         map_html = gr.HTML(handlers.areas_map_html(areas, ctx), label="Map", elem_id="map", min_height=300)
-        polar_view = gr.Image(label="Satellite attention in the polar view; the aligned window is outlined "
-                              "(S, W, N, E: the direction each column looks)", interactive=False,
-                              elem_id="polar-attention")
-        with gr.Row():
-            ground_view = gr.Image(label="Ground attention (the model's input)", interactive=False, height=320,
-                                   elem_id="ground-attention")
-            topdown_view = gr.Image(label="Satellite tile: attention and field-of-view cone (red: predicted, "
-                                    "green: true)", interactive=False, height=320, elem_id="topdown-attention")
+        gr.Markdown(VIEWS_CAPTION, elem_id="views-caption")
+        views = gr.Image(label="Where the model looked", show_label=False, interactive=False, elem_id="views")
 
         with gr.Accordion("The answer as data (what API clients read from /localize)", open=False):
             answer = gr.JSON(label="answer", elem_id="answer")
@@ -251,13 +276,14 @@ def build_demo(app: Localizer | AppContext | Areas, top_k: int = DEFAULT_TOP_K) 
         # decompression bomb would fail inside Gradio with a generic error, before the handler could explain it.
         # Gradio still copies the file into its cache first, as it does for any file input; load_image decodes it.
         # The other inputs also arrive as sent, so a malformed API value gets the handler's specific message.
+        # The answer comes first; the picture of where the model looked follows as its own event (an API client
+        # that wants it calls /views, or /select_candidate for another rank).
         button.click(
             on_localize,
-            inputs=[photo, fov, photo_type, more_photos, prior_lat, prior_lon, prior_radius, use_gps, area],
-            outputs=[gallery, heading, compass, selection_md, map_html, ground_view, polar_view, topdown_view,
-                     query_md, status, answer, state],
+            inputs=[photo, fov, photo_type, more_photos, prior_lat, prior_lon, prior_radius, use_gps, area, distinct],
+            outputs=[gallery, heading, compass, selection_md, map_html, query_md, status, answer, state],
             api_name="localize", preprocess=False,
-        )
+        ).success(on_views, inputs=state, outputs=views, api_name="views", preprocess=False)
         # (photo_kind only mirrors an example's kind and FoV into the radio and slider, for the page)
         photo.change(on_photo_change, inputs=photo, outputs=[photo_type, fov], api_name="photo_kind",
                      api_visibility="undocumented", queue=False)
@@ -266,8 +292,7 @@ def build_demo(app: Localizer | AppContext | Areas, top_k: int = DEFAULT_TOP_K) 
         # (gallery_click needs the click's event data, so it stays out of the API docs)
         gallery.select(on_gallery_click, inputs=None, outputs=selected_rank, api_name="gallery_click",
                        api_visibility="undocumented", queue=False).then(
-            on_select, inputs=[state, selected_rank],
-            outputs=[heading, compass, selection_md, map_html, polar_view, topdown_view],
+            on_select, inputs=[state, selected_rank], outputs=[heading, compass, selection_md, map_html, views],
             api_name="select_candidate", preprocess=False,  # the rank as sent: the handler says what is wrong
         )
         if len(areas) > 1:
@@ -283,5 +308,5 @@ def build_demo(app: Localizer | AppContext | Areas, top_k: int = DEFAULT_TOP_K) 
             # (the page's own view of the chosen area; API clients pass the area to /localize)
             area.change(on_area_change, inputs=area, outputs=[coverage, status, map_html, *groups],
                         api_name="area_view", api_visibility="undocumented", queue=False)
-    return demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=CONCURRENCY)
+    return demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=concurrency)
 

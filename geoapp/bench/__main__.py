@@ -1,4 +1,4 @@
-"""``python -m geoapp.bench search|model|data|answers|memory|gpu [options]``: dispatch to ``geoapp.bench.<name>:main``.
+"""``python -m geoapp.bench <name> [options]``: dispatch to ``geoapp.bench.<name>:main`` (names: ``SUBCOMMANDS``).
 
 Subcommands are imported only when chosen, so one benchmark's imports (or absence) never affect another.
 """
@@ -16,6 +16,8 @@ SUBCOMMANDS = {
     "memory": "peak memory of evaluating a CVUSA-size gallery (target <= 4 GB on CPU)",
     "gpu": "training step, evaluation and search on CUDA beside the CPU (says so and exits without a GPU)",
     "vector_engine": "the two-stage search's first stage in Milvus Lite against FAISS: upload, latency, agreement",
+    "familiarity": "which photos the familiarity test flags: in-world, real panoramas and photos, non-photos",
+    "serve": "the web app under N concurrent API clients: server CPU per answer, round trips, beside a bare app",
 }
 
 
