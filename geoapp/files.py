@@ -12,7 +12,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
 SPACE_STORAGE = Path("/data")  # a Hugging Face Space's persistent storage, when the Space has it enabled
+SHIPPED_IN_PACKAGE = "checkpoints"  # where the wheel carries the repository's checkpoints/ files (setup.py)
+
+
+def in_checkout() -> bool:
+    """Whether this code runs from a checkout (or an editable install) rather than from an installed package."""
+    return (REPO_ROOT / "pyproject.toml").is_file()
+
+
+def shipped_file(name: str) -> Path:
+    """A file the repository ships in ``checkpoints/`` (the demo model and its world record): that file in a checkout;
+    in an installed package the copy its wheel carries in ``geoapp/checkpoints/``, made from it at build time."""
+    return REPO_ROOT / "checkpoints" / name if in_checkout() else PACKAGE_DIR / SHIPPED_IN_PACKAGE / name
 
 
 def home_dir() -> Path:
@@ -25,7 +38,7 @@ def home_dir() -> Path:
         return Path(env).expanduser().resolve()
     if os.environ.get("SPACE_ID") and SPACE_STORAGE.is_dir() and os.access(SPACE_STORAGE, os.W_OK):
         return SPACE_STORAGE / "geoapp"
-    if not (REPO_ROOT / "pyproject.toml").is_file():
+    if not in_checkout():
         return Path.home() / ".geoapp"
     return REPO_ROOT
 

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from geoapp.app.bootstrap import BootstrapError, DemoPaths, ensure_demo, shipped_problem
-from geoapp.data.digest import split_digest
-from geoapp.model.checkpoint import accuracy_text, read_metadata
+from geoapp.app.bootstrap import BootstrapError, DemoPaths, ensure_demo, shipped_problem, world_on_disk
+from geoapp.data.digest import compare_fingerprints, split_digest, split_fingerprint
+from geoapp.model.checkpoint import accuracy_text, read_metadata, read_world_record, world_record_path
+from geoapp.synth.writer import location_paths
 from geoapp.training.data import open_split
 
 TINY_WORLD = ["--seed", "1", "--train", "8", "--val", "6", "--test", "8", "--tile-metres", "64", "--block-metres",
@@ -49,9 +51,12 @@ def shipped(tmp_path_factory) -> Path:
 
 
 def _paths(tmp_path: Path, shipped: Path) -> DemoPaths:
+    """The demo's paths under ``tmp_path``, with the shipped checkpoint and its world record there, as the repository
+    ships them."""
     (tmp_path / "checkpoints").mkdir()
     copy = tmp_path / "checkpoints" / "demo.safetensors"
     shutil.copyfile(shipped, copy)
+    shutil.copyfile(world_record_path(shipped), world_record_path(copy))
     return DemoPaths(shipped=copy, built=tmp_path / "checkpoints" / "demo-built.safetensors",
                      database=tmp_path / "reference_db" / "demo", data_root=tmp_path / "data" / "synth",
                      run_dir=tmp_path / "runs" / "demo-quick", verification=tmp_path / "checkpoints" / "verified.json")
@@ -67,6 +72,8 @@ def test_the_export_records_what_a_first_start_checks(shipped):
     assert meta["training"]["command"] == run_config["command"]
     assert meta["training"]["code_revision"] == run_config["code_revision"] != "unknown"
     assert {"R@1_std", "heading_median_deg_std"} <= set(meta["final_eval"]["90"])
+    world = read_world_record(shipped, meta)  # the export's world record: the fingerprint of the same test images
+    assert world["test_digest"] == meta["test_digest"] and world["fingerprint"]["files"] == 24
     from safetensors import safe_open
 
     with safe_open(str(shipped), framework="pt") as fh:
@@ -83,24 +90,88 @@ def test_the_first_start_serves_the_shipped_model_without_training(tmp_path, shi
     assert state.checkpoint == paths.shipped and state.accuracy is None and not state.notes
     assert any("verified" in line for line in lines)
     assert json.loads(paths.verification.read_text())["matches"] is True
+    # the world rendered is what serving reads: test, val and the calibration's 8 - 6 = 2 training tiles
+    assert any("--splits val test --tiles-only train:2" in line for line in lines)
+    assert world_on_disk(paths.data_root) == ({"val", "test"}, {"train": 2})
+    assert not any((paths.data_root / location_paths(i)["pano"]).exists() for i in range(1, 9))
+    # ... and the calibration's gallery is the one the whole world gives: the same tiles, in the same order
+    _the_calibration_gallery_is_the_whole_worlds(paths, shipped)
     again = ensure_demo(paths, log=lines.append, extra_flags=TINY)  # a later start runs nothing
     assert again.checkpoint == paths.shipped and again.timings == {}
+
+
+def _the_calibration_gallery_is_the_whole_worlds(paths: DemoPaths, shipped: Path) -> None:
+    from geoapp.model import ModelConfig
+    from geoapp.retrieval.build import DatasetSource, Limited
+
+    config = ModelConfig.from_dict(read_metadata(shipped)["model_config"])
+    whole_world = shipped.parent / "synth"  # the fixture's, rendered whole
+    galleries = [Limited(DatasetSource("synth", root, "train", config), 2, spread=True)
+                 for root in (whole_world, paths.data_root)]
+    whole, served = ([Path(p).relative_to(root) for p in g.paths] for g, root in zip(galleries,
+                                                                                     (whole_world, paths.data_root)))
+    assert whole == served == [Path("bingmap/19/0000001.jpg"), Path("bingmap/19/0000008.jpg")]
+    for row in range(2):
+        assert torch.equal(galleries[0].load(row)[0], galleries[1].load(row)[0])
+    assert np.array_equal(galleries[0].latlon, galleries[1].latlon)
 
 
 def test_a_world_that_differs_is_remeasured_not_retrained(tmp_path, shipped):
     paths = _paths(tmp_path, shipped)
     subprocess.run([sys.executable, "-m", "geoapp.synth", "--out", str(paths.data_root), *TINY_WORLD], check=True,
                    capture_output=True)
-    pano = sorted((paths.data_root / "streetview" / "panos").glob("*.jpg"))[-1]  # a test location's panorama
-    pixels = np.array(Image.open(pano))
-    pixels[0, 0] = 255 - pixels[0, 0]
-    Image.fromarray(pixels).save(pano, quality=92)
+    panos = sorted((paths.data_root / "streetview" / "panos").glob("*.jpg"))
+    shutil.copyfile(panos[-2], panos[-1])  # a test location shows another one's street: not the measured world
     lines: list[str] = []
     state = ensure_demo(paths, log=lines.append, extra_flags=TINY)
     assert list(state.timings) == ["remeasure", "build_db"]  # the world was there; nothing trained
-    assert any("differs" in line and "not retrained" in line for line in lines)
+    assert any("differs" in line and "their fingerprint too: cell means differ" in line and "not retrained" in line
+               for line in lines)
+    record = json.loads(paths.verification.read_text())
+    assert not record["matches"] and not record["same_world"] and record["fingerprint"]["max_level"] > 3
     assert state.checkpoint == paths.shipped and set(state.accuracy["final_eval"]) == {"90", "70"}
     assert "re-measured on this machine's world" in accuracy_text(state.accuracy)
+
+
+def test_rendering_noise_keeps_the_recorded_figures(tmp_path, shipped):
+    """Every test image one level off in a third of its pixels and written again by another JPEG encoder (Pillow),
+    as another library or CPU makes it: the exact digest differs, the fingerprint does not; the recorded figures are
+    served without re-measuring. Without the world record the same world is re-measured, as before."""
+    paths = _paths(tmp_path, shipped)
+    subprocess.run([sys.executable, "-m", "geoapp.synth", "--out", str(paths.data_root), *TINY_WORLD], check=True,
+                   capture_output=True)
+    rng = np.random.default_rng(0)
+    test = open_split("synth", str(paths.data_root), "test", 90.0, 64, 256, train=False)
+    for record in test.records:
+        for path in (record.ground_path, record.satellite_path, record.polar_path):
+            pixels = np.array(Image.open(path).convert("RGB")).astype(np.int16)
+            noise = rng.choice([-1, 0, 0, 0, 0, 1], size=pixels.shape)
+            Image.fromarray(np.clip(pixels + noise, 0, 255).astype(np.uint8)).save(path, quality=92)
+    assert split_digest(test) != read_metadata(shipped)["test_digest"]
+    lines: list[str] = []
+    state = ensure_demo(paths, log=lines.append, extra_flags=TINY)
+    assert list(state.timings) == ["build_db"] and state.accuracy is None  # no re-measure: the recorded figures
+    assert any("verified" in line and "up to rendering noise" in line for line in lines)
+    record = json.loads(paths.verification.read_text())
+    assert not record["matches"] and record["same_world"] and record["fingerprint"]["max_level"] <= 1
+
+    world_record_path(paths.shipped).unlink()
+    paths.verification.unlink()
+    state = ensure_demo(paths, log=lines.append, extra_flags=TINY)
+    assert list(state.timings) == ["remeasure"] and "re-measured" in accuracy_text(state.accuracy)
+    assert any("demo.world.json, which would tell rendering noise apart, is not there" in line for line in lines)
+
+
+def test_the_fingerprint_tells_another_world_apart(tmp_path, shipped):
+    """A world of another seed (the same sizes, the same file names) is not the recorded one."""
+    other = tmp_path / "other"
+    subprocess.run([sys.executable, "-m", "geoapp.synth", "--out", str(other), "--splits", "test", *TINY_WORLD,
+                    "--seed", "2"], check=True, capture_output=True)
+    recorded = read_world_record(shipped, read_metadata(shipped))["fingerprint"]
+    match = compare_fingerprints(recorded, split_fingerprint(open_split("synth", str(other), "test", 90.0, 64, 256,
+                                                                        train=False)))
+    assert not match.same_world and match.max_level > 20 and match.mean_level > 5, match
+    assert compare_fingerprints(recorded, recorded).same_world
 
 
 def test_the_digest_sees_one_changed_pixel(tmp_path, shipped):
@@ -192,7 +263,8 @@ def test_no_build_names_the_missing_step(tmp_path, shipped, monkeypatch):
 
     assert app.resolve_artifacts is app_main.resolve_artifacts  # app.py is the thin launcher of this module
     paths = _paths(tmp_path, shipped)
-    with pytest.raises(BootstrapError, match=r"has not run here.*geoapp\.synth --out \S+synth$"):
+    with pytest.raises(BootstrapError, match=r"has not run here.*geoapp\.synth --out \S+synth --splits val test "
+                                             r"--tiles-only train:2$"):
         ensure_demo(paths, allow_build=False, log=lambda message: None)
     monkeypatch.setattr(app_main, "DemoPaths", lambda: paths)
     monkeypatch.delenv("GEOAPP_CHECKPOINT", raising=False)

@@ -1,5 +1,6 @@
-"""Packaging: pyproject.toml against requirements.txt, the console scripts, the licence, and (slow) a wheel built
-from the sources, installed into a fresh virtual environment and run from there.
+"""Packaging: pyproject.toml against requirements.txt, the lock (requirements.lock) against both, the set-up commands
+of the README against .ci/run, the console scripts, the licence, and (slow) a wheel built from the sources, installed
+into a fresh virtual environment and run from there, the shipped demo model included.
 
 The wheel test downloads nothing: ``pip wheel --no-build-isolation --no-index`` builds with the setuptools of
 this environment (requirements-dev.txt), ``pip install --no-deps --no-index`` installs the wheel alone, and a
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.version import Version
 
 try:
     import tomllib
@@ -52,14 +54,34 @@ def requirement_key(text: str) -> tuple[str, str, str]:
     return name, ",".join(sorted(str(s) for s in req.specifier)), str(req.marker or "")
 
 
+LOCK_LINE = "-c requirements.lock"  # requirements.txt applies the lock to every install from it
+
+
+def requirement_lines(name: str) -> list[str]:
+    """The requirement lines of a requirements file, without comments and without its option lines."""
+    lines = [line.split("#", 1)[0].strip() for line in (REPO / name).read_text(encoding="utf-8").splitlines()]
+    return [line for line in lines if line and not line.startswith("-")]
+
+
 def requirements_txt() -> list[tuple[str, str, str]]:
-    keys = []
     for line in (REPO / "requirements.txt").read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
-        if line:
-            assert not line.startswith("-"), f"requirements.txt has an option line pyproject cannot mirror: {line}"
-            keys.append(requirement_key(line))
-    return keys
+        assert not line.startswith("-") or line == LOCK_LINE, f"requirements.txt has an option line pyproject cannot " \
+                                                             f"mirror: {line}"
+    return [requirement_key(line) for line in requirement_lines("requirements.txt")]
+
+
+def locked() -> dict[str, Version]:
+    """requirements.lock: normalised name -> the exact version (every line ``name==version``)."""
+    out = {}
+    for line in requirement_lines("requirements.lock"):
+        req = Requirement(line)
+        (spec,) = req.specifier
+        assert spec.operator == "==" and not req.marker and not req.extras, f"not an exact pin: {line}"
+        name = requirement_key(line)[0]
+        assert name not in out, f"{name} is locked twice"
+        out[name] = Version(spec.version)
+    return out
 
 
 def test_pyproject_dependencies_are_requirements_txt():
@@ -69,6 +91,73 @@ def test_pyproject_dependencies_are_requirements_txt():
     assert len(from_txt) >= 10 and ("gradio", "<7,>=6", "") in from_txt and ("pillow-heif", "", "") in from_txt
     assert sorted(from_pyproject) == sorted(from_txt)
     assert len(set(from_pyproject)) == len(from_pyproject)
+
+
+def test_the_lock_pins_every_requirement_within_its_range():
+    """Every package that requirements*.txt, pyproject.toml (its extras and build system included) ask for is locked, at
+    a version their ranges allow, and the lock is applied by requirements.txt (and so by requirements-dev.txt)."""
+    assert LOCK_LINE in (REPO / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    assert "-r requirements.txt" in (REPO / "requirements-dev.txt").read_text(encoding="utf-8").splitlines()
+    config = pyproject()
+    wanted = [*requirement_lines("requirements.txt"), *requirement_lines("requirements-dev.txt"),
+              *config["project"]["dependencies"], *config["build-system"]["requires"],
+              *(r for extra in config["project"]["optional-dependencies"].values() for r in extra)]
+    lock = locked()
+    assert len(lock) > 50  # the whole dependency closure, not the direct requirements alone
+    for text in wanted:
+        req = Requirement(text)
+        name = requirement_key(text)[0]
+        assert name in lock, f"{text} is not in requirements.lock"
+        assert req.specifier.contains(lock[name], prereleases=True), f"requirements.lock has {name}=={lock[name]}, " \
+                                                                     f"outside {text}"
+    # the registry's builds of torch and torchvision (they run on CPU and on GPU), not local +cpu wheels
+    assert not lock["torch"].local and not lock["torchvision"].local
+
+
+def test_the_environment_is_the_locked_one():
+    """Every package of the dependency closure of requirements-dev.txt installed here has the locked version: the lock
+    is complete, and this environment (CI's, made from it) is the one its figures come from. Fails where a package was
+    upgraded by hand; pip install -r requirements-dev.txt puts the locked one back."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    lock = locked()
+    todo = [Requirement(r) for r in requirement_lines("requirements-dev.txt") + requirement_lines("requirements.txt")]
+    seen, wrong = set(), []
+    while todo:
+        req = todo.pop()
+        key = (requirement_key(str(req))[0], frozenset(req.extras))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            dist = distribution(req.name)
+        except PackageNotFoundError:
+            continue  # a platform's dependency that this machine does not need
+        if lock.get(key[0]) != Version(dist.version):
+            wrong.append(f"{key[0]} {dist.version} installed, {lock.get(key[0])} locked")
+        for text in dist.requires or []:
+            dep = Requirement(text)
+            if dep.marker is None or any(dep.marker.evaluate({"extra": e}) for e in ("", *req.extras)):
+                todo.append(dep)
+    assert len(seen) > 50 and not wrong, wrong
+
+
+def test_the_readme_set_up_is_what_ci_runs_and_the_space_uses_the_locked_gradio():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```bash\n(.*?)\n```", readme.split("## Set-up", 1)[1].split("\n## ", 1)[0], re.DOTALL)
+    assert len(blocks) == 2, blocks
+    app, tests = blocks
+    assert "pip install -r requirements.txt" in app and "pip install -r requirements-dev.txt" in tests
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    command = [line for line in ci.splitlines() if line.startswith("#  ")]  # the README command, quoted indented
+    comment = " ".join(line.lstrip("#").strip().rstrip("\\").strip() for line in command)
+    assert comment == tests  # .ci/run says which README command it runs ...
+    steps = [line.strip() for line in ci.splitlines() if line.strip() and not line.startswith(("#", "set ", "cd ",
+                                                                                                  "export "))]
+    assert " && ".join(steps) == tests  # ... and runs exactly its steps
+    gradio = str(locked()["gradio"])
+    for text in (readme.split("---")[1], (REPO / "docs" / "space_front_matter.yml").read_text(encoding="utf-8")):
+        assert re.search(rf"^sdk_version: {re.escape(gradio)}(\s|$)", text, re.MULTILINE), gradio
 
 
 def test_build_system_and_console_scripts():
@@ -174,6 +263,9 @@ def test_the_wheel_carries_the_package_its_data_and_the_requirements(wheel):
     for data in ("geoapp/app/static/leaflet/leaflet.js", "geoapp/app/static/leaflet/leaflet.css",
                  "geoapp/app/static/leaflet/LICENSE"):
         assert data in names, data  # the app serves the map offline from these
+    with zipfile.ZipFile(wheel) as zf:  # the shipped demo model and its world record, byte for byte the repository's
+        for name in ("demo.safetensors", "demo.world.json"):
+            assert zf.read(f"geoapp/checkpoints/{name}") == (REPO / "checkpoints" / name).read_bytes(), name
     assert any(n.startswith(f"{dist_info}/licenses/LICENSE") or n == f"{dist_info}/LICENSE" for n in names)
     assert not any(n.startswith(("tests/", "app.py")) for n in names)
     requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
@@ -222,3 +314,30 @@ def test_the_installed_console_scripts_run(installed, tmp_path, tiny_world, tiny
                              str(tiny_checkpoint), "--reference-db", str(tiny_database), "--device", "cpu",
                              "--no-progress"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert result.returncode == 1 and "not a recognised image file" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_the_installed_package_serves_the_shipped_model(installed, tmp_path):
+    """Outside a checkout, the installed package finds the shipped model and its world record in the wheel's copy (the
+    same sha256 as the repository's files) and its first start serves that model: with --no-build it stops at the
+    world it would render for it, not at a missing checkpoint, nor at a model to train."""
+    from geoapp.files import sha256_file
+
+    env = {**clean_env(), "GEOAPP_HOME": str(tmp_path / "home")}
+    probe = ("import json, geoapp.app.bootstrap as b, geoapp.files as f, geoapp.model.checkpoint as c; "
+             "s = b.SHIPPED_CHECKPOINT; m = c.read_metadata(s); "
+             "print(json.dumps({'checkout': f.in_checkout(), 'shipped': str(s), 'sha256': f.sha256_file(s), "
+             "'world': f.sha256_file(c.world_record_path(s)), 'world_fits': c.read_world_record(s, m) is not None, "
+             "'problem': b.shipped_problem(s), 'home': str(b.HOME), 'database': str(b.DemoPaths().database)}))")
+    found = json.loads(run([installed / "bin" / "python", "-c", probe], cwd=tmp_path, env=env).stdout)
+    assert found["checkout"] is False and found["problem"] is None and found["world_fits"] is True, found
+    assert Path(found["shipped"]).resolve().is_relative_to(installed.resolve()), found  # the wheel's copy
+    assert found["sha256"] == sha256_file(REPO / "checkpoints" / "demo.safetensors")
+    assert found["world"] == sha256_file(REPO / "checkpoints" / "demo.world.json")
+    assert Path(found["database"]) == tmp_path / "home" / "reference_db" / "demo"  # built things go to GEOAPP_HOME
+    result = subprocess.run([str(installed / "bin" / "geoapp-app"), "--no-build"], capture_output=True, text=True,
+                            cwd=tmp_path, env=env, timeout=600)
+    said = result.stdout + result.stderr
+    assert result.returncode != 0 and "its step 'synthetic world' has not run here" in said, said[-3000:]
+    assert f"--out {tmp_path / 'home' / 'data' / 'synth'} --splits val test --tiles-only train:500" in said
+    assert "cannot be used" not in said and "not found" not in said and "demo-quick" not in said

@@ -4,12 +4,17 @@ With the shipped checkpoint (``checkpoints/demo.safetensors``, tracked in git, t
 ``python -m geoapp.train --preset demo``), a first start trains nothing. Its steps, each skipped when its output
 exists, so an interrupted start continues where it stopped:
 
-1. ``python -m geoapp.synth --out data/synth``  the world: the served test split (the reference database and the
-   bundled examples), the val split and training tiles (the confidence calibration's queries and distractors)
-2. verify: the test images' digest against the one the checkpoint recorded (:mod:`geoapp.data.digest`). Equal: the
-   recorded figures hold here. Different (float rounding in the renderer, another image library): say so and
-   re-measure the shipped model on this machine's world (``python -m geoapp.evaluate``, about a minute); the app
-   then shows that figure. Either way the model is not retrained.
+1. ``python -m geoapp.synth --out data/synth --splits val test --tiles-only train:500``  the world and what the
+   first start reads of it: the served test split (the reference database and the bundled examples), the val split
+   (the confidence calibration's queries) and the tiles of 500 training locations (its distractors, as many as the
+   test split has more references than val has queries), not the other 4,500 training locations nor any training
+   panorama; the calibration comes out the same as on the whole world. A later ``python -m geoapp.train`` names the
+   command that renders the rest.
+2. verify: the test images against the checkpoint's record (:mod:`geoapp.data.digest`). The same exact digest, or
+   else the same fingerprint within its recorded tolerance (the checkpoint's world record, ``demo.world.json``:
+   another image library or CPU rounds a few pixels the other way): the recorded figures hold here. Otherwise: say
+   so and re-measure the shipped model on this machine's world (``python -m geoapp.evaluate``, about two minutes);
+   the app then shows that figure. Either way the model is not retrained.
 3. ``python -m geoapp.build_db --checkpoint CHECKPOINT --dataset synth --data-root data/synth --split test
    --out reference_db/demo --calibrate val``
 
@@ -32,8 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from geoapp.data.digest import split_digest
-from geoapp.files import REPO_ROOT, atomic_path, atomic_write_json, home_dir, sha256_file
+from geoapp.data.digest import compare_fingerprints, split_digest, split_fingerprint
+from geoapp.files import REPO_ROOT, atomic_path, atomic_write_json, home_dir, sha256_file, shipped_file
 from geoapp.model.checkpoint import (
     QUALITY_FLOOR_R1,
     CheckpointError,
@@ -41,17 +46,21 @@ from geoapp.model.checkpoint import (
     load_model,
     measured_accuracy,
     read_metadata,
+    read_world_record,
+    world_record_path,
 )
 from geoapp.retrieval.database import FORMAT_VERSION as DATABASE_FORMAT_VERSION
 from geoapp.training.run_dir import RunDir
 
 HOME = home_dir()  # GEOAPP_HOME, a Space's /data, or the repository (geoapp.files.home_dir)
-SHIPPED_CHECKPOINT = REPO_ROOT / "checkpoints" / "demo.safetensors"  # in the checkout, wherever HOME is
+# in the checkout, wherever HOME is; in an installed package, the wheel's copy (geoapp.files.shipped_file)
+SHIPPED_CHECKPOINT = shipped_file("demo.safetensors")
 DEMO_SPLIT = "test"  # the reference database and the bundled examples: the reported split, never chosen on
 CALIBRATION_SPLIT = "val"  # the confidence is fitted on the selection split, never on the split it serves
-# a first start renders the whole world: the served and the calibration split, and the training area, whose tiles are
-# the calibration's distractors (a confidence depends on how many look-alikes a gallery holds)
-ALL_SPLITS = ("train", "val", "test")
+# the calibration fills its gallery up to the served database's size with tiles of this split, spread over it (a
+# confidence depends on how many look-alikes a gallery holds): a first start renders those tiles, not the whole split
+DISTRACTOR_SPLIT = "train"
+ALL_SPLITS = ("train", "val", "test")  # the whole world: what training the fallback model reads
 FALLBACK_PRESET = "demo-quick"
 SYNTH_DONE_MARKER = "dataset.json"  # the generator writes its manifest last
 DATABASE_DONE_MARKER = "metadata.json"  # build_db writes it last, then renames the folder into place
@@ -89,14 +98,19 @@ def _shown(path: Path) -> str:
 
 
 def demo_commands(paths: DemoPaths, checkpoint: Path, python: str = sys.executable,
-                  extra_flags: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+                  extra_flags: dict[str, list[str]] | None = None, distractors: int | None = None
+                  ) -> dict[str, list[str]]:
     """The commands of the demo build, run from the repository root (``train``: the fallback's fresh run), each with
-    its ``extra_flags`` (by command name) appended: a smaller world or a shorter training, as tests use."""
+    its ``extra_flags`` (by command name) appended: a smaller world or a shorter training, as tests use.
+    ``distractors``: ``synth`` renders what serving the shipped model reads (:func:`distractor_tiles`), not the whole
+    world."""
     data, run, ck, database = (_shown(p) for p in (paths.data_root, paths.run_dir, checkpoint, paths.database))
     build_db = [python, "-m", "geoapp.build_db", "--checkpoint", ck, "--dataset", "synth", "--data-root", data,
                 "--split", DEMO_SPLIT, "--out", database, "--calibrate", CALIBRATION_SPLIT]
+    served = [] if distractors is None else ["--splits", CALIBRATION_SPLIT, DEMO_SPLIT] + (
+        ["--tiles-only", f"{DISTRACTOR_SPLIT}:{distractors}"] if distractors else [])
     commands = {
-        "synth": [python, "-m", "geoapp.synth", "--out", data],
+        "synth": [python, "-m", "geoapp.synth", "--out", data, *served],
         "train": [python, "-m", "geoapp.train", "--preset", FALLBACK_PRESET, "--data-root", data, "--out", run],
         "evaluate": [python, "-m", "geoapp.evaluate", "--checkpoint", ck, "--data-root", data, "--split", DEMO_SPLIT,
                      "--out", _shown(paths.verification.with_suffix(".eval.json"))],
@@ -116,8 +130,8 @@ class _Steps:
     extra_flags: dict[str, list[str]] = field(default_factory=dict)  # demo_commands' extra flags
     timings: dict[str, float] = field(default_factory=dict)
 
-    def commands(self, paths: DemoPaths, checkpoint: Path) -> dict[str, list[str]]:
-        return demo_commands(paths, checkpoint, self.python, self.extra_flags)
+    def commands(self, paths: DemoPaths, checkpoint: Path, distractors: int | None = None) -> dict[str, list[str]]:
+        return demo_commands(paths, checkpoint, self.python, self.extra_flags, distractors)
 
     def run(self, name: str, command: list[str], key: str) -> None:
         shown = (shlex.join(["python", *command[1:]]) if command[0] == self.python else shlex.join(command))
@@ -156,13 +170,25 @@ def shipped_problem(checkpoint: Path) -> str | None:
     return None
 
 
-def rendered_splits(data_root: Path) -> set[str]:
-    """The splits whose images the world at ``data_root`` has on disk (none before its manifest is written)."""
+def world_on_disk(data_root: Path) -> tuple[set[str], dict[str, int]]:
+    """The splits the world at ``data_root`` has whole on disk, and those of which it has N tiles only (split -> N;
+    ``geoapp.synth --tiles-only``); nothing before its manifest is written."""
     try:
         manifest = json.loads((data_root / SYNTH_DONE_MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return set()
-    return set(manifest.get("rendered_splits", ALL_SPLITS))
+        return set(), {}
+    return set(manifest.get("rendered_splits", ALL_SPLITS)), dict(manifest.get("tiles_only") or {})
+
+
+def distractor_tiles(meta: dict) -> int | None:
+    """How many distractor tiles a first start renders for the shipped checkpoint of metadata ``meta``: the
+    calibration's gallery is as large as the served (test) database and holds the val queries' own tiles, so it takes
+    test - val training tiles. None when the checkpoint does not record its world's counts (then the whole world)."""
+    counts = (meta.get("world") or {}).get("counts") or {}
+    try:
+        return max(0, int(counts[DEMO_SPLIT]) - int(counts[CALIBRATION_SPLIT]))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def database_checkpoint(database: Path) -> tuple[str | None, bool]:
@@ -200,8 +226,21 @@ def remeasured_accuracy(meta: dict, report: dict) -> dict:
             "accuracy_note": "re-measured on this machine's world, whose test images differ from the recorded ones"}
 
 
+def _same_world(checkpoint: Path, meta: dict, test) -> dict | None:
+    """The fingerprint comparison (:func:`geoapp.data.digest.compare_fingerprints`) of the test split with the
+    checkpoint's world record; None when the checkpoint has no world record."""
+    world = read_world_record(checkpoint, meta)
+    if world is None:
+        return None
+    try:
+        return compare_fingerprints(world["fingerprint"], split_fingerprint(test)).to_dict()
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # an unreadable image or record: not shown to be equal
+        return {"same_world": False, "reason": f"the fingerprint could not be compared: {exc}"}
+
+
 def verify_world(paths: DemoPaths, checkpoint: Path, steps: _Steps) -> dict:
-    """Step 2: compare the test images' digest with the checkpoint's record; re-measure when they differ."""
+    """Step 2: compare the test images with the checkpoint's record, exactly and then by their fingerprint; re-measure
+    when they are not the same world."""
     from geoapp.training.data import open_split
 
     meta = read_metadata(checkpoint)
@@ -212,14 +251,25 @@ def verify_world(paths: DemoPaths, checkpoint: Path, steps: _Steps) -> dict:
     record = {**_verified_pair(paths, checkpoint), "recorded_digest": recorded, "digest_here": here,
               "matches": here == recorded}
     log = steps.log
+    if not record["matches"]:
+        record["fingerprint"] = _same_world(checkpoint, meta, test)
+    record["same_world"] = record["matches"] or bool((record.get("fingerprint") or {}).get("same_world"))
     if record["matches"]:
         log(f"[geoapp] verified: this machine's {here['pairs']} test locations are the ones the shipped model was "
             f"measured on (digest {here['sha256'][:12]}); its recorded figures hold here")
+    elif record["same_world"]:
+        log(f"[geoapp] verified: this machine's {here['pairs']} test locations are the world the shipped model was "
+            f"measured on, up to rendering noise (their {record['fingerprint']['reason']}; the exact digest "
+            f"{here['sha256'][:12]} differs from the recorded {recorded.get('sha256', '?')[:12]}, as another image "
+            "library's or CPU's rounding makes it); its recorded figures hold here")
     else:
+        compared = record.get("fingerprint")
+        why = (f"their fingerprint too: {compared['reason']}" if compared else
+               f"and {world_record_path(checkpoint).name}, which would tell rendering noise apart, is not there")
         log(f"[geoapp] NOTE: this machine's world differs from the one the shipped model was measured on (test image "
-            f"digest {here['sha256'][:12]}, recorded {recorded.get('sha256', '?')[:12]}): a renderer's float "
-            "rounding or another image library. Re-measuring the shipped model on this world (about a minute); "
-            "the app will show that figure, not the recorded one. The model is not retrained for this.")
+            f"digest {here['sha256'][:12]}, recorded {recorded.get('sha256', '?')[:12]}; {why}). Re-measuring the "
+            "shipped model on this world (about two minutes); the app will show that figure, not the recorded one. "
+            "The model is not retrained for this.")
         command = steps.commands(paths, checkpoint)["evaluate"]
         fovs = [f"{float(f):g}" for f in meta["final_eval"]]
         steps.run("re-measure on this world", [*command, "--fov", *fovs, "--no-progress"], "remeasure")
@@ -252,9 +302,17 @@ def report_quality(checkpoint: Path, log: Callable[[str], None] = print) -> dict
 # ------------------------------------------------------------------------------------------ steps
 
 
-def _render(paths: DemoPaths, steps: _Steps) -> None:
-    if not set(ALL_SPLITS) <= rendered_splits(paths.data_root):
-        steps.run("synthetic world", steps.commands(paths, paths.shipped)["synth"], "synth")
+def _render(paths: DemoPaths, steps: _Steps, distractors: int | None = None) -> None:
+    """Render what is missing of the world: all of it (``distractors`` None), or what serving the shipped model
+    reads (the test and val splits and ``distractors`` tiles of the training split)."""
+    whole, tiles = world_on_disk(paths.data_root)
+    if distractors is None:
+        ready = set(ALL_SPLITS) <= whole
+    else:
+        ready = {DEMO_SPLIT, CALIBRATION_SPLIT} <= whole and (
+            distractors == 0 or DISTRACTOR_SPLIT in whole or tiles.get(DISTRACTOR_SPLIT) == distractors)
+    if not ready:
+        steps.run("synthetic world", steps.commands(paths, paths.shipped, distractors)["synth"], "synth")
 
 
 def _build_model(paths: DemoPaths, steps: _Steps) -> Path:
@@ -307,7 +365,7 @@ def ensure_demo(paths: DemoPaths | None = None, python: str = sys.executable, lo
     problem = "--rebuild-model was given" if rebuild_model else shipped_problem(paths.shipped)
     if problem is None:
         checkpoint = paths.shipped
-        _render(paths, steps)
+        _render(paths, steps, distractor_tiles(read_metadata(checkpoint)))
         record = read_verification(paths, checkpoint)
         if record is None and not allow_build:
             raise BootstrapError("the demo is not ready: the world has not been checked against the shipped model's "

@@ -94,6 +94,7 @@ class CrossViewDataset(torch.utils.data.Dataset):
         use_cache: bool = True,
         check_files: bool = True,
         skip_missing: bool = False,
+        satellite_only: bool = False,
         ground_rows: tuple[float, float] | None | object = _LAYOUT_DEFAULT,
     ) -> None:
         """Parse the layout at ``root`` (see the subclass) and prepare sampling.
@@ -102,7 +103,9 @@ class CrossViewDataset(torch.utils.data.Dataset):
         ``cache_dir``: where computed polar images are cached (default ``<root>/polar_cache``; the cache is
         keyed by the polar size and refreshed when the tile is newer); ``use_cache=False`` disables it.
         ``check_files``: check at construction that every listed image exists. ``skip_missing``: drop pairs
-        with a missing image instead of raising. ``ground_rows``: (top, bottom) fractions of the raw
+        with a missing image instead of raising. ``satellite_only``: only the satellite side will be read (a
+        reference database, a calibration's distractors): the ground images are neither checked nor read here, and a
+        split rendered without its panoramas opens. ``ground_rows``: (top, bottom) fractions of the raw
         panorama's height kept before resizing, None for all rows (default: the layout's rule).
         """
         self.root = Path(root)
@@ -131,6 +134,7 @@ class CrossViewDataset(torch.utils.data.Dataset):
             self.ground_rows = (top, bottom)
         self.cache_root = Path(cache_dir) if cache_dir is not None else self.root / POLAR_CACHE_DIRNAME
         self.use_cache = bool(use_cache)
+        self.satellite_only = bool(satellite_only)
 
         records = self.read_records()
         if check_files or skip_missing:
@@ -146,7 +150,8 @@ class CrossViewDataset(torch.utils.data.Dataset):
         self.subset_of: str | None = None  # the split this dataset is a subset of (see subset())
 
         # Fail at construction, not mid-epoch, when the first pair does not have the expected sizes.
-        self.load_panorama(0)
+        if not self.satellite_only:
+            self.load_panorama(0)
         self.load_polar(0)
 
     # ----------------------------------------------------------------------------------- subclass API
@@ -237,7 +242,8 @@ class CrossViewDataset(torch.utils.data.Dataset):
     def _check_files_exist(self, records: list[PairRecord], skip_missing: bool) -> list[PairRecord]:
         kept = []
         for record in records:
-            missing = [p for p in (record.ground_path, record.satellite_path) if not p.is_file()]
+            sides = (record.satellite_path,) if self.satellite_only else (record.ground_path, record.satellite_path)
+            missing = [p for p in sides if not p.is_file()]
             if not missing:
                 kept.append(record)
             elif not skip_missing:

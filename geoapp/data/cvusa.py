@@ -34,6 +34,7 @@ from geoapp.data.records import (
     relative_image_path,
     split_error,
 )
+from geoapp.data.selection import spread_rows
 
 SPLIT_FILES = {"train": "splits/train-19zl.csv", "val": "splits/selection-19zl.csv", "test": "splits/val-19zl.csv"}
 LOCATIONS_FILE = "split_locations/all.csv"
@@ -120,15 +121,24 @@ class CVUSADataset(CrossViewDataset):
 
 
 class SynthDataset(CVUSADataset):
-    """The synthetic world: the CVUSA layout, usually with a ``dataset.json`` manifest declaring its sizes and the
-    splits whose images were rendered (``rendered_splits``; a world rendered in part lists all its splits)."""
+    """The synthetic world: the CVUSA layout, usually with a ``dataset.json`` manifest declaring its sizes, the
+    splits whose images were rendered (``rendered_splits``; a world rendered in part lists all its splits in its
+    split files) and the splits of which only the tiles of N locations spread over them were rendered
+    (``tiles_only``: split -> N). Such a split opens for its satellite side only (``satellite_only``), as those N
+    pairs."""
 
     name = "synth"
 
     def read_records(self) -> list[PairRecord]:
-        rendered = (self.manifest or {}).get("rendered_splits")
-        if rendered is not None and self.split not in rendered:
-            raise DatasetError(f"{self.root}: split {self.split!r} was not rendered (this world has "
-                               f"{', '.join(rendered)}); render it with python -m geoapp.synth --out {self.root} "
-                               f"--splits {' '.join([*rendered, self.split])} (the same world's other flags)")
-        return super().read_records()
+        manifest = self.manifest or {}
+        rendered = manifest.get("rendered_splits")
+        if rendered is None or self.split in rendered:
+            return super().read_records()
+        tiles = (manifest.get("tiles_only") or {}).get(self.split)
+        if tiles and self.satellite_only:
+            records = super().read_records()
+            return [records[int(r)] for r in spread_rows(len(records), int(tiles))]
+        has = f"only the tiles of {tiles} of its locations and no panorama" if tiles else "not rendered"
+        raise DatasetError(f"{self.root}: split {self.split!r} was {has} (this world has {', '.join(rendered)}); "
+                           f"render it with python -m geoapp.synth --out {self.root} --splits "
+                           f"{' '.join([*rendered, self.split])} (the same world's other flags)")

@@ -70,8 +70,8 @@ def build_dataset(
     ``sat_size = (H_s, W)``: polar satellite images. ``train``: a new random shift per sample and epoch
     (``set_epoch``), reproducible from ``seed``; otherwise conventions §4's fixed shifts, unless ``shifts`` gives
     one shift per pair (in [0, W)). ``options`` go to the reader: ``image_sizes``, ``cache_dir``,
-    ``use_cache``, ``check_files``, ``skip_missing``, ``ground_rows`` for all; ``utm_zone``, ``utm_south``,
-    ``utm_order`` for cvact; ``cities`` for vigor.
+    ``use_cache``, ``check_files``, ``skip_missing``, ``satellite_only``, ``ground_rows`` for all; ``utm_zone``,
+    ``utm_south``, ``utm_order`` for cvact; ``cities`` for vigor.
     """
     key = name.lower()
     if key not in DATASETS:

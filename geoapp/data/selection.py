@@ -15,7 +15,8 @@ deterministically from a seed:
 - ``random`` (some position unknown): ``size`` pairs drawn at random; nothing is dropped.
 
 :meth:`geoapp.data.base.CrossViewDataset.subset` turns the positions into datasets; :meth:`Carve.record` is
-what run folders and checkpoints record as their ``selection_split``.
+what run folders and checkpoints record as their ``selection_split``. :func:`spread_rows` is the evenly spread subset
+of a split that other steps take (a calibration's distractors).
 """
 
 from __future__ import annotations
@@ -68,6 +69,15 @@ class Carve:
             how = "random: seeded random pairs (positions unknown, so no spatial separation)"
         return (f"model selection on {len(self.selection)} pairs carved from the {total} of {carved_from!r} "
                 f"({how}); training on the other {len(self.train)}")
+
+
+def spread_rows(n: int, count: int) -> np.ndarray:
+    """``count`` positions spread evenly over ``range(n)``, ascending, the first and the last included (all of them
+    when ``count`` >= ``n``): the calibration's distractors (:class:`geoapp.retrieval.build.Limited`), whose tiles a
+    first start renders alone (``python -m geoapp.synth --tiles-only train:COUNT``)."""
+    if n <= 0 or count <= 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.linspace(0, n - 1, min(int(count), int(n))).round().astype(np.int64))
 
 
 def ids_sha256(ids: Sequence[str]) -> str:

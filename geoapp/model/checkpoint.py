@@ -80,6 +80,28 @@ def read_metadata(path: str | os.PathLike) -> dict:
     return meta
 
 
+WORLD_RECORD_FORMAT = "geoapp-world-record"
+
+
+def world_record_path(checkpoint: str | os.PathLike) -> Path:
+    """The world record beside an exported checkpoint (``demo.safetensors`` -> ``demo.world.json``): the fingerprint
+    of the test images it was measured on (:func:`geoapp.training.export.write_world_record`)."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(f"{checkpoint.stem}.world.json")
+
+
+def read_world_record(checkpoint: str | os.PathLike, meta: dict) -> dict | None:
+    """The world record of ``checkpoint`` (metadata ``meta``) when there is one and it describes the measured world
+    (the same ``test_digest``); None otherwise: a checkpoint without one is checked by its exact digest alone."""
+    try:
+        record = json.loads(world_record_path(checkpoint).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    fits = (isinstance(record, dict) and record.get("format") == WORLD_RECORD_FORMAT
+            and record.get("test_digest") == meta.get("test_digest") and isinstance(record.get("fingerprint"), dict))
+    return record if fits else None
+
+
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[CrossViewModel, dict]:
     """Rebuild the model described by the checkpoint's own config and load its weights (strictly)."""
     meta = read_metadata(path)

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from ..data.photo import ImageError, load_image
 from ..data.polar import polar_transform
+from ..data.selection import spread_rows
 from ..data.transforms import resize_image, to_tensor
 from ..files import atomic_path, sha256_file
 from ..model import StageMaps, load_model
@@ -119,7 +120,7 @@ class DatasetSource:
         self.name, self.split = name, split
         self.dataset = build_dataset(name, root, split, fov_deg=config.fov_deg, train=False,
                                      ground_size=(config.ground_height, None),
-                                     sat_size=(config.sat_height, config.sat_width))
+                                     sat_size=(config.sat_height, config.sat_width), satellite_only=True)
         self.latlon = np.asarray(self.dataset.satellite_locations, dtype=np.float64)
 
     def __len__(self) -> int:
@@ -166,8 +167,7 @@ class Limited:
 
     def __init__(self, source, limit: int, spread: bool = False):
         self.source, self.limit, self.spread = source, min(limit, len(source)), spread
-        self.rows = (np.unique(np.linspace(0, len(source) - 1, self.limit).round().astype(np.int64)) if spread
-                     else np.arange(self.limit))
+        self.rows = spread_rows(len(source), self.limit) if spread else np.arange(self.limit)
         self.latlon = np.asarray(source.latlon)[self.rows]
 
     def __len__(self):

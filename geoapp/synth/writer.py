@@ -21,6 +21,11 @@ train ids first, then val, then test):
 
 Each image is written to a temporary name and renamed into place, so a file that exists is complete;
 a rerun with the same settings renders only what is missing, a rerun with other settings is refused.
+
+A run may render only some splits (``splits``; the manifest's ``rendered_splits``) and, of another split, only the
+satellite tiles and their polar images of ``N`` locations spread evenly over it (``tiles_only``; the manifest's
+``tiles_only``, split -> N; :func:`geoapp.data.selection.spread_rows`): what the app's first start needs, whose
+calibration takes that many training tiles as distractors and no training panorama.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import cv2
 import numpy as np
 
 from geoapp.data.polar import polar_transform
+from geoapp.data.selection import spread_rows
 from geoapp.files import atomic_write_bytes
 from geoapp.provenance import code_revision, command_line
 from geoapp.synth import palette
@@ -53,6 +59,8 @@ MANIFEST_FILE = "dataset.json"
 # split CSV of each split (the CVUSA layout's names: geoapp.data.cvusa.SPLIT_FILES)
 SPLIT_CSV = {TRAIN: "splits/train-19zl.csv", VAL: "splits/selection-19zl.csv", TEST: "splits/val-19zl.csv"}
 SPLITS = (TRAIN, VAL, TEST)  # id order
+ALL_KINDS = ("tile", "pano", "polar")  # the files of a rendered location (and "annotation" when asked for)
+TILE_KINDS = ("tile", "polar")  # the files of a location rendered for its satellite side only
 _JPEG_END = b"\xff\xd9"
 _PNG_END = b"IEND\xaeB`\x82"
 
@@ -192,14 +200,20 @@ def _encode(ext: str, rgb: np.ndarray, quality: int) -> bytes:
     return buf.tobytes()
 
 
-def render_location(world: World, i: int, images: ImageOptions, out: Path, only_missing: bool = True) -> int:
-    """Render and write the files of location id ``i`` (1-based); returns how many files were written."""
+def location_kinds(images: ImageOptions) -> tuple[str, ...]:
+    """The files a rendered location has with these options."""
+    return ALL_KINDS + (("annotation",) if images.annotations else ())
+
+
+def render_location(world: World, i: int, images: ImageOptions, out: Path, only_missing: bool = True,
+                    kinds: tuple[str, ...] | None = None) -> int:
+    """Render and write the files of location id ``i`` (1-based), all of them or those of ``kinds`` (e.g.
+    :data:`TILE_KINDS`); returns how many files were written."""
     cfg = images.render_config(world.config.tile_metres)
     x, y = world.locations.x[i - 1], world.locations.y[i - 1]
     seed = int(hash_u32(world.config.seed, i))
-    paths = {k: out / v for k, v in location_paths(i).items()}
-    if not images.annotations:
-        paths.pop("annotation")
+    wanted = location_kinds(images) if kinds is None else tuple(kinds)
+    paths = {k: out / v for k, v in location_paths(i).items() if k in wanted}
     todo = {k for k, p in paths.items() if not (only_missing and is_complete(p))}
     written = 0
     if todo & {"tile", "polar"}:
@@ -230,9 +244,9 @@ def render_annotation(world: World, x: float, y: float, cfg: RenderConfig) -> np
                           flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
 
 
-def _render_chunk(ids: list[int]) -> tuple[int, int]:
+def _render_chunk(items: list[tuple[int, tuple[str, ...]]]) -> tuple[int, int]:
     world, images, out = WORKER_STATE["world"], WORKER_STATE["images"], WORKER_STATE["out"]
-    return len(ids), sum(render_location(world, i, images, out) for i in ids)
+    return len(items), sum(render_location(world, i, images, out, kinds=kinds) for i, kinds in items)
 
 
 # ---------------------------------------------------------------------------------------------- tables
@@ -314,13 +328,35 @@ def split_ids(config: WorldConfig, splits=SPLITS) -> list[int]:
     return ids
 
 
+def tile_ids(config: WorldConfig, split: str, count: int) -> list[int]:
+    """The ids of the ``count`` locations of ``split`` spread evenly over it whose tiles ``tiles_only`` renders."""
+    ids = split_ids(config, (split,))
+    return [ids[int(r)] for r in spread_rows(len(ids), count)]
+
+
+def _check_tiles_only(tiles_only: dict, splits) -> dict[str, int]:
+    out = {}
+    for split, count in (tiles_only or {}).items():
+        if split not in SPLITS:
+            raise ValueError(f"tiles_only: unknown split {split!r}; expected one of {SPLITS}")
+        if split in splits:
+            raise ValueError(f"tiles_only: the split {split!r} is rendered whole already (splits {list(splits)}); "
+                             "ask for its tiles alone or for the whole split, not both")
+        if int(count) < 1:
+            raise ValueError(f"tiles_only: {split}:{count} asks for no tile; give a count of at least 1")
+        out[split] = int(count)
+    return out
+
+
 def write_dataset(out_dir, config: WorldConfig | None = None, images: ImageOptions = ImageOptions(),
                   workers: int = 2, progress: bool = True, log=None, world: World | None = None,
-                  flags: dict | None = None, splits=SPLITS) -> dict:
+                  flags: dict | None = None, splits=SPLITS, tiles_only: dict[str, int] | None = None) -> dict:
     """Generate (or complete) the dataset of ``config`` / ``images`` in ``out_dir``; returns the manifest.
 
     ``splits``: the splits whose locations are rendered (the world, its tables and mosaic are always whole, so a
     later run with more splits completes the same world); the manifest's ``rendered_splits`` lists them.
+    ``tiles_only``: split -> N, of another split only the satellite tiles (and polar images) of N locations spread
+    evenly over it (:func:`tile_ids`; the manifest's ``tiles_only``, until a run renders that split whole).
     ``world`` may be a world already generated from ``config`` (tests, notebooks); ``flags`` (the CLI's
     parsed arguments) are recorded in the manifest. Raises
     :class:`SynthConfigError` when ``out_dir`` holds outputs of other settings.
@@ -328,6 +364,7 @@ def write_dataset(out_dir, config: WorldConfig | None = None, images: ImageOptio
     unknown = sorted(set(splits) - set(SPLITS))
     if unknown or not splits:
         raise ValueError(f"splits must be a non-empty choice of {SPLITS}, got {list(splits)}")
+    tiles_only = _check_tiles_only(tiles_only, splits)
     log = log or (lambda msg: print(msg, file=sys.stderr))
     config = config or WorldConfig()
     t0 = time.perf_counter()
@@ -338,23 +375,27 @@ def write_dataset(out_dir, config: WorldConfig | None = None, images: ImageOptio
     if not resuming:
         _write_json(out / CONFIG_FILE, settings)
     _remove_stale_temps(out)
-    wanted = split_ids(config, splits)
-    total = len(wanted)
-    kinds = ("tile", "pano", "polar") + (("annotation",) if images.annotations else ())
-    missing = [i for i in wanted if not all(is_complete(out / location_paths(i)[k]) for k in kinds)]
     previous = json.loads(manifest_path.read_text()) if (manifest_path := out / MANIFEST_FILE).is_file() else {}
     rendered = sorted(set(previous.get("rendered_splits", SPLITS if previous else ())) | set(splits),
                       key=SPLITS.index)
+    tiles = {split: count for split, count in {**previous.get("tiles_only", {}), **tiles_only}.items()
+             if split not in rendered}
+    wanted = [(i, location_kinds(images)) for i in split_ids(config, splits)]
+    wanted += [(i, TILE_KINDS) for split, count in tiles_only.items() if split not in rendered
+               for i in tile_ids(config, split, count)]
+    total = len(wanted)
+    missing = [(i, kinds) for i, kinds in wanted if not all(is_complete(out / location_paths(i)[k]) for k in kinds)]
     split_tables = tuple(SPLIT_CSV[s] for s in SPLITS if s != VAL or config.n_val > 0)
     tables = (*split_tables, "split_locations/all.csv", "locations.csv", "map/mosaic.jpg", "map/mosaic.json",
               MANIFEST_FILE)
-    if not missing and all((out / t).exists() for t in tables) and set(splits) <= set(
-            previous.get("rendered_splits", SPLITS)):
-        log(f"{out}: all {total} locations of {', '.join(splits)} are complete, nothing to do")
+    what = ", ".join([*splits, *(f"{count} {split} tiles" for split, count in tiles_only.items())])
+    unchanged = rendered == previous.get("rendered_splits", list(SPLITS)) and tiles == previous.get("tiles_only", {})
+    if not missing and all((out / t).exists() for t in tables) and unchanged:
+        log(f"{out}: all {total} locations of {what} are complete, nothing to do")
         manifest = dict(previous)
         manifest["up_to_date"] = True  # not stored: tells the caller that this run wrote nothing
         return manifest
-    log(f"{out}: {total - len(missing)} of {total} locations already complete, {len(missing)} to render")
+    log(f"{out}: {total - len(missing)} of {total} locations ({what}) already complete, {len(missing)} to render")
 
     t_world = time.perf_counter()
     if world is None:
@@ -373,7 +414,7 @@ def write_dataset(out_dir, config: WorldConfig | None = None, images: ImageOptio
     log(f"rendered {len(missing)} locations ({files_written} files) in {render_s:.1f} s with {workers} worker(s): "
         f"{rate:.1f} locations/s; world {world_s:.1f} s; total {total_s:.1f} s "
         f"({len(missing) / total_s:.1f} locations/s overall)")
-    manifest = _manifest(config, images, world, area_counts, mosaic, flags, rendered, {
+    manifest = _manifest(config, images, world, area_counts, mosaic, flags, rendered, tiles, {
         "world_s": round(world_s, 3), "world_steps_s": {k: round(v, 3) for k, v in world.timings.items()},
         "render_s": round(render_s, 3), "total_s": round(total_s, 3), "workers": workers,
         "locations_rendered": len(missing), "locations_skipped": total - len(missing),
@@ -393,18 +434,19 @@ def _remove_stale_temps(out: Path) -> None:
                     os.unlink(entry.path)
 
 
-def _render_all(world: World, images: ImageOptions, out: Path, ids: list[int], workers: int, progress: bool) -> int:
+def _render_all(world: World, images: ImageOptions, out: Path, items: list[tuple[int, tuple[str, ...]]], workers: int,
+                progress: bool) -> int:
     from tqdm import tqdm
 
     for sub in ("bingmap/19", "streetview/panos", "polarmap/19") + (("annotations",) if images.annotations else ()):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    if not ids:
+    if not items:
         return 0
-    bar = tqdm(total=len(ids), unit="loc", desc="rendering", disable=not progress, smoothing=0.05)
+    bar = tqdm(total=len(items), unit="loc", desc="rendering", disable=not progress, smoothing=0.05)
     written = 0
     try:
         chunk = 8
-        chunks = [ids[k:k + chunk] for k in range(0, len(ids), chunk)]
+        chunks = [items[k:k + chunk] for k in range(0, len(items), chunk)]
         for n_loc, n_files in fork_map(_render_chunk, chunks, workers, dict(world=world, images=images, out=out)):
             written += n_files
             bar.update(n_loc)
@@ -414,7 +456,7 @@ def _render_all(world: World, images: ImageOptions, out: Path, ids: list[int], w
 
 
 def _manifest(config: WorldConfig, images: ImageOptions, world: World, area_counts: dict, mosaic: dict,
-              flags: dict | None, rendered_splits: list[str], timing: dict) -> dict:
+              flags: dict | None, rendered_splits: list[str], tiles_only: dict[str, int], timing: dict) -> dict:
     cfg = images.render_config(config.tile_metres)
     plan = world.plan
     return {
@@ -429,6 +471,8 @@ def _manifest(config: WorldConfig, images: ImageOptions, world: World, area_coun
         "counts": {"train": config.n_train, "val": config.n_val, "test": config.n_test,
                    "total": config.n_train + config.n_val + config.n_test},
         "rendered_splits": list(rendered_splits),  # the splits whose images are on disk
+        # split -> N: of that split, only the tiles and polar images of N locations spread over it (tile_ids)
+        "tiles_only": dict(tiles_only),
         "area_types": area_counts,
         "image_sizes": {"tile": [images.tile_size, images.tile_size], "pano": [images.pano_height, images.pano_width],
                         "polar": [images.polar_height, images.polar_width]},

@@ -5,17 +5,28 @@
 world needs to trust the figures: the training command and code revision, the world's seed and generator version,
 the digest of the test split's images (:mod:`geoapp.data.digest`), the selection and report splits, and the test
 figures of the float16 weights themselves (mean ± std over the shift seeds, at every evaluated FoV).
+
+Beside the file goes its world record (``demo.safetensors`` -> ``demo.world.json``,
+:func:`geoapp.model.checkpoint.world_record_path`): the fingerprint of the same test images, which a machine whose
+libraries round a few pixels the other way still matches. ``python -m geoapp.training.export CHECKPOINT --data-root
+DIR`` writes it for a checkpoint exported before, from a world whose test images are exactly the recorded ones.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
+import time
 from pathlib import Path
 
 import torch
 
-from ..data.digest import split_digest
+from ..data.digest import split_digest, split_fingerprint
+from ..files import atomic_write_json
 from ..model import CrossViewModel, load_model, save_model
+from ..model.checkpoint import WORLD_RECORD_FORMAT, CheckpointError, read_metadata, world_record_path
+from ..provenance import command_line
 from .config import TrainConfig
 from .data import PairImages, open_split
 from .evaluation import REPORT_SHIFT_SEEDS, evaluate_model, format_table
@@ -70,4 +81,51 @@ def export_checkpoint(run_path, out, device: torch.device | str = "cpu", progres
     }
     path = save_model(out, model, record, dtype=SHIPPED_DTYPE)
     log(f"export: wrote {path} ({Path(path).stat().st_size / 2**20:.1f} MiB)")
+    log(f"export: wrote {write_world_record(path, test)}")
     return record
+
+
+def write_world_record(checkpoint, test) -> Path:
+    """Write ``checkpoint``'s world record (module docstring) from the split ``test`` (a dataset), whose images must be
+    exactly the ones the checkpoint's ``test_digest`` describes; returns its path."""
+    checkpoint = Path(checkpoint)
+    recorded = read_metadata(checkpoint).get("test_digest")
+    if recorded is None:
+        raise CheckpointError(f"{checkpoint} records no test_digest: there is no measured world to describe")
+    here = split_digest(test)
+    if here != recorded:
+        raise ValueError(f"the {here['pairs']} {test.split!r} pairs at {test.root} are not the images {checkpoint} was "
+                         f"measured on (digest {here['sha256'][:12]}, recorded {recorded.get('sha256', '?')[:12]}); "
+                         "a world record describes only the measured world")
+    path = world_record_path(checkpoint)
+    atomic_write_json(path, {
+        "format": WORLD_RECORD_FORMAT, "split": test.split, "test_digest": recorded,
+        "fingerprint": split_fingerprint(test), "command": command_line(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })
+    return path
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m geoapp.training.export",
+                                description="Write the world record of an exported checkpoint (CHECKPOINT with "
+                                            ".world.json for .safetensors) from the world it was measured on.")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--data-root", help="the dataset (default: the data root the checkpoint was trained on)")
+    args = p.parse_args(argv)
+    try:
+        meta = read_metadata(args.checkpoint)
+        cfg = TrainConfig.from_dict(meta["train_config"])
+        test = open_split(cfg.dataset, args.data_root or cfg.data_root, meta.get("report_split", cfg.test_split),
+                          cfg.fov, cfg.height, cfg.sat_width, train=False)
+        path = write_world_record(args.checkpoint, test)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB): the fingerprint of the {len(test)} {test.split!r} "
+          f"pairs at {test.root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
