@@ -61,11 +61,12 @@ def picture_file(rgb: np.ndarray) -> str:
     """Save a result picture as JPEG where Gradio serves it from, once per content, written atomically.
 
     The file is named by a digest of the pixels: a picture made before (a tile that was in an earlier answer's
-    gallery) is neither encoded nor written again. JPEG at PICTURE_QUALITY encodes in a fraction of a millisecond
-    (WebP took 5-20 ms a picture). Returning arrays would let Gradio encode them into its content-addressed cache
-    with a plain ``write_bytes``: two requests with an identical picture (the same example, at the same time)
-    rewrite the same file while the first response is being downloaded, and that download breaks. A file that is
-    already inside Gradio's cache folder is served as is, so writing it once, atomically, avoids the race.
+    gallery) is neither encoded nor written again. JPEG at PICTURE_QUALITY, because it encodes far faster than the
+    WebP it replaced (docs/results.md, "The app under a crowd"). Returning arrays would let Gradio encode them into
+    its content-addressed cache with a plain ``write_bytes``: two requests with an identical picture (the same
+    example, at the same time) rewrite the same file while the first response is being downloaded, and that download
+    breaks. A file that is already inside Gradio's cache folder is served as is, so writing it once, atomically,
+    avoids the race.
     """
     rgb = np.ascontiguousarray(rgb)
     digest = hashlib.sha256(repr(rgb.shape).encode() + rgb.tobytes()).hexdigest()
