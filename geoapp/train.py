@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "window for the positives, so the descriptor learns from aligned pairs from the first step); or "
                    "hardest-negative (known windows for the positives, every negative at the window where its "
                    "descriptors match best, found by the feature correlation: the hardest negatives, as a feature "
-                   "model trains on); inference always takes the argmax" + _default("window_choice"))
+                   "model trains on); or hardest-margin (known-positive, plus a second triplet loss on the "
+                   "descriptor alone with every negative at its hardest window); inference always takes the argmax" + _default("window_choice"))
     o.add_argument("--align-loss", type=float, help="weight of an auxiliary loss that teaches the alignment scores "
                    "the true heading (NOT in the paper; training only, see geoapp/training/objective.py), 0 = off"
                    + _default("align_loss"))

@@ -141,3 +141,35 @@ def test_hardest_negative_windows_crop_negatives_where_their_descriptors_match_b
         gate = sc.gather(-1, feat.offsets[..., 0:1]).squeeze(-1)
         want = torch.sqrt(2 - 2 * (feat.similarity + gate_weight * gate) / (1 + gate_weight))
         torch.testing.assert_close(hard[off], want[off], rtol=1e-5, atol=1e-5)
+
+
+def test_hardest_margin_adds_the_descriptors_loss_at_the_hardest_windows_to_the_known_positive_loss():
+    """window choice ``hardest-margin``: the step's triplet loss is known-positive's (argmax windows, gate term) plus
+    the loss of the descriptor alone with each positive at its known window and each negative where the feature
+    correlation matches it best."""
+    from geoapp.angles import true_offset
+    from geoapp.model.align import align_windows
+    from geoapp.training.objective import TrainForward, triplet_loss
+
+    torch.manual_seed(2)
+    model = build_model(ModelConfig(ground_height=64, sat_height=64, sat_width=256, base_channels=16,
+                                    align_mode="gate-corr", shared_window=True, gate_weight=0.2)).eval()
+    ground, sat, shifts = torch.randn(4, 3, 64, 64), torch.randn(4, 3, 64, 256), torch.tensor([0, 100, 230, 17])
+    with torch.no_grad():
+        known, _ = TrainForward(model, window_choice="known-positive")(ground, sat, shifts, 256)
+        both, _ = TrainForward(model, window_choice="hardest-margin")(ground, sat, shifts, 256)
+        g, s = model.encode_ground(ground), model.encode_satellite(sat)
+    searched, margin = both.terms
+    assert torch.equal(searched, known)
+    stages = model.config.stages
+    offsets = {b: torch.as_tensor(np.rint(true_offset(shifts.numpy(), s.features[b - 1].shape[-1], 256)).astype(int)
+                                  % s.features[b - 1].shape[-1]) for b in stages}
+    positives = align_windows(g, s, "gate-corr", stages, diagonal=True, offset_stage=1, window_offsets=offsets)
+    hardest = align_windows(g, s, "feature", stages).distances
+    off = ~torch.eye(4, dtype=torch.bool)
+    torch.testing.assert_close(margin.diagonal(), positives.distances)
+    torch.testing.assert_close(margin[off], hardest[off])
+    assert not torch.allclose(margin[off], align_windows(g, s, "gate-corr", stages, offset_stage=1).distances[off])
+    want = soft_margin_triplet_loss(known, 10.0) + soft_margin_triplet_loss(margin, 10.0)
+    torch.testing.assert_close(triplet_loss(both, 10.0), want)
+    assert triplet_loss(both, 10.0) > triplet_loss(known, 10.0)

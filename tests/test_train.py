@@ -311,7 +311,7 @@ def test_torchrun_steps_every_preset_and_every_documented_combination():
     results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     expected = configurations()
     assert [r["name"] for r in results] == list(expected)
-    assert len(expected) == 60 and sum(name.startswith("preset ") for name in expected) == 10
+    assert len(expected) == 74 and sum(name.startswith("preset ") for name in expected) == 10
     failed = [r for r in results if not r["ok"]]
     assert not failed, failed
     assert max(r["weight_spread"] for r in results) == 0.0

@@ -12,7 +12,8 @@ from ..model import ModelConfig
 from ..provenance import config_from_dict, config_to_dict
 
 SOFT_WINDOW_CHOICES = ("soft", "straight-through")  # gate-corr only: the triplet loss reaches the window scores
-KNOWN_POSITIVE_CHOICES = ("known-positive", "hardest-negative")  # positives cropped at their known window
+HARDEST_MARGIN = "hardest-margin"  # known-positive plus the descriptor's triplet loss at the hardest windows
+KNOWN_POSITIVE_CHOICES = ("known-positive", "hardest-negative", HARDEST_MARGIN)  # positives at their known window
 WINDOW_CHOICES = ("argmax", *SOFT_WINDOW_CHOICES, *KNOWN_POSITIVE_CHOICES)
 NEGATIVES = ("all-ranks", "per-rank")
 

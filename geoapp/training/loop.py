@@ -24,14 +24,14 @@ from dataclasses import dataclass
 import torch
 
 from ..files import atomic_write_json
-from ..model import build_model, save_model, soft_margin_triplet_loss
+from ..model import build_model, save_model
 from ..provenance import code_revision, command_line
 from ..runtime import seed_everything
 from .config import TrainConfig, parse_every
 from .data import PairImages, TrainBatches, open_split, select_split
 from .distributed import autocast, cleanup_distributed, setup_distributed
 from .evaluation import REPORT_SHIFT_SEEDS, evaluate_model, format_table, subset_indices
-from .objective import CrossRankDistances, TrainForward, alignment_loss
+from .objective import TrainForward, alignment_loss, triplet_loss
 from .plot import plot_curves
 from .precision import choose_precision
 from .run_dir import RunDir, dataset_fingerprint, load_last, save_last, set_rng_state
@@ -55,10 +55,7 @@ def train_step(net, optimizer, scaler, ground, sat, alpha: float, device, precis
     its DDP wrapper). Returns the batch's losses before the step (0-d tensors): total, triplet and alignment."""
     with autocast(device, precision):
         distances, scores = net(ground, sat, shifts, pano_width)
-    if isinstance(distances, CrossRankDistances):
-        triplet = distances.triplet_loss(alpha)
-    else:
-        triplet = soft_margin_triplet_loss(distances.float(), alpha)
+    triplet = triplet_loss(distances, alpha)
     loss = triplet
     align = None
     if align_weight:

@@ -17,6 +17,12 @@ chance). Training-only additions (not in the paper; the model and inference are 
   the hardest negatives a feature-correlation model trains on, so the descriptor learns to tell a wrong tile from
   the right one at any window, not only at the window the gates pick for it. It costs the feature correlation of
   all B x B pairs per step. For a ``feature`` model it is ``known-positive`` (its argmax windows are the hardest).
+- ``window_choice`` ``hardest-margin``: the ``known-positive`` loss (the distances the search ranks by: argmax
+  windows, the gate term) plus a second triplet loss on the descriptor alone, each positive at its known window and
+  each negative at the window where its descriptors match best (as ``hardest-negative`` crops them, without the gate
+  term). A descriptor whose positive beats every window of a wrong tile also beats the one window the gates pick for
+  it, while the gates and the gate term keep learning from the windows they choose at inference. It costs the
+  feature correlation of all B x B pairs per step.
 - ``align_loss > 0``: for each positive pair and each used stage, the cross-entropy between the softmax of the
   window logits and a two-hot target on the offsets either side of the true offset
   ``o* = (W - shift) / W * W_b`` (conventions §5), averaged over the stages. The logits of ``gate-corr`` are its
@@ -37,7 +43,7 @@ from torch import nn
 from ..angles import true_offset
 from ..model import CrossViewModel, StageMaps, soft_margin_triplet_loss, window_scores
 from ..model.align import align_windows, attention, gate_score_at, gated_similarity, soft_window_distances
-from .config import KNOWN_POSITIVE_CHOICES, SOFT_WINDOW_CHOICES, window_choice_problem
+from .config import HARDEST_MARGIN, KNOWN_POSITIVE_CHOICES, SOFT_WINDOW_CHOICES, window_choice_problem
 from .distributed import gather_across_ranks
 
 ALIGN_SCALE = 10.0  # logits in [0, 10]: the best window can be e^10 times likelier than a zero-score one
@@ -79,19 +85,32 @@ class TrainForward(nn.Module):
         g = self.model.encode_ground(ground)
         s = self.model.encode_satellite(satellite)
         positives = self._known_positives(g, s, shifts, pano_width)
-        if not self.across_ranks:
-            distances, soft_logits = self._all_pairs(g, s)
-            distances = _placed(distances, positives)
-        else:  # this batch's anchors against every process's batch (the gathered maps carry gradients back)
-            g_all, first = gather_across_ranks(g)
-            s_all, _ = gather_across_ranks(s)
-            rows, soft_logits = self._all_pairs(g, s_all, first)
-            columns, _ = self._all_pairs(g_all, s)
-            distances = CrossRankDistances(_placed(rows, positives, first), _placed(columns.T, positives, first).T,
-                                           first)
+        distances, soft_logits = self._mined(g, s, positives, self._all_pairs)
+        if self.window_choice == HARDEST_MARGIN:  # the descriptor alone, every negative at its hardest window
+            margin, _ = self._mined(g, s, self._known_positives(g, s, shifts, pano_width, gate_weight=0.0),
+                                    self._hardest_descriptor_pairs)
+            distances = TripletTerms((distances, margin))
         if not self.with_logits:
             return distances, None
         return distances, soft_logits if soft_logits is not None else self._window_logits(g, s)
+
+    def _mined(self, g: StageMaps, s: StageMaps, positives, all_pairs):
+        """The distances the triplet loss mines, from ``all_pairs`` (g, s, first) -> (distances, soft logits), with
+        ``positives`` (or None) placed on the pairs (i, i); across ranks a :class:`CrossRankDistances`."""
+        if not self.across_ranks:
+            distances, soft_logits = all_pairs(g, s)
+            return _placed(distances, positives), soft_logits
+        # this batch's anchors against every process's batch (the gathered maps carry gradients back)
+        g_all, first = gather_across_ranks(g)
+        s_all, _ = gather_across_ranks(s)
+        rows, soft_logits = all_pairs(g, s_all, first)
+        columns, _ = all_pairs(g_all, s)
+        return CrossRankDistances(_placed(rows, positives, first), _placed(columns.T, positives, first).T,
+                                  first), soft_logits
+
+    def _hardest_descriptor_pairs(self, g: StageMaps, s: StageMaps, first: int = 0):
+        """Q x R descriptor distances (no gate term), each pair at the window where its descriptors match best."""
+        return align_windows(g, s, "feature", self.model.config.stages).distances, None
 
     def _all_pairs(self, g: StageMaps, s: StageMaps, first: int = 0):
         """Q x R distances by the window choice; soft choices also give the logits of the pairs (i, first + i)."""
@@ -104,14 +123,19 @@ class TrainForward(nn.Module):
             return hardest_window_distances(cfg, g, s), None
         return self.model.match(g, s).distances, None
 
-    def _known_positives(self, g: StageMaps, s: StageMaps, shifts, pano_width: int) -> torch.Tensor | None:
-        """The B positive pairs' distances cropped at their known window, for those choices (else None)."""
+    def _known_positives(self, g: StageMaps, s: StageMaps, shifts, pano_width: int,
+                         gate_weight: float | None = None) -> torch.Tensor | None:
+        """The B positive pairs' distances cropped at their known window, for those choices (else None); with the
+        model's gate term unless ``gate_weight`` is given."""
         if self.window_choice not in KNOWN_POSITIVE_CHOICES:
             return None
         if shifts is None:
             raise ValueError(f"window choice {self.window_choice!r} needs the crops' shifts")
-        known = known_offsets(s, self.model.config.stages, shifts, pano_width)
-        return self.model.match(g, s, diagonal=True, window_offsets=known).distances
+        cfg = self.model.config
+        known = known_offsets(s, cfg.stages, shifts, pano_width)
+        return align_windows(g, s, cfg.align_mode, cfg.stages, diagonal=True, offset_stage=cfg.window_stage,
+                             window_offsets=known,
+                             gate_weight=cfg.gate_weight if gate_weight is None else gate_weight).distances
 
     def _window_logits(self, g: StageMaps, s: StageMaps) -> list[torch.Tensor]:
         """The true pairs' window logits at each choosing stage (the alignment loss's input)."""
@@ -136,6 +160,25 @@ def _placed(distances: torch.Tensor, positives: torch.Tensor | None, first: int 
     on_positives[i, first + i] = True
     placed = torch.zeros_like(distances).index_put((i, first + i), positives.to(distances.dtype))
     return torch.where(on_positives, placed, distances)
+
+
+@dataclass
+class TripletTerms:
+    """Several distance sets one step mines, each with its own batch-hard triplet loss; the step's triplet loss is
+    their sum (``hardest-margin``: the distances the search ranks by, and the descriptor's at the hardest windows)."""
+
+    terms: tuple
+
+    def triplet_loss(self, alpha: float) -> torch.Tensor:
+        return sum(triplet_loss(t, alpha) for t in self.terms)
+
+
+def triplet_loss(distances, alpha: float) -> torch.Tensor:
+    """The batch-hard soft-margin triplet loss of one step's distances: a B x B matrix, or a set that computes its
+    own (:class:`CrossRankDistances`, :class:`TripletTerms`)."""
+    if hasattr(distances, "triplet_loss"):
+        return distances.triplet_loss(alpha)
+    return soft_margin_triplet_loss(distances.float(), alpha)
 
 
 @dataclass
