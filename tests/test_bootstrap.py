@@ -90,10 +90,11 @@ def test_the_first_start_serves_the_shipped_model_without_training(tmp_path, shi
     assert state.checkpoint == paths.shipped and state.accuracy is None and not state.notes
     assert any("verified" in line for line in lines)
     assert json.loads(paths.verification.read_text())["matches"] is True
-    # the world rendered is what serving reads: test, val and the calibration's 8 - 6 = 2 training tiles
-    assert any("--splits val test --tiles-only train:2" in line for line in lines)
-    assert world_on_disk(paths.data_root) == ({"val", "test"}, {"train": 2})
-    assert not any((paths.data_root / location_paths(i)["pano"]).exists() for i in range(1, 9))
+    # the world rendered is what serving reads: test, val and a training sample for the calibration's 8 - 6 = 2
+    # distractor tiles and the familiarity test's panoramas (FAMILIARITY_PANORAMAS, here more than the split's 8)
+    assert any("--splits val test --sample train:8" in line for line in lines)
+    assert world_on_disk(paths.data_root) == ({"val", "test"}, {"train": 8})
+    assert all((paths.data_root / location_paths(i)["pano"]).exists() for i in range(1, 9))
     # ... and the calibration's gallery is the one the whole world gives: the same tiles, in the same order
     _the_calibration_gallery_is_the_whole_worlds(paths, shipped)
     again = ensure_demo(paths, log=lines.append, extra_flags=TINY)  # a later start runs nothing
@@ -264,7 +265,7 @@ def test_no_build_names_the_missing_step(tmp_path, shipped, monkeypatch):
     assert app.resolve_artifacts is app_main.resolve_artifacts  # app.py is the thin launcher of this module
     paths = _paths(tmp_path, shipped)
     with pytest.raises(BootstrapError, match=r"has not run here.*geoapp\.synth --out \S+synth --splits val test "
-                                             r"--tiles-only train:2$"):
+                                             r"--sample train:8$"):
         ensure_demo(paths, allow_build=False, log=lambda message: None)
     monkeypatch.setattr(app_main, "DemoPaths", lambda: paths)
     monkeypatch.delenv("GEOAPP_CHECKPOINT", raising=False)
@@ -311,3 +312,22 @@ def test_a_database_of_an_older_format_is_rebuilt(tmp_path):
     (db / "metadata.json").write_text(json.dumps({"format_version": FORMAT_VERSION,
                                                   "checkpoint": {"sha256": "ab" * 32}, "calibration": {}}))
     assert database_checkpoint(db) == ("ab" * 32, True)
+
+
+def test_a_familiarity_test_this_code_cannot_read_is_refitted(tmp_path):
+    """A database whose familiarity record has other statistics or ranges on another scale counts as uncalibrated, so
+    the first start refits its calibration (``build_db --calibrate-only``) instead of serving without the test."""
+    from geoapp.app.bootstrap import database_checkpoint
+    from geoapp.retrieval import familiarity as fam
+    from geoapp.retrieval.database import FORMAT_VERSION
+
+    db = tmp_path / "demo"
+    db.mkdir()
+    current = {"statistics": list(fam.STATISTICS), "statistics_scale": fam.STATISTICS_SCALE}
+    for record, calibrated in ((current, True), ({**current, "statistics_scale": "linear"}, False),
+                               ({k: v for k, v in current.items() if k != "statistics_scale"}, False),
+                               ({**current, "statistics": ["red_mean"]}, False)):
+        (db / "metadata.json").write_text(json.dumps({"format_version": FORMAT_VERSION,
+                                                      "checkpoint": {"sha256": "ab" * 32},
+                                                      "calibration": {"familiarity": record}}))
+        assert database_checkpoint(db) == ("ab" * 32, calibrated), record

@@ -40,18 +40,28 @@ def test_patches_are_the_non_overlapping_blocks_in_row_order():
 
 
 def test_statistics_of_planted_images():
+    """The statistics are compared as logarithms (a scale a quarter of the smallest is far outside): exp undoes it."""
     flat = np.full((128, 64, 3), (200, 100, 50), np.uint8)
-    s = dict(zip(fam.STATISTICS, statistics(flat)))
+    s = dict(zip(fam.STATISTICS, np.exp(statistics(flat)) - fam.STATISTICS_FLOOR))
     assert s["red_mean"] == pytest.approx(200 / 255, abs=1e-4) and s["blue_mean"] == pytest.approx(50 / 255, abs=1e-4)
     assert all(s[k] == pytest.approx(0.0, abs=1e-6) for k in ("red_std", "grey_std", "edge_x_mean", "edge_y_q90",
                                                               "detail_mean", "saturation_std", "band1_std"))
     assert s["saturation_mean"] == pytest.approx(1 - 50 / 200, abs=2 / 255)
     halves = np.zeros((128, 64, 3), np.uint8)
     halves[:, 32:] = 255  # black | white: grey std 0.5, one edge column in 63, no horizontal edges
-    h = dict(zip(fam.STATISTICS, statistics(halves)))
+    h = dict(zip(fam.STATISTICS, np.exp(statistics(halves)) - fam.STATISTICS_FLOOR))
     assert h["grey_std"] == pytest.approx(0.5, abs=1e-4) and h["edge_x_mean"] == pytest.approx(1 / 63, abs=1e-4)
-    assert h["edge_y_mean"] == 0.0 and h["band2_std"] == pytest.approx(0.5, abs=1e-4)
+    assert h["edge_y_mean"] == pytest.approx(0.0, abs=1e-12) and h["band2_std"] == pytest.approx(0.5, abs=1e-4)
     assert len(statistics(halves)) == len(fam.STATISTICS)
+    assert statistics(flat)[fam.STATISTICS.index("grey_std")] == pytest.approx(np.log(fam.STATISTICS_FLOOR))
+
+
+def test_a_record_of_other_statistics_or_another_scale_is_not_loaded(tmp_path):
+    record = {"statistics": list(fam.STATISTICS), "statistics_scale": "linear", "patches_file": fam.PATCHES_FILE}
+    assert "linear scale" in fam.record_problem(record)
+    assert "other statistics" in fam.record_problem({**record, "statistics": ["red_mean"]})
+    with pytest.raises(ValueError, match="refit it"):
+        FamiliarityTest.load(record, tmp_path)
 
 
 def test_range_excess_counts_how_far_outside_in_units_of_the_range():
@@ -119,8 +129,10 @@ def test_the_calibration_stores_the_test_and_the_localizer_applies_it(calibrated
 
     record = json.loads((calibrated_db / "metadata.json").read_text())["calibration"]["familiarity"]
     assert record["patches_file"] == fam.PATCHES_FILE and record["statistics"] == list(fam.STATISTICS)
-    # the tiny world's 4 'train' pairs: 2 panoramas for the centres, the other 2 for the thresholds, 75 photos each
-    assert record["split"] == "train" and (record["fit_panoramas"], record["threshold_panoramas"]) == (2, 2)
+    # calibrated on the split the model trained on, the tiny world's 4 'train' pairs: 2 panoramas for the centres, the
+    # other 2 for the thresholds, 75 photos each
+    assert record["train_split"] == record["val_split"] == "train"
+    assert (record["fit_panoramas"], record["threshold_panoramas"]) == (2, 2)
     assert record["train_photos"] == record["val_photos"] == 150
     centres = np.load(calibrated_db / fam.PATCHES_FILE)
     assert centres.shape == (fam.CENTRES, 3 * fam.PATCH ** 2)
@@ -167,3 +179,18 @@ def test_the_page_the_api_record_and_the_cli_say_so(calibrated_db, tiny_checkpoi
 
     rows = list(csv.DictReader(table.open()))
     assert rows and all(r["familiar"] == "False" and r["confidence"] == "" for r in rows)
+
+
+def test_the_fit_learns_the_training_split_and_sets_thresholds_on_the_calibration_split(tiny_world):
+    """Centres from the model's training split, thresholds from the calibration's; a training split with no panorama
+    on disk (here a split the tiny world does not have) falls back to alternate panoramas of the calibration split."""
+    from geoapp.data.datasets import build_dataset
+    from geoapp.retrieval.calibrate import fit_familiarity
+
+    n_train, n_test = (len(build_dataset("synth", tiny_world, s, fov_deg=90.0, train=False)) for s in ("train", "test"))
+    test = fit_familiarity("synth", tiny_world, "train", "test", progress=False)
+    assert (test.record["train_split"], test.record["val_split"]) == ("train", "test")
+    assert (test.record["fit_panoramas"], test.record["threshold_panoramas"]) == (n_train, n_test)
+    alone = fit_familiarity("synth", tiny_world, "val", "test", progress=False)
+    assert alone.record["train_split"] == alone.record["val_split"] == "test"
+    assert alone.record["fit_panoramas"] + alone.record["threshold_panoramas"] == n_test

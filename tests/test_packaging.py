@@ -339,5 +339,5 @@ def test_the_installed_package_serves_the_shipped_model(installed, tmp_path):
                             cwd=tmp_path, env=env, timeout=600)
     said = result.stdout + result.stderr
     assert result.returncode != 0 and "its step 'synthetic world' has not run here" in said, said[-3000:]
-    assert f"--out {tmp_path / 'home' / 'data' / 'synth'} --splits val test --tiles-only train:500" in said
+    assert f"--out {tmp_path / 'home' / 'data' / 'synth'} --splits val test --sample train:500" in said
     assert "cannot be used" not in said and "not found" not in said and "demo-quick" not in said

@@ -276,42 +276,44 @@ def test_a_world_without_val_writes_no_selection_split(tmp_path):
         build_dataset("synth", out, "val", 90, train=False)
 
 
-def test_a_split_of_which_only_spread_tiles_are_rendered(world, dataset, tmp_path):
-    """--tiles-only train:5 (the app's first start: the calibration's distractors): the same bytes as the whole world's
-    for those five tiles and their polar images, no training panorama; the split opens for its satellite side as those
-    five pairs, refuses training with the command that renders the rest, and a later run completes it."""
+def test_a_split_of_which_only_spread_locations_are_rendered(world, dataset, tmp_path):
+    """--sample train:5 (the app's first start: the calibration's distractors, the familiarity test's training
+    photos): the same bytes as the whole world's for those five locations, none of the others; the split opens as
+    those five pairs, and a later run completes it."""
     from geoapp.data.datasets import DatasetError, build_dataset
-    from geoapp.synth.writer import tile_ids
+    from geoapp.synth.writer import sampled_ids
 
     out = tmp_path / "ds"
+    with pytest.raises(DatasetError, match=r"split 'train' was not rendered.* --splits val test train"):
+        write_dataset(out, SMALL, SMALL_IMAGES, workers=1, progress=False, log=lambda m: None, world=world,
+                      splits=("val", "test"))
+        build_dataset("synth", out, "train", 90, train=False)
     m = write_dataset(out, SMALL, SMALL_IMAGES, workers=1, progress=False, log=lambda m: None, world=world,
-                      splits=("val", "test"), tiles_only={"train": 5})
-    assert m["rendered_splits"] == ["val", "test"] and m["tiles_only"] == {"train": 5}
-    chosen = tile_ids(SMALL, "train", 5)
+                      splits=("val", "test"), sampled={"train": 5})
+    assert m["rendered_splits"] == ["val", "test"] and m["sampled"] == {"train": 5}
+    chosen = sampled_ids(SMALL, "train", 5)
     assert chosen == [1, 7, 13, 18, 24]  # spread over the 24 training ids, the first and the last included
     served = list(range(SMALL.n_train + 1, SMALL.n_train + SMALL.n_val + SMALL.n_test + 1))
     assert sorted(int(p.stem) for p in (out / "bingmap/19").iterdir()) == chosen + served
     assert sorted(int(p.stem) for p in (out / "polarmap/19").iterdir()) == chosen + served
-    assert sorted(int(p.stem) for p in (out / "streetview/panos").iterdir()) == served
+    assert sorted(int(p.stem) for p in (out / "streetview/panos").iterdir()) == chosen + served
     for i in chosen + served[:3]:
-        for kind in ("tile", "polar"):
+        for kind in ("tile", "polar", "pano"):
             assert (out / location_paths(i)[kind]).read_bytes() == (dataset / location_paths(i)[kind]).read_bytes()
-    satellite = build_dataset("synth", out, "train", 90, train=False, satellite_only=True)
-    assert [int(r.id) for r in satellite.records] == chosen and satellite.load_polar(4).shape[:2] == (128, 512)
-    with pytest.raises(DatasetError, match=r"only the tiles of 5 of its locations.* --splits val test train"):
-        build_dataset("synth", out, "train", 90, train=False)
+    sample = build_dataset("synth", out, "train", 90, train=False)
+    assert [int(r.id) for r in sample.records] == chosen and sample.load_polar(4).shape[:2] == (128, 512)
+    assert sample.load_panorama(4).shape[:2] == (128, 512)
     again = write_dataset(out, SMALL, SMALL_IMAGES, workers=1, progress=False, log=lambda m: None,
-                          splits=("val", "test"), tiles_only={"train": 5})
+                          splits=("val", "test"), sampled={"train": 5})
     assert again.get("up_to_date") is True  # nothing is missing: not even the world is built
     whole = write_dataset(out, SMALL, SMALL_IMAGES, workers=1, progress=False, log=lambda m: None, world=world)
-    assert whole["rendered_splits"] == ["train", "val", "test"] and whole["tiles_only"] == {}
-    assert whole["timing"]["locations_rendered"] == SMALL.n_train
-    assert whole["timing"]["files_written"] == 3 * SMALL.n_train - 2 * len(chosen)  # the five tiles are kept
+    assert whole["rendered_splits"] == ["train", "val", "test"] and whole["sampled"] == {}
+    assert whole["timing"]["locations_rendered"] == SMALL.n_train - len(chosen)  # the five are kept
     assert len(build_dataset("synth", out, "train", 90, train=False)) == SMALL.n_train
     with pytest.raises(ValueError, match="rendered whole already"):
-        write_dataset(out, SMALL, SMALL_IMAGES, progress=False, log=lambda m: None, tiles_only={"train": 5})
+        write_dataset(out, SMALL, SMALL_IMAGES, progress=False, log=lambda m: None, sampled={"train": 5})
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["--tiles-only", "train"])  # SPLIT:N
+        build_parser().parse_args(["--sample", "train"])  # SPLIT:N
 
 
 def test_manifest_fields(dataset):

@@ -4,11 +4,12 @@ With the shipped checkpoint (``checkpoints/demo.safetensors``, tracked in git, t
 ``python -m geoapp.train --preset demo``), a first start trains nothing. Its steps, each skipped when its output
 exists, so an interrupted start continues where it stopped:
 
-1. ``python -m geoapp.synth --out data/synth --splits val test --tiles-only train:500``  the world and what the
+1. ``python -m geoapp.synth --out data/synth --splits val test --sample train:500``  the world and what the
    first start reads of it: the served test split (the reference database and the bundled examples), the val split
-   (the confidence calibration's queries) and the tiles of 500 training locations (its distractors, as many as the
-   test split has more references than val has queries), not the other 4,500 training locations nor any training
-   panorama; the calibration comes out the same as on the whole world. A later ``python -m geoapp.train`` names the
+   (the confidence calibration's queries) and 500 training locations spread over their split (the calibration's
+   distractor tiles, as many as the test split has more references than val has queries, and the familiarity test's
+   training panoramas), not the other 4,500 training locations; the calibration comes out the same as on the whole
+   world. A later ``python -m geoapp.train`` names the
    command that renders the rest.
 2. verify: the test images against the checkpoint's record (:mod:`geoapp.data.digest`). The same exact digest, or
    else the same fingerprint within its recorded tolerance (the checkpoint's world record, ``demo.world.json``:
@@ -49,6 +50,8 @@ from geoapp.model.checkpoint import (
     read_world_record,
     world_record_path,
 )
+from geoapp.retrieval.calibrate import FAMILIARITY_PANORAMAS
+from geoapp.retrieval.familiarity import record_problem as familiarity_problem
 from geoapp.retrieval.database import FORMAT_VERSION as DATABASE_FORMAT_VERSION
 from geoapp.training.run_dir import RunDir
 
@@ -58,8 +61,9 @@ SHIPPED_CHECKPOINT = shipped_file("demo.safetensors")
 DEMO_SPLIT = "test"  # the reference database and the bundled examples: the reported split, never chosen on
 CALIBRATION_SPLIT = "val"  # the confidence is fitted on the selection split, never on the split it serves
 # the calibration fills its gallery up to the served database's size with tiles of this split, spread over it (a
-# confidence depends on how many look-alikes a gallery holds): a first start renders those tiles, not the whole split
-DISTRACTOR_SPLIT = "train"
+# confidence depends on how many look-alikes a gallery holds), and the familiarity test learns its photos: a first
+# start renders those locations (training_sample), not the whole split
+TRAINING_SPLIT = "train"
 ALL_SPLITS = ("train", "val", "test")  # the whole world: what training the fallback model reads
 FALLBACK_PRESET = "demo-quick"
 SYNTH_DONE_MARKER = "dataset.json"  # the generator writes its manifest last
@@ -98,17 +102,17 @@ def _shown(path: Path) -> str:
 
 
 def demo_commands(paths: DemoPaths, checkpoint: Path, python: str = sys.executable,
-                  extra_flags: dict[str, list[str]] | None = None, distractors: int | None = None
+                  extra_flags: dict[str, list[str]] | None = None, training_sample: int | None = None
                   ) -> dict[str, list[str]]:
     """The commands of the demo build, run from the repository root (``train``: the fallback's fresh run), each with
     its ``extra_flags`` (by command name) appended: a smaller world or a shorter training, as tests use.
-    ``distractors``: ``synth`` renders what serving the shipped model reads (:func:`distractor_tiles`), not the whole
-    world."""
+    ``training_sample``: ``synth`` renders what serving the shipped model reads (:func:`training_sample`), not the
+    whole world."""
     data, run, ck, database = (_shown(p) for p in (paths.data_root, paths.run_dir, checkpoint, paths.database))
     build_db = [python, "-m", "geoapp.build_db", "--checkpoint", ck, "--dataset", "synth", "--data-root", data,
                 "--split", DEMO_SPLIT, "--out", database, "--calibrate", CALIBRATION_SPLIT]
-    served = [] if distractors is None else ["--splits", CALIBRATION_SPLIT, DEMO_SPLIT] + (
-        ["--tiles-only", f"{DISTRACTOR_SPLIT}:{distractors}"] if distractors else [])
+    served = [] if training_sample is None else ["--splits", CALIBRATION_SPLIT, DEMO_SPLIT] + (
+        ["--sample", f"{TRAINING_SPLIT}:{training_sample}"] if training_sample else [])
     commands = {
         "synth": [python, "-m", "geoapp.synth", "--out", data, *served],
         "train": [python, "-m", "geoapp.train", "--preset", FALLBACK_PRESET, "--data-root", data, "--out", run],
@@ -130,8 +134,9 @@ class _Steps:
     extra_flags: dict[str, list[str]] = field(default_factory=dict)  # demo_commands' extra flags
     timings: dict[str, float] = field(default_factory=dict)
 
-    def commands(self, paths: DemoPaths, checkpoint: Path, distractors: int | None = None) -> dict[str, list[str]]:
-        return demo_commands(paths, checkpoint, self.python, self.extra_flags, distractors)
+    def commands(self, paths: DemoPaths, checkpoint: Path, training_sample: int | None = None
+                 ) -> dict[str, list[str]]:
+        return demo_commands(paths, checkpoint, self.python, self.extra_flags, training_sample)
 
     def run(self, name: str, command: list[str], key: str) -> None:
         shown = (shlex.join(["python", *command[1:]]) if command[0] == self.python else shlex.join(command))
@@ -171,34 +176,40 @@ def shipped_problem(checkpoint: Path) -> str | None:
 
 
 def world_on_disk(data_root: Path) -> tuple[set[str], dict[str, int]]:
-    """The splits the world at ``data_root`` has whole on disk, and those of which it has N tiles only (split -> N;
-    ``geoapp.synth --tiles-only``); nothing before its manifest is written."""
+    """The splits the world at ``data_root`` has whole on disk, and those of which it has N locations only (split ->
+    N; ``geoapp.synth --sample``); nothing before its manifest is written."""
     try:
         manifest = json.loads((data_root / SYNTH_DONE_MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return set(), {}
-    return set(manifest.get("rendered_splits", ALL_SPLITS)), dict(manifest.get("tiles_only") or {})
+    return set(manifest.get("rendered_splits", ALL_SPLITS)), dict(manifest.get("sampled") or {})
 
 
-def distractor_tiles(meta: dict) -> int | None:
-    """How many distractor tiles a first start renders for the shipped checkpoint of metadata ``meta``: the
-    calibration's gallery is as large as the served (test) database and holds the val queries' own tiles, so it takes
-    test - val training tiles. None when the checkpoint does not record its world's counts (then the whole world)."""
+def training_sample(meta: dict) -> int | None:
+    """How many training locations a first start renders for the shipped checkpoint of metadata ``meta``: the
+    calibration's distractor tiles (its gallery is as large as the served test database and holds the val queries'
+    own tiles, so it takes test - val training tiles) and the familiarity test's training panoramas
+    (FAMILIARITY_PANORAMAS), whichever is more, at most the whole split. None when the checkpoint does not record its
+    world's counts (then the whole world)."""
     counts = (meta.get("world") or {}).get("counts") or {}
     try:
-        return max(0, int(counts[DEMO_SPLIT]) - int(counts[CALIBRATION_SPLIT]))
+        distractors = max(0, int(counts[DEMO_SPLIT]) - int(counts[CALIBRATION_SPLIT]))
+        return min(int(counts[TRAINING_SPLIT]), max(distractors, FAMILIARITY_PANORAMAS))
     except (KeyError, TypeError, ValueError):
         return None
 
 
 def database_checkpoint(database: Path) -> tuple[str | None, bool]:
     """(sha256 of the checkpoint the database was built with, whether it is calibrated); (None, False) if unbuilt.
-    A database of another format version counts as built for no checkpoint: this code rebuilds it."""
+    A database of another format version counts as built for no checkpoint: this code rebuilds it; one whose
+    familiarity test this code cannot read counts as uncalibrated: this code refits it."""
     try:
         meta = json.loads((database / DATABASE_DONE_MARKER).read_text(encoding="utf-8"))
         if meta.get("format_version") != DATABASE_FORMAT_VERSION:
             return "format version " + str(meta.get("format_version")), False
-        return meta["checkpoint"]["sha256"], "calibration" in meta
+        familiarity = (meta.get("calibration") or {}).get("familiarity")
+        current = familiarity is None or familiarity_problem(familiarity) is None
+        return meta["checkpoint"]["sha256"], "calibration" in meta and current
     except (OSError, ValueError, KeyError, TypeError):
         return None, False
 
@@ -302,17 +313,17 @@ def report_quality(checkpoint: Path, log: Callable[[str], None] = print) -> dict
 # ------------------------------------------------------------------------------------------ steps
 
 
-def _render(paths: DemoPaths, steps: _Steps, distractors: int | None = None) -> None:
-    """Render what is missing of the world: all of it (``distractors`` None), or what serving the shipped model
-    reads (the test and val splits and ``distractors`` tiles of the training split)."""
-    whole, tiles = world_on_disk(paths.data_root)
-    if distractors is None:
+def _render(paths: DemoPaths, steps: _Steps, sample: int | None = None) -> None:
+    """Render what is missing of the world: all of it (``sample`` None), or what serving the shipped model reads
+    (the test and val splits and ``sample`` locations of the training split)."""
+    whole, sampled = world_on_disk(paths.data_root)
+    if sample is None:
         ready = set(ALL_SPLITS) <= whole
     else:
         ready = {DEMO_SPLIT, CALIBRATION_SPLIT} <= whole and (
-            distractors == 0 or DISTRACTOR_SPLIT in whole or tiles.get(DISTRACTOR_SPLIT) == distractors)
+            sample == 0 or TRAINING_SPLIT in whole or sampled.get(TRAINING_SPLIT) == sample)
     if not ready:
-        steps.run("synthetic world", steps.commands(paths, paths.shipped, distractors)["synth"], "synth")
+        steps.run("synthetic world", steps.commands(paths, paths.shipped, sample)["synth"], "synth")
 
 
 def _build_model(paths: DemoPaths, steps: _Steps) -> Path:
@@ -365,7 +376,7 @@ def ensure_demo(paths: DemoPaths | None = None, python: str = sys.executable, lo
     problem = "--rebuild-model was given" if rebuild_model else shipped_problem(paths.shipped)
     if problem is None:
         checkpoint = paths.shipped
-        _render(paths, steps, distractor_tiles(read_metadata(checkpoint)))
+        _render(paths, steps, training_sample(read_metadata(checkpoint)))
         record = read_verification(paths, checkpoint)
         if record is None and not allow_build:
             raise BootstrapError("the demo is not ready: the world has not been checked against the shipped model's "

@@ -123,9 +123,8 @@ class CVUSADataset(CrossViewDataset):
 class SynthDataset(CVUSADataset):
     """The synthetic world: the CVUSA layout, usually with a ``dataset.json`` manifest declaring its sizes, the
     splits whose images were rendered (``rendered_splits``; a world rendered in part lists all its splits in its
-    split files) and the splits of which only the tiles of N locations spread over them were rendered
-    (``tiles_only``: split -> N). Such a split opens for its satellite side only (``satellite_only``), as those N
-    pairs."""
+    split files) and the splits of which only N locations spread over them were rendered (``sampled``: split -> N).
+    Such a split opens as those N pairs."""
 
     name = "synth"
 
@@ -134,11 +133,10 @@ class SynthDataset(CVUSADataset):
         rendered = manifest.get("rendered_splits")
         if rendered is None or self.split in rendered:
             return super().read_records()
-        tiles = (manifest.get("tiles_only") or {}).get(self.split)
-        if tiles and self.satellite_only:
+        sampled = (manifest.get("sampled") or {}).get(self.split)
+        if sampled:
             records = super().read_records()
-            return [records[int(r)] for r in spread_rows(len(records), int(tiles))]
-        has = f"only the tiles of {tiles} of its locations and no panorama" if tiles else "not rendered"
-        raise DatasetError(f"{self.root}: split {self.split!r} was {has} (this world has {', '.join(rendered)}); "
+            return [records[int(r)] for r in spread_rows(len(records), int(sampled))]
+        raise DatasetError(f"{self.root}: split {self.split!r} was not rendered (this world has {', '.join(rendered)}); "
                            f"render it with python -m geoapp.synth --out {self.root} --splits "
                            f"{' '.join([*rendered, self.split])} (the same world's other flags)")

@@ -74,7 +74,7 @@ class Carve:
 def spread_rows(n: int, count: int) -> np.ndarray:
     """``count`` positions spread evenly over ``range(n)``, ascending, the first and the last included (all of them
     when ``count`` >= ``n``): the calibration's distractors (:class:`geoapp.retrieval.build.Limited`), whose tiles a
-    first start renders alone (``python -m geoapp.synth --tiles-only train:COUNT``)."""
+    first start renders alone (``python -m geoapp.synth --sample train:COUNT``)."""
     if n <= 0 or count <= 0:
         return np.zeros(0, dtype=np.int64)
     return np.unique(np.linspace(0, n - 1, min(int(count), int(n))).round().astype(np.int64))

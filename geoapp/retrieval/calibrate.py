@@ -18,9 +18,11 @@ import numpy as np
 from tqdm import tqdm
 
 from ..angles import angular_error, heading_from_shift
+from ..data.records import DatasetError
 from ..data.datasets import build_dataset
 from ..data.fov import EVAL_SHIFT_SEED, crop_fov, eval_shifts
 from ..data.photo import panorama_to_pinhole
+from ..data.selection import spread_rows
 from ..files import atomic_path, atomic_write_json, sha256_file
 from ..model import ModelConfig, read_metadata
 from .build import ConcatSource, DatasetSource, Limited, build_database
@@ -33,6 +35,7 @@ from .loading import TWO_STAGE_FROM
 from .query import prepare_query
 
 CALIBRATION_FOVS = (60.0, 70.0, 80.0, 90.0, 100.0)  # the phone photos the app is for
+FAMILIARITY_PANORAMAS = 250  # panoramas on each side of the familiarity test's fit (the first start renders them)
 FAMILIARITY_PHOTOS = 150  # at least this many photos on each side of the familiarity test's fit
 PHONE_WIDTHS = (256, 400, 640)  # widths of the phone-like photos made of the world's panoramas
 TWO_STAGE_CHECK_FOV = 90.0
@@ -143,7 +146,8 @@ def fit_calibration(checkpoint: str | Path, dataset: str, data_root: str | Path,
         record["first_stage_recall"] = check
     calibration = Calibration.fit(answers.similarities, answers.fovs, answers.peak_margins, answers.tile_right,
                                   answers.heading_right, record)
-    calibration.familiarity = fit_familiarity(dataset, data_root, split, progress=progress)
+    train_split = (meta.get("train_config") or {}).get("train_split", "train")
+    calibration.familiarity = fit_familiarity(dataset, data_root, train_split, split, progress=progress)
     return calibration
 
 
@@ -166,24 +170,43 @@ def world_photos(data, rows, seed: int, photos_per_panorama: int = 3) -> list[np
     return photos
 
 
-def fit_familiarity(dataset: str, data_root: str | Path, split: str, seed: int = 0,
+def fit_familiarity(dataset: str, data_root: str | Path, train_split: str, val_split: str, seed: int = 0,
                     progress: bool = True) -> FamiliarityTest:
-    """The familiarity test of ``split``'s photos: centres and ranges from the photos of every other panorama,
-    thresholds from those of the rest (other places, so the thresholds see photos the centres did not). The selection
-    split rather than the training split: the first start renders no training panorama (geoapp.app.bootstrap)."""
-    data = build_dataset(dataset, data_root, split, fov_deg=90.0, train=False, ground_size=(GRID_ROWS, None),
-                         sat_size=(GRID_ROWS, GRID_WIDTH))
-    rows = np.arange(len(data))
-    fit_rows, threshold_rows = rows[0::2], rows[1::2]
-    per = max(3, -(-FAMILIARITY_PHOTOS // max(1, len(threshold_rows))))  # a small split: more views of each
+    """The familiarity test of a model trained on ``train_split``: centres and ranges from the photos of
+    FAMILIARITY_PANORAMAS of that split's panoramas, thresholds from as many of ``val_split``'s (the calibration's),
+    each spread over its split. Where the two are one split, or the training split has no panorama on disk (a world
+    rendered in part), alternate panoramas of ``val_split``, so that the thresholds see places the centres did not."""
+    val = _grid_dataset(dataset, data_root, val_split)
+    train = None if train_split == val_split else _grid_dataset(dataset, data_root, train_split, missing_ok=True)
+    if train is None:
+        if train_split != val_split and progress:
+            print(f"familiarity test: no {train_split!r} panorama on disk; fitted on {val_split!r} alone", flush=True)
+        train_split, train = val_split, val
+        rows = spread_rows(len(val), 2 * FAMILIARITY_PANORAMAS)
+        fit_rows, threshold_rows = rows[0::2], rows[1::2]
+    else:
+        fit_rows = spread_rows(len(train), FAMILIARITY_PANORAMAS)
+        threshold_rows = spread_rows(len(val), FAMILIARITY_PANORAMAS)
+    per = max(3, -(-FAMILIARITY_PHOTOS // max(1, min(len(fit_rows), len(threshold_rows)))))  # small splits: more
     if progress:
-        print(f"familiarity test: {per} photos of each of {len(fit_rows)} + {len(threshold_rows)} {split!r} panoramas",
-              flush=True)
-    fit_photos, threshold_photos = world_photos(data, fit_rows, seed, per), world_photos(data, threshold_rows, seed + 1,
-                                                                                           per)
-    return FamiliarityTest.fit(fit_photos, threshold_photos, seed,
-                               record={"split": split, "fit_panoramas": int(len(fit_rows)),
+        print(f"familiarity test: {per} photos of each of {len(fit_rows)} {train_split!r} + {len(threshold_rows)} "
+              f"{val_split!r} panoramas", flush=True)
+    return FamiliarityTest.fit(world_photos(train, fit_rows, seed, per), world_photos(val, threshold_rows, seed + 1,
+                                                                                      per), seed,
+                               record={"train_split": train_split, "val_split": val_split,
+                                       "fit_panoramas": int(len(fit_rows)),
                                        "threshold_panoramas": int(len(threshold_rows)), "dataset": dataset})
+
+
+def _grid_dataset(dataset: str, data_root: str | Path, split: str, missing_ok: bool = False):
+    """``split``'s panoramas on the familiarity grid; with ``missing_ok``, None where the split has none on disk."""
+    try:
+        return build_dataset(dataset, data_root, split, fov_deg=90.0, train=False, ground_size=(GRID_ROWS, None),
+                             sat_size=(GRID_ROWS, GRID_WIDTH))
+    except DatasetError:
+        if missing_ok:
+            return None
+        raise
 
 
 def two_stage_check(checkpoint, db_path, data, exhaustive: Answers, shift_seed: int, device, progress: bool,

@@ -12,9 +12,11 @@ photos. Two scores, each with a threshold set on the validation split's photos:
 
 - ``patches``: the mean distance of the photo's patches to the nearest of K centres (k-means of the training photos'
   patches). A real photo's grass, gravel, haze and sensor noise make colour transitions a rendered world never has.
-- ``statistics``: how far the photo's global statistics (colour means and spreads, edge strengths, saturation, the
-  contrast of four horizontal bands) fall outside the training photos' range, summed in units of that range. A blank,
-  gradient or noise image has familiar patches (a sky, a wall) but no training photo's contrast.
+- ``statistics``: how far the logarithms of the photo's global statistics (colour means and spreads, edge
+  strengths, saturation, the contrast of four horizontal bands) fall outside the training photos' range, summed in
+  units of that range. A blank, gradient or noise image has familiar patches (a sky, a wall) but no training photo's
+  contrast. Logarithms, because the statistics are scales: a photo with a quarter of the least saturated training
+  photo's saturation is far outside, however wide the range above it.
 
 A photo is unfamiliar when either score is above its threshold. The test is fitted by ``build_db --calibrate`` with
 the confidence calibration (:func:`geoapp.retrieval.calibrate.fit_calibration`), so a model trained on real
@@ -40,6 +42,8 @@ PATCH = 2  # patch side in grid pixels
 CENTRES = 2048  # k-means centres of the training photos' patches
 FLAG_RATE = 0.01  # the share of validation photos the two thresholds flag together (half each)
 RANGE_QUANTILES = (0.005, 0.995)  # the training photos' range of each statistic
+STATISTICS_FLOOR = 1e-4  # added before the logarithm: a blank image's zero spread is far outside, not infinitely
+STATISTICS_SCALE = "log"  # what a record's ranges are in; a record of another scale is refitted
 STATISTICS = ("red_mean", "green_mean", "blue_mean", "red_std", "green_std", "blue_std", "grey_std",
               "edge_x_mean", "edge_y_mean", "edge_x_q90", "edge_y_q90", "detail_mean", "detail_q90",
               "saturation_mean", "saturation_std", "band1_std", "band2_std", "band3_std", "band4_std")
@@ -64,7 +68,7 @@ def patches(grid: np.ndarray) -> np.ndarray:
 
 
 def statistics(grid: np.ndarray) -> np.ndarray:
-    """The :data:`STATISTICS` of a grid image (float64, in that order)."""
+    """The logarithms of the :data:`STATISTICS` of a grid image (float64, in that order)."""
     rgb = grid.astype(np.float64) / 255.0
     grey = rgb.mean(2)
     edge_x, edge_y = np.abs(np.diff(grey, axis=1)), np.abs(np.diff(grey, axis=0))
@@ -74,7 +78,7 @@ def statistics(grid: np.ndarray) -> np.ndarray:
     values = [*rgb.mean((0, 1)), *rgb.std((0, 1)), grey.std(), edge_x.mean(), edge_y.mean(),
               np.quantile(edge_x, 0.9), np.quantile(edge_y, 0.9), detail.mean(), np.quantile(detail, 0.9),
               saturation.mean(), saturation.std(), *bands]
-    return np.asarray(values, dtype=np.float64)
+    return np.log(np.asarray(values, dtype=np.float64) + STATISTICS_FLOOR)
 
 
 @dataclass(frozen=True)
@@ -166,26 +170,39 @@ class FamiliarityTest:
 
     def to_dict(self) -> dict:
         """The record kept in the database's metadata (the centres go to :data:`PATCHES_FILE`)."""
-        return {"patches_file": PATCHES_FILE, "statistics": list(STATISTICS), "low": self.low.tolist(),
+        return {"patches_file": PATCHES_FILE, "statistics": list(STATISTICS), "statistics_scale": STATISTICS_SCALE,
+                "low": self.low.tolist(),
                 "high": self.high.tolist(), "patch_threshold": self.patch_threshold,
                 "statistics_threshold": self.statistics_threshold, **self.record}
 
     @classmethod
     def load(cls, record: dict, folder: Path) -> FamiliarityTest:
         """The test recorded in a database's metadata, with its centres from ``folder``."""
+        problem = record_problem(record)
+        if problem:
+            raise ValueError(problem)
         try:
-            if list(record["statistics"]) != list(STATISTICS):
-                raise ValueError(f"it was fitted on other statistics ({record['statistics']})")
             centres = np.load(folder / record["patches_file"], allow_pickle=False)
             test = cls(centres, np.asarray(record["low"], float), np.asarray(record["high"], float),
                        float(record["patch_threshold"]), float(record["statistics_threshold"]),
                        {k: v for k, v in record.items() if k not in ("low", "high", "statistics", "patches_file",
-                                                                     "patch_threshold", "statistics_threshold")})
+                                                                     "patch_threshold", "statistics_threshold",
+                                                                     "statistics_scale")})
         except (KeyError, TypeError, OSError) as exc:
             raise ValueError(f"not a familiarity record ({exc!r}); refit it with `build_db --calibrate-only`") from exc
         if test.centres.ndim != 2 or test.centres.shape[1] != 3 * PATCH * PATCH:
             raise ValueError(f"familiarity centres of shape {test.centres.shape}, expected K x {3 * PATCH * PATCH}")
         return test
+
+
+def record_problem(record: dict) -> str | None:
+    """Why a stored familiarity record does not fit this code (None: it does): other statistics, or another scale."""
+    if not isinstance(record, dict) or list(record.get("statistics") or ()) != list(STATISTICS):
+        return "it was fitted on other statistics; refit it with `build_db --calibrate-only`"
+    if record.get("statistics_scale") != STATISTICS_SCALE:
+        return (f"its statistics' ranges are on the {record.get('statistics_scale', 'linear')} scale, not "
+                f"{STATISTICS_SCALE}; refit it with `build_db --calibrate-only`")
+    return None
 
 
 def range_excess(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:

@@ -51,10 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS),
                      help="render only these splits' locations (the world is the same; a later run renders the rest; "
                           "default: all)")
-    out.add_argument("--tiles-only", nargs="+", type=tiles_only_arg, default=[], metavar="SPLIT:N",
-                     help="of a split not in --splits, render only the satellite tiles (and polar images, no "
-                          "panoramas) of N locations spread evenly over it: what the app's first start needs, e.g. "
-                          "train:500 for the calibration's distractors")
+    out.add_argument("--sample", nargs="+", type=sample_arg, default=[], metavar="SPLIT:N",
+                     help="of a split not in --splits, render only N locations spread evenly over it: what the app's "
+                          "first start needs, e.g. train:500 for the calibration's distractors and the familiarity "
+                          "test's training photos")
     out.add_argument("--annotations", action="store_true",
                      help="also write annotations/<id>.png: the tile's surface kind per pixel (default: not written; "
                           "the split CSVs list the path anyway, as CVUSA does)")
@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def tiles_only_arg(text: str) -> tuple[str, int]:
+def sample_arg(text: str) -> tuple[str, int]:
     split, sep, count = text.partition(":")
     if not sep or split not in SPLITS or not count.isdigit() or int(count) < 1:
         raise argparse.ArgumentTypeError(f"expected SPLIT:N with SPLIT one of {', '.join(SPLITS)} and N >= 1, got "
@@ -202,9 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--train, --val and --test must be >= 0 and not all 0")
     if args.workers < 1:
         parser.error("--workers must be >= 1")
-    tiles_only = dict(args.tiles_only)
-    if len(tiles_only) < len(args.tiles_only) or set(tiles_only) & set(args.splits):
-        parser.error("--tiles-only: one SPLIT:N per split, and only for splits that --splits does not render whole")
+    sampled = dict(args.sample)
+    if len(sampled) < len(args.sample) or set(sampled) & set(args.splits):
+        parser.error("--sample: one SPLIT:N per split, and only for splits that --splits does not render whole")
     world, images = configs_from_args(args)
     # building a world allocates and frees many arrays of a few MB: kept in the heap, they are not faulted in again
     # (by default about a million page faults, as much system time as numpy time)
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     flags = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     try:
         manifest = write_dataset(args.out, world, images, workers=args.workers, progress=not args.no_progress,
-                                 flags=flags, splits=tuple(args.splits), tiles_only=tiles_only)
+                                 flags=flags, splits=tuple(args.splits), sampled=sampled)
     except (SynthConfigError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -221,9 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     t = manifest["timing"]
     c = manifest["counts"]
-    tiles = "".join(f", the tiles of {n} {split} locations" for split, n in manifest.get("tiles_only", {}).items())
+    samples = "".join(f", {n} {split} locations" for split, n in manifest.get("sampled", {}).items())
     print(f"{args.out}: {c['train']} train + {c.get('val', 0)} val + {c['test']} test locations "
-          f"({', '.join(manifest['rendered_splits'])} rendered{tiles}); "
+          f"({', '.join(manifest['rendered_splits'])} rendered{samples}); "
           f"{t['locations_rendered']} rendered at {t['render_locations_per_s']} locations/s "
           f"({t['overall_locations_per_s']} locations/s including the world build, {t['total_s']:.0f} s in all)")
     return 0

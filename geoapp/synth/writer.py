@@ -22,10 +22,10 @@ train ids first, then val, then test):
 Each image is written to a temporary name and renamed into place, so a file that exists is complete;
 a rerun with the same settings renders only what is missing, a rerun with other settings is refused.
 
-A run may render only some splits (``splits``; the manifest's ``rendered_splits``) and, of another split, only the
-satellite tiles and their polar images of ``N`` locations spread evenly over it (``tiles_only``; the manifest's
-``tiles_only``, split -> N; :func:`geoapp.data.selection.spread_rows`): what the app's first start needs, whose
-calibration takes that many training tiles as distractors and no training panorama.
+A run may render only some splits (``splits``; the manifest's ``rendered_splits``) and, of another split, only
+``N`` locations spread evenly over it (``sampled``; the manifest's ``sampled``, split -> N;
+:func:`geoapp.data.selection.spread_rows`): what the app's first start needs, whose calibration takes that many
+training tiles as distractors and fits its familiarity test on their panoramas.
 """
 
 from __future__ import annotations
@@ -60,7 +60,6 @@ MANIFEST_FILE = "dataset.json"
 SPLIT_CSV = {TRAIN: "splits/train-19zl.csv", VAL: "splits/selection-19zl.csv", TEST: "splits/val-19zl.csv"}
 SPLITS = (TRAIN, VAL, TEST)  # id order
 ALL_KINDS = ("tile", "pano", "polar")  # the files of a rendered location (and "annotation" when asked for)
-TILE_KINDS = ("tile", "polar")  # the files of a location rendered for its satellite side only
 _JPEG_END = b"\xff\xd9"
 _PNG_END = b"IEND\xaeB`\x82"
 
@@ -208,7 +207,7 @@ def location_kinds(images: ImageOptions) -> tuple[str, ...]:
 def render_location(world: World, i: int, images: ImageOptions, out: Path, only_missing: bool = True,
                     kinds: tuple[str, ...] | None = None) -> int:
     """Render and write the files of location id ``i`` (1-based), all of them or those of ``kinds`` (e.g.
-    :data:`TILE_KINDS`); returns how many files were written."""
+    ``("tile", "polar")``); returns how many files were written."""
     cfg = images.render_config(world.config.tile_metres)
     x, y = world.locations.x[i - 1], world.locations.y[i - 1]
     seed = int(hash_u32(world.config.seed, i))
@@ -328,35 +327,35 @@ def split_ids(config: WorldConfig, splits=SPLITS) -> list[int]:
     return ids
 
 
-def tile_ids(config: WorldConfig, split: str, count: int) -> list[int]:
-    """The ids of the ``count`` locations of ``split`` spread evenly over it whose tiles ``tiles_only`` renders."""
+def sampled_ids(config: WorldConfig, split: str, count: int) -> list[int]:
+    """The ids of the ``count`` locations of ``split`` spread evenly over it that ``sampled`` renders."""
     ids = split_ids(config, (split,))
     return [ids[int(r)] for r in spread_rows(len(ids), count)]
 
 
-def _check_tiles_only(tiles_only: dict, splits) -> dict[str, int]:
+def _check_sampled(sampled: dict, splits) -> dict[str, int]:
     out = {}
-    for split, count in (tiles_only or {}).items():
+    for split, count in (sampled or {}).items():
         if split not in SPLITS:
-            raise ValueError(f"tiles_only: unknown split {split!r}; expected one of {SPLITS}")
+            raise ValueError(f"sampled: unknown split {split!r}; expected one of {SPLITS}")
         if split in splits:
-            raise ValueError(f"tiles_only: the split {split!r} is rendered whole already (splits {list(splits)}); "
-                             "ask for its tiles alone or for the whole split, not both")
+            raise ValueError(f"sampled: the split {split!r} is rendered whole already (splits {list(splits)}); "
+                             "ask for a sample of it or for the whole split, not both")
         if int(count) < 1:
-            raise ValueError(f"tiles_only: {split}:{count} asks for no tile; give a count of at least 1")
+            raise ValueError(f"sampled: {split}:{count} asks for no location; give a count of at least 1")
         out[split] = int(count)
     return out
 
 
 def write_dataset(out_dir, config: WorldConfig | None = None, images: ImageOptions = ImageOptions(),
                   workers: int = 2, progress: bool = True, log=None, world: World | None = None,
-                  flags: dict | None = None, splits=SPLITS, tiles_only: dict[str, int] | None = None) -> dict:
+                  flags: dict | None = None, splits=SPLITS, sampled: dict[str, int] | None = None) -> dict:
     """Generate (or complete) the dataset of ``config`` / ``images`` in ``out_dir``; returns the manifest.
 
     ``splits``: the splits whose locations are rendered (the world, its tables and mosaic are always whole, so a
     later run with more splits completes the same world); the manifest's ``rendered_splits`` lists them.
-    ``tiles_only``: split -> N, of another split only the satellite tiles (and polar images) of N locations spread
-    evenly over it (:func:`tile_ids`; the manifest's ``tiles_only``, until a run renders that split whole).
+    ``sampled``: split -> N, of another split only N locations spread evenly over it (:func:`sampled_ids`; the
+    manifest's ``sampled``, until a run renders that split whole).
     ``world`` may be a world already generated from ``config`` (tests, notebooks); ``flags`` (the CLI's
     parsed arguments) are recorded in the manifest. Raises
     :class:`SynthConfigError` when ``out_dir`` holds outputs of other settings.
@@ -364,7 +363,7 @@ def write_dataset(out_dir, config: WorldConfig | None = None, images: ImageOptio
     unknown = sorted(set(splits) - set(SPLITS))
     if unknown or not splits:
         raise ValueError(f"splits must be a non-empty choice of {SPLITS}, got {list(splits)}")
-    tiles_only = _check_tiles_only(tiles_only, splits)
+    sampled = _check_sampled(sampled, splits)
     log = log or (lambda msg: print(msg, file=sys.stderr))
     config = config or WorldConfig()
     t0 = time.perf_counter()
@@ -378,18 +377,18 @@ def write_dataset(out_dir, config: WorldConfig | None = None, images: ImageOptio
     previous = json.loads(manifest_path.read_text()) if (manifest_path := out / MANIFEST_FILE).is_file() else {}
     rendered = sorted(set(previous.get("rendered_splits", SPLITS if previous else ())) | set(splits),
                       key=SPLITS.index)
-    tiles = {split: count for split, count in {**previous.get("tiles_only", {}), **tiles_only}.items()
-             if split not in rendered}
+    samples = {split: count for split, count in {**previous.get("sampled", {}), **sampled}.items()
+               if split not in rendered}
     wanted = [(i, location_kinds(images)) for i in split_ids(config, splits)]
-    wanted += [(i, TILE_KINDS) for split, count in tiles_only.items() if split not in rendered
-               for i in tile_ids(config, split, count)]
+    wanted += [(i, location_kinds(images)) for split, count in sampled.items() if split not in rendered
+               for i in sampled_ids(config, split, count)]
     total = len(wanted)
     missing = [(i, kinds) for i, kinds in wanted if not all(is_complete(out / location_paths(i)[k]) for k in kinds)]
     split_tables = tuple(SPLIT_CSV[s] for s in SPLITS if s != VAL or config.n_val > 0)
     tables = (*split_tables, "split_locations/all.csv", "locations.csv", "map/mosaic.jpg", "map/mosaic.json",
               MANIFEST_FILE)
-    what = ", ".join([*splits, *(f"{count} {split} tiles" for split, count in tiles_only.items())])
-    unchanged = rendered == previous.get("rendered_splits", list(SPLITS)) and tiles == previous.get("tiles_only", {})
+    what = ", ".join([*splits, *(f"{count} {split} locations" for split, count in sampled.items())])
+    unchanged = rendered == previous.get("rendered_splits", list(SPLITS)) and samples == previous.get("sampled", {})
     if not missing and all((out / t).exists() for t in tables) and unchanged:
         log(f"{out}: all {total} locations of {what} are complete, nothing to do")
         manifest = dict(previous)
@@ -414,7 +413,7 @@ def write_dataset(out_dir, config: WorldConfig | None = None, images: ImageOptio
     log(f"rendered {len(missing)} locations ({files_written} files) in {render_s:.1f} s with {workers} worker(s): "
         f"{rate:.1f} locations/s; world {world_s:.1f} s; total {total_s:.1f} s "
         f"({len(missing) / total_s:.1f} locations/s overall)")
-    manifest = _manifest(config, images, world, area_counts, mosaic, flags, rendered, tiles, {
+    manifest = _manifest(config, images, world, area_counts, mosaic, flags, rendered, samples, {
         "world_s": round(world_s, 3), "world_steps_s": {k: round(v, 3) for k, v in world.timings.items()},
         "render_s": round(render_s, 3), "total_s": round(total_s, 3), "workers": workers,
         "locations_rendered": len(missing), "locations_skipped": total - len(missing),
@@ -456,7 +455,7 @@ def _render_all(world: World, images: ImageOptions, out: Path, items: list[tuple
 
 
 def _manifest(config: WorldConfig, images: ImageOptions, world: World, area_counts: dict, mosaic: dict,
-              flags: dict | None, rendered_splits: list[str], tiles_only: dict[str, int], timing: dict) -> dict:
+              flags: dict | None, rendered_splits: list[str], sampled: dict[str, int], timing: dict) -> dict:
     cfg = images.render_config(config.tile_metres)
     plan = world.plan
     return {
@@ -471,8 +470,8 @@ def _manifest(config: WorldConfig, images: ImageOptions, world: World, area_coun
         "counts": {"train": config.n_train, "val": config.n_val, "test": config.n_test,
                    "total": config.n_train + config.n_val + config.n_test},
         "rendered_splits": list(rendered_splits),  # the splits whose images are on disk
-        # split -> N: of that split, only the tiles and polar images of N locations spread over it (tile_ids)
-        "tiles_only": dict(tiles_only),
+        # split -> N: of that split, only N locations spread over it (sampled_ids)
+        "sampled": dict(sampled),
         "area_types": area_counts,
         "image_sizes": {"tile": [images.tile_size, images.tile_size], "pano": [images.pano_height, images.pano_width],
                         "polar": [images.polar_height, images.polar_width]},
