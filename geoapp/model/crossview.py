@@ -17,11 +17,13 @@ INITIAL_WINDOW_TEMPERATURE = 10.0  # cosine 1 vs 0 starts e^10 times likelier; l
 
 
 def match_maps(config: ModelConfig, ground: StageMaps, satellite: StageMaps, diagonal: bool = False,
-               **kwargs) -> AlignResult:
+               gate_weight: float | None = None, **kwargs) -> AlignResult:
     """:func:`align_windows` with the matching settings of ``config`` (mode, stages, window stage, gate weight):
-    the one place the model, the search and the evaluation turn a config into an alignment."""
+    the one place the model, the search and the evaluation turn a config into an alignment. ``gate_weight``: another
+    weight of the gate term than the config's (training's descriptor-only distances: 0)."""
     return align_windows(ground, satellite, config.align_mode, config.stages, diagonal=diagonal,
-                         offset_stage=config.window_stage, gate_weight=config.gate_weight, **kwargs)
+                         offset_stage=config.window_stage,
+                         gate_weight=config.gate_weight if gate_weight is None else gate_weight, **kwargs)
 
 
 def pair_headings(config: ModelConfig, ground: StageMaps, satellite: StageMaps, aligned: StageOffsets) -> np.ndarray:

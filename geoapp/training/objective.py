@@ -131,11 +131,8 @@ class TrainForward(nn.Module):
             return None
         if shifts is None:
             raise ValueError(f"window choice {self.window_choice!r} needs the crops' shifts")
-        cfg = self.model.config
-        known = known_offsets(s, cfg.stages, shifts, pano_width)
-        return align_windows(g, s, cfg.align_mode, cfg.stages, diagonal=True, offset_stage=cfg.window_stage,
-                             window_offsets=known,
-                             gate_weight=cfg.gate_weight if gate_weight is None else gate_weight).distances
+        known = known_offsets(s, self.model.config.stages, shifts, pano_width)
+        return self.model.match(g, s, diagonal=True, window_offsets=known, gate_weight=gate_weight).distances
 
     def _window_logits(self, g: StageMaps, s: StageMaps) -> list[torch.Tensor]:
         """The true pairs' window logits at each choosing stage (the alignment loss's input)."""
