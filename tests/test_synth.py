@@ -284,9 +284,9 @@ def test_a_split_of_which_only_spread_locations_are_rendered(world, dataset, tmp
     from geoapp.synth.writer import sampled_ids
 
     out = tmp_path / "ds"
+    write_dataset(out, SMALL, SMALL_IMAGES, workers=1, progress=False, log=lambda m: None, world=world,
+                  splits=("val", "test"))
     with pytest.raises(DatasetError, match=r"split 'train' was not rendered.* --splits val test train"):
-        write_dataset(out, SMALL, SMALL_IMAGES, workers=1, progress=False, log=lambda m: None, world=world,
-                      splits=("val", "test"))
         build_dataset("synth", out, "train", 90, train=False)
     m = write_dataset(out, SMALL, SMALL_IMAGES, workers=1, progress=False, log=lambda m: None, world=world,
                       splits=("val", "test"), sampled={"train": 5})

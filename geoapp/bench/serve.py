@@ -80,7 +80,7 @@ def machine_busy_seconds() -> float:
 
 
 def parse_engine_timings(text: str) -> dict[str, float] | None:
-    """The engine's own seconds from an answer's status line ("query took 0.09 s (preprocess 1 ms, encode 20 ms,
+    """The engine's own seconds from an answer's status line ("query took T s (preprocess P ms, encode E ms,
     ...)"): ``total`` and each stage; None when the text has none."""
     match = ENGINE_RE.search(text)
     if match is None:

@@ -110,7 +110,7 @@ class TrainForward(nn.Module):
 
     def _hardest_descriptor_pairs(self, g: StageMaps, s: StageMaps, first: int = 0):
         """Q x R descriptor distances (no gate term), each pair at the window where its descriptors match best."""
-        return align_windows(g, s, "feature", self.model.config.stages).distances, None
+        return hardest_window_distances(self.model.config, g, s, gate_weight=0.0), None
 
     def _all_pairs(self, g: StageMaps, s: StageMaps, first: int = 0):
         """Q x R distances by the window choice; soft choices also give the logits of the pairs (i, first + i)."""
@@ -191,15 +191,17 @@ class CrossRankDistances:
         return soft_margin_triplet_loss(self.rows.float(), alpha, self.columns.float(), self.first)
 
 
-def hardest_window_distances(config, ground, satellite) -> torch.Tensor:
+def hardest_window_distances(config, ground, satellite, gate_weight: float | None = None) -> torch.Tensor:
     """B x B distances with every pair cropped where its descriptors match best (the feature correlation, each stage
-    its own window); with a gate weight, the gate term is read at the choosing stage's window (``config``'s rule)."""
+    its own window); with a gate weight (``config``'s unless ``gate_weight`` is given), the gate term is read at the
+    choosing stage's window (``config``'s rule)."""
+    gate_weight = config.gate_weight if gate_weight is None else gate_weight
     feat = align_windows(ground, satellite, "feature", config.stages)
-    if config.gate_weight == 0:
+    if gate_weight == 0:
         return feat.distances
     choosing = config.stages if config.window_stage is None else (config.window_stage,)
     gates = [gate_score_at(ground, satellite, b, feat.offsets[..., config.stages.index(b)]) for b in choosing]
-    similarity = gated_similarity(feat.similarity, torch.stack(gates).mean(0), config.gate_weight)
+    similarity = gated_similarity(feat.similarity, torch.stack(gates).mean(0), gate_weight)
     return torch.sqrt(torch.clamp(2.0 - 2.0 * similarity, min=1e-12))
 
 
