@@ -21,12 +21,13 @@ DISTINCT_RANGE_M = (0.0, 10_000.0)
 # 125 -> 95 ms with the demo model, 492 -> 463 ms at full size), with under 100 MB of scratch memory at full size.
 # The feature mode correlates every offset over a float32 copy of the chunk's maps (1 MB per full-size reference):
 # 3.4 s at 512 and 1,024, 8.1 s at 2,048.
-SEARCH_CHUNKS = {"attention": 2048, "feature": 512}
+SEARCH_CHUNKS = {"attention": 2048, "features": 512}
 
 
-def search_chunk(align_mode: str) -> int:
-    """References per alignment chunk of a one-photo search with a model of ``align_mode``."""
-    return SEARCH_CHUNKS["feature" if align_mode == "feature" else "attention"]
+def search_chunk(mode) -> int:
+    """References per alignment chunk of a one-photo search with a model of alignment ``mode`` (its
+    :class:`~geoapp.model.AlignMode`, asked here and not imported, so that this module stays free of torch)."""
+    return SEARCH_CHUNKS["attention" if mode.is_fca else "features"]
 
 
 def add_search_arguments(p: argparse.ArgumentParser) -> None:

@@ -44,7 +44,7 @@ def demo_model_config(**changes) -> ModelConfig:
     from .training.config import TrainConfig
     from .training.presets import PRESETS
 
-    return replace(TrainConfig(**PRESETS["demo"]).model_config(), **changes)
+    return replace(TrainConfig.from_dict(PRESETS["demo"]).model, **changes)
 
 
 def random_checkpoint(path: str | Path, config: ModelConfig | None = None, seed: int = 0) -> Path:

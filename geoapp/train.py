@@ -3,7 +3,8 @@
 Examples::
 
     python -m geoapp.synth --out data/synth                       # the synthetic world (once)
-    python -m geoapp.train --preset demo                          # the shipped checkpoint: about 72 min on 2 CPU cores
+    python -m geoapp.train --max-steps 2                          # the method at the paper's sizes, defaults only
+    python -m geoapp.train --preset demo                          # the shipped checkpoint (docs/results.md)
     python -m geoapp.train --preset demo-quick                    # the same method in minutes -> runs/demo-quick
     python -m geoapp.train --preset paper-cvusa-90 --data-root data/cvusa --imagenet-weights resnet18.pth
     torchrun --nproc_per_node=4 -m geoapp.train --preset paper-cvact-70 --imagenet-weights resnet18.pth
@@ -13,8 +14,10 @@ Ablations (paper Tables 3-6; everything else as in the preset):
 
     ResNet18 baseline (Table 3/4 row 1):   --no-ca --align-mode feature --stages 4
     ResNet18_CA       (Table 3/4 row 2):   --align-mode feature --stages 4        (= Table 5/6 row 1, CA only)
-    CA + FCA          (Table 5/6 row 2):   --align-mode mask-corr --stages 4
-    CA + FCA + FMC    (Table 5/6 row 3):   --align-mode mask-corr --stages 1 2 3 4 (the default)
+    CA + FCA          (Table 5/6 row 2):   --stages 4
+    CA + FCA + FMC    (Table 5/6 row 3):   (the default: the method)
+    the paper's FCA as written:            --align-mode mask-corr --no-shared-window --window-choice argmax
+                                           --gate-weight 0 --align-loss 0 --no-wrap-satellite
 
 Splits (conventions §7): fit on --train-split, choose the best checkpoint on the model-selection split (--val-split;
 the synthetic world has one, real CVUSA / CVACT / VIGOR do not, so a subset of the training split is carved
@@ -33,16 +36,24 @@ import argparse
 import json
 import sys
 
-from .training.config import NEGATIVES, WINDOW_CHOICES, TrainConfig
+from .data.datasets import DATASETS
+from .model.align_modes import ALIGN_MODES
+from .training.config import NEGATIVES, TrainConfig
 from .training.presets import NEEDS_IMAGENET, PRESETS, resolve_config
+from .training.window_choices import WINDOW_CHOICES
 
 # fields a resumed run may change (they do not change what is computed)
 RUN_CONTROL = {"max_minutes", "workers", "cache", "log_every", "progress", "out", "device", "final_eval_size",
                "eval_fovs", "export"}
+DEFAULTS = TrainConfig().flat()
 
 
 def _default(name: str) -> str:
-    return f" (default: {getattr(TrainConfig, name)!r})"
+    return f" (default: {DEFAULTS[name]!r})"
+
+
+def _choices_help(members: dict) -> str:
+    return "; ".join(f"{name}: {member.description}" for name, member in members.items())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,10 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 argument_default=argparse.SUPPRESS)
     p.add_argument("--preset", choices=sorted(PRESETS), help="named recipe (see geoapp/training/presets.py)")
+    for add_group in (_data_arguments, _model_arguments, _method_arguments, _optimisation_arguments,
+                      _device_arguments, _run_arguments):
+        add_group(p)
+    return p
 
+
+def _data_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=["cvusa", "cvact", "vigor", "synth"],
-                   help="dataset layout" + _default("dataset"))
+    g.add_argument("--dataset", choices=sorted(DATASETS), help="dataset layout" + _default("dataset"))
     g.add_argument("--data-root", help="dataset folder" + _default("data_root"))
     g.add_argument("--train-split", help="training split" + _default("train_split"))
     g.add_argument("--val-split", help="model-selection split (validation during training, best.safetensors): "
@@ -77,33 +93,45 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--val-size", type=int, help="validation pairs used during training, 0 = all; also the size of a "
                    "carved selection subset (0: about 5 %%, at least 500)" + _default("val_size"))
 
+
+def _model_arguments(p: argparse.ArgumentParser) -> None:
     m = p.add_argument_group("model")
     m.add_argument("--base-channels", type=int, help="block-1 channels, the other stages scale with it (ResNet18: 64; "
                    "narrower trains faster on a CPU)" + _default("base_channels"))
     m.add_argument("--wrap-satellite", action="store_const", const=True,
-                   help="circular width padding in the satellite branch (its polar image is a panorama)")
+                   help="circular width padding in the satellite branch (its polar image is a panorama; the default)")
+    m.add_argument("--no-wrap-satellite", dest="wrap_satellite", action="store_const", const=False,
+                   help="zero padding in the satellite branch, as the paper's ResNet18")
     m.add_argument("--imagenet-weights", help="torchvision resnet18 state-dict file for both branches, or 'none' "
                    "(paper presets require one)")
 
-    a = p.add_argument_group("ablation (paper Tables 3-6)")
+
+def _method_arguments(p: argparse.ArgumentParser) -> None:
+    a = p.add_argument_group("the method and its ablations (paper Tables 3-6)")
     a.add_argument("--no-ca", dest="use_ca", action="store_const", const=False,
-                   help="plain ResNet18 without Coordinate Attention (implies --align-mode feature)")
-    a.add_argument("--align-mode", choices=["gate-corr", "mask-corr", "mask-sum", "feature"],
-                   help="window alignment: gate-corr/mask-corr/mask-sum = FCA from the CA attention (gate-corr: "
-                   "centred correlation of the column gates), feature = DSM (no FCA)"
-                   + _default("align_mode"))
+                   help="plain ResNet18 without Coordinate Attention (its alignment is then the feature correlation)")
+    a.add_argument("--align-mode", choices=list(ALIGN_MODES),
+                   help="window alignment: " + _choices_help(ALIGN_MODES) + _default("align_mode"))
     a.add_argument("--shared-window", dest="shared_window", action="store_const", const=True,
                    help="attention modes: only the heading stage's attention chooses the window, every other stage "
-                   "crops at the same azimuth (the demo preset's choice; otherwise off)")
+                   "crops at the same azimuth (the default for attention modes)")
     a.add_argument("--no-shared-window", dest="shared_window", action="store_const", const=False,
                    help="each stage chooses its window from its own attention")
     a.add_argument("--gate-weight", type=float,
-                   help="gate-corr: weight of the two branches' attention agreement (the gate-corr cosine at the "
-                   "chosen window) in the pair similarity, beside the FMC cosine; 0 = the paper's FMC cosine alone"
-                   + _default("gate_weight"))
+                   help="modes with cosine window scores: weight of the two branches' attention agreement (the window "
+                   "score at the chosen window) in the pair similarity, beside the FMC cosine; 0 = the paper's FMC "
+                   "cosine alone (default: 0.2 where the mode allows it, else 0)")
     a.add_argument("--stages", type=int, nargs="+", help="descriptor stages: '1 2 3 4' = FMC, '4' = block 4 only "
                    "(default: 1 2 3 4)")
+    a.add_argument("--window-choice", choices=list(WINDOW_CHOICES), help="how training picks the windows its loss "
+                   "sees (inference always takes the argmax): " + _choices_help(WINDOW_CHOICES)
+                   + _default("window_choice"))
+    a.add_argument("--align-loss", type=float, help="weight of an auxiliary loss that teaches the alignment scores "
+                   "the true heading (NOT in the paper; training only, see geoapp/training/objective.py), 0 = off"
+                   + _default("align_loss"))
 
+
+def _optimisation_arguments(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("optimisation")
     o.add_argument("--epochs", type=int, help="epochs" + _default("epochs"))
     o.add_argument("--max-steps", type=int, help="run length in optimizer steps instead of epochs (0: use epochs)")
@@ -119,24 +147,17 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--negatives", choices=NEGATIVES, help="torchrun: mine each anchor's hardest negative among every "
                    "process's batch (all-ranks: the stage maps are gathered) or within its own process's batch "
                    "(per-rank)" + _default("negatives"))
-    o.add_argument("--window-choice", choices=WINDOW_CHOICES, help="how training picks the window: argmax, soft "
-                   "(softmax over offsets) or straight-through (argmax forward, softmax gradient), gate-corr only, so "
-                   "the triplet loss trains the gates; or known-positive (argmax for the negatives, the known true "
-                   "window for the positives, so the descriptor learns from aligned pairs from the first step); or "
-                   "hardest-negative (known windows for the positives, every negative at the window where its "
-                   "descriptors match best, found by the feature correlation: the hardest negatives, as a feature "
-                   "model trains on); or hardest-margin (known-positive, plus a second triplet loss on the "
-                   "descriptor alone with every negative at its hardest window); inference always takes the argmax" + _default("window_choice"))
-    o.add_argument("--align-loss", type=float, help="weight of an auxiliary loss that teaches the alignment scores "
-                   "the true heading (NOT in the paper; training only, see geoapp/training/objective.py), 0 = off"
-                   + _default("align_loss"))
 
+
+def _device_arguments(p: argparse.ArgumentParser) -> None:
     dv = p.add_argument_group("device, precision and distributed (launch with torchrun for several processes)")
     dv.add_argument("--device", choices=["auto", "cpu", "cuda"], help="compute device" + _default("device"))
     dv.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="autocast precision; auto = bf16 "
-                    "(fp16 + GradScaler on GPUs without bf16) on GPU, fp32 on CPU" + _default("precision"))
+                    "(fp16 + GradScaler on GPUs without bf16) on GPU, measured on CPU" + _default("precision"))
     dv.add_argument("--channels-last", action="store_const", const=True, help="channels-last memory format")
 
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("run and checkpointing")
     r.add_argument("--out", help="run folder" + _default("out"))
     r.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -153,7 +174,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "with its test figures measured as stored and the test images' digest (the demo preset: "
                    "checkpoints/demo.safetensors); '' = no export" + _default("export"))
     r.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bar")
-    return p
 
 
 def config_from_args(argv=None) -> tuple[TrainConfig, bool]:
@@ -161,41 +181,45 @@ def config_from_args(argv=None) -> tuple[TrainConfig, bool]:
     preset = args.pop("preset", None)
     resume = args.pop("resume", False)
     overrides = dict(args)
-    if overrides.get("use_ca") is False and "align_mode" not in overrides:
-        overrides["align_mode"] = "feature"
-    if overrides.get("align_mode") == "feature" and "shared_window" not in overrides:
-        overrides["shared_window"] = False  # a preset's shared window is for attention modes; feature has no gates
-    if overrides.get("align_mode") not in (None, "gate-corr") and "gate_weight" not in overrides:
-        overrides["gate_weight"] = 0.0  # a preset's gate weight reads gate-corr cosines, which other modes lack
     explicit_no_imagenet = str(overrides.get("imagenet_weights", "")).lower() == "none"
     if explicit_no_imagenet:
         overrides["imagenet_weights"] = None
-    if preset and "export" not in overrides:
-        variant = {k for k, v in overrides.items() if k not in RUN_CONTROL and PRESETS[preset].get(k, v) != v}
-        if variant and PRESETS[preset].get("export"):
-            overrides["export"] = ""  # the preset's shipped checkpoint is the preset's own, never a variant's
-    if not resume:
-        cfg = resolve_config(preset, overrides)
-        if cfg.preset in NEEDS_IMAGENET and not cfg.imagenet_weights and not explicit_no_imagenet:
-            raise SystemExit(f"error: preset {cfg.preset} follows the paper, which starts from ImageNet weights: pass "
-                             "--imagenet-weights PATH (a torchvision resnet18 state dict), or --imagenet-weights none "
-                             "to train from scratch")
-        return cfg, False
+    if resume:
+        return _resumed_config(preset, overrides), True
+    if preset and "export" not in overrides and _is_variant(preset, overrides):
+        overrides["export"] = ""  # the preset's shipped checkpoint is the preset's own, never a variant's
+    cfg = resolve_config(preset, overrides)
+    if cfg.preset in NEEDS_IMAGENET and not cfg.imagenet_weights and not explicit_no_imagenet:
+        raise SystemExit(f"error: preset {cfg.preset} follows the paper, which starts from ImageNet weights: pass "
+                         "--imagenet-weights PATH (a torchvision resnet18 state dict), or --imagenet-weights none "
+                         "to train from scratch")
+    return cfg, False
+
+
+def _is_variant(preset: str, overrides: dict) -> bool:
+    """Whether the flags change what ``preset`` computes (not only how the run is controlled)."""
+    own, variant = resolve_config(preset, {}).flat(), resolve_config(preset, overrides).flat()
+    return any(own[k] != variant[k] for k in own if k not in RUN_CONTROL)
+
+
+def _resumed_config(preset: str | None, overrides: dict) -> TrainConfig:
+    """The saved config of the run in ``--out`` with the run-control flags applied; refuses flags that would change
+    what it computes."""
     from .training.run_dir import RunDir
 
     out = overrides.get("out") or (PRESETS[preset]["out"] if preset else TrainConfig.out)
     run = RunDir(out)
     if not run.config.is_file():
         raise SystemExit(f"error: --resume: {run.config} does not exist (is --out the run folder?)")
-    saved = json.loads(run.config.read_text())["train_config"]
-    probe = resolve_config(None, overrides, base=saved).to_dict()
-    changed = sorted(k for k in overrides if k not in RUN_CONTROL and probe[k] != saved.get(k))
-    if preset and preset != saved.get("preset"):
+    saved = TrainConfig.from_dict(json.loads(run.config.read_text())["train_config"])
+    probe = resolve_config(None, overrides, base=saved.to_dict())
+    changed = sorted(k for k, v in saved.flat().items() if k not in RUN_CONTROL and probe.flat()[k] != v)
+    if preset and preset != saved.preset:
         changed.append("preset")
     if changed:
         raise SystemExit(f"error: --resume continues {out} with its saved config; these flags would change what it "
                          f"computes: {changed} (allowed: {sorted(RUN_CONTROL)})")
-    return resolve_config(None, overrides, base=saved), True
+    return probe
 
 
 def main(argv=None) -> int:

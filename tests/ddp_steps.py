@@ -21,28 +21,29 @@ import torch.distributed as dist
 from geoapp.angles import fov_width
 from geoapp.model import build_model, soft_margin_triplet_loss
 from geoapp.train import config_from_args
-from geoapp.training.config import SOFT_WINDOW_CHOICES, WINDOW_CHOICES
+from geoapp.model.align_modes import ALIGN_MODES
 from geoapp.training.distributed import Dist, setup_distributed
 from geoapp.training.loop import train_step, training_forward
 from geoapp.training.objective import CrossRankDistances, TrainForward, alignment_loss
 from geoapp.training.presets import PRESETS
+from geoapp.training.window_choices import WINDOW_CHOICES
 
 TINY = ["--height", "32", "--sat-width", "128", "--base-channels", "8", "--batch-size", "3",
         "--imagenet-weights", "none", "--device", "cpu", "--precision", "fp32"]
-MODES = ("gate-corr", "mask-corr", "mask-sum", "feature")
 
 
 def configurations() -> dict[str, list[str]]:
     """Name -> the command-line flags of one configuration (every preset, then every documented combination)."""
     runs = {f"preset {name}": ["--preset", name] for name in sorted(PRESETS)}
-    for mode, shared, loss, choice in itertools.product(MODES, (True, False), ("0", "0.3"), WINDOW_CHOICES):
-        if (mode == "feature" and shared) or (choice in SOFT_WINDOW_CHOICES and mode != "gate-corr"):
-            continue  # refused by the config: feature has no gates; soft windows need gate-corr scores
-        flags = ["--preset", "demo-quick", "--align-mode", mode, "--align-loss", loss, "--window-choice", choice,
-                 "--shared-window" if shared else "--no-shared-window"]
-        if choice in SOFT_WINDOW_CHOICES:
+    for mode, shared, loss, choice in itertools.product(ALIGN_MODES.values(), (True, False), ("0", "0.3"),
+                                                        WINDOW_CHOICES.values()):
+        if (shared and not mode.is_fca) or choice.problem(mode, 0.0):
+            continue  # refused by the config: only FCA has a window to share; soft windows need cosine scores
+        flags = ["--preset", "demo-quick", "--align-mode", mode.name, "--align-loss", loss, "--window-choice",
+                 choice.name, "--shared-window" if shared else "--no-shared-window"]
+        if choice.soft:
             flags += ["--gate-weight", "0"]  # soft windows average distances over offsets, without the gate term
-        runs[f"{mode} shared={shared} align-loss={loss} {choice}"] = flags
+        runs[f"{mode.name} shared={shared} align-loss={loss} {choice.name}"] = flags
     return runs
 
 

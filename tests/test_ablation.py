@@ -2,6 +2,7 @@
 run folders that python -m geoapp.train writes."""
 
 import json
+from types import SimpleNamespace
 
 from geoapp.train import config_from_args
 from geoapp.training.ablation import RECIPE, ROWS, recipe_command, recipe_table, run_command, seeds_table, table
@@ -9,7 +10,7 @@ from geoapp.training.ablation import RECIPE, ROWS, recipe_command, recipe_table,
 
 def _train_config(cmd):
     cfg, _ = config_from_args(cmd[3:])  # drop "python -m geoapp.train"
-    return cfg
+    return SimpleNamespace(**cfg.flat())  # every field by its flag's name
 
 
 def test_rows_resolve_to_the_paper_ablation_and_share_everything_else(tmp_path):

@@ -82,8 +82,9 @@ def test_config_validation_and_round_trip():
     with pytest.raises(ValueError, match="unknown ModelConfig fields"):
         ModelConfig.from_dict({"fov": 90})
     gated = ModelConfig(align_mode="gate-corr", shared_window=True, gate_weight=0.2)
-    assert ModelConfig.from_dict(gated.to_dict()) == gated and ModelConfig().gate_weight == 0.0
-    with pytest.raises(ValueError, match="gate_weight must be >= 0 and needs align_mode 'gate-corr'"):
+    assert ModelConfig.from_dict(gated.to_dict()) == gated
+    with pytest.raises(ValueError, match=r"gate_weight must be >= 0 and needs an align_mode whose window scores are "
+                       r"cosines \['gate-corr'\]"):
         ModelConfig(align_mode="feature", gate_weight=0.2)
     with pytest.raises(ValueError, match="gate_weight must be >= 0"):
         ModelConfig(align_mode="gate-corr", gate_weight=-1.0)
@@ -219,3 +220,18 @@ def test_narrow_model_scales_every_stage_and_keeps_the_spec_layout():
     with pytest.raises(ValueError, match="base_channels"):
         ModelConfig(base_channels=12)
 
+
+
+def test_the_default_model_is_the_method_and_each_mode_brings_its_defaults():
+    """``ModelConfig()`` is the method (FCA by the column gates, block 1's window shared, the gate term); another
+    alignment, or no CA, resolves the fields left at None to its own defaults, and a saved config records them."""
+    method = ModelConfig()
+    assert (method.align_mode, method.shared_window, method.gate_weight) == ("gate-corr", True, 0.2)
+    assert method.window_stage == 1 and method.alignment.name == "gate-corr"
+    plain = ModelConfig(use_ca=False)
+    assert (plain.align_mode, plain.shared_window, plain.gate_weight) == ("feature", False, 0.0)
+    masks = ModelConfig(align_mode="mask-corr")
+    assert (masks.shared_window, masks.gate_weight) == (True, 0.0)
+    saved = masks.to_dict()
+    assert saved["shared_window"] is True and saved["gate_weight"] == 0.0
+    assert ModelConfig.from_dict(saved) == masks

@@ -54,7 +54,7 @@ class CountingGallery:
 
 
 def _config(mode):
-    return ModelConfig(align_mode=mode, use_ca=mode != "feature", stages=STAGES)
+    return ModelConfig(align_mode=mode, use_ca=mode != "feature", stages=STAGES, shared_window=False)
 
 
 def _brute_force(ground, gallery, mode):
@@ -171,7 +171,7 @@ def _relu_maps(n, seed, ground, dtype=torch.float32, near=None):
 
 
 def _spec_like_config(mode="mask-corr"):
-    return ModelConfig(align_mode=mode, use_ca=True, stages=STAGES)
+    return ModelConfig(align_mode=mode, use_ca=True, stages=STAGES, shared_window=False)
 
 
 def test_fp16_dots_stay_within_their_error_bound():

@@ -42,7 +42,7 @@ def tiny_config(root, out, **kw) -> TrainConfig:
                   lr=1e-4, warmup_steps=1, val_every="100", ckpt_every="2", val_size=0, cache="yes", workers=0,
                   progress=False, log_every=1, out=str(out))
     values.update(kw)
-    return TrainConfig(**values)
+    return TrainConfig.from_dict(values)
 
 
 def test_batches_are_the_dataset_samples_and_a_function_of_seed_epoch_step(world):
@@ -200,10 +200,10 @@ def test_checkpoint_rebuilds_its_model_and_reproduces_the_metrics(world, tmp_pat
 def test_cli_resolution_presets_flags_and_resume_guard(tmp_path):
     cfg, resume = config_from_args(["--preset", "demo", "--batch-size", "8", "--no-ca", "--stages", "4"])
     assert not resume and cfg.preset == "demo" and cfg.batch_size == 8 and cfg.dataset == "synth"
-    assert cfg.use_ca is False and cfg.align_mode == "feature" and cfg.stages == (4,)
+    assert cfg.model.use_ca is False and cfg.model.align_mode == "feature" and cfg.model.stages == (4,)
     # feature alignment has no gates: neither a shared window nor a gate term
     cfg, _ = config_from_args(["--preset", "demo", "--align-mode", "feature"])
-    assert (cfg.shared_window, cfg.gate_weight) == (False, 0.0)
+    assert (cfg.model.shared_window, cfg.model.gate_weight) == (False, 0.0)
     cfg, _ = config_from_args(["--preset", "demo", "--gate-weight", "0.5"])
     assert cfg.model_config().gate_weight == 0.5
     cfg, _ = config_from_args(["--preset", "paper-cvusa-70", "--imagenet-weights", "none"])
@@ -335,22 +335,24 @@ def test_negatives_mined_across_processes_equal_one_process_holding_both_batches
 
 
 def test_paper_presets_train_the_learning_method_and_the_literal_ones_the_mask_means():
-    from geoapp.training.presets import LEARNING_METHOD, PRESETS
+    from geoapp.training.presets import PRESETS
 
+    method = {"align_mode": "gate-corr", "shared_window": True, "window_choice": "known-positive",
+              "gate_weight": 0.2, "align_loss": 0.3, "wrap_satellite": True}
+    assert {k: TrainConfig().flat()[k] for k in method} == method  # the defaults are the method
     for name, values in PRESETS.items():
-        cfg = TrainConfig(**values)
+        cfg = TrainConfig.from_dict(values).flat()
         if name.startswith(("paper-", "demo")):
-            assert {k: getattr(cfg, k) for k in LEARNING_METHOD} == LEARNING_METHOD, name
+            assert {k: cfg[k] for k in method} == method, name
         else:
-            assert name.startswith("literal-") and cfg.align_mode == "mask-corr" and cfg.window_choice == "argmax"
-            assert (cfg.shared_window, cfg.gate_weight, cfg.align_loss) == (False, 0.0, 0.0)
+            assert name.startswith("literal-") and cfg["align_mode"] == "mask-corr" and cfg["window_choice"] == "argmax"
+            assert (cfg["shared_window"], cfg["gate_weight"], cfg["align_loss"]) == (False, 0.0, 0.0)
         if name.startswith(("paper-", "literal-")):
-            assert (cfg.height, cfg.sat_width, cfg.base_channels, cfg.batch_size, cfg.lr) == (128, 512, 64, 24, 5e-5)
-    mask_means = ("mask-corr", "mask-sum")
-    assert not [n for n, v in PRESETS.items() if n.startswith("paper-") and v["align_mode"] in mask_means]
+            assert (cfg["height"], cfg["sat_width"], cfg["base_channels"], cfg["batch_size"], cfg["lr"]) == (
+                128, 512, 64, 24, 5e-5)
     # one flag from a paper preset to the paper's literal wording
     cfg, _ = config_from_args(["--preset", "paper-cvusa-90", "--imagenet-weights", "none", "--align-mode", "mask-sum"])
-    assert cfg.align_mode == "mask-sum" and cfg.gate_weight == 0.0
+    assert cfg.model.align_mode == "mask-sum" and cfg.model.gate_weight == 0.0
 
 
 def test_fov_range_batches_vary_their_width_as_a_function_of_seed_epoch_step(world):
@@ -386,7 +388,7 @@ def test_the_demo_preset_exports_the_shipped_checkpoint_and_its_variants_do_not(
 
 
 @pytest.mark.parametrize("choice, mode, gate, problem", [
-    ("soft", "mask-corr", 0.0, "needs align_mode gate-corr"),
+    ("soft", "mask-corr", 0.0, r"needs an align_mode with cosine window scores \['gate-corr'\]"),
     ("straight-through", "gate-corr", 0.2, "forms offset-averaged distances without the gate term"),
 ])
 def test_a_window_choice_rule_is_one_rule_for_the_config_and_the_objective(choice, mode, gate, problem):
@@ -394,9 +396,10 @@ def test_a_window_choice_rule_is_one_rule_for_the_config_and_the_objective(choic
     from geoapp.training.objective import TrainForward
 
     with pytest.raises(ValueError, match=problem):
-        TrainConfig(window_choice=choice, align_mode=mode, gate_weight=gate, shared_window=False)
+        TrainConfig.from_dict(dict(window_choice=choice, align_mode=mode, gate_weight=gate, shared_window=False))
     model = build_model(ModelConfig(align_mode=mode, gate_weight=gate, base_channels=8, ground_height=32,
                                     sat_height=32, sat_width=128))
     with pytest.raises(ValueError, match=problem):
         TrainForward(model, window_choice=choice)
-    TrainConfig(window_choice="known-positive", align_mode=mode, gate_weight=gate, shared_window=False)  # accepted
+    TrainConfig.from_dict(dict(window_choice="known-positive", align_mode=mode, gate_weight=gate,
+                               shared_window=False))  # accepted

@@ -2,7 +2,8 @@
 
 from .align import AlignResult, StageOffsets, align_windows, best_offsets, crop_windows, window_scores
 from .checkpoint import CheckpointError, load_model, read_metadata, save_model
-from .config import ALIGN_MODES, ModelConfig
+from .align_modes import ALIGN_MODES, AlignMode, align_mode
+from .config import ModelConfig
 from .crossview import CrossViewModel, build_model, match_maps, pair_headings
 from .fmc import multiscale_descriptor
 from .layers import BasicBlockCA, CoordAttention
@@ -11,6 +12,7 @@ from .resnet import ResNet18CA, StageMaps, WeightsReport, load_imagenet_weights,
 
 __all__ = [
     "ALIGN_MODES",
+    "AlignMode",
     "AlignResult",
     "BasicBlockCA",
     "CheckpointError",
@@ -21,6 +23,7 @@ __all__ = [
     "StageMaps",
     "StageOffsets",
     "WeightsReport",
+    "align_mode",
     "align_windows",
     "best_offsets",
     "build_model",

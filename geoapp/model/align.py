@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from ..angles import heading_from_offset
-from .config import ALIGN_MODES, gate_weight_problem
+from .align_modes import FEATURE, GATE_CORR, AlignMode, align_mode, gate_weight_problem
 from .resnet import StageMaps
 
 
@@ -63,7 +63,7 @@ def _circular_extend(x: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def window_scores(
-    mode: str,
+    mode: AlignMode | str,
     ground_feat: torch.Tensor,
     sat_feat: torch.Tensor,
     ground_att: torch.Tensor | None,
@@ -78,8 +78,7 @@ def window_scores(
     Returns Q x R x W (all pairs) or N x W (``diagonal``: pair i with i, Q == R == N). ``sat_gate_energy``
     (``gate-corr``): the satellite's precomputed :func:`gate_energy`, R x W, when it has one.
     """
-    if mode not in ALIGN_MODES:
-        raise ValueError(f"unknown alignment mode {mode!r}; choose one of {ALIGN_MODES}")
+    mode = align_mode(mode)
     q, c, h, w = ground_feat.shape
     r, c2, h2, big_w = sat_feat.shape
     if (c, h) != (c2, h2):
@@ -90,17 +89,18 @@ def window_scores(
         raise ValueError(f"ground window ({w} columns) is wider than the satellite map ({big_w} columns)")
     if diagonal and q != r:
         raise ValueError(f"diagonal pairing needs as many ground as satellite maps, got {q} and {r}")
-    if mode == "feature":
+    if not mode.is_fca:
         kernel = ground_feat.reshape(q, c * h, w)
         signal = sat_feat.reshape(r, c * h, big_w)
     else:
-        if sat_att is None or (mode != "mask-sum" and ground_att is None):
-            raise ValueError(f"alignment mode {mode!r} needs Coordinate Attention masks (model built without CA?)")
-        if mode == "gate-corr":
+        if sat_att is None or (mode.reads_photo and ground_att is None):
+            raise ValueError(f"alignment mode {mode.name!r} needs Coordinate Attention {mode.attention} (model built "
+                             "without CA?)")
+        if mode.attention == "gates":
             return gate_corr_scores(ground_att, sat_att, diagonal, sat_gate_energy)
         signal = sat_att
-        kernel = ground_att if mode == "mask-corr" else torch.ones_like(sat_att[:1, :, :w]).expand(q, -1, -1)
-    return _correlate(mode, kernel, signal, diagonal)
+        kernel = ground_att if mode.reads_photo else torch.ones_like(sat_att[:1, :, :w]).expand(q, -1, -1)
+    return _correlate(kernel, signal, diagonal, reads_photo=mode.reads_photo)
 
 
 def gate_corr_scores(ground_gates: torch.Tensor, sat_gates: torch.Tensor, diagonal: bool = False,
@@ -108,7 +108,7 @@ def gate_corr_scores(ground_gates: torch.Tensor, sat_gates: torch.Tensor, diagon
     """``gate-corr`` window scores from the column gates alone: ground Q x C x w, satellite R x C x W ->
     Q x R x W (or N x W when ``diagonal``), cosines in [-1, 1] (see the module docstring). ``sat_energy``: the
     satellite's precomputed :func:`gate_energy` (R x W), if any."""
-    raw = _correlate("gate-corr", centred_gates(ground_gates), sat_gates, diagonal)
+    raw = _correlate(centred_gates(ground_gates), sat_gates, diagonal)
     norm = gate_window_norm(sat_gates, ground_gates.shape[-1], sat_energy)  # R x W
     return raw / (norm if diagonal else norm[None])
 
@@ -159,11 +159,12 @@ def _window_sums(extended: torch.Tensor, width: int, diagonal: bool = False) -> 
     return view.sum(-1)
 
 
-def _correlate(mode: str, kernel: torch.Tensor, signal: torch.Tensor, diagonal: bool) -> torch.Tensor:
-    """``sum_{d,k} K[q, d, k] S[r, d, (o + k) mod W]`` for every offset: Q x R x W, or N x W when ``diagonal``."""
+def _correlate(kernel: torch.Tensor, signal: torch.Tensor, diagonal: bool, reads_photo: bool = True) -> torch.Tensor:
+    """``sum_{d,k} K[q, d, k] S[r, d, (o + k) mod W]`` for every offset: Q x R x W, or N x W when ``diagonal``.
+    ``reads_photo`` False: every query's kernel is the same, so one score row per reference serves them all."""
     q, _, w = kernel.shape
     r, _, big_w = signal.shape
-    if mode != "mask-sum" and not diagonal and q <= GEMM_MAX_QUERIES and not (
+    if reads_photo and not diagonal and q <= GEMM_MAX_QUERIES and not (
             torch.is_grad_enabled() and (kernel.requires_grad or signal.requires_grad)):
         return _scores_by_matmul(kernel, signal)
     signal = _circular_extend(signal.float(), w)
@@ -172,7 +173,7 @@ def _correlate(mode: str, kernel: torch.Tensor, signal: torch.Tensor, diagonal: 
         # one group per pair: input 1 x (N*D) x (W+w-1), weight N x D x w  ->  1 x N x W
         out = F.conv1d(signal.reshape(1, -1, signal.shape[-1]), kernel, groups=q)
         return out[0]
-    if mode == "mask-sum":  # independent of the ground: one score row per reference
+    if not reads_photo:
         return F.conv1d(signal, kernel[:1]).permute(1, 0, 2).expand(q, r, big_w)
     return F.conv1d(signal, kernel).permute(1, 0, 2)  # R x Q x W -> Q x R x W
 
@@ -202,10 +203,9 @@ def _scores_by_matmul(kernel: torch.Tensor, signal: torch.Tensor) -> torch.Tenso
     return _window_sums(_circular_extend(p, w), w, diagonal=True).permute(1, 0, 2)
 
 
-def attention(maps: StageMaps, mode: str, stage: int) -> torch.Tensor | None:
-    """What ``mode`` reads to choose the window at ``stage``: the column gates (``gate-corr``), else the masks."""
-    att = maps.gates if mode == "gate-corr" else maps.masks
-    return None if att is None else att[stage - 1]
+def attention(maps: StageMaps, mode: AlignMode | str, stage: int) -> torch.Tensor | None:
+    """What ``mode`` reads to choose the window at ``stage`` (:meth:`AlignMode.attention_of`)."""
+    return align_mode(mode).attention_of(maps, stage)
 
 
 def best_offsets(scores: torch.Tensor) -> torch.Tensor:
@@ -237,7 +237,7 @@ def headings_from_scores(scores: torch.Tensor, offsets: torch.Tensor, window_wid
     return heading_from_offset(fine.cpu().numpy(), window_width, map_width)
 
 
-def refined_headings(mode: str, stage: int, ground: StageMaps, satellite: StageMaps, offsets: torch.Tensor,
+def refined_headings(mode: AlignMode | str, stage: int, ground: StageMaps, satellite: StageMaps, offsets: torch.Tensor,
                      window_width: int, map_width: int) -> np.ndarray:
     """Headings of N pairs (ground i with satellite i, window at ``offsets`` N on ``stage``) below the column grid:
     the offset moves by :func:`peak_fraction` of that stage's window scores, the argmax's window stays as it is.
@@ -400,7 +400,7 @@ def gated_similarity(similarity: torch.Tensor, gate: torch.Tensor, gate_weight: 
 def align_windows(
     ground: StageMaps,
     satellite: StageMaps,
-    mode: str = "mask-corr",
+    mode: AlignMode | str = GATE_CORR,
     stages: tuple[int, ...] = (1, 2, 3, 4),
     diagonal: bool = False,
     chunk_size: int | None = 2048,
@@ -421,6 +421,7 @@ def align_windows(
     crops positives at their known window this way; the gate term then reads the scores at the given offsets).
     ``gate_weight``: λ of the gate term in the pair similarity (module docstring; 0: FMC cosine only).
     """
+    mode = align_mode(mode)
     _check_alignment(ground, satellite, mode, diagonal, return_crops, offset_stage, window_offsets, gate_weight,
                      stages)
     n_ref = len(satellite)
@@ -440,8 +441,9 @@ def _check_alignment(ground, satellite, mode, diagonal, return_crops, offset_sta
     if window_offsets is not None and (not diagonal or set(window_offsets) != set(stages)):
         raise ValueError(f"given offsets need diagonal pairs and one tensor per used stage {tuple(stages)}, got "
                          f"stages {sorted(window_offsets)} with diagonal={diagonal}")
-    if offset_stage is not None and mode == "feature":
-        raise ValueError("offset_stage needs an attention mode: feature mode reads its dot products off its own scores")
+    if offset_stage is not None and not mode.is_fca:
+        raise ValueError(f"offset_stage needs an attention mode: {mode.name!r} reads its dot products off its own "
+                         "scores")
     gate_problem = gate_weight_problem(gate_weight, mode)
     if gate_problem:
         raise ValueError(gate_problem)
@@ -482,10 +484,10 @@ def gate_score_at(ground: StageMaps, satellite: StageMaps, stage: int, offsets: 
                   diagonal: bool = False) -> torch.Tensor:
     """The ``gate-corr`` score of every pair at its window ``offsets`` (Q x R, or N when diagonal) at ``stage``: the
     gate term's value for windows chosen in any way."""
-    return _score_at(_stage_scores(ground, satellite, "gate-corr", stage, diagonal), offsets)
+    return _score_at(_stage_scores(ground, satellite, GATE_CORR, stage, diagonal), offsets)
 
 
-def _stage_scores(ground: StageMaps, satellite: StageMaps, mode: str, s: int, diagonal: bool) -> torch.Tensor:
+def _stage_scores(ground: StageMaps, satellite: StageMaps, mode: AlignMode, s: int, diagonal: bool) -> torch.Tensor:
     gate_e = satellite.gate_energy[s - 1] if satellite.gate_energy is not None else None
     return window_scores(mode, ground.features[s - 1], satellite.features[s - 1], attention(ground, mode, s),
                          attention(satellite, mode, s), diagonal=diagonal, sat_gate_energy=gate_e)
@@ -495,15 +497,16 @@ def _score_at(scores: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     return scores.gather(-1, offsets.unsqueeze(-1)).squeeze(-1).float()
 
 
-def choose_windows(ground: StageMaps, satellite: StageMaps, mode: str, stages: tuple[int, ...], diagonal: bool,
+def choose_windows(ground: StageMaps, satellite: StageMaps, mode: AlignMode | str, stages: tuple[int, ...], diagonal: bool,
                    offset_stage: int | None = None, window_offsets: dict[int, torch.Tensor] | None = None,
                    gate_weight: float = 0.0) -> Windows:
     """Each used stage's window: the argmax of its own scores, of ``offset_stage``'s scaled to its width, or the
     given ``window_offsets``; with a gate weight, also the gate score at each choosing stage's window."""
+    mode = align_mode(mode)
     choosing = stages if offset_stage is None else (offset_stage,)
     windows = Windows({}, given=window_offsets is not None)
     # the attention scores are needed to choose a window, or to read the gate term at a given one
-    scored = mode != "feature" and (window_offsets is None or gate_weight > 0)
+    scored = mode.is_fca and (window_offsets is None or gate_weight > 0)
     for s in choosing if scored else ():
         scores = _stage_scores(ground, satellite, mode, s, diagonal)
         off = best_offsets(scores) if window_offsets is None else window_offsets[s].to(scores.device, torch.long)
@@ -514,7 +517,7 @@ def choose_windows(ground: StageMaps, satellite: StageMaps, mode: str, stages: t
         sat = satellite.features[s - 1]
         if window_offsets is not None:
             windows.offsets[s] = window_offsets[s].to(device=sat.device, dtype=torch.long)
-        elif mode == "feature":
+        elif not mode.is_fca:
             scores = window_scores(mode, ground.features[s - 1], sat, None, None, diagonal=diagonal)
             windows.feature_scores[s] = scores
             windows.offsets[s] = best_offsets(scores)
@@ -534,7 +537,7 @@ def _stage_dots(g: torch.Tensor, sat: torch.Tensor, s: int, off: torch.Tensor, w
     if s in windows.feature_scores:
         return _score_at(windows.feature_scores[s], off), None
     if torch.is_grad_enabled() and (g.requires_grad or sat.requires_grad):
-        return _score_at(window_scores("feature", g, sat, None, None, diagonal=diagonal), off), None
+        return _score_at(window_scores(FEATURE, g, sat, None, None, diagonal=diagonal), off), None
     if window_dots is not None and not diagonal:
         return window_dots(g, sat, off, win_e)
     return gathered_dots(g, sat, off, diagonal), None
@@ -584,7 +587,7 @@ def _score_windows(ground: StageMaps, satellite: StageMaps, stages: tuple[int, .
 
 
 def soft_window_distances(
-    ground: StageMaps, satellite: StageMaps, mode: str, stages: tuple[int, ...], temperature: torch.Tensor,
+    ground: StageMaps, satellite: StageMaps, mode: AlignMode | str, stages: tuple[int, ...], temperature: torch.Tensor,
     straight_through: bool = False, offset_stage: int | None = None, first: int = 0,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Training form of :func:`align_windows` (all B x B pairs) with a soft window choice, so the triplet loss
@@ -600,6 +603,7 @@ def soft_window_distances(
     Q x R pairs work the same way; the true pairs are then (i, ``first`` + i) (the logits returned are theirs).
     """
     _check_offset_stage(offset_stage, stages)
+    mode = align_mode(mode)
 
     def window_weights(s: int) -> tuple[torch.Tensor, torch.Tensor]:
         scores = window_scores(mode, ground.features[s - 1], satellite.features[s - 1], attention(ground, mode, s),
@@ -624,7 +628,7 @@ def soft_window_distances(
         else:
             p, logits = shared
             p = p @ offset_pooling(p.shape[-1], sat.shape[-1], p.device).to(p.dtype)
-        corr = window_scores("feature", g, sat, None, None)  # B x B x W: the dot product at every offset
+        corr = window_scores(FEATURE, g, sat, None, None)  # B x B x W: the dot product at every offset
         win_e = circular_window_sums(column_energy(sat.float()), w)  # B x W
         dot_total = dot_total + (p * corr).sum(-1)
         s_energy = s_energy + (p * win_e[None]).sum(-1)

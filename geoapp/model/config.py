@@ -8,17 +8,8 @@ from dataclasses import dataclass, field
 from ..angles import fov_width
 from ..provenance import config_from_dict, config_to_dict
 
-ALIGN_MODES = ("gate-corr", "mask-corr", "mask-sum", "feature")
+from .align_modes import ALIGN_MODES, AlignMode, align_mode, default_align_mode, gate_weight_problem
 
-
-def gate_weight_problem(gate_weight: float, align_mode: str) -> str | None:
-    """What is wrong with a gate term of ``gate_weight`` under ``align_mode`` (None: nothing): the term adds the
-    window's ``gate-corr`` score to a cosine, so it needs that mode, whose scores are cosines too."""
-    if gate_weight < 0 or (gate_weight > 0 and align_mode != "gate-corr"):
-        return (f"gate_weight must be >= 0 and needs align_mode 'gate-corr' (its window scores are cosines), got "
-                f"{gate_weight} with {align_mode!r}")
-    return None
-ATTENTION_MODES = ("gate-corr", "mask-corr", "mask-sum")  # modes that choose the window from the CA attention
 STAGES = (1, 2, 3, 4)
 CONFIG_VERSION = 1
 
@@ -28,10 +19,9 @@ class ModelConfig:
     """Architecture and matching settings of a cross-view model (conventions §1, 5, 6).
 
     - ``use_ca``: ResNet18_CA (paper) or the plain ResNet18 baseline.
-    - ``align_mode``: window selection of conventions §5. ``gate-corr`` / ``mask-corr`` / ``mask-sum`` choose it from
-      the CA attention (this is FCA; ``gate-corr`` is the centred, channel-resolved correlation of the column gates, see
-      :mod:`geoapp.model.align`); ``feature`` is DSM's dynamic similarity matching on raw features (the "no FCA"
-      ablation).
+    - ``align_mode``: the name of the window alignment (:mod:`geoapp.model.align_modes`; conventions §5); the
+      attention modes are FCA, ``feature`` is DSM's correlation of raw features (the "no FCA" ablation). None: the
+      method's, ``gate-corr`` with CA and ``feature`` without. :attr:`alignment` is the member itself.
     - ``base_channels``: channels of block 1 (ResNet18: 64); the other stages scale with it (2x, 4x, 8x). A
       narrower model is a CPU-sized one; only 64 loads ImageNet weights.
     - ``wrap_satellite``: the satellite branch pads the width circularly (the polar image is a panorama).
@@ -40,15 +30,22 @@ class ModelConfig:
       in ``stages`` (its window step is the smallest: 2.8 deg at block 1 vs 22.5 deg at block 4).
     - ``shared_window`` (attention modes): only the heading stage's attention chooses the window, and every other
       stage crops at the same azimuth (``geoapp.model.align``, ``offset_stage``); False: each stage chooses its own.
-    - ``gate_weight`` (``gate-corr``): weight λ of the attention agreement in the pair similarity, ``(cos_FMC + λ
-      gate) / (1 + λ)`` with ``gate`` the gate-corr cosine at the chosen window (:mod:`geoapp.model.align`); 0: the
-      paper's FMC cosine alone. It changes the ranking, not the window or the heading.
+      None: the mode's default (shared for FCA).
+    - ``gate_weight`` (modes with cosine scores): weight λ of the attention agreement in the pair similarity,
+      ``(cos_FMC + λ gate) / (1 + λ)`` with ``gate`` the window score at the chosen window
+      (:mod:`geoapp.model.align`); 0: the paper's FMC cosine alone. It changes the ranking, not the window or the
+      heading. None: the mode's default.
+    - ``wrap_satellite`` stays False by default so that older database records, which lack it, keep their meaning;
+      the training config's default model turns it on.
+
+    The defaults left at None resolve in ``__post_init__``, so a saved config always records the values it ran with,
+    and ``ModelConfig()`` is the method (``ModelConfig(use_ca=False)`` its plain baseline).
     - input sizes default to conventions §1; a reduced-resolution model (e.g. for CPU training) scales them together.
     """
 
     use_ca: bool = True
     ca_reduction: int = 32
-    align_mode: str = "mask-corr"
+    align_mode: str | None = None
     stages: tuple[int, ...] = STAGES
     fov_deg: float = 90.0
     ground_height: int = 128
@@ -57,27 +54,30 @@ class ModelConfig:
     heading_stage: int | None = None
     base_channels: int = 64
     wrap_satellite: bool = False
-    shared_window: bool = False
-    gate_weight: float = 0.0
+    shared_window: bool | None = None
+    gate_weight: float | None = None
     arch: str = "resnet18"
     version: int = field(default=CONFIG_VERSION)
 
     def __post_init__(self):
         object.__setattr__(self, "stages", tuple(sorted(int(s) for s in self.stages)))
+        self._resolve_defaults()
         problems = []
         if self.arch != "resnet18":
             problems.append(f"arch must be 'resnet18', got {self.arch!r}")
         if self.align_mode not in ALIGN_MODES:
-            problems.append(f"align_mode must be one of {ALIGN_MODES}, got {self.align_mode!r}")
-        elif self.align_mode in ATTENTION_MODES and not self.use_ca:
+            problems.append(f"align_mode must be one of {tuple(ALIGN_MODES)}, got {self.align_mode!r}")
+            object.__setattr__(self, "align_mode", default_align_mode(self.use_ca).name)  # to report the rest
+        elif self.alignment.is_fca and not self.use_ca:
             problems.append(
-                f"align_mode {self.align_mode!r} reads Coordinate Attention masks, so it needs use_ca=True "
-                "(the plain ResNet18 baseline uses align_mode='feature')"
+                f"align_mode {self.align_mode!r} reads Coordinate Attention, so it needs use_ca=True "
+                f"(the plain ResNet18 baseline uses align_mode={default_align_mode(False).name!r})"
             )
         if not self.stages or any(s not in STAGES for s in self.stages) or len(set(self.stages)) != len(self.stages):
             problems.append(f"stages must be distinct values from {STAGES}, got {self.stages}")
-        if self.shared_window and self.align_mode not in ATTENTION_MODES:
-            problems.append(f"shared_window needs an attention align_mode {ATTENTION_MODES}, got {self.align_mode!r}")
+        if self.shared_window and not self.alignment.is_fca:
+            fca = tuple(m.name for m in ALIGN_MODES.values() if m.is_fca)
+            problems.append(f"shared_window needs an attention align_mode {fca}, got {self.align_mode!r}")
         gate_problem = gate_weight_problem(self.gate_weight, self.align_mode)
         if gate_problem:
             problems.append(gate_problem)
@@ -96,6 +96,21 @@ class ModelConfig:
             problems.append(f"config version {self.version} is not supported (this code reads {CONFIG_VERSION})")
         if problems:
             raise ValueError("invalid ModelConfig: " + "; ".join(problems))
+
+    def _resolve_defaults(self) -> None:
+        """Fill the fields left at None with the method's choice for this model (class docstring)."""
+        if self.align_mode is None:
+            object.__setattr__(self, "align_mode", default_align_mode(self.use_ca).name)
+        mode = ALIGN_MODES.get(self.align_mode)
+        if self.shared_window is None:
+            object.__setattr__(self, "shared_window", bool(mode and mode.default_shared_window))
+        if self.gate_weight is None:
+            object.__setattr__(self, "gate_weight", mode.default_gate_weight if mode else 0.0)
+
+    @property
+    def alignment(self) -> AlignMode:
+        """The window alignment this model uses."""
+        return align_mode(self.align_mode)
 
     @property
     def ground_width(self) -> int:

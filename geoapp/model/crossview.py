@@ -45,8 +45,8 @@ class CrossViewModel(nn.Module):
         self.config = config
         self.ground = resnet18_ca(config.use_ca, config.ca_reduction, config.base_channels)
         self.satellite = resnet18_ca(config.use_ca, config.ca_reduction, config.base_channels, config.wrap_satellite)
-        if config.align_mode == "gate-corr":
-            # log of the per-stage temperature that turns gate-corr scores (cosines in [-1, 1]) into window logits;
+        if config.alignment.cosine_scores:
+            # log of the per-stage temperature that turns window scores (cosines in [-1, 1]) into window logits;
             # used in training only (soft window choice, alignment loss); inference takes the argmax
             self.window_log_temperature = nn.Parameter(torch.full((4,), math.log(INITIAL_WINDOW_TEMPERATURE)))
 
@@ -67,7 +67,7 @@ class CrossViewModel(nn.Module):
         return (result, ground, satellite) if return_maps else result
 
     def window_temperature(self) -> torch.Tensor:
-        """The per-stage window temperatures (4,) of a ``gate-corr`` model."""
+        """The per-stage window temperatures (4,) of a model whose window scores are cosines."""
         return self.window_log_temperature.exp()
 
     def ground_descriptor(self, ground: StageMaps) -> torch.Tensor:

@@ -310,7 +310,7 @@ class Localizer:
 
     def _heading_scores(self, ground: StageMaps, indices: list[int], stage: int) -> list[np.ndarray | None]:
         """gate-corr window scores over all offsets at ``stage`` for the references ``indices`` (k x W_b)."""
-        if self.config.align_mode != "gate-corr" or not self.db.has(f"gates_{stage}") or not indices:
+        if self.config.alignment.attention != "gates" or not self.db.has(f"gates_{stage}") or not indices:
             return [None] * len(indices)
         rows = np.asarray(indices)  # only the gates and their energies: no feature maps are read for this
         sat_gates = torch.from_numpy(np.asarray(self.db.array(f"gates_{stage}")[rows])).to(self.device)

@@ -36,7 +36,7 @@ def gallery_chunks(config: ModelConfig, ground: StageMaps, gallery: Gallery, chu
     references, by default :func:`~geoapp.search_options.search_chunk`'s for the model); ``window_dots``: see
     :func:`geoapp.model.align_windows` and :mod:`geoapp.retrieval.window_dots`."""
     n = len(gallery)
-    chunk_size = chunk_size or search_chunk(config.align_mode)
+    chunk_size = chunk_size or search_chunk(config.alignment)
     for start in range(0, n, chunk_size):
         maps = gallery.slice(start, min(n, start + chunk_size))
         res = match_maps(config, ground, maps, chunk_size=None, window_dots=window_dots)

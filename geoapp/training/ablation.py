@@ -46,18 +46,20 @@ from pathlib import Path
 
 import numpy as np
 
+from ..model.align_modes import FEATURE, GATE_CORR, MASK_CORR
+
 ROWS = {
-    "resnet18": ("ResNet18", ["--no-ca", "--align-mode", "feature", "--stages", "4"]),
-    "ca": ("+CA", ["--align-mode", "feature", "--stages", "4"]),
-    "ca-fca": ("+CA+FCA", ["--align-mode", "gate-corr", "--stages", "4"]),
-    "ca-fca-fmc": ("+CA+FCA+FMC (demo)", ["--align-mode", "gate-corr", "--stages", "1", "2", "3", "4"]),
+    "resnet18": ("ResNet18", ["--no-ca", "--align-mode", FEATURE.name, "--stages", "4"]),
+    "ca": ("+CA", ["--align-mode", FEATURE.name, "--stages", "4"]),
+    "ca-fca": ("+CA+FCA", ["--align-mode", GATE_CORR.name, "--stages", "4"]),
+    "ca-fca-fmc": ("+CA+FCA+FMC (demo)", ["--align-mode", GATE_CORR.name, "--stages", "1", "2", "3", "4"]),
     "ca-fca-fmc-cos": ("+CA+FCA+FMC, descriptor cosine only (the paper's score)",
-                       ["--align-mode", "gate-corr", "--gate-weight", "0", "--stages", "1", "2", "3", "4"]),
-    "ca-fca-own-fmc": ("+CA+FCA(each stage its own window)+FMC", ["--align-mode", "gate-corr", "--no-shared-window",
+                       ["--align-mode", GATE_CORR.name, "--gate-weight", "0", "--stages", "1", "2", "3", "4"]),
+    "ca-fca-own-fmc": ("+CA+FCA(each stage its own window)+FMC", ["--align-mode", GATE_CORR.name, "--no-shared-window",
                                                                  "--stages", "1", "2", "3", "4"]),
-    "ca-maskfca-fmc": ("+CA+FCA(mask-corr)+FMC", ["--align-mode", "mask-corr", "--stages", "1", "2", "3", "4"]),
-    "ca-fmc": ("+CA+FMC", ["--align-mode", "feature", "--stages", "1", "2", "3", "4"]),
-    "fmc": ("ResNet18+FMC", ["--no-ca", "--align-mode", "feature", "--stages", "1", "2", "3", "4"]),
+    "ca-maskfca-fmc": ("+CA+FCA(mask-corr)+FMC", ["--align-mode", MASK_CORR.name, "--stages", "1", "2", "3", "4"]),
+    "ca-fmc": ("+CA+FMC", ["--align-mode", FEATURE.name, "--stages", "1", "2", "3", "4"]),
+    "fmc": ("ResNet18+FMC", ["--no-ca", "--align-mode", FEATURE.name, "--stages", "1", "2", "3", "4"]),
 }
 
 

@@ -1,33 +1,64 @@
 """The training config: one dataclass holding every setting of a run, its choices, and the ``--val-every`` style
 intervals. Resolution order: ``TrainConfig`` defaults < preset (:mod:`geoapp.training.presets`) < flags given on
-the command line; the resolved config is printed and saved as ``config.json`` in the run folder."""
+the command line; the resolved config is printed and saved as ``config.json`` in the run folder.
+
+The defaults are the method (``docs/method.md``): a bare ``python -m geoapp.train`` trains it at the paper's sizes.
+The model's part is a :class:`~geoapp.model.ModelConfig` held whole (``TrainConfig.model``); presets, flags and
+older saved configs name its fields flat (``align_mode``, ``stages``, ...; ``fov`` and ``height`` for the FoV and
+both image heights), and :func:`nested_values` turns those into the nested record."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..model import ModelConfig
 from ..provenance import config_from_dict, config_to_dict
+from .window_choices import METHOD_WINDOW_CHOICE, WINDOW_CHOICES
 
-SOFT_WINDOW_CHOICES = ("soft", "straight-through")  # gate-corr only: the triplet loss reaches the window scores
-HARDEST_MARGIN = "hardest-margin"  # known-positive plus the descriptor's triplet loss at the hardest windows
-KNOWN_POSITIVE_CHOICES = ("known-positive", "hardest-negative", HARDEST_MARGIN)  # positives at their known window
-WINDOW_CHOICES = ("argmax", *SOFT_WINDOW_CHOICES, *KNOWN_POSITIVE_CHOICES)
 NEGATIVES = ("all-ranks", "per-rank")
+# flat names of the model's fields that stand for others: the FoV, and one height for both images
+MODEL_ALIASES = {"fov": ("fov_deg",), "height": ("ground_height", "sat_height")}
+MODEL_KEYS = frozenset(f.name for f in dataclasses.fields(ModelConfig)) | set(MODEL_ALIASES)
 
 
-def window_choice_problem(window_choice: str, align_mode: str, gate_weight: float) -> str | None:
-    """What is wrong with training windows chosen by ``window_choice`` for a model of ``align_mode`` and
-    ``gate_weight`` (None: nothing): a soft window weighs the gate-corr scores of every offset, so it needs that mode,
-    and it forms offset-averaged distances, which have no gate term."""
-    if window_choice in SOFT_WINDOW_CHOICES and align_mode != "gate-corr":
-        return f"window_choice {window_choice!r} needs align_mode gate-corr, got {align_mode!r}"
-    if window_choice in SOFT_WINDOW_CHOICES and gate_weight > 0:
-        return (f"window_choice {window_choice!r} forms offset-averaged distances without the gate term; train a "
-                f"gate_weight {gate_weight} model with argmax or known-positive")
-    return None
+def method_model() -> ModelConfig:
+    """The model the method trains: ResNet18_CA at the paper's sizes with the method's alignment (ModelConfig's
+    defaults) and circular padding in the satellite branch (its polar image is a panorama)."""
+    return ModelConfig(wrap_satellite=True)
+
+
+def nested_values(values: dict) -> dict:
+    """A training config's values with the model's part as one ``model`` record: flat model fields (presets, flags,
+    older saved configs) are moved into it, over the values of a ``model`` record already there (by default the
+    method's model)."""
+    out = {k: v for k, v in values.items() if k not in MODEL_KEYS}
+    model = out.pop("model", None) or method_model()
+    model = model.to_dict() if isinstance(model, ModelConfig) else dict(model)
+    given = MODEL_KEYS & set(values)
+    for key in given:
+        for name in MODEL_ALIASES.get(key, (key,)):
+            model[name] = values[key]
+    if given & {"use_ca", "align_mode"}:  # another alignment brings its own defaults, unless they are given too
+        for name in ("shared_window", "gate_weight", *(("align_mode",) if "use_ca" in given else ())):
+            if name not in given:
+                model[name] = None
+    out["model"] = model
+    return out
+
+
+def flat_values(values: dict) -> dict:
+    """The inverse view of :func:`nested_values`: every field by its flat name (to compare with flags)."""
+    out = {k: v for k, v in values.items() if k != "model"}
+    model = values.get("model") or {}
+    for key in MODEL_KEYS & set(model):
+        out[key] = model[key]
+    for alias, names in MODEL_ALIASES.items():
+        if names[0] in model:
+            out[alias] = model[names[0]]
+    return out
 
 
 @dataclass
@@ -41,22 +72,14 @@ class TrainConfig:
     val_split: str = "auto"
     test_split: str = "test"  # the final evaluation's split: reported only, never chosen on
     allow_test_selection: bool = False  # let val_split be the test split (warns loudly)
-    fov: float = 90.0  # the model's nominal FoV: validation and, without fov_range, every training batch
     fov_range: tuple[float, ...] = ()  # (lo, hi): each training batch at a FoV drawn uniformly from it (data.batch_fov)
-    height: int = 128  # ground crop height = polar height
-    sat_width: int = 512  # polar width = resized panorama width
     cache: str = "auto"  # keep decoded uint8 images in memory: auto | yes | no
     workers: int = 2  # DataLoader worker processes (image decoding when not cached)
     val_size: int = 1000  # validation locations used during training (0: the whole split); also the size of a
     # carved selection subset (0: about 5 %, at least 500 where the training split allows)
-    # ---- model
-    use_ca: bool = True
-    align_mode: str = "mask-corr"
-    stages: tuple[int, ...] = (1, 2, 3, 4)
-    base_channels: int = 64  # block-1 channels (ResNet18: 64); a narrower model trains faster on a CPU
-    wrap_satellite: bool = False  # circular width padding in the satellite branch (the polar image wraps)
-    shared_window: bool = False  # attention modes: the heading stage's window offset places every stage's window
-    gate_weight: float = 0.0  # gate-corr: weight of the attention agreement in the pair similarity (ModelConfig)
+    # ---- model: architecture, sizes (its fov_deg is the nominal FoV: validation and, without fov_range, every
+    # training batch) and matching
+    model: ModelConfig = field(default_factory=method_model)
     imagenet_weights: str | None = None
     # ---- optimisation
     epochs: int = 100
@@ -69,16 +92,15 @@ class TrainConfig:
     weight_decay: float = 5e-4
     alpha: float = 10.0
     grad_clip: float = 0.0  # 0: off
-    align_loss: float = 0.0  # weight of the auxiliary window-alignment loss (not in the paper; objective.py)
-    # how training picks the window (gate-corr only for soft / straight-through; inference always takes the argmax):
-    # argmax, soft (softmax over offsets) or straight-through (argmax forward, softmax gradient)
-    window_choice: str = "argmax"
+    align_loss: float = 0.3  # weight of the auxiliary window-alignment loss (not in the paper; objective.py)
+    # how training picks the windows its loss sees (geoapp.training.window_choices); inference takes the argmax
+    window_choice: str = METHOD_WINDOW_CHOICE.name
     # torchrun: where an anchor's batch-hard negative comes from: every process's batch (all-ranks, gathered as
     # Sample4Geo gathers) or its own process's batch (per-rank, as one GPU with the per-GPU batch would)
     negatives: str = "all-ranks"
     # ---- device and precision
     device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16  (auto: bf16/fp16 on GPU, fp32 on CPU)
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16  (auto: bf16/fp16 on GPU, measured on CPU: precision.py)
     channels_last: bool = False
     # ---- run
     out: str = "runs/demo"
@@ -94,7 +116,8 @@ class TrainConfig:
     preset: str = ""
 
     def __post_init__(self):
-        self.stages = tuple(sorted(int(s) for s in self.stages))
+        if isinstance(self.model, dict):
+            self.model = ModelConfig.from_dict(self.model)
         self.eval_fovs = tuple(float(f) for f in self.eval_fovs)
         self.fov_range = tuple(float(f) for f in self.fov_range)
         problems = []
@@ -109,10 +132,11 @@ class TrainConfig:
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             problems.append(f"precision must be auto|fp32|bf16|fp16, got {self.precision!r}")
         if self.window_choice not in WINDOW_CHOICES:
-            problems.append(f"window_choice must be one of {WINDOW_CHOICES}, got {self.window_choice!r}")
-        choice_problem = window_choice_problem(self.window_choice, self.align_mode, self.gate_weight)
-        if choice_problem:  # (None for an unknown choice, refused just above)
-            problems.append(choice_problem)
+            problems.append(f"window_choice must be one of {tuple(WINDOW_CHOICES)}, got {self.window_choice!r}")
+        else:
+            choice_problem = WINDOW_CHOICES[self.window_choice].problem(self.model.alignment, self.model.gate_weight)
+            if choice_problem:
+                problems.append(choice_problem)
         if self.negatives not in NEGATIVES:
             problems.append(f"negatives must be one of {NEGATIVES}, got {self.negatives!r}")
         if self.batch_size < 2:
@@ -129,29 +153,37 @@ class TrainConfig:
                 problems.append(str(exc))
         if problems:
             raise ValueError("invalid training config: " + "; ".join(problems))
-        self.model_config()  # raises on an invalid model part (align mode without CA, bad sizes, ...)
+
+    @property
+    def fov(self) -> float:
+        """The model's nominal FoV: validation and, without ``fov_range``, every training batch."""
+        return self.model.fov_deg
+
+    @property
+    def height(self) -> int:
+        """Ground crop height = polar height."""
+        return self.model.ground_height
+
+    @property
+    def sat_width(self) -> int:
+        """Polar width = resized panorama width."""
+        return self.model.sat_width
 
     def model_config(self) -> ModelConfig:
-        return ModelConfig(
-            use_ca=self.use_ca,
-            align_mode=self.align_mode,
-            stages=self.stages,
-            base_channels=self.base_channels,
-            wrap_satellite=self.wrap_satellite,
-            shared_window=self.shared_window,
-            gate_weight=self.gate_weight,
-            fov_deg=self.fov,
-            ground_height=self.height,
-            sat_height=self.height,
-            sat_width=self.sat_width,
-        )
+        return self.model
 
     def to_dict(self) -> dict:
-        return config_to_dict(self)
+        return {**config_to_dict(self), "model": self.model.to_dict()}
+
+    def flat(self) -> dict:
+        """Every field by its flat name (the names presets and flags use), tuples as tuples."""
+        return flat_values({**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+                            "model": dataclasses.asdict(self.model)})
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        return config_from_dict(cls, d, "training config")
+        """From a saved record (nested, or the flat form of older runs) or flat values (presets, flags)."""
+        return config_from_dict(cls, nested_values(d), "training config")
 
     def dumps(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)

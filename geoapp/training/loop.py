@@ -176,7 +176,7 @@ def run_precision(cfg: TrainConfig, d, device, saved: dict, log) -> tuple[str, d
         return saved["precision"], saved.get("precision_choice")
     if cfg.precision == "auto" and device.type == "cpu" and d.enabled:  # every process must choose the same
         return "fp32", {"requested": "auto", "chosen": "fp32", "how": "several CPU processes"}
-    return choose_precision(cfg.precision, device, cfg.model_config(), log=log)
+    return choose_precision(cfg.precision, device, cfg.model, log=log)
 
 
 @dataclass
@@ -254,7 +254,7 @@ class Trainer:
         self.ckpt_every = interval_steps(cfg.ckpt_every, self.steps_per_epoch, self.val_every)
         self.fingerprint = dataset_fingerprint(data.train, data.val, data.test)
         seed_everything(cfg.seed)  # after the data (its caching draws nothing from these streams), before the model
-        self.model = build_model(cfg.model_config())
+        self.model = build_model(cfg.model)
         self.optimizer = self.scaler = None
         self.state = {"step": 0, "best": None, "best_step": None, "last_val_step": None}
 
@@ -275,7 +275,7 @@ class Trainer:
         elif d.main:
             run.path.mkdir(parents=True, exist_ok=True)
             atomic_write_json(run.config, {
-                "train_config": cfg.to_dict(), "model_config": cfg.model_config().to_dict(), "resolved": resolved,
+                "train_config": cfg.to_dict(), "model_config": cfg.model.to_dict(), "resolved": resolved,
                 "dataset": self.fingerprint, "command": command_line(), "code_revision": code_revision(),
             })
             run.log({"kind": "event", "event": "start", "step": 0, "command": command_line()})

@@ -43,7 +43,9 @@ from torch import nn
 from ..angles import true_offset
 from ..model import CrossViewModel, StageMaps, soft_margin_triplet_loss, window_scores
 from ..model.align import align_windows, attention, gate_score_at, gated_similarity, soft_window_distances
-from .config import HARDEST_MARGIN, KNOWN_POSITIVE_CHOICES, SOFT_WINDOW_CHOICES, window_choice_problem
+from ..model.align_modes import FEATURE
+from .window_choices import ARGMAX, WindowChoice
+from .window_choices import window_choice as choice_named
 from .distributed import gather_across_ranks
 
 ALIGN_SCALE = 10.0  # logits in [0, 10]: the best window can be e^10 times likelier than a zero-score one
@@ -57,17 +59,18 @@ class TrainForward(nn.Module):
     descriptors), and this batch's anchors mine their hardest negative among all of them.
     """
 
-    def __init__(self, model: CrossViewModel, with_logits: bool = False, window_choice: str = "argmax",
-                 across_ranks: bool = False):
+    def __init__(self, model: CrossViewModel, with_logits: bool = False,
+                 window_choice: WindowChoice | str = ARGMAX, across_ranks: bool = False):
         super().__init__()
-        problem = window_choice_problem(window_choice, model.config.align_mode, model.config.gate_weight)
+        choice = choice_named(window_choice)
+        problem = choice.problem(model.config.alignment, model.config.gate_weight)
         if problem:
             raise ValueError(problem)
         self.model = model
         self.with_logits = with_logits
-        self.window_choice = window_choice
+        self.window_choice = choice
         self.across_ranks = across_ranks  # under torchrun: mine the negatives among every process's batch
-        if model.config.align_mode == "gate-corr" and not self.uses_window_temperature:
+        if model.config.alignment.cosine_scores and not self.uses_window_temperature:
             # nothing in this objective reaches the temperature: frozen, so that DistributedDataParallel does not
             # wait for its gradient (it would fail at the second step); a single process leaves it unchanged anyway
             model.window_log_temperature.requires_grad_(False)
@@ -75,7 +78,7 @@ class TrainForward(nn.Module):
     @property
     def uses_window_temperature(self) -> bool:
         """Whether the loss reaches the gate-corr window temperature: soft window choices and the alignment loss."""
-        return self.window_choice in SOFT_WINDOW_CHOICES or self.with_logits
+        return self.window_choice.reaches_temperature or self.with_logits
 
     def forward(self, ground: torch.Tensor, satellite: torch.Tensor, shifts=None, pano_width: int = 512):
         """``shifts`` (the crops' panorama shifts) and ``pano_width``: needed by the known-positive choices only.
@@ -86,7 +89,7 @@ class TrainForward(nn.Module):
         s = self.model.encode_satellite(satellite)
         positives = self._known_positives(g, s, shifts, pano_width)
         distances, soft_logits = self._mined(g, s, positives, self._all_pairs)
-        if self.window_choice == HARDEST_MARGIN:  # the descriptor alone, every negative at its hardest window
+        if self.window_choice.descriptor_margin:  # the descriptor alone, every negative at its hardest window
             margin, _ = self._mined(g, s, self._known_positives(g, s, shifts, pano_width, gate_weight=0.0),
                                     self._hardest_descriptor_pairs)
             distances = TripletTerms((distances, margin))
@@ -115,11 +118,11 @@ class TrainForward(nn.Module):
     def _all_pairs(self, g: StageMaps, s: StageMaps, first: int = 0):
         """Q x R distances by the window choice; soft choices also give the logits of the pairs (i, first + i)."""
         cfg = self.model.config
-        if self.window_choice in SOFT_WINDOW_CHOICES:
-            return soft_window_distances(g, s, cfg.align_mode, cfg.stages, self.model.window_temperature(),
-                                         straight_through=self.window_choice == "straight-through",
+        if self.window_choice.soft:
+            return soft_window_distances(g, s, cfg.alignment, cfg.stages, self.model.window_temperature(),
+                                         straight_through=self.window_choice.straight_through,
                                          offset_stage=cfg.window_stage, first=first)
-        if self.window_choice == "hardest-negative":
+        if self.window_choice.hardest_negatives:
             return hardest_window_distances(cfg, g, s), None
         return self.model.match(g, s).distances, None
 
@@ -127,21 +130,22 @@ class TrainForward(nn.Module):
                          gate_weight: float | None = None) -> torch.Tensor | None:
         """The B positive pairs' distances cropped at their known window, for those choices (else None); with the
         model's gate term unless ``gate_weight`` is given."""
-        if self.window_choice not in KNOWN_POSITIVE_CHOICES:
+        if not self.window_choice.known_positives:
             return None
         if shifts is None:
-            raise ValueError(f"window choice {self.window_choice!r} needs the crops' shifts")
+            raise ValueError(f"window choice {self.window_choice.name!r} needs the crops' shifts")
         known = known_offsets(s, self.model.config.stages, shifts, pano_width)
         return self.model.match(g, s, diagonal=True, window_offsets=known, gate_weight=gate_weight).distances
 
     def _window_logits(self, g: StageMaps, s: StageMaps) -> list[torch.Tensor]:
         """The true pairs' window logits at each choosing stage (the alignment loss's input)."""
         cfg = self.model.config
+        mode = cfg.alignment
         logits = []
         for b in cfg.stages if cfg.window_stage is None else (cfg.window_stage,):  # the stages that choose
-            sc = window_scores(cfg.align_mode, g.features[b - 1], s.features[b - 1], attention(g, cfg.align_mode, b),
-                               attention(s, cfg.align_mode, b), diagonal=True)
-            if cfg.align_mode == "gate-corr":
+            sc = window_scores(mode, g.features[b - 1], s.features[b - 1], attention(g, mode, b),
+                               attention(s, mode, b), diagonal=True)
+            if mode.cosine_scores:
                 logits.append(self.model.window_temperature()[b - 1] * sc)
             else:
                 logits.append(ALIGN_SCALE * sc / sc.amax(-1, keepdim=True).detach().clamp_min(1e-12))
@@ -196,7 +200,7 @@ def hardest_window_distances(config, ground, satellite, gate_weight: float | Non
     its own window); with a gate weight (``config``'s unless ``gate_weight`` is given), the gate term is read at the
     choosing stage's window (``config``'s rule)."""
     gate_weight = config.gate_weight if gate_weight is None else gate_weight
-    feat = align_windows(ground, satellite, "feature", config.stages)
+    feat = align_windows(ground, satellite, FEATURE, config.stages)
     if gate_weight == 0:
         return feat.distances
     choosing = config.stages if config.window_stage is None else (config.window_stage,)
