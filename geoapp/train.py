@@ -3,7 +3,7 @@
 Examples::
 
     python -m geoapp.synth --out data/synth                       # the synthetic world (once)
-    python -m geoapp.train --preset demo                          # the shipped checkpoint: about 72 min on 2 CPU cores
+    python -m geoapp.train --preset demo                          # the shipped checkpoint (docs/results.md)
     python -m geoapp.train --preset demo-quick                    # the same method in minutes -> runs/demo-quick
     python -m geoapp.train --preset paper-cvusa-90 --data-root data/cvusa --imagenet-weights resnet18.pth
     torchrun --nproc_per_node=4 -m geoapp.train --preset paper-cvact-70 --imagenet-weights resnet18.pth
