@@ -43,10 +43,9 @@ from .retrieval.index import DEFAULT_DIMS
 from .retrieval.raster import RasterSource, read_locations, training_footprint
 from .retrieval.vector_engine import INDEX_TYPES, upload_database
 
-# fp16 by default: compact is 28 KiB per reference for the demo model (fp16: 158 KiB) at R@1 -0.4 / -0.6 points at
-# 90 / 70 deg on the synthetic test split (mean of the 3 shift seeds), but its window columns are decoded on every
-# query: exhaustive search of 10,000 references 268 against 91 ms (2 threads, AVX2 EPYC). The smaller store is the one
-# to ask for (--store compact), not the default.
+# fp16 by default: compact is a fraction of fp16's bytes per reference at a small loss of R@1, but its window columns
+# are decoded on every query, so its exhaustive search is several times slower (docs/results.md, "Compact stores").
+# The smaller store is the one to ask for (--store compact), not the default.
 DEFAULT_STORE = "fp16"
 
 

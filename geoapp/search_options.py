@@ -7,9 +7,9 @@ from __future__ import annotations
 import argparse
 
 SEARCH_MODES = ("auto", "exhaustive", "two-stage")
-# From this many references ``auto`` takes the two-stage search: measured faster from a few thousand on (10,000
-# full-size references: 41 against 458 ms on an AVX2 EPYC, 2 threads), and no answer lost at 6,000 with 500 candidates
-# (docs/results.md, search benchmarks); below it the exhaustive search is as fast and exact by construction.
+# From this many references ``auto`` takes the two-stage search: it is measured faster from a few thousand references
+# on and lost no answer at the benchmark's largest real gallery (docs/results.md, "Search benchmarks"); below it the
+# exhaustive search is as fast and exact by construction.
 TWO_STAGE_FROM = 5000
 PROJECTIONS = ("auto", "pinhole", "crop")
 MAX_VIEWS = 6  # photos in one multi-photo query
@@ -17,10 +17,10 @@ TOP_K_RANGE = (1, 50)  # candidates a query may ask for
 # distinct places (geoapp.retrieval.places): the distances in metres a request may give (0: off, every tile)
 DISTINCT_RANGE_M = (0.0, 10_000.0)
 # References aligned per chunk by a one-photo search. The attention modes pay each chunk's per-operation costs once per
-# 2,048 references (exhaustive search of 10,000 references, 2-core AVX2 EPYC, 2 threads, chunks of 512 -> 2,048:
-# 125 -> 95 ms with the demo model, 492 -> 463 ms at full size), with under 100 MB of scratch memory at full size.
-# The feature mode correlates every offset over a float32 copy of the chunk's maps (1 MB per full-size reference):
-# 3.4 s at 512 and 1,024, 8.1 s at 2,048.
+# 2,048 references: the chunk sweep found larger chunks faster up to about this size and little gained beyond it,
+# while the scratch memory grows with the chunk. The feature mode correlates every offset over a float32 copy of the
+# chunk's maps (1 MB per full-size reference), and larger chunks were slower for it, so it keeps 512
+# (docs/results.md, "python -m geoapp.bench search: latency").
 SEARCH_CHUNKS = {"attention": 2048, "features": 512}
 
 

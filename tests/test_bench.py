@@ -1,13 +1,49 @@
-"""The benchmark scripts run end to end (tiny settings) and report every figure they promise."""
+"""The benchmark scripts run end to end (tiny settings) and report every figure they promise, each checked against a
+planted case with a known answer: a clock whose every timed span lasts a known time, an allocation of a known size,
+a gallery whose true ranks are known."""
 
 import pytest
 
 from geoapp.bench import model as bench_model
+from geoapp.bench.__main__ import SUBCOMMANDS
+from geoapp.bench.__main__ import main as bench_main
 
 pytest_plugins = ["app_fixtures"]  # the tiny world, model and database (the answers benchmark)
 
 
-def test_bench_model_reports_every_figure(tmp_path, capsys):
+class PlantedClock:
+    """Stands in for a benchmark module's ``time``: every ``perf_counter()`` call is ``step`` seconds after the last,
+    so a span timed by two consecutive calls lasts exactly ``step``, whatever the code in between costs."""
+
+    def __init__(self, step: float, start: float = 100.0):
+        self.step, self.now = step, start
+
+    def perf_counter(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+class ScriptedClock:
+    """Stands in for a benchmark module's ``time``: ``perf_counter()`` returns the given readings in turn."""
+
+    def __init__(self, readings):
+        self.readings = iter(readings)
+
+    def perf_counter(self) -> float:
+        return next(self.readings)
+
+
+def test_bench_model_times_the_median_of_the_repeats_after_the_warm_up(monkeypatch):
+    calls = []
+    # three timed runs of 0.3, 0.1 and 0.2 s; the warm-up is not timed
+    monkeypatch.setattr(bench_model, "time", ScriptedClock([10.0, 10.3, 11.0, 11.1, 12.0, 12.2]))
+    assert bench_model._median_seconds(lambda: calls.append(1), repeats=3) == pytest.approx(0.2)
+    assert len(calls) == 4
+
+
+def test_bench_model_reports_every_figure(tmp_path, capsys, monkeypatch):
+    step = 0.004  # every timed run lasts 4 ms
+    monkeypatch.setattr(bench_model, "time", PlantedClock(step))
     out = bench_model.main(
         [
             "--repeats",
@@ -25,19 +61,26 @@ def test_bench_model_reports_every_figure(tmp_path, capsys):
         ]
     )
     for variant in ("resnet18_ca", "resnet18"):
-        assert set(out[variant]) == {"ground_ms_70", "ground_ms_90", "satellite_img_per_s"}
-        assert all(v > 0 for v in out[variant].values())
-        assert out["train_step_s"][variant] > 0
-    assert len(out["align_us_per_pair"]) == 16 and all(v > 0 for v in out["align_us_per_pair"].values())
+        # milliseconds of one ground query; images per second of a batch of 2; seconds of a training step
+        assert out[variant] == pytest.approx({"ground_ms_70": 4.0, "ground_ms_90": 4.0, "satellite_img_per_s": 500.0})
+        assert out["train_step_s"][variant] == pytest.approx(step)
+    # one query against the gallery of 4: a quarter of the run per pair
+    assert len(out["align_us_per_pair"]) == 16
+    assert all(v == pytest.approx(1e6 * step / 4) for v in out["align_us_per_pair"].values())
     assert {"gate-corr shared stages 1234", "gate-corr shared stages 1234, fp16 dots"} <= set(out["align_us_per_pair"])
     printed = capsys.readouterr().out
-    assert "CA/plain" in printed and "us/pair" in printed and "gate-corr stages 1234, fp16 dots" in printed
+    assert "CA/plain" in printed and "gate-corr stages 1234, fp16 dots" in printed
+    assert "ground branch, 70 deg, batch 1 (ms)" in printed and "        4.00       4.00      1.00" in printed
+    assert "1000.00 us/pair  (10000 ms per 10,000 references)" in printed
     assert (tmp_path / "model.json").exists()
 
 
-def test_bench_data_reports_every_figure(tmp_path, capsys):
+def test_bench_data_reports_every_figure(tmp_path, capsys, monkeypatch):
+    import json
+
     from geoapp.bench import data as bench_data
 
+    monkeypatch.setattr(bench_data, "time", PlantedClock(0.5))  # every timed span lasts half a second
     out = bench_data.main(
         [
             "--repeats",
@@ -52,14 +95,23 @@ def test_bench_data_reports_every_figure(tmp_path, capsys):
             "4",
             "--batches",
             "2",
+            "--keep",
+            str(tmp_path / "world"),
             "--json",
             str(tmp_path / "data.json"),
         ]
     )
-    assert out["polar_ms_750"] > 0 and out["polar_ms_1200"] > 0
-    assert out["synth"]["locations"] == 24 and out["synth"]["render_locations_per_s"] > 0
-    assert out["loader"]["train_samples_per_s"] > 0 and out["loader"]["eval_samples_per_s"] > 0
-    assert "locations/s" in capsys.readouterr().out
+    assert (out["polar_ms_750"], out["polar_ms_1200"]) == (500.0, 500.0)
+    # 24 locations in half a second; the rendering rate is the one the generator recorded in its manifest
+    manifest = json.loads((tmp_path / "world" / "dataset.json").read_text())
+    assert out["synth"]["locations"] == 24 and out["synth"]["overall_locations_per_s"] == pytest.approx(48.0)
+    assert out["synth"]["render_locations_per_s"] == manifest["timing"]["render_locations_per_s"]
+    assert out["synth"]["world_s"] == manifest["timing"]["world_s"]
+    # after the start-up batch, 2 timed batches of 4 samples in half a second, from each split's 12
+    assert out["loader"] == pytest.approx({"train_samples_per_s": 16.0, "eval_samples_per_s": 16.0})
+    printed = capsys.readouterr().out
+    assert "500.00 ms/image" in printed and "overall 48.0 locations/s" in printed and "train 16 samples/s" in printed
+    assert json.loads((tmp_path / "data.json").read_text()) == json.loads(json.dumps(out))
 
 
 def test_bench_answers_measures_calibration_prior_and_views(tiny_world, tiny_checkpoint, tiny_database, tmp_path):
@@ -95,13 +147,23 @@ def test_bench_answers_measures_calibration_prior_and_views(tiny_world, tiny_che
     assert "| 90° |" in text and "| 200 m |" not in text and "| 0.2 km |" in text and "| 2 |" in text
 
 
-def test_every_listed_benchmark_is_a_module_with_a_main():
-    import importlib
+@pytest.mark.parametrize("name", list(SUBCOMMANDS))
+def test_every_listed_benchmark_answers_under_its_own_name(name, capsys, monkeypatch):
+    import sys
 
-    from geoapp.bench.__main__ import SUBCOMMANDS
+    monkeypatch.setattr(sys, "argv", list(sys.argv))  # the dispatcher sets the chosen benchmark's argv
+    with pytest.raises(SystemExit) as done:
+        bench_main([name, "--help"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: python -m geoapp.bench {name} ")
 
-    for name in SUBCOMMANDS:
-        assert callable(importlib.import_module(f"geoapp.bench.{name}").main), name
+
+def test_the_benchmark_dispatcher_lists_the_benchmarks_and_refuses_others(capsys):
+    assert bench_main([]) == 2 and bench_main(["--help"]) == 0
+    assert bench_main(["nonesuch"]) == 2
+    captured = capsys.readouterr()
+    assert "unknown benchmark 'nonesuch'" in captured.err
+    assert captured.out.count("usage: python -m geoapp.bench {" + ",".join(SUBCOMMANDS) + "}") == 2
 
 
 def _tiny_stage_dims():
@@ -109,9 +171,34 @@ def _tiny_stage_dims():
     return [(16 * 2**i, 32 // 4 // 2**i, 128 // 4 // 2**i) for i in range(4)]
 
 
-def test_bench_memory_reports_peak_memory_and_the_gallery_size(tmp_path, capsys):
+def test_bench_memory_peak_counts_an_allocation_of_known_size():
+    import mmap
+
     from geoapp.bench import memory
 
+    size = 96 << 20
+
+    def touch_pages():
+        # a fresh anonymous mapping, every page written: resident whatever the allocator keeps
+        buf = mmap.mmap(-1, size)
+        for offset in range(0, size, mmap.PAGESIZE):
+            buf[offset] = 1
+        buf.close()
+        return "done"
+
+    resettable = memory.reset_peak()
+    before = sum(memory.resident_parts().values())
+    result, _, peak = memory._timed_peak(touch_pages)
+    assert result == "done" and peak >= before + size * 0.95
+    if resettable:  # the mapping is gone: a phase that allocates nothing peaks near where it started
+        _, _, idle = memory._timed_peak(lambda: None)
+        assert idle < before + size / 2
+
+
+def test_bench_memory_reports_peak_memory_and_the_gallery_size(tmp_path, capsys, monkeypatch):
+    from geoapp.bench import memory
+
+    monkeypatch.setattr(memory, "time", PlantedClock(0.25))  # every phase lasts a quarter of a second
     out = memory.main(["--references", "50", "--queries", "8", "--tiny", "--batch-size", "16", "--chunk-size", "16",
                        "--seed-references", "8", "--spool-dir", str(tmp_path)])
     # spooled: fp16 features and float32 energies, attention (masks, gates of every stage: mask-corr) in float32
@@ -120,8 +207,11 @@ def test_bench_memory_reports_peak_memory_and_the_gallery_size(tmp_path, capsys)
     # the float32 StageMaps (features, masks, gates) the evaluation used to hold in memory
     assert out["float32_in_memory_bytes"] == 50 * 4 * sum(c * h * w + h * w + c * w for c, h, w in _tiny_stage_dims())
     assert out["queries"] == 8 and out["references"] == 50
-    assert set(out["peak_rss_bytes"]) == set(out["seconds"]) == {"encode seed batch", "store gallery", "rank queries"}
-    assert all(v > 0 for v in out["peak_rss_bytes"].values()) and all(v > 0 for v in out["seconds"].values())
+    assert out["seconds"] == {"encode seed batch": 0.25, "store gallery": 0.25, "rank queries": 0.25}
+    # each phase's peak holds at least the model and what the process had before it (a few hundred MB)
+    assert set(out["peak_rss_bytes"]) == set(out["seconds"])
+    assert all(v >= 50e6 for v in out["peak_rss_bytes"].values())
+    assert out["peak_rss_max_bytes"] == max(out["peak_rss_bytes"].values())
     assert out["target_met"] is (out["peak_rss_max_bytes"] <= 4e9)
     printed = capsys.readouterr().out
     assert "peak RSS" in printed and "target <= 4 GB" in printed and out["cpu"]["torch_capability"] in printed
@@ -140,18 +230,24 @@ def test_bench_gpu_without_cuda_says_so_and_exits_0():
     assert "no CUDA device is available" in done.stdout
 
 
-def test_bench_gpu_figures_on_the_cpu(tmp_path):
-    """The GPU benchmark's measurements run on any device: here on the CPU at a tiny size, every figure positive."""
+def test_bench_gpu_figures_on_the_cpu(tmp_path, monkeypatch):
+    """The GPU benchmark's measurements run on any device: here on the CPU at a tiny size, each timed span lasting
+    a quarter of a second, so every figure follows from the counts asked for."""
     import argparse
 
     from geoapp.bench import gpu
     from geoapp.training.presets import resolve_config
 
+    monkeypatch.setattr(gpu, "time", PlantedClock(0.25))
     cfg = resolve_config("paper-cvusa-90", {"height": 32, "sat_width": 128, "base_channels": 16})
     args = argparse.Namespace(batch=4, references=20, eval_batch=8, chunk_size=8, spool_dir=str(tmp_path))
     out = gpu.measure(cfg, gpu.torch.device("cpu"), args, steps=1, queries=2)
     assert out["precision"] == "fp32"
-    assert {k for k, _, _ in gpu.ROWS} <= set(out) and all(out[k] > 0 for k, _, _ in gpu.ROWS)
+    assert {k for k, _, _ in gpu.ROWS} <= set(out)
+    assert out["train_s_per_step"] == pytest.approx(0.25)  # one timed step
+    assert out["satellite_img_per_s"] == pytest.approx(8 / 0.25)  # one batch of 8
+    assert out["ranking_us_per_pair"] == pytest.approx(0.25 / (2 * 20) * 1e6)  # 2 queries x 20 references
+    assert out["search_ms_per_query"] == pytest.approx(250.0)
 
 
 def test_bench_search_counts_the_bytes_a_query_reads():
@@ -166,9 +262,43 @@ def test_bench_search_counts_the_bytes_a_query_reads():
     assert bytes_per_query(config, per_ref) == 800.0 / 4 + 64 + 16 + 16
 
 
-def test_bench_search_times_a_given_checkpoint_under_its_own_file_names(tiny_checkpoint, tmp_path, capsys):
+def test_bench_search_two_stage_ranks_on_a_planted_gallery():
+    """Query q's true reference is q, at distance 0.5 from it; the first stage keeps planted candidates."""
+    import numpy as np
+    import torch
+
+    from geoapp.bench.search import two_stage_ranks
+    from geoapp.retrieval.metrics import recall_from_ranks
+
+    dist = torch.ones(4, 6)
+    dist[torch.arange(4), torch.arange(4)] = 0.5
+    dist[1, 5] = 0.2  # closer to query 1 than its own, and kept: rank 1
+    dist[2, 4], dist[2, 5] = 0.1, 0.3  # closer to query 2, but only reference 4 is kept: rank 1
+    kept = {0: [0, 1, 2], 1: [5, 1, 3], 2: [2, 4, 0], 3: [0, 1, 2]}  # query 3's true reference is missed
+
+    class Queries:
+        def __len__(self):
+            return 4
+
+        def slice(self, start, stop):
+            return start
+
+    class FirstStage:
+        def search(self, query, m):
+            return [np.array(kept[query][:m])]
+
+    ranks, found = two_stage_ranks(FirstStage(), Queries(), dist, 3)
+    assert ranks.tolist() == [0, 1, 1, 6] and found == 75.0  # a missed tile ranks last (the gallery size)
+    assert recall_from_ranks(ranks, 6, ks=(1, 5), top_percent=None) == pytest.approx({"R@1": 25.0, "R@5": 75.0})
+    ranks, found = two_stage_ranks(FirstStage(), Queries(), dist, 1)  # only each query's first candidate
+    assert ranks.tolist() == [0, 6, 0, 6] and found == 50.0
+
+
+def test_bench_search_times_a_given_checkpoint_under_its_own_file_names(tiny_checkpoint, tmp_path, capsys,
+                                                                         monkeypatch):
     from geoapp.bench import search as bench_search
 
+    monkeypatch.setattr(bench_search, "time", PlantedClock(0.25))  # every timed span lasts a quarter of a second
     bench_search.main(["--only", "latency", "--checkpoint", str(tiny_checkpoint), "--sizes", "24,48",
                        "--physical", "48", "--build-tiles", "8", "--queries", "2", "--rerank", "8",
                        "--chunk-sweep", "16,64", "--work", str(tmp_path)])
@@ -177,10 +307,16 @@ def test_bench_search_times_a_given_checkpoint_under_its_own_file_names(tiny_che
     assert (tmp_path / f"{stem}_seed_db").is_dir() and (tmp_path / f"{stem}_gallery_48").is_dir()
     assert not list(tmp_path.glob("random_full_*"))  # the given checkpoint is timed: no random model is made
     assert f"model: {tiny_checkpoint}" in printed
-    # the sweep runs on the largest real gallery timed exhaustively, and both rows of the table are printed
-    assert "exhaustive chunk-size sweep on 48 refs" in printed
+    # 8 tiles built in a quarter of a second; the store holds the largest size asked
+    assert "build (real path, 8 random 750x750 JPEG tiles" in printed and "CPU): 31 ms per tile" in printed
+    assert "physical store: 48 references, store fp16" in printed
+    # the sweep runs on the largest real gallery timed exhaustively, with every chunk size asked
+    assert "exhaustive chunk-size sweep on 48 refs (median ms): 16: 250, 64: 250; using --chunk-size" in printed
+    assert "sum of a 512 MB tensor): 2.1 GB/s" in printed  # 2^29 bytes in a quarter of a second
+    # one row per size asked: exhaustive and two-stage median / p90, first stage, setup (two spans)
     rows = [line.split() for line in printed.splitlines() if line.strip().startswith(("24 ", "48 "))]
-    assert [r[0] for r in rows] == ["24", "48"] and all(float(r[1]) > 0 for r in rows)
+    assert [r[0] for r in rows] == ["24", "48"]
+    assert all(r[1:9] == ["250", "/", "250", "250", "/", "250", "250", "0.5"] for r in rows)
 
 
 # --------------------------------------------------------------------------------------------- bench serve

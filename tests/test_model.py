@@ -37,16 +37,17 @@ def test_coord_attention_reference_names_and_gates():
     assert float(mask.detach().min()) > 0 and float(mask.detach().max()) < 1
 
 
-SPEC_SHAPES = {
+# input size -> the four stages' map sizes, as conventions §1 gives them
+CONVENTION_SHAPES = {
     "polar": ((128, 512), [(32, 128), (16, 64), (8, 32), (4, 16)]),
     "70": ((128, 99), [(32, 25), (16, 13), (8, 7), (4, 4)]),
     "90": ((128, 128), [(32, 32), (16, 16), (8, 8), (4, 4)]),
 }
 
 
-@pytest.mark.parametrize("name", list(SPEC_SHAPES))
-def test_stage_shapes_match_spec(name):
-    (h, w), stages = SPEC_SHAPES[name]
+@pytest.mark.parametrize("name", list(CONVENTION_SHAPES))
+def test_stage_shapes_match_conventions(name):
+    (h, w), stages = CONVENTION_SHAPES[name]
     net = resnet18_ca().eval()
     with torch.no_grad():
         maps = net(torch.randn(1, 3, h, w))

@@ -151,7 +151,8 @@ def test_true_match_ranks_reject_bad_indices():
 
 
 # ------------------------------------------------------------------------------- fp16 store: the fast top-k
-SPEC_LIKE = [(16, 4, 32, 8), (24, 3, 16, 4), (32, 2, 8, 2), (40, 1, 4, 1)]
+# (channels, rows, satellite width, ground width) of each stage of a small four-stage model (widths halve per stage)
+STAGE_SIZES = [(16, 4, 32, 8), (24, 3, 16, 4), (32, 2, 8, 2), (40, 1, 4, 1)]
 
 
 def _relu_maps(n, seed, ground, dtype=torch.float32, near=None):
@@ -159,7 +160,7 @@ def _relu_maps(n, seed, ground, dtype=torch.float32, near=None):
     a few bases, so many similarities crowd around the best ones (the fp16 re-rank has real work to do)."""
     gen = torch.Generator().manual_seed(seed)
     feats, masks = [], []
-    for b, (c, h, w_sat, w_g) in enumerate(SPEC_LIKE):
+    for b, (c, h, w_sat, w_g) in enumerate(STAGE_SIZES):
         w = w_g if ground else w_sat
         f = torch.relu(torch.randn(n, c, h, w, generator=gen))
         if near is not None:
@@ -222,7 +223,7 @@ def test_fast_topk_with_the_gate_term_equals_the_fp32_topk():
     gallery = _relu_maps(300, 7, ground=False, dtype=torch.float16, near=bases)
     for maps, width in ((ground, 1), (gallery, 0)):
         maps.gates = [torch.rand(len(maps), c, w_g if width else w_sat, generator=gen).to(maps.features[0].dtype)
-                      for c, _, w_sat, w_g in SPEC_LIKE]
+                      for c, _, w_sat, w_g in STAGE_SIZES]
     config = ModelConfig(align_mode="gate-corr", stages=STAGES, shared_window=True, gate_weight=0.5)
     exact = topk_matches(config, ground, gallery, k=10, chunk_size=64, fast=False)
     fast = topk_matches(config, ground, gallery, k=10, chunk_size=64, fast=True)
@@ -247,8 +248,8 @@ def test_a_one_photo_search_aligns_chunks_sized_for_its_alignment_mode(monkeypat
 
     monkeypatch.setattr(search_module, "match_maps", lambda *args, **kwargs: None)
     for config, chunk in ((ModelConfig(align_mode="gate-corr", shared_window=True), SEARCH_CHUNKS["attention"]),
-                          (ModelConfig(align_mode="feature", shared_window=False), SEARCH_CHUNKS["feature"])):
+                          (ModelConfig(align_mode="feature", shared_window=False), SEARCH_CHUNKS["features"])):
         read.clear()
         list(search_module.gallery_chunks(config, None, Gallery()))
         assert read[0] == (0, chunk) and read[-1][1] == 5000 and len(read) == -(-5000 // chunk)
-    assert SEARCH_CHUNKS["feature"] < SEARCH_CHUNKS["attention"]  # feature mode holds float32 copies of its chunk
+    assert SEARCH_CHUNKS["features"] < SEARCH_CHUNKS["attention"]  # feature mode holds float32 copies of its chunk

@@ -16,9 +16,8 @@ from tiny_world import write_tiny_cvusa
 
 from geoapp.data.datasets import DATASETS
 from geoapp.data.selection import carve_dataset, ids_sha256
-from geoapp.files import REPO_ROOT, sha256_file
+from geoapp.files import sha256_file
 from geoapp.model import ModelConfig, build_model, load_model, read_metadata, soft_margin_triplet_loss
-from geoapp.provenance import code_revision, command_line
 from geoapp.train import config_from_args
 from geoapp.train import main as train_main
 from geoapp.training import TrainConfig
@@ -152,10 +151,6 @@ def test_checkpoint_rebuilds_its_model_and_reproduces_the_metrics(world, tmp_pat
     meta = read_metadata(run.best)
     assert meta["model_config"] == cfg.model_config().to_dict()
     assert meta["train_config"] == cfg.to_dict()
-    assert meta["command"] == command_line()  # this process's command: train() ran in it
-    assert meta["code_revision"] == code_revision()
-    if (REPO_ROOT / ".git").exists():  # a checkout: the commit, marked when tracked files differ
-        assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", meta["code_revision"])
     split = Path(world) / "splits/train-19zl.csv"
     assert meta["dataset"]["sha256"][str(split)] == sha256_file(split)
     assert meta["dataset"]["sha256"][str(Path(world) / "dataset.json")] == sha256_file(Path(world) / "dataset.json")
@@ -195,6 +190,38 @@ def test_checkpoint_rebuilds_its_model_and_reproduces_the_metrics(world, tmp_pat
     assert [(r["step"], r["split"], r["n"]) for r in records if r["kind"] == "val"] == [(3, "val", 4)]
     train_records = [r for r in records if r["kind"] == "train"]
     assert all(k in train_records[0] for k in ("step", "epoch", "loss", "lr", "pairs_per_s"))
+
+
+def _git(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30)
+
+
+def test_a_run_records_the_command_line_it_ran_and_the_checked_out_commit(world, tmp_path):
+    """The command a run records is the one typed (``python -m geoapp.train`` and its flags), and its revision is
+    the commit git reports for the checkout, with ``+dirty`` when tracked files differ (``unknown`` outside git)."""
+    import shlex
+
+    flags = ["--dataset", "synth", "--data-root", str(world), "--height", "32", "--sat-width", "128", "--batch-size",
+             "4", "--max-steps", "1", "--val-every", "1", "--val-size", "0", "--cache", "yes", "--workers", "0",
+             "--no-progress", "--eval-fov", "90", "--out", str(tmp_path / "run")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-m", "geoapp.train", *flags], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    head = _git("rev-parse", "HEAD")
+    if head.returncode == 0:
+        dirty = _git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        revision = head.stdout.strip() + ("+dirty" if dirty else "")
+        assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", revision)
+    else:
+        revision = "unknown"
+    typed = shlex.join(["python", "-m", "geoapp.train", *flags])
+    meta = read_metadata(tmp_path / "run/best.safetensors")
+    config = json.loads((tmp_path / "run/config.json").read_text())
+    assert (meta["command"], meta["code_revision"]) == (typed, revision)
+    assert (config["command"], config["code_revision"]) == (typed, revision)
+    start = next(r for r in RunDir(tmp_path / "run").read_log() if r.get("event") == "start")
+    assert start["command"] == typed
 
 
 def test_cli_resolution_presets_flags_and_resume_guard(tmp_path):

@@ -14,7 +14,7 @@ exists, so an interrupted start continues where it stopped:
 2. verify: the test images against the checkpoint's record (:mod:`geoapp.data.digest`). The same exact digest, or
    else the same fingerprint within its recorded tolerance (the checkpoint's world record, ``demo.world.json``:
    another image library or CPU rounds a few pixels the other way): the recorded figures hold here. Otherwise: say
-   so and re-measure the shipped model on this machine's world (``python -m geoapp.evaluate``, about two minutes);
+   so and re-measure the shipped model on this machine's world (``python -m geoapp.evaluate``, a few minutes);
    the app then shows that figure. Either way the model is not retrained.
 3. ``python -m geoapp.build_db --checkpoint CHECKPOINT --dataset synth --data-root data/synth --split test
    --out reference_db/demo --calibrate val``

@@ -253,7 +253,7 @@ def compose(panels: list[tuple[str, np.ndarray]], gap: int = 8, title_height: in
 
 
 def jpeg_bytes(rgb: np.ndarray, quality: int = 85) -> bytes:
-    """An RGB picture as JPEG (OpenCV's libjpeg-turbo: well under a millisecond for the app's pictures)."""
+    """An RGB picture as JPEG (OpenCV's libjpeg-turbo: cheap beside a query for the app's pictures)."""
     ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR),
                                [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:

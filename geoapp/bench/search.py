@@ -294,23 +294,41 @@ def latency_section(args, sizes: list[int], work: Path) -> None:
     print(f"model: {ckpt if args.checkpoint else 'random weights'}, polar {config.sat_height} x {config.sat_width}, "
           f"ground {config.ground_height} x {config.ground_width} = {config.fov_deg:g} deg, {config.base_channels} "
           f"base channels, align {config.align_mode}" + (", shared window" if config.shared_window else ""))
+    csv_path, seed_db = build_seed_database(args, ckpt, config, work / f"{prefix}seed_db", work)
+    db = physical_store(args, config, seed_db, sizes, work, prefix)
+    storage_report(args, config, db, sizes)
+    queries = timed_queries(args, ckpt, config, csv_path)
+    chunk_sweep(args, config, db, sizes, queries)
+    results = latency_table(args, config, db, seed_db, sizes, queries)
+    print(f"load average after the latency table: {os.getloadavg()[0]:.1f}")
+    print_targets(config, results)
 
-    # -- build through the real path
+
+def build_seed_database(args, ckpt: Path, config: ModelConfig, out: Path, work: Path):
+    """Random tiles built through the real path (decode, polar transform, satellite branch, store, first stage),
+    timed per tile; returns the tiles' CSV and the database."""
     csv_path = make_random_tiles(work / "tiles", args.build_tiles)
     source = TileFolderSource(csv_path.parent, csv_path, (config.sat_height, config.sat_width))
-    build_s, seed_path = timed(lambda: build_database(source, ckpt, work / f"{prefix}seed_db", overwrite=True,
-                                                      show_progress=False))
-    seed_db = ReferenceDatabase.open(seed_path)
+    build_s, seed_path = timed(lambda: build_database(source, ckpt, out, overwrite=True, show_progress=False))
     print(f"\nbuild (real path, {len(source)} random 750x750 JPEG tiles -> polar -> satellite branch -> store -> "
           f"first stage, batch 32, CPU): {build_s / len(source) * 1000:.0f} ms per tile")
+    return csv_path, ReferenceDatabase.open(seed_path)
 
-    # -- storage
+
+def physical_store(args, config: ModelConfig, seed_db: ReferenceDatabase, sizes: list[int], work: Path,
+                   prefix: str) -> ReferenceDatabase:
+    """The largest real store timed (``--physical`` at most): replicas of the seed database's references."""
     physical_n = min(args.physical, max(sizes))
     name = f"{prefix}gallery_{physical_n}" + ("" if args.store == "fp16" else f"_{args.store}")
     t, phys_path = timed(lambda: build_replica_store(seed_db, work / name, physical_n, store=args.store))
-    db = ReferenceDatabase.open(phys_path, seed_db.checkpoint_sha, config)
-    files = db.metadata["files"]
-    per_ref = {k: v["bytes"] / len(db) for k, v in files.items()}
+    print(f"physical store: {physical_n:,} references, store {args.store} ({phys_path}, "
+          f"{'reused' if t < 5 else f'written in {t:.0f} s'})")
+    return ReferenceDatabase.open(phys_path, seed_db.checkpoint_sha, config)
+
+
+def storage_report(args, config: ModelConfig, db: ReferenceDatabase, sizes: list[int]) -> None:
+    """Bytes per reference on disk by kind, what a query reads of them, and the memory bandwidth that floors it."""
+    per_ref = {k: v["bytes"] / len(db) for k, v in db.metadata["files"].items()}
     group = {"features": sum(v for k, v in per_ref.items() if k.startswith("features")),
              "column energies": sum(v for k, v in per_ref.items() if k.startswith("col_energy")),
              "masks": sum(v for k, v in per_ref.items() if k.startswith("masks")),
@@ -319,8 +337,6 @@ def latency_section(args, sizes: list[int], work: Path) -> None:
              "thumbnail": sum(v for k, v in per_ref.items() if k.startswith("thumbnail")),
              "first stage": sum(v for k, v in per_ref.items() if k.startswith("first_stage")),
              "other": per_ref["latlon.npy"] + per_ref.get("paths.txt", 0)}
-    print(f"physical store: {physical_n:,} references, store {args.store} ({phys_path}, "
-          f"{'reused' if t < 5 else f'written in {t:.0f} s'})")
     print(f"disk: {sum(per_ref.values()):,.0f} B per reference = "
           + " + ".join(f"{k} {v:,.0f}" for k, v in group.items()))
     read = bytes_per_query(config, per_ref)
@@ -333,18 +349,23 @@ def latency_section(args, sizes: list[int], work: Path) -> None:
           + ", ".join(f"{n:,} references {read * n / 1e6:,.0f} MB >= {read * n / bandwidth / 1e6:,.0f} ms"
                       for n in sizes if n <= args.max_exhaustive))
 
-    # -- queries
+
+def timed_queries(args, ckpt: Path, config: ModelConfig, csv_path: Path) -> list[StageMaps]:
+    """The ground maps of ``--queries`` crops of the benchmark tiles; prints what encoding one costs."""
     model, _ = load_model(ckpt)
     queries = query_maps(model, csv_path, args.queries)
     encode_s = [timed(lambda: model.encode_ground(torch.zeros(1, 3, config.ground_height, config.ground_width)))[0]
                 for _ in range(5)]
     print(f"ground branch (one {config.ground_height} x {config.ground_width} query): "
           f"{statistics.median(encode_s) * 1000:.0f} ms; latencies below are the search alone")
+    return queries
 
-    # -- chunk-size sweep on the largest real gallery timed exhaustively (the exhaustive path's main knob outside the
-    # alignment code; a gallery smaller than a chunk cannot tell chunk sizes apart)
-    timed_in_full = [n for n in sizes if n <= min(physical_n, args.max_exhaustive)]
-    swept = ModuloGallery(db, max(timed_in_full) if timed_in_full else min(sizes[0], physical_n))
+
+def chunk_sweep(args, config: ModelConfig, db: ReferenceDatabase, sizes: list[int], queries) -> None:
+    """Exhaustive latency per chunk size on the largest real gallery timed exhaustively: the exhaustive path's main
+    knob outside the alignment code (a gallery smaller than a chunk cannot tell chunk sizes apart)."""
+    timed_in_full = [n for n in sizes if n <= min(len(db), args.max_exhaustive)]
+    swept = ModuloGallery(db, max(timed_in_full) if timed_in_full else min(sizes[0], len(db)))
     sweep = {}
     for c in (int(x) for x in args.chunk_sweep.split(",")):
         exhaustive_latency(config, queries[:1], swept, c)  # warm the page cache
@@ -353,7 +374,11 @@ def latency_section(args, sizes: list[int], work: Path) -> None:
     print(f"exhaustive chunk-size sweep on {len(swept):,} refs (median ms): "
           + ", ".join(f"{c}: {ms:,.0f}" for c, ms in sweep.items()) + f"; using --chunk-size {chunk}")
 
-    # -- latency table
+
+def latency_table(args, config: ModelConfig, db: ReferenceDatabase, seed_db: ReferenceDatabase, sizes: list[int],
+                  queries) -> dict:
+    """How the galleries are simulated, then one row per size (:func:`time_gallery`); returns the rows' figures."""
+    physical_n = len(db)
     larger = "/".join(f"{s:,}" for s in sizes if s > physical_n) or "no"
     print("\nsimulation: galleries up to the physical store are real stores; a larger gallery reads reference i from"
           f" physical reference i mod {physical_n:,} in the second stage (ModuloGallery), while its first stage holds"
@@ -367,10 +392,11 @@ def latency_section(args, sizes: list[int], work: Path) -> None:
           "database ships the index of its checkpoint's FoV and loads it instead; peak RSS: the whole process's "
           "resident memory, model and page-cache pages of the memory-mapped store it touched included; anon: the "
           "process's own memory after the row's queries, without the mapped store's pages)")
-    results = {}
-    for n in sizes:
-        results[n] = time_gallery(config, db, n, queries, args)
-    print(f"load average after the latency table: {os.getloadavg()[0]:.1f}")
+    return {n: time_gallery(config, db, n, queries, args) for n in sizes}
+
+
+def print_targets(config: ModelConfig, results: dict) -> None:
+    """The exhaustive search at 10,000 and the two-stage search at 1,000,000 against their targets, where timed."""
     print("\ntargets:")
     if 10000 in results and results[10000][0] is not None:
         ms = results[10000][0][0]
@@ -385,4 +411,3 @@ def latency_section(args, sizes: list[int], work: Path) -> None:
         print(f"  two-stage, 1,000,000 tiles: {ms:,.0f} ms median (target <= {TARGET_TWO_STAGE_1M_MS}): "
               f"{verdict(ms, TARGET_TWO_STAGE_1M_MS)}; peak resident memory {peak:.2f} GB (target <= "
               f"{TARGET_1M_PEAK_GB:g}): {verdict(peak, TARGET_1M_PEAK_GB)}")
-

@@ -245,49 +245,70 @@ def query_photos(args: argparse.Namespace, folder: Path) -> tuple[list[str], str
     return [str(examples.path(e)) for e in examples.examples], crop
 
 
-def drive(url: str, photos: list[str], photo_type: str, clients: int, queries: int, server_pid: int,
-          engine: bool = True, follow: str | None = None) -> tuple[Run, list | None]:
-    """``clients`` clients (connected first, then started together), each sending ``queries`` photos in turn (and
-    calling the event ``follow``, without arguments, after each answer, inside its round trip); the run's figures
-    (with the engine's timings read from the answers when ``engine``) and the last answer."""
-    from gradio_client import Client, handle_file
+def run_threads(targets) -> None:
+    """Call each of ``targets`` in a thread of its own, all at once, and wait for them all."""
+    threads = [threading.Thread(target=t) for t in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def connect_clients(url: str, clients: int) -> list:
+    """``clients`` gradio clients of the app at ``url``, connected in parallel."""
+    from gradio_client import Client
 
     connected = [None] * clients
 
     def connect(i: int) -> None:
         connected[i] = Client(url, verbose=False)
 
-    threads = [threading.Thread(target=connect, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads([lambda i=i: connect(i) for i in range(clients)])
     if any(c is None for c in connected):
         raise RuntimeError(f"only {sum(c is not None for c in connected)} of {clients} clients could connect to {url}")
+    return connected
+
+
+def send_photos(client, photos: list[str], first: int, queries: int, photo_type: str, follow: str | None,
+                engine: bool, run: Run, lock: threading.Lock, last: list) -> None:
+    """One client's ``queries`` photos in turn, from ``photos[first]`` on (and ``follow`` after each answer, inside
+    its round trip); each round trip, dropped answer and engine timing goes into ``run``, the last answer into
+    ``last``."""
+    from gradio_client import handle_file
+
+    for q in range(queries):
+        photo = photos[(first + q) % len(photos)]
+        t0 = time.perf_counter()
+        try:
+            result = client.predict(handle_file(photo), 90.0, photo_type, api_name=f"/{API_NAME}")
+            if follow:
+                client.predict(api_name=f"/{follow}")
+        except Exception as exc:  # a dropped answer: counted with its reason, the client goes on
+            with lock:
+                run.errors.append(f"{type(exc).__name__}: {str(exc)[:100]}")
+            continue
+        elapsed = time.perf_counter() - t0
+        texts = [v for v in result if isinstance(v, str)] if engine else []
+        timings = next((t for t in map(parse_engine_timings, texts) if t is not None), None)
+        with lock:
+            run.round_trips.append(elapsed)
+            if timings is not None:
+                run.engine.append(timings)
+            last[:] = [result]
+
+
+def drive(url: str, photos: list[str], photo_type: str, clients: int, queries: int, server_pid: int,
+          engine: bool = True, follow: str | None = None) -> tuple[Run, list | None]:
+    """``clients`` clients (connected first, then started together), each sending ``queries`` photos in turn (and
+    calling the event ``follow``, without arguments, after each answer, inside its round trip); the run's figures
+    (with the engine's timings read from the answers when ``engine``) and the last answer."""
+    connected = connect_clients(url, clients)
     run, lock, last = Run(), threading.Lock(), []
     start = threading.Barrier(clients + 1)
 
     def client(i: int) -> None:
         start.wait()
-        for q in range(queries):
-            photo = photos[(i * queries + q) % len(photos)]
-            t0 = time.perf_counter()
-            try:
-                result = connected[i].predict(handle_file(photo), 90.0, photo_type, api_name=f"/{API_NAME}")
-                if follow:
-                    connected[i].predict(api_name=f"/{follow}")
-            except Exception as exc:  # a dropped answer: counted with its reason, the client goes on
-                with lock:
-                    run.errors.append(f"{type(exc).__name__}: {str(exc)[:100]}")
-                continue
-            elapsed = time.perf_counter() - t0
-            texts = [v for v in result if isinstance(v, str)] if engine else []
-            timings = next((t for t in map(parse_engine_timings, texts) if t is not None), None)
-            with lock:
-                run.round_trips.append(elapsed)
-                if timings is not None:
-                    run.engine.append(timings)
-                last[:] = [result]
+        send_photos(connected[i], photos, i * queries, queries, photo_type, follow, engine, run, lock, last)
 
     workers = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for w in workers:
@@ -301,11 +322,7 @@ def drive(url: str, photos: list[str], photo_type: str, clients: int, queries: i
     run.cpu_s = cpu_seconds(server_pid) - cpu0
     run.others_s = max(machine_busy_seconds() - busy0 - run.cpu_s - (time.process_time() - own0), 0.0)
     # closed (their heartbeat connections too), so no run pays for an earlier run's idle clients
-    closing = [threading.Thread(target=c.close) for c in connected]
-    for t in closing:
-        t.start()
-    for t in closing:
-        t.join()
+    run_threads([c.close for c in connected])
     return run, (last[0] if last else None)
 
 
@@ -459,7 +476,7 @@ def row(label: str, clients: int, s: dict) -> str:
     return line
 
 
-def main(argv=None) -> dict | int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m geoapp.bench serve", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", help="checkpoint the app serves (default: the demo's; give --reference-db too)")
     p.add_argument("--reference-db", help="reference database the app serves (default: the demo's)")
@@ -482,13 +499,11 @@ def main(argv=None) -> dict | int:
     p.add_argument("--app-args", default="", help="more arguments for the app, e.g. '--concurrency 2'")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.add_argument("--serve-bare", metavar="SPEC", help=argparse.SUPPRESS)  # the bare app's own process
-    args = p.parse_args(argv)
-    if args.bare_concurrency is None:
-        from ..app.ui import CONCURRENCY
+    return p
 
-        args.bare_concurrency = CONCURRENCY
-    if args.serve_bare:
-        return serve_bare(args.serve_bare, args.bare_concurrency)
+
+def check_runs(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The artifacts come as a pair; one --queries per --clients (a single one is repeated), each at least 1."""
     if bool(args.checkpoint) != bool(args.reference_db):
         p.error("give both --checkpoint and --reference-db, or neither for the demo")
     if len(args.queries) == 1:
@@ -497,6 +512,53 @@ def main(argv=None) -> dict | int:
         p.error(f"give one --queries, or one per --clients ({len(args.clients)}), not {len(args.queries)}")
     if min(args.clients) < 1 or min(args.queries) < 1:
         p.error("--clients and --queries must be at least 1")
+
+
+def measure_app(command: list[str], args, work: Path, photos: list[str], photo_type: str, out: dict):
+    """The real app's runs (and, with --follow, the runs that follow each answer) into ``out``; returns one real
+    answer and the bare app's spec made from it (None with --no-bare)."""
+    with Server(command, args.port, work / "app.log") as server:
+        out["app"], sample = measure("geoapp", server, photos, photo_type, args)
+        if sample is None:
+            raise SystemExit(f"error: the app answered none of the queries; the end of its log:\n"
+                             f"{tail(server.log)}")
+        spec = None if args.no_bare else interface_spec(server.url, sample, work / "answer")
+        if args.follow:
+            out["app_" + args.follow], _ = measure(f"+{args.follow}", server, photos, photo_type, args,
+                                                   follow=args.follow)
+    return sample, spec
+
+
+def measure_bare(spec: dict, sample, args, work: Path, photos: list[str], photo_type: str, out: dict) -> None:
+    """The bare app's runs into ``out``, then where each real answer's mean round trip goes."""
+    atomic_write_json(work / "bare.json", spec)
+    bare_command = [sys.executable, "-m", "geoapp.bench", "serve", "--serve-bare", str(work / "bare.json"),
+                    "--bare-concurrency", str(args.bare_concurrency)]
+    with Server(bare_command, args.port + 1, work / "bare.log", cwd=REPO_ROOT) as bare:
+        out["bare"], bare_sample = measure("bare", bare, photos, photo_type, args, engine=False)
+    if bare_sample is None or output_shape(list(bare_sample)) != output_shape(list(sample)):
+        print("warning: the bare app's answer is not shaped like the real one's")
+    print("\nwhere a real answer's mean round trip goes (engine: Localizer.localize's own timings; gradio: the "
+          "bare app's mean round trip; rest: the app's pictures, map and texts, and the waits for them):")
+    for n in args.clients:
+        real, bare_n = out["app"][n], out["bare"][n]
+        if real["answered"] and bare_n["answered"]:
+            shares = stage_shares(real, bare_n)
+            out["app"][n]["shares"] = shares
+            print(f"  {n:>3} client(s): mean {real['mean_s'] * 1000:.0f} ms = "
+                  + ", ".join(f"{k} {v * 100:.0f} %" for k, v in shares.items()))
+
+
+def main(argv=None) -> dict | int:
+    p = build_parser()
+    args = p.parse_args(argv)
+    if args.bare_concurrency is None:
+        from ..app.ui import CONCURRENCY
+
+        args.bare_concurrency = CONCURRENCY
+    if args.serve_bare:
+        return serve_bare(args.serve_bare, args.bare_concurrency)
+    check_runs(p, args)
 
     cpu = cpu_description()
     command = app_command(args)
@@ -512,32 +574,9 @@ def main(argv=None) -> dict | int:
         photos, photo_type = query_photos(args, work / "photos")
         print(f"# photos: {len(photos)} ({photo_type}); others: the cores other processes kept busy during the run "
               f"(of {os.cpu_count()}; the machine is quiet when it is near 0)\n{HEADER}", flush=True)
-        with Server(command, args.port, work / "app.log") as server:
-            out["app"], sample = measure("geoapp", server, photos, photo_type, args)
-            if sample is None:
-                raise SystemExit(f"error: the app answered none of the queries; the end of its log:\n"
-                                 f"{tail(server.log)}")
-            spec = None if args.no_bare else interface_spec(server.url, sample, work / "answer")
-            if args.follow:
-                out["app_" + args.follow], _ = measure(f"+{args.follow}", server, photos, photo_type, args,
-                                                       follow=args.follow)
+        sample, spec = measure_app(command, args, work, photos, photo_type, out)
         if not args.no_bare:
-            atomic_write_json(work / "bare.json", spec)
-            bare_command = [sys.executable, "-m", "geoapp.bench", "serve", "--serve-bare", str(work / "bare.json"),
-                            "--bare-concurrency", str(args.bare_concurrency)]
-            with Server(bare_command, args.port + 1, work / "bare.log", cwd=REPO_ROOT) as bare:
-                out["bare"], bare_sample = measure("bare", bare, photos, photo_type, args, engine=False)
-            if bare_sample is None or output_shape(list(bare_sample)) != output_shape(list(sample)):
-                print("warning: the bare app's answer is not shaped like the real one's")
-            print("\nwhere a real answer's mean round trip goes (engine: Localizer.localize's own timings; gradio: the "
-                  "bare app's mean round trip; rest: the app's pictures, map and texts, and the waits for them):")
-            for n in args.clients:
-                real, bare_n = out["app"][n], out["bare"][n]
-                if real["answered"] and bare_n["answered"]:
-                    shares = stage_shares(real, bare_n)
-                    out["app"][n]["shares"] = shares
-                    print(f"  {n:>3} client(s): mean {real['mean_s'] * 1000:.0f} ms = "
-                          + ", ".join(f"{k} {v * 100:.0f} %" for k, v in shares.items()))
+            measure_bare(spec, sample, args, work, photos, photo_type, out)
     if args.json:
         atomic_write_json(args.json, out)
     return out

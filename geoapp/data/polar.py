@@ -69,8 +69,8 @@ def polar_transform(image: np.ndarray, height: int = 128, width: int = 512) -> n
     channels = img.shape[2]
     work = np.float64 if image.dtype == np.float64 else np.float32
     # uint8 tiles are gathered as bytes and converted per tap: the same float32 products in the same order as
-    # converting the whole tile first, about 3x faster (the synthetic world and the database build polar-transform
-    # every tile)
+    # converting the whole tile first, but reading a quarter of the bytes (the synthetic world and the database build
+    # polar-transform every tile)
     padded = np.zeros((size + 1, size + 1, channels), dtype=np.uint8 if image.dtype == np.uint8 else work)
     padded[:size, :size] = img
     flat = padded.reshape(-1, channels)

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 STORE_KINDS = ("fp16", "int8", "int4", "compact")
-# bits per feature value of stages 1-4 (None: float16); ``compact``: 2-bit codes for blocks 1-3, 4-bit for block 4
-# (measured on the demo model: R@1 -0.4 / -0.6 points at 90 / 70 deg against fp16, 28 KiB per reference)
+# bits per feature value of stages 1-4 (None: float16); ``compact``: 2-bit codes for blocks 1-3, 4-bit for block 4,
+# the fewest bits that keep R@1 close to fp16's (docs/results.md, "Compact stores")
 FEATURE_BITS = {"fp16": None, "int8": (8, 8, 8, 8), "int4": (4, 4, 4, 4), "compact": (2, 2, 2, 4)}
 GATE_BITS = 8
 MASK_LEVELS = 255
@@ -77,8 +77,7 @@ def decode_features(codes, step, bits: int) -> torch.Tensor:
     step = _as_tensor(step)
     c = unpack(_as_tensor(codes), bits)
     c = c.reshape(*c.shape[:2], step.shape[1], -1)
-    # (a one-pass torch.mul(uint8 codes, float16 steps) gives the same bits but measured slower in the search:
-    # 136 against 96 ms a query over 1,000 demo references, AVX2 CPU, one thread)
+    # (a one-pass torch.mul(uint8 codes, float16 steps) gives the same bits but measured slower in the search)
     return (c.float() * step.float()[:, None, :, None]).half()
 
 
@@ -243,7 +242,7 @@ class WindowRows(DeferredMaps):
 class CodedStage(WindowRows):
     """One stage's features of a quantized store (codes N x W x packed C*H, steps N x C) as deferred N x C x H x W
     float16 maps whose window columns :meth:`window_rows` decodes alone: a 90 deg query reads a quarter of each map,
-    and decoding whole chunks made the search 9x slower than over an fp16 store."""
+    and decoding whole chunks made the search slower still (docs/results.md, "Compact stores")."""
 
     def __init__(self, codes: torch.Tensor, step: torch.Tensor, bits: int):
         n, w, packed = codes.shape

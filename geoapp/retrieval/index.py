@@ -27,7 +27,7 @@ which is linear in the stored blocks, so for a given ``n`` every (reference, ori
 the hits by reference. The blocks do not depend on the FoV; the FAISS index for a block count ``n`` is built
 when a query first needs it (8-bit scalar quantiser: ``n D`` bytes per orientation, 2 kB per reference at 90 deg
 with 16 orientations). ``D = 32`` kept clearly more true tiles than ``D = 16`` in the first stage's top M on the
-synthetic world (e.g. 82% vs 73% at M = 100 of 1,000 with a briefly trained model), at twice the FAISS scan.
+synthetic world, at twice the FAISS scan.
 
 Large galleries (above ``COMPRESSED_ABOVE`` references) use a compressed, partitioned FAISS index instead
 (``IVF<lists>,SQ4``: 4-bit scalar quantiser, inverted lists of which ``nprobe`` are scanned, see
@@ -51,13 +51,13 @@ from .search import TopK, topk_matches, topk_per_subset
 
 DEFAULT_DIMS = 32  # per block; 4 blocks at 90 deg -> 128-dim FAISS vectors
 FIT_VECTORS = 1024  # block vectors sampled to fit the PCA basis (evenly spaced references); the Gram matrix costs
-# FIT_VECTORS^2 x 30,720 multiply-adds (2 s on a 2-core CPU), and 32 components need no more samples
+# FIT_VECTORS^2 x 30,720 multiply-adds, and 32 components need no more samples
 SQ_TRAIN_VECTORS = 65536
 # Above this many references the first stage switches from the exact flat 8-bit index (2 kB per reference, every
-# query scans all of it) to the compressed inverted-file index. Measured on a shared 2-core AMD EPYC (AVX2), one
-# thread: the flat index scans at ~2 GB/s, so ~100 ms at 200,000 references and ~490 ms at 1,000,000 (with 2 GB
-# of codes, over the 4 GB process budget once the rest is counted), while the inverted-file index answers a 1M
-# query in a few tens of ms with 1 kB + 128 B ids per reference; below 200k the flat index is fast enough and exact.
+# query scans all of it) to the compressed inverted-file index (1 kB + 128 B of ids per reference, a query scans a
+# share of its lists): the flat index's time and memory grow with the gallery (2 GB of codes at 1,000,000, over the
+# 4 GB process budget once the rest is counted); below this size it is fast enough and exact (docs/results.md,
+# "A million references on one machine").
 COMPRESSED_ABOVE = 200_000
 COMPRESSED_CODE = "SQ4"  # 4-bit scalar quantiser: kept as many true tiles as 8 bits once re-scored exactly
 COMPRESSED_MAX_LISTS = 1024  # inverted lists; more would make the build's list assignment slower
@@ -96,9 +96,9 @@ def num_orientations(config: ModelConfig) -> int:
     """First-stage orientations: 16 (22.5 deg steps) when the stage widths allow it, else one per stage-4 column.
 
     One per stage-4 column was 45 deg steps for the 64 x 256 demo model, and the first stage then lost the true
-    tile far too often (synthetic test set + 5,000 distractors, M = 500: 95.3 % kept, R@10 3.6 points below
-    exhaustive); with 16 orientations (block 4 left out of the first stage) 99.6 % are kept and R@10 equals
-    exhaustive. A 128 x 512 model has 16 stage-4 columns already.
+    tile far too often; with 16 orientations (block 4 left out of the first stage) the two-stage search's R@10
+    equals the exhaustive one's (docs/results.md, "two-stage recall"). A 128 x 512 model has 16 stage-4 columns
+    already.
     """
     w4, o = config.sat_width // 32, FIRST_STAGE_ORIENTATIONS
     if w4 < o and o % w4 == 0 and any(config.sat_width >> (s + 1) >= o for s in config.stages):
@@ -199,8 +199,7 @@ class FirstStageIndex:
                              "rebuild it to use the two-stage mode")
         index = cls(db.config, db.array("first_stage_projection"), db.array("first_stage_blocks"),
                     db.array("first_stage_energy"))
-        # FAISS indexes the build saved (the checkpoint's FoV): loading one takes a second where building it
-        # takes ~10 s per million references
+        # FAISS indexes the build saved (the checkpoint's FoV): loading one is far quicker than building it
         for name in db.metadata["files"]:
             match = re.fullmatch(r"first_stage_faiss_n(\d+)\.index", name)
             if match:

@@ -21,9 +21,9 @@ def tune_allocator() -> bool:
 
     Every alignment chunk allocates the same few tens of MB of temporaries (window columns upcast to float32).
     By default glibc serves blocks over 32 MB with fresh ``mmap``s and unmaps them on free, so every chunk pays
-    page faults and kernel zeroing for all of its temporaries: measured on the 2-core CPU, exhaustive search ran
-    3.6x faster with this (1,271 -> 351 ms per 1,000 references). The cost is that the process keeps its peak
-    heap (a few hundred MB) instead of trimming it.
+    page faults and kernel zeroing for all of its temporaries, which cost more than the search's arithmetic; kept
+    in the heap, they are faulted in once. The cost is that the process keeps its peak heap (a few hundred MB)
+    instead of trimming it.
     """
     return keep_freed_buffers(mmap_threshold=1 << 30, trim_threshold=2 << 30, top_pad=64 << 20)
 

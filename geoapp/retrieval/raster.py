@@ -37,8 +37,8 @@ MAX_NODATA_SHARE = 0.5  # a tile with more of its area outside the raster's data
 OVERVIEW_SIDE = 1024  # the decimated read that finds the nodata tiles and the scaling percentiles
 PERCENTILES = (2.0, 98.0)  # 16-bit / float imagery: per band, these percentiles map to 0 and 255
 # tiles are cut at the size the training tiles had (CVUSA's and the synthetic world's 750 px), whatever the raster's
-# pixel: cut at the raster's own 256 px (0.5 m) and bilinear, the demo model lost 4 points of R@1 against its rendered
-# tiles; at 750 px, bicubic, none (README, "Your own area from an orthophoto")
+# pixel: cut at the raster's own 256 px (0.5 m) and bilinear, the demo model lost R@1 against its rendered tiles; at
+# 750 px, bicubic, none (docs/results.md, "From an orthophoto")
 TILE_PX = 750
 MAX_COARSER = 2.0  # refuse a raster whose pixel is this many times the model's ground sampling or coarser
 

@@ -233,7 +233,8 @@ def upload_first_stage(client, collection: str, first: FirstStageIndex, record: 
                     client.upsert(collection, window_rows(first, n, start, stop))
                     sent += (stop - start) * o
                 bar.update(stop - start)
-        # seal what was written: a server then indexes it, and Milvus Lite searches it 5x faster than its memtable
+        # seal what was written: a server then indexes it, and Milvus Lite searches sealed rows faster than its
+        # memtable (docs/vector-engine.md)
         client.flush(collection)
         rows = row_count(client, collection)
     if rows != first.num_refs * o:

@@ -4,8 +4,8 @@ The model computes a window's dot product in float32 (:func:`geoapp.model.align.
 fp16 store can do better in two ways, both here because they serve the search, not the model:
 
 - :func:`fp16_window_dots` (the exhaustive search's first pass): the gathered windows are multiplied with the
-  ground in fp16 with fp32 accumulation, skipping the fp32 copy of every window (on the 2-core CPU the upcast cost
-  twice the rest of the search). The result is rounded once to fp16, so each pair also gets a bound on its
+  ground in fp16 with fp32 accumulation, skipping the fp32 copy of every window (on a CPU the upcast cost more
+  than the rest of the search). The result is rounded once to fp16, so each pair also gets a bound on its
   similarity error; :func:`geoapp.retrieval.search.topk_matches` re-ranks everything inside that bound exactly, so
   its answers equal the fp32 path's.
 - :func:`float64_window_dots` (that exact re-rank): float64 accumulation, so a pair's distance is the same whatever
@@ -29,9 +29,9 @@ FP16_TINY = 2.0**-24  # spacing of fp16 subnormals: the absolute rounding error 
 
 # References per gathered block: about this many bytes of windows, so the copy is still in the CPU's caches when the
 # product reads it (the copy and the product each read ~2.5 GB per query at 10,000 full-size references otherwise),
-# in blocks large enough that each copy and product is worth its call: on the 2-core AVX2 EPYC (1 MB L2 per core,
-# 32 MB L3), exhaustive search of 10,000 full-size references took 579 / 469 / 375 / 397 ms with blocks of 0.25 / 1 /
-# 4 / 16 MB (2 threads; the demo model 146 / 100 / 95 / 105 ms).
+# in blocks large enough that each copy and product is worth its call: a block sweep of the exhaustive search found
+# 4 MB fastest, smaller blocks paying per-call costs and larger ones leaving the caches (docs/results.md,
+# "python -m geoapp.bench search: latency").
 WINDOW_BLOCK_BYTES = 4 << 20
 
 

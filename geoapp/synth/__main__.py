@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--sample: one SPLIT:N per split, and only for splits that --splits does not render whole")
     world, images = configs_from_args(args)
     # building a world allocates and frees many arrays of a few MB: kept in the heap, they are not faulted in again
-    # (by default about a million page faults, as much system time as numpy time)
+    # (by default glibc returns them, and the page faults cost as much as the arithmetic)
     keep_freed_buffers(mmap_threshold=32 << 20, trim_threshold=1 << 30)
     flags = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     try:

@@ -1,9 +1,9 @@
 """Choose the training precision by measuring it on this machine (``--precision auto``).
 
 CPU bf16 autocast is fast only where the CPU has native bf16 arithmetic (AVX-512 BF16, AMX); elsewhere PyTorch
-emulates it and a training step runs about 12x slower than fp32 (measured on a 2-core AVX2 EPYC). So ``auto``
-on a CPU times a few forward + backward steps of the run's own model in each candidate precision and takes the
-fastest; fp32 is always a candidate, so the choice is never slower than fp32. GPUs keep the capability rule
+emulates it and a training step runs many times slower than fp32 (docs/results.md, "Precision and model size").
+So ``auto`` on a CPU times a few forward + backward steps of the run's own model in each candidate precision and
+takes the fastest; fp32 is always a candidate, so the choice is never slower than fp32. GPUs keep the capability rule
 (bf16 where supported, else fp16 with a GradScaler), which is reliable there.
 """
 

@@ -26,8 +26,8 @@ curve is flat from step 8,000 on. ``demo-quick`` is the same method at 1,000 ste
 fallback when the shipped file does not fit, and the base of the ablation. Shared by both:
 
 - a step target rather than a wall-clock race, so a faster CPU builds the same model sooner;
-- ``precision="auto"``: measured per machine (:mod:`geoapp.training.precision`): emulated CPU bf16 is ~12x slower
-  than fp32 without native bf16 (AVX2 EPYC: fp32 534 ms, bf16 3,100 ms per probe step);
+- ``precision="auto"``: measured per machine (:mod:`geoapp.training.precision`): emulated CPU bf16 is many times
+  slower than fp32 without native bf16 (docs/results.md, "Precision and model size");
 - ``base_channels=32`` and a 64 x 256 input: 4x fewer FLOPs than ResNet18's width, the changes a CPU forces;
   the paper presets keep 64 channels and 128 x 512;
 - ``gate-corr`` with the shared window, known-positive windows in training, the gate term (0.2) and a 0.3
