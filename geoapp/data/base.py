@@ -45,9 +45,11 @@ from geoapp.data.polar import polar_transform
 from geoapp.data.records import (
     DEFAULT_SAT_SIZE,
     MANIFEST_NAME,
+    SELECTION_SPLIT,
     DatasetError,
     ImageSizes,
     PairRecord,
+    no_selection_split,
     read_manifest,
     read_rgb,
     resolve_image_sizes,
@@ -70,7 +72,14 @@ class CrossViewDataset(torch.utils.data.Dataset):
     one side only (the satellite side's ``lat``/``lon`` are the tile centre's).
     """
 
-    name = "base"
+    # What the dataset registry (geoapp.data.datasets) asks of a member; each layout sets its own.
+    name = "base"  # the registry key: --dataset, config files and run metadata name the layout by it
+    layout = "no layout"  # what a folder of the dataset holds, in a few words
+    # The split names (conventions §7) the layout can list, in the order train, val, test. A layout without "val"
+    # has no model-selection split; asking for it raises NoSelectionSplitError.
+    splits: tuple[str, ...] = ()
+    test_source = "no file"  # where the layout lists its reported ("test") split, quoted when "val" is missing
+    synthetic = False  # rendered by geoapp.synth rather than photographed: says nothing of real places
     default_sizes = ImageSizes(panorama=(1, 1), satellite=(1, 1))
     # Ground extent of a satellite tile in metres (approximate), unless the manifest's geometry.tile_metres
     # says; the carved model-selection subset keeps training tiles this far away (geoapp.data.selection).
@@ -111,7 +120,7 @@ class CrossViewDataset(torch.utils.data.Dataset):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: dataset root does not exist or is not a directory")
-        self.split = split
+        self.split = self._check_split(split)
         self.train = bool(train)
         self.seed = int(seed)
         if self.seed < 0:
@@ -198,6 +207,13 @@ class CrossViewDataset(torch.utils.data.Dataset):
         return out
 
     # --------------------------------------------------------------------------------- configuration
+    def _check_split(self, split: str) -> str:
+        if split in self.splits:
+            return split
+        if split == SELECTION_SPLIT:
+            raise no_selection_split(self.root, self.name, self.test_source)
+        raise ValueError(f"unknown {self.name} split {split!r}; expected one of {', '.join(self.splits)}")
+
     @staticmethod
     def _check_sat_size(sat_size) -> tuple[int, int]:
         try:
