@@ -33,6 +33,7 @@ import argparse
 import json
 import sys
 
+from .data.datasets import DATASETS
 from .training.config import NEGATIVES, WINDOW_CHOICES, TrainConfig
 from .training.presets import NEEDS_IMAGENET, PRESETS, resolve_config
 
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=sorted(PRESETS), help="named recipe (see geoapp/training/presets.py)")
 
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=["cvusa", "cvact", "vigor", "synth"],
+    g.add_argument("--dataset", choices=list(DATASETS),
                    help="dataset layout" + _default("dataset"))
     g.add_argument("--data-root", help="dataset folder" + _default("data_root"))
     g.add_argument("--train-split", help="training split" + _default("train_split"))
