@@ -32,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+from .data.datasets import DATASETS
 from .files import sha256_file
 from .model import ModelConfig, read_metadata
 from .retrieval.build import ConcatSource, DatasetSource, TileFolderSource, build_database
@@ -55,7 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors) whose satellite branch to run")
     p.add_argument("--out", required=True, help="database directory to create")
     src = p.add_argument_group("source: a dataset split, a folder of tiles with a CSV, or an orthophoto")
-    src.add_argument("--dataset", choices=["synth", "cvusa", "cvact", "vigor"])
+    src.add_argument("--dataset", choices=list(DATASETS))
     src.add_argument("--data-root", help="dataset root directory")
     src.add_argument("--split", default="test",
                      help="dataset split (default: test); several, comma-separated, are stored one after another "

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .data.datasets import DATASETS
 from .files import atomic_write_json
 from .model import load_model, read_metadata
 from .retrieval.places import default_place_distance
@@ -43,7 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors written by geoapp)")
     g = p.add_argument_group("data (defaults: the dataset the checkpoint was trained on)")
-    g.add_argument("--dataset", choices=["cvusa", "cvact", "vigor", "synth"], help="dataset layout")
+    g.add_argument("--dataset", choices=list(DATASETS), help="dataset layout")
     g.add_argument("--data-root", help="dataset folder")
     g.add_argument("--split", default="test", help="split to evaluate (default: test, the reported split)")
     g.add_argument("--allow-selection-split", action="store_true",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import cv2
@@ -15,7 +16,15 @@ import torch
 
 from geoapp.angles import heading_from_shift
 from geoapp.data.cvact import utm_to_latlon
-from geoapp.data.datasets import DatasetError, NoSelectionSplitError, SatelliteView, build_dataset
+from geoapp.data.datasets import (
+    DATASETS,
+    DatasetError,
+    NoSelectionSplitError,
+    SatelliteView,
+    build_dataset,
+    dataset_kind,
+    recorded_dataset,
+)
 from geoapp.data.fov import crop_fov, eval_shifts
 from geoapp.data.polar import polar_transform
 from geoapp.data.records import read_rgb
@@ -48,17 +57,22 @@ def cvusa_location(image_id: int) -> list[float]:
 
 
 def make_cvusa(root: Path, train_ids=(1, 2), test_ids=(3, 4), pano=(224, 1232), sat=750, manifest=None,
-               locations=True) -> Path:
-    for image_id in (*train_ids, *test_ids):
+               locations=True, selection_ids=()) -> Path:
+    """``selection_ids``: also a model-selection split (selection-19zl.csv), as the synthetic world writes one."""
+    all_ids = (*train_ids, *test_ids, *selection_ids)
+    for image_id in all_ids:
         name = f"{image_id:07d}"
         write_image(root / "bingmap/19" / f"{name}.jpg", texture(sat, sat, image_id))
         write_image(root / "streetview/panos" / f"{name}.jpg", texture(*pano, 1000 + image_id))
     (root / "splits").mkdir(parents=True)
-    for name, ids in (("train", train_ids), ("val", test_ids)):  # val-19zl.csv: CVUSA's reported ("test") split
+    tables = {"train": train_ids, "val": test_ids}  # val-19zl.csv: CVUSA's reported ("test") split
+    if selection_ids:
+        tables["selection"] = selection_ids
+    for name, ids in tables.items():
         lines = [f"bingmap/19/{i:07d}.jpg,streetview/panos/{i:07d}.jpg,annotations/{i:07d}.png\n" for i in ids]
         (root / "splits" / f"{name}-19zl.csv").write_text("".join(lines))
     if locations:
-        rows = [cvusa_location(i) + [0] for i in range(1, max(*train_ids, *test_ids) + 1)]
+        rows = [cvusa_location(i) + [0] for i in range(1, max(all_ids) + 1)]
         (root / "split_locations").mkdir()
         (root / "split_locations/all.csv").write_text("".join(",".join(map(repr, r)) + "\n" for r in rows))
     if manifest is not None:
@@ -564,6 +578,106 @@ def test_subset_restricts_records_positions_and_shifts(tmp_path):
     manifest = {**SMALL_CVUSA, "geometry": {"tile_metres": 64.0}}
     (root / "dataset.json").write_text(json.dumps(manifest))
     assert build_dataset("cvusa", root, "train", 90, train=True).tile_metres == 64.0
+
+
+# --------------------------------------------------------------------------------- the registry's contract
+# Every member of DATASETS keeps these promises on a tiny planted copy of its layout; a new member is covered once it
+# has a planter (test_every_member_has_a_planter fails until it does).
+
+CONVENTION_SPLITS = ("train", "val", "test")  # conventions §7, in this order
+CVUSA_IDS = {"train": ["0000001", "0000002", "0000003"], "val": ["0000006"], "test": ["0000005", "0000004"]}
+
+
+def plant_cvusa(root: Path, selection: bool = True, manifest: dict = SMALL_CVUSA) -> dict[str, list[str]]:
+    make_cvusa(root, train_ids=(1, 2, 3), test_ids=(5, 4), pano=(24, 132), sat=40, manifest=manifest,
+               selection_ids=(6,) if selection else ())
+    return CVUSA_IDS if selection else {k: v for k, v in CVUSA_IDS.items() if k != "val"}
+
+
+def plant_synth(root: Path, selection: bool = True) -> dict[str, list[str]]:
+    # geoapp.synth lists every split as rendered, "val" too when it has no locations (--val 0)
+    manifest = {**SMALL_CVUSA, "generator": "test", "rendered_splits": list(CONVENTION_SPLITS)}
+    return plant_cvusa(root, selection, manifest=manifest)
+
+
+def plant_cvact(root: Path, selection: bool = True) -> dict[str, list[str]]:
+    make_cvact(root, pano=(32, 64), sat=48, manifest=SMALL_CVACT)  # CVACT never lists a selection split
+    return {"train": [PANO_IDS[0], PANO_IDS[2]], "test": [PANO_IDS[1], PANO_IDS[2]]}
+
+
+def plant_vigor(root: Path, selection: bool = True) -> dict[str, list[str]]:
+    make_vigor(root, pano=(32, 64), sat=40, manifest=SMALL_VIGOR)  # nor does VIGOR
+    return {"train": ["NewYork/p1", "NewYork/p2"], "test": ["NewYork/p2", "NewYork/p1"]}
+
+
+PLANTERS = {"cvusa": plant_cvusa, "synth": plant_synth, "cvact": plant_cvact, "vigor": plant_vigor}
+MEMBERS = sorted(DATASETS)
+
+
+def test_every_member_has_a_planter():
+    assert set(PLANTERS) == set(DATASETS), "plant a tiny copy of every registered layout (PLANTERS)"
+
+
+def test_names_are_looked_up_once_at_the_edge():
+    with pytest.raises(ValueError, match="unknown dataset 'kitti'; expected one of") as info:
+        dataset_kind("kitti")
+    assert all(f"{name} ({DATASETS[name].layout})" in str(info.value) for name in MEMBERS)
+    assert recorded_dataset("kitti") is None and recorded_dataset(None) is None
+
+
+@pytest.mark.parametrize("name", MEMBERS)
+def test_member_describes_its_layout(name):
+    kind = DATASETS[name]
+    assert kind.name == name and dataset_kind(name.upper()) is kind and recorded_dataset(name) is kind
+    assert kind.layout and kind.test_source and isinstance(kind.synthetic, bool)
+    assert {"train", "test"} <= set(kind.splits)
+    assert list(kind.splits) == [split for split in CONVENTION_SPLITS if split in kind.splits]
+    sizes = kind.default_sizes
+    assert all(h > 0 and w > 0 for h, w in (sizes.panorama, sizes.satellite, sizes.polar))
+    assert kind.default_tile_metres > 0
+
+
+@pytest.mark.parametrize("name", MEMBERS)
+def test_member_opens_every_split_as_documented_samples(name, tmp_path):
+    kind, root = DATASETS[name], tmp_path / name
+    planted = PLANTERS[name](root)
+    assert tuple(planted) == kind.splits  # the planter plants every split the layout can list
+    for split, ids in planted.items():
+        ds = build_dataset(name, root, split, 90, train=False, ground_size=(32, None), sat_size=(32, 128))
+        assert isinstance(ds, kind) and [r.id for r in ds.records] == ids  # split order
+        assert ds.fixed_shifts.tolist() == eval_shifts(len(ids), width=128).tolist()
+        assert ds.locations.shape == ds.satellite_locations.shape == (len(ids), 2)
+        assert ds.tile_metres == kind.default_tile_metres and ds.ground_rows == kind.default_ground_rows
+        last = len(ids) - 1
+        sample = ds[last]
+        # ground: H_g x fov_width(90, 128); satellite: the polar H_s x W
+        assert sample["ground"].shape == (3, 32, 32) and sample["satellite"].shape == (3, 32, 128)
+        assert_sample_consistent(sample, 90, width=128)
+        assert (sample["index"], sample["id"]) == (last, ids[last]) and sample["shift"] == ds.fixed_shifts[last]
+        assert isinstance(sample["lat"], float) and isinstance(sample["lon"], float)
+        batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=len(ids))))
+        assert batch["ground"].shape == (len(ids), 3, 32, 32) and batch["satellite"].dtype == torch.float32
+        assert set(ds.satellite_view()[0]) == {"satellite", "lat", "lon", "index", "id"}
+
+
+@pytest.mark.parametrize("name", MEMBERS)
+def test_member_refuses_bad_input_with_what_it_accepts(name, tmp_path):
+    kind, root = DATASETS[name], tmp_path / name
+    PLANTERS[name](root, selection=False)
+    with pytest.raises(DatasetError, match=r"nowhere: dataset root does not exist or is not a directory"):
+        build_dataset(name, tmp_path / "nowhere", "test", 90, train=False)
+    accepted = ", ".join(kind.splits)
+    with pytest.raises(ValueError, match=rf"unknown {name} split 'everything'; expected one of {accepted}$"):
+        build_dataset(name, root, "everything", 90, train=False)
+    # A copy without a model-selection split says where its reported split is and what to do instead.
+    with pytest.raises(NoSelectionSplitError, match=rf"this {name} dataset has no model-selection split.*"
+                                                    rf"{re.escape(kind.test_source)}.*carves"):
+        build_dataset(name, root, "val", 90, train=False)
+    # Without its manifest, a copy must have the real dataset's sizes, and the error says which.
+    (root / "dataset.json").unlink()
+    height, width = kind.default_sizes.panorama
+    with pytest.raises(DatasetError, match=rf"expected a {height}x{width} ground panorama"):
+        build_dataset(name, root, "test", 90, train=False)
 
 
 # -------------------------------------------------------------------------------------- transforms

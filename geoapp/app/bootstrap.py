@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from geoapp.data.datasets import recorded_dataset
 from geoapp.data.digest import compare_fingerprints, split_digest, split_fingerprint
 from geoapp.files import REPO_ROOT, atomic_path, atomic_write_json, home_dir, sha256_file, shipped_file
 from geoapp.model.checkpoint import (
@@ -170,7 +171,8 @@ def shipped_problem(checkpoint: Path) -> str | None:
     if missing:
         return (f"{checkpoint} records no {', '.join(missing)} (it is not an exported demo checkpoint: "
                 "python -m geoapp.train --preset demo writes one)")
-    if (meta.get("train_config") or {}).get("dataset") != "synth":
+    trained_on = recorded_dataset((meta.get("train_config") or {}).get("dataset"))
+    if trained_on is None or not trained_on.synthetic:
         return f"{checkpoint} was trained on {meta['train_config'].get('dataset')!r}, not on the synthetic world"
     return None
 

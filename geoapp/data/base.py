@@ -45,9 +45,11 @@ from geoapp.data.polar import polar_transform
 from geoapp.data.records import (
     DEFAULT_SAT_SIZE,
     MANIFEST_NAME,
+    SELECTION_SPLIT,
     DatasetError,
     ImageSizes,
     PairRecord,
+    no_selection_split,
     read_manifest,
     read_rgb,
     resolve_image_sizes,
@@ -70,7 +72,14 @@ class CrossViewDataset(torch.utils.data.Dataset):
     one side only (the satellite side's ``lat``/``lon`` are the tile centre's).
     """
 
-    name = "base"
+    # What the dataset registry (geoapp.data.datasets) asks of a member; each layout sets its own.
+    name = "base"  # the registry key: --dataset, config files and run metadata name the layout by it
+    layout = "no layout"  # what a folder of the dataset holds, in a few words
+    # The split names (conventions §7) the layout can list, in the order train, val, test. A layout without "val"
+    # has no model-selection split; asking for it raises NoSelectionSplitError.
+    splits: tuple[str, ...] = ()
+    test_source = "no file"  # where the layout lists its reported ("test") split, quoted when "val" is missing
+    synthetic = False  # rendered by geoapp.synth rather than photographed: says nothing of real places
     default_sizes = ImageSizes(panorama=(1, 1), satellite=(1, 1))
     # Ground extent of a satellite tile in metres (approximate), unless the manifest's geometry.tile_metres
     # says; the carved model-selection subset keeps training tiles this far away (geoapp.data.selection).
@@ -111,48 +120,30 @@ class CrossViewDataset(torch.utils.data.Dataset):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: dataset root does not exist or is not a directory")
-        self.split = split
+        self.split = self._check_split(split)
         self.train = bool(train)
         self.seed = int(seed)
         if self.seed < 0:
             raise ValueError(f"seed must be non-negative, got {seed}")
         self.epoch = 0
 
-        self.sat_size = self._check_sat_size(sat_size)
-        self.pano_width = self.sat_size[1]  # the resized panorama is as wide as the satellite polar image
-        self.fov_deg = float(fov_deg)
-        self.crop_width = fov_width(self.fov_deg, self.pano_width)
-        self.ground_size = self._check_ground_size(ground_size)
-
+        self._set_sizes(fov_deg, ground_size, sat_size)
         self.manifest = read_manifest(self.root)
         self.image_sizes = resolve_image_sizes(self.default_sizes, self.manifest, image_sizes, self.root)
-        self.ground_rows = self.default_ground_rows if ground_rows is _LAYOUT_DEFAULT else ground_rows
-        if self.ground_rows is not None:
-            top, bottom = (float(v) for v in self.ground_rows)
-            if not 0.0 <= top < bottom <= 1.0:
-                raise ValueError(f"ground_rows must be fractions 0 <= top < bottom <= 1, got {self.ground_rows!r}")
-            self.ground_rows = (top, bottom)
+        layout_rows = ground_rows is _LAYOUT_DEFAULT
+        self.ground_rows = self._check_ground_rows(self.default_ground_rows if layout_rows else ground_rows)
         self.cache_root = Path(cache_dir) if cache_dir is not None else self.root / POLAR_CACHE_DIRNAME
         self.use_cache = bool(use_cache)
         self.satellite_only = bool(satellite_only)
 
-        records = self.read_records()
-        if check_files or skip_missing:
-            records = self._check_files_exist(records, skip_missing)
-        if not records:
-            raise DatasetError(f"{self.root}: split {split!r} lists no pairs")
-        self.records: list[PairRecord] = records
-
-        self.locations = np.array([[r.ground_lat, r.ground_lon] for r in records], dtype=np.float64)
-        self.satellite_locations = np.array([[r.satellite_lat, r.satellite_lon] for r in records], dtype=np.float64)
+        self.records: list[PairRecord] = self._read_pairs(check_files, skip_missing)
+        self.locations = np.array([[r.ground_lat, r.ground_lon] for r in self.records], dtype=np.float64)
+        self.satellite_locations = np.array([[r.satellite_lat, r.satellite_lon] for r in self.records],
+                                            dtype=np.float64)
         self.fixed_shifts = self._resolve_shifts(shifts)
         self._shifts_given = shifts is not None
         self.subset_of: str | None = None  # the split this dataset is a subset of (see subset())
-
-        # Fail at construction, not mid-epoch, when the first pair does not have the expected sizes.
-        if not self.satellite_only:
-            self.load_panorama(0)
-        self.load_polar(0)
+        self._check_first_pair()
 
     # ----------------------------------------------------------------------------------- subclass API
     def read_records(self) -> list[PairRecord]:
@@ -198,6 +189,45 @@ class CrossViewDataset(torch.utils.data.Dataset):
         return out
 
     # --------------------------------------------------------------------------------- configuration
+    def _check_split(self, split: str) -> str:
+        if split in self.splits:
+            return split
+        if split == SELECTION_SPLIT:
+            raise no_selection_split(self.root, self.name, self.test_source)
+        raise ValueError(f"unknown {self.name} split {split!r}; expected one of {', '.join(self.splits)}")
+
+    def _set_sizes(self, fov_deg: float, ground_size: Sequence[int | None], sat_size: Sequence[int]) -> None:
+        """The polar size, the panorama width it sets, and the ground crop's size at ``fov_deg``."""
+        self.sat_size = self._check_sat_size(sat_size)
+        self.pano_width = self.sat_size[1]  # the resized panorama is as wide as the satellite polar image
+        self.fov_deg = float(fov_deg)
+        self.crop_width = fov_width(self.fov_deg, self.pano_width)
+        self.ground_size = self._check_ground_size(ground_size)
+
+    def _check_first_pair(self) -> None:
+        """Fail at construction, not mid-epoch, when the first pair does not have the expected sizes."""
+        if not self.satellite_only:
+            self.load_panorama(0)
+        self.load_polar(0)
+
+    def _read_pairs(self, check_files: bool, skip_missing: bool) -> list[PairRecord]:
+        """The split's records, their images checked (or the pairs missing one dropped) as asked; never none."""
+        records = self.read_records()
+        if check_files or skip_missing:
+            records = self._check_files_exist(records, skip_missing)
+        if not records:
+            raise DatasetError(f"{self.root}: split {self.split!r} lists no pairs")
+        return records
+
+    @staticmethod
+    def _check_ground_rows(ground_rows) -> tuple[float, float] | None:
+        if ground_rows is None:
+            return None
+        top, bottom = (float(v) for v in ground_rows)
+        if not 0.0 <= top < bottom <= 1.0:
+            raise ValueError(f"ground_rows must be fractions 0 <= top < bottom <= 1, got {ground_rows!r}")
+        return top, bottom
+
     @staticmethod
     def _check_sat_size(sat_size) -> tuple[int, int]:
         try:

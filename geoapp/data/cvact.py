@@ -27,7 +27,7 @@ import scipy.io
 from pyproj import Transformer
 
 from geoapp.data.base import CrossViewDataset
-from geoapp.data.records import DatasetError, ImageSizes, PairRecord, no_selection_split
+from geoapp.data.records import DatasetError, ImageSizes, PairRecord
 
 MAT_FILE = "ACT_data.mat"
 SPLIT_INDICES = {"train": ("trainSet", "trainInd"), "test": ("valSet", "valInd")}
@@ -77,6 +77,9 @@ class CVACTDataset(CrossViewDataset):
     easting/northing columns or "ne")."""
 
     name = "cvact"
+    layout = "CVACT's ANU_data_small (the train split and CVACT_val)"
+    splits = tuple(SPLIT_INDICES)
+    test_source = f"{MAT_FILE} valSet.valInd, CVACT_val"
     default_sizes = ImageSizes(panorama=(832, 1664), satellite=(1200, 1200))
     default_ground_rows = (0.25, 0.75)  # rows [208, 624) of 832 (conventions §2)
 
@@ -89,10 +92,6 @@ class CVACTDataset(CrossViewDataset):
         super().__init__(*args, **kwargs)
 
     def read_records(self) -> list[PairRecord]:
-        if self.split == "val":
-            raise no_selection_split(self.root, self.name, f"{MAT_FILE} valSet.valInd, CVACT_val")
-        if self.split not in SPLIT_INDICES:
-            raise ValueError(f"unknown {self.name} split {self.split!r}; expected one of {sorted(SPLIT_INDICES)}")
         mat_path = self.root / MAT_FILE
         mat = self._load_mat(mat_path)
         if "panoIds" not in mat or "utm" not in mat:

@@ -27,6 +27,7 @@ import numpy as np
 
 from geoapp.data.base import CrossViewDataset
 from geoapp.data.records import (
+    SELECTION_SPLIT,
     DatasetError,
     ImageSizes,
     PairRecord,
@@ -68,14 +69,15 @@ class CVUSADataset(CrossViewDataset):
     """CVUSA pairs (layout in the module docstring); arguments as in :class:`CrossViewDataset`."""
 
     name = "cvusa"
+    layout = "the CVUSA subset of CVM-Net, SAFA and DSM"
+    splits = tuple(SPLIT_FILES)  # "val" only where a copy adds selection-19zl.csv (real CVUSA has none)
+    test_source = SPLIT_FILES["test"]
     default_sizes = ImageSizes(panorama=(224, 1232), satellite=(750, 750), polar=(128, 512))
 
     def read_records(self) -> list[PairRecord]:
-        if self.split not in SPLIT_FILES:
-            raise ValueError(f"unknown {self.name} split {self.split!r}; expected one of {sorted(SPLIT_FILES)}")
         split_path = self.root / SPLIT_FILES[self.split]
-        if self.split == "val" and not split_path.is_file():
-            raise no_selection_split(self.root, self.name, SPLIT_FILES["test"])
+        if self.split == SELECTION_SPLIT and not split_path.is_file():
+            raise no_selection_split(self.root, self.name, self.test_source)
         if not split_path.is_file():
             raise DatasetError(f"{split_path}: split file does not exist")
         locations_path = self.root / LOCATIONS_FILE
@@ -127,6 +129,8 @@ class SynthDataset(CVUSADataset):
     Such a split opens as those N pairs."""
 
     name = "synth"
+    layout = "the synthetic world of geoapp.synth, written in the CVUSA layout"
+    synthetic = True
 
     def read_records(self) -> list[PairRecord]:
         manifest = self.manifest or {}
@@ -137,6 +141,6 @@ class SynthDataset(CVUSADataset):
         if sampled:
             records = super().read_records()
             return [records[int(r)] for r in spread_rows(len(records), int(sampled))]
-        raise DatasetError(f"{self.root}: split {self.split!r} was not rendered (this world has {', '.join(rendered)}); "
-                           f"render it with python -m geoapp.synth --out {self.root} --splits "
+        raise DatasetError(f"{self.root}: split {self.split!r} was not rendered (this world has "
+                           f"{', '.join(rendered)}); render it with python -m geoapp.synth --out {self.root} --splits "
                            f"{' '.join([*rendered, self.split])} (the same world's other flags)")

@@ -1,18 +1,20 @@
-"""The dataset registry: one :class:`~geoapp.data.base.CrossViewDataset` family chosen by name.
+"""The dataset registry: each member is a :class:`~geoapp.data.base.CrossViewDataset` reader class, and it holds its
+layout's rules, so the code asks the member, never the name.
 
-=========  ===========================================================  ==========================
-name       layout                                                       splits
-=========  ===========================================================  ==========================
-cvusa      CVUSA subset of CVM-Net/SAFA/DSM (:mod:`geoapp.data.cvusa`)   train, test
-cvact      CVACT ANU_data_small (:mod:`geoapp.data.cvact`)               train, test
-vigor      VIGOR same-area (:mod:`geoapp.data.vigor`)                    train, test
-synth      our synthetic world, written in the CVUSA layout              train, val, test
-=========  ===========================================================  ==========================
+A member answers: ``name`` (its key), ``layout`` (what a folder of it holds), ``splits`` (the split names it can
+list; without ``val`` it has no model-selection split), ``test_source`` (where its reported split is listed),
+``synthetic``, ``default_sizes`` (the raw image sizes of the real dataset), ``default_tile_metres`` and
+``default_ground_rows``; constructing it opens a split. Names are looked up only at the edges (command-line
+flags, config files, run and database metadata): :func:`dataset_kind` for a name that must be known,
+:func:`recorded_dataset` for a recorded one that may come from another version.
 
 Split names (conventions §7): ``train`` is fitted on, ``val`` selects (best checkpoint, recipe and ablation choices,
 calibration), ``test`` is only reported on (CVUSA's ``val-19zl.csv``, CVACT_val, VIGOR's same-area test).
 A dataset without ``val`` raises :class:`NoSelectionSplitError` for it; ``python -m geoapp.train`` then
 carves a model-selection subset from ``train`` (:mod:`geoapp.data.selection`).
+
+A new layout: a reader class setting the attributes above and ``read_records``, added to ``DATASETS``, and a planter
+in ``tests/test_datasets.py`` (``PLANTERS``); the registry's contract tests then cover it.
 """
 
 from __future__ import annotations
@@ -29,10 +31,7 @@ from geoapp.data.records import DEFAULT_SAT_SIZE, DatasetError, ImageSizes, NoSe
 from geoapp.data.vigor import VIGORDataset
 
 DATASETS: dict[str, type[CrossViewDataset]] = {
-    "cvusa": CVUSADataset,
-    "cvact": CVACTDataset,
-    "vigor": VIGORDataset,
-    "synth": SynthDataset,
+    kind.name: kind for kind in (CVUSADataset, CVACTDataset, VIGORDataset, SynthDataset)
 }
 
 __all__ = [
@@ -49,7 +48,24 @@ __all__ = [
     "SynthDataset",
     "VIGORDataset",
     "build_dataset",
+    "dataset_kind",
+    "recorded_dataset",
 ]
+
+
+def dataset_kind(name: str) -> type[CrossViewDataset]:
+    """The registry member called ``name`` (any case); a ValueError listing the known layouts for another name."""
+    kind = DATASETS.get(str(name).lower())
+    if kind is None:
+        known = "; ".join(f"{key} ({member.layout})" for key, member in DATASETS.items())
+        raise ValueError(f"unknown dataset {name!r}; expected one of: {known}")
+    return kind
+
+
+def recorded_dataset(name: str | None) -> type[CrossViewDataset] | None:
+    """The registry member a checkpoint or database records by name (any case); None for no name or one this code
+    does not know (a record written by another version)."""
+    return DATASETS.get(name.lower()) if isinstance(name, str) else None
 
 
 def build_dataset(
@@ -73,9 +89,6 @@ def build_dataset(
     ``use_cache``, ``check_files``, ``skip_missing``, ``satellite_only``, ``ground_rows`` for all; ``utm_zone``,
     ``utm_south``, ``utm_order`` for cvact; ``cities`` for vigor.
     """
-    key = name.lower()
-    if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}")
-    return DATASETS[key](
+    return dataset_kind(name)(
         root, split, fov_deg, train, ground_size=ground_size, sat_size=sat_size, seed=seed, shifts=shifts, **options
     )

@@ -19,6 +19,7 @@ import numpy as np
 
 MANIFEST_NAME = "dataset.json"
 DEFAULT_SAT_SIZE = (128, 512)  # conventions §1
+SELECTION_SPLIT = "val"  # the model-selection split's name in every layout (conventions §7)
 
 
 class DatasetError(ValueError):

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from geoapp.data.base import CrossViewDataset
-from geoapp.data.records import DatasetError, ImageSizes, PairRecord, no_selection_split, split_error
+from geoapp.data.records import DatasetError, ImageSizes, PairRecord, split_error
 
 VIGOR_CITIES = ("NewYork", "Seattle", "SanFrancisco", "Chicago")
 LABEL_FILES = {
@@ -79,6 +79,9 @@ class VIGORDataset(CrossViewDataset):
     :class:`CrossViewDataset` arguments: ``cities`` (names, default all present)."""
 
     name = "vigor"
+    layout = "VIGOR, same-area split, each panorama with its positive tile"
+    splits = tuple(LABEL_FILES)
+    test_source = f"splits/<city>/{LABEL_FILES['test']}"
     default_sizes = ImageSizes(panorama=(1024, 2048), satellite=(640, 640))
     default_ground_rows = (0.25, 0.75)
     default_tile_metres = 73.0  # 640 px at about 0.114 m per pixel
@@ -100,10 +103,6 @@ class VIGORDataset(CrossViewDataset):
         return known + sorted(present - set(known))
 
     def read_records(self) -> list[PairRecord]:
-        if self.split == "val":
-            raise no_selection_split(self.root, self.name, f"splits/<city>/{LABEL_FILES['test']}")
-        if self.split not in LABEL_FILES:
-            raise ValueError(f"unknown {self.name} split {self.split!r}; expected one of {sorted(LABEL_FILES)}")
         label_name = LABEL_FILES[self.split]
         if self.cities is None:
             self.cities = self._present_cities(label_name)

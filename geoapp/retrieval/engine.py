@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..angles import wrap_degrees
+from ..data.datasets import recorded_dataset
 from ..data.transforms import to_tensor
 from ..model import ModelConfig, StageMaps
 from ..model.align import gate_corr_scores, headings_from_scores
@@ -182,11 +183,12 @@ class Localizer:
         source = self.db.metadata.get("source", {})
         parts = source.get("parts", [source])  # a ConcatSource lists its parts
         datasets = sorted({p.get("dataset") for p in parts if p.get("kind") == "dataset"} - {None})
+        kinds = [recorded_dataset(name) for name in datasets]
         trained = self.checkpoint_meta.get("train_config") or {}
         return {
             "references": len(self.db),
             "box": coverage_box(self.db.latlon),  # (south, west, north, east) or None
-            "synthetic": bool(datasets) and set(datasets) == {"synth"},
+            "synthetic": bool(kinds) and all(kind is not None and kind.synthetic for kind in kinds),
             "datasets": datasets,
             "splits": [p.get("split") for p in parts if p.get("kind") == "dataset"],
             "trained_on": trained.get("dataset"),

@@ -43,7 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "ground truth: satellite tiles, north-aligned ground panoramas, polar transforms, splits, "
                     "locations, a map mosaic and a manifest.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    out = p.add_argument_group("output")
+    add_output_flags(p.add_argument_group("output"))
+    add_world_flags(p.add_argument_group("world"))
+    add_image_flags(p.add_argument_group("images"))
+    return p
+
+
+def add_output_flags(out) -> None:
+    """Where the dataset goes and what of it is written (none of these changes the world)."""
     out.add_argument("--out", type=Path, default=Path("data/synth"), help="dataset folder (default: data/synth)")
     out.add_argument("--workers", type=int, default=2,
                      help="processes painting the world and rendering locations (default: 2)")
@@ -62,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--mosaic-size", type=int, default=_I.mosaic_size,
                      help="long side of the world mosaic map/mosaic.jpg in pixels (default: %(default)s)")
 
-    world = p.add_argument_group("world")
+
+def add_world_flags(world) -> None:
+    """The world's settings (WorldConfig): the same values give the same world."""
     world.add_argument("--seed", type=int, default=_W.seed, help="world seed (default: %(default)s)")
     world.add_argument("--train", type=int, default=_W.n_train, help="training locations (default: %(default)s)")
     world.add_argument("--val", type=int, default=_W.n_val,
@@ -98,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     world.add_argument("--sun-elevation", type=float, default=_W.sun_elevation,
                        help="sun elevation of the satellite view in degrees (default: %(default)s)")
 
-    img = p.add_argument_group("images")
+
+def add_image_flags(img) -> None:
+    """How each location is rendered (ImageOptions)."""
     img.add_argument("--tile-size", type=int, default=_I.tile_size,
                      help="satellite tile size in pixels, square (default: %(default)s, like CVUSA)")
     img.add_argument("--pano-size", type=int, nargs=2, metavar=("H", "W"), default=[_I.pano_height, _I.pano_width],
@@ -112,7 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="horizon position as a fraction of the panorama height from the top (default: %(default)s)")
     img.add_argument("--camera-height", type=float, default=_I.camera_height,
                      help="camera height above the ground in metres (default: %(default)s)")
-    return p
 
 
 def sample_arg(text: str) -> tuple[str, int]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import cv2
 import numpy as np
@@ -172,6 +172,20 @@ def _sky(height: int, width: int, vfov: float, horizon: float) -> tuple[np.ndarr
     return sky.astype(np.float32), clouds.astype(np.float32)
 
 
+class _RayHits(NamedTuple):
+    """What each panorama pixel sees: the first sample of its column's ray whose top reaches its row."""
+
+    sx: np.ndarray  # W x K sample positions in world pixels (east)
+    sy: np.ndarray  # W x K (south)
+    ray_h: np.ndarray  # W x K the samples' top heights
+    flat: np.ndarray  # W * K: the samples' indices into the world rasters
+    sample: np.ndarray  # H x W: the pixel's sample, an index into the W x K arrays
+    kk: np.ndarray  # H x W: its step along the ray
+    hit: np.ndarray  # H x W: False where the pixel sees the sky
+    fidx: np.ndarray  # H x W: the sample's index into the world rasters
+    dist: np.ndarray  # H x W: its distance from the camera (m)
+
+
 def render_panorama(world: World, x: float, y: float, cfg: RenderConfig | None = None,
                     seed: int | None = None) -> np.ndarray:
     """North-aligned 360-degree panorama (pano_height x pano_width x 3, RGB uint8) from a camera
@@ -179,22 +193,50 @@ def render_panorama(world: World, x: float, y: float, cfg: RenderConfig | None =
     :func:`render_config_for` the world."""
     cfg = cfg or render_config_for(world)
     hgt, wid = cfg.pano_height, cfg.pano_width
-    mpp = world.mpp
+    g = _pano_geometry(hgt, wid, cfg.pano_vfov, cfg.horizon, cfg.view_distance, world.mpp)
     wh, ww = world.height.shape
-    g = _pano_geometry(hgt, wid, cfg.pano_vfov, cfg.horizon, cfg.view_distance, mpp)
-    n_k = len(g.steps)
-    heights, terrain, kinds = world.height.reshape(-1), world.terrain.reshape(-1), world.kind.reshape(-1)
     ix, iy = min(max(int(x), 0), ww - 1), min(max(int(y), 0), wh - 1)
     ground = world.terrain[iy, ix] if world.kind[iy, ix] in palette.RAISED_KINDS else world.height[iy, ix]
     cam_z = np.float32(ground + cfg.camera_height)
+    rays = _march(world, x, y, cam_z, g)
 
-    # march all columns at once: W x K samples, projected top rows, running minimum = occlusion
+    kind = np.take(world.kind.reshape(-1), rays.fidx)
+    tree = kind == palette.TREE
+    wall = (tree | (kind == palette.BUILDING)) & ~_roof_from_below(world, rays, kind, g)
+    # walls and foliage use the street-view side colour, everything else the top colour
+    colour = np.take(world.street.reshape(-1, 3), rays.fidx + wall * world.height.size, axis=0).astype(np.float32)
+
+    # out = colour * gain + haze * to_haze (+ window tint), computed per pixel, then the sky
+    gain, tint = _facade_light(world, rays, g, cam_z, wall, tree)
+    water = kind == palette.WATER  # water mirrors the hazy sky
+    fog = np.clip(rays.dist * np.float32(1.0 / cfg.view_distance), 0.0, 1.0) ** 1.8
+    to_haze = np.where(water, 0.55 + 0.45 * fog, fog)
+    gain *= np.where(water, 0.45, 1.0) * (1.0 - fog)
+    colour *= gain[:, :, None]
+    colour += to_haze[:, :, None] * palette.SKY_HORIZON
+    colour += (tint * (1.0 - fog))[:, :, None] * np.float32([18.0, 26.0, 38.0])
+
+    rng = np.random.default_rng([seed, 2]) if seed is not None else None
+    shift = int(rng.integers(0, wid)) if rng is not None else 0
+    sky = ~rays.hit
+    colour[sky] = g.sky[:, shift:shift + wid][sky]
+    out = np.clip(colour, 0, 255).astype(np.uint8)
+    if rng is not None:
+        out = _photometric(out, rng, 0.07, 0.03)
+    return out
+
+
+def _march(world: World, x: float, y: float, cam_z: np.float32, g: _PanoGeometry) -> _RayHits:
+    """March all columns at once: W x K samples, their projected top rows, and a running minimum for occlusion."""
+    hgt, wid = g.tan_row.shape[0], g.off_x.shape[0]
+    n_k = len(g.steps)
+    wh, ww = world.height.shape
     sx = np.float32(x) + g.off_x
     sy = np.float32(y) + g.off_y
     xi = np.clip(sx.astype(np.int64), 0, ww - 1)
     yi = np.clip(sy.astype(np.int64), 0, wh - 1)
     flat = (yi * ww + xi).reshape(-1)
-    ray_h = np.take(heights, flat).reshape(wid, n_k)
+    ray_h = np.take(world.height.reshape(-1), flat).reshape(wid, n_k)
     top_row = g.horizon - np.arctan((ray_h - cam_z) * g.inv_steps) * np.float32(g.rows_per_rad)
     running = np.minimum.accumulate(top_row, axis=1)
     # Pixel row r shows the first sample k whose running-minimum top row reaches it:
@@ -206,56 +248,45 @@ def render_panorama(world: World, x: float, y: float, cfg: RenderConfig | None =
     hit = k_star < n_k
     kk = np.minimum(k_star, n_k - 1)
     sample = g.query_offset + kk  # index into the W x K arrays
-    fidx = np.take(flat, sample)
-    dist = np.take(g.steps, kk)
+    return _RayHits(sx, sy, ray_h, flat, sample, kk, hit, np.take(flat, sample), np.take(g.steps, kk))
 
-    kind = np.take(kinds, fidx)
-    tree = kind == palette.TREE
-    bld = kind == palette.BUILDING
-    # A building sample that rises above the previous sample of the same ray, itself on a building, is a
-    # sloping roof seen from below the ridge: it shows the roof colour, as in the satellite view.
+
+def _roof_from_below(world: World, rays: _RayHits, kind: np.ndarray, g: _PanoGeometry) -> np.ndarray:
+    """A building sample that rises above the previous sample of the same ray, itself on a building, is a
+    sloping roof seen from below the ridge: it shows the roof colour, as in the satellite view."""
+    sample, ray_h = rays.sample, rays.ray_h
     prev = np.maximum(sample - 1, g.query_offset)
-    roof = bld & (kk > 0) & (np.take(kinds, np.take(flat, prev)) == palette.BUILDING) & (
+    return (kind == palette.BUILDING) & (rays.kk > 0) & (
+        np.take(world.kind.reshape(-1), np.take(rays.flat, prev)) == palette.BUILDING) & (
         np.take(ray_h, sample) > np.take(ray_h, prev) + 0.05)
-    wall = (tree | bld) & ~roof
-    # walls and foliage use the street-view side colour, everything else the top colour
-    colour = np.take(world.street.reshape(-1, 3), fidx + wall * heights.size, axis=0).astype(np.float32)
 
-    # out = colour * gain + haze * to_haze (+ window tint), computed per pixel, then the sky
+
+def _facade_light(world: World, rays: _RayHits, g: _PanoGeometry, cam_z: np.float32, wall: np.ndarray,
+                  tree: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel, the gain of walls and foliage (crowns darker toward the ground, dark windows) and the windows'
+    blue tint (1 on a window); gain 1 and tint 0 elsewhere."""
+    hgt, wid = wall.shape
     gain = np.ones((hgt, wid), dtype=np.float32)
     tint = np.zeros((hgt, wid), dtype=np.float32)
     facade = np.flatnonzero(wall.reshape(-1))
-    if len(facade):
-        f_idx = fidx.reshape(-1)[facade]
-        ground_hit = np.take(terrain, f_idx)
-        objh = np.take(heights, f_idx) - ground_hit
-        rows = facade // wid
-        zr = cam_z + np.take(dist.reshape(-1), facade) * g.tan_row[rows, 0] - ground_hit  # height above the ground
-        is_tree = np.take(tree.reshape(-1), facade)
-        # foliage darkens toward the ground (the shaded underside of the crowns, the trunks)
-        fg = np.where(is_tree, 0.3 + 0.7 * np.clip(zr / np.maximum(objh, 0.1), 0.0, 1.0) ** 0.8, 1.0)
-        # windows: floors of 3.2 m, 2.7 m wide bays along the facade
-        cols = facade % wid
-        smp = sample.reshape(-1)[facade]
-        along = np.where(g.along_y[cols], np.take(sy, smp), np.take(sx, smp)) * np.float32(mpp)
-        fz = zr - np.float32(3.2) * np.floor(zr * np.float32(1 / 3.2))
-        fa = along - np.float32(2.7) * np.floor(along * np.float32(1 / 2.7))
-        window = ~is_tree & (fz > 1.0) & (fz < 2.2) & (zr < objh - 0.6) & (fa < 1.6)
-        gain.reshape(-1)[facade] = np.where(window, 0.5, fg)
-        tint.reshape(-1)[facade] = window
-    water = kind == palette.WATER  # water mirrors the hazy sky
-    fog = np.clip(dist * np.float32(1.0 / cfg.view_distance), 0.0, 1.0) ** 1.8
-    to_haze = np.where(water, 0.55 + 0.45 * fog, fog)
-    gain *= np.where(water, 0.45, 1.0) * (1.0 - fog)
-    colour *= gain[:, :, None]
-    colour += to_haze[:, :, None] * palette.SKY_HORIZON
-    colour += (tint * (1.0 - fog))[:, :, None] * np.float32([18.0, 26.0, 38.0])
-
-    rng = np.random.default_rng([seed, 2]) if seed is not None else None
-    shift = int(rng.integers(0, wid)) if rng is not None else 0
-    sky = ~hit
-    colour[sky] = g.sky[:, shift:shift + wid][sky]
-    out = np.clip(colour, 0, 255).astype(np.uint8)
-    if rng is not None:
-        out = _photometric(out, rng, 0.07, 0.03)
-    return out
+    if not len(facade):
+        return gain, tint
+    heights = world.height.reshape(-1)
+    f_idx = rays.fidx.reshape(-1)[facade]
+    ground_hit = np.take(world.terrain.reshape(-1), f_idx)
+    objh = np.take(heights, f_idx) - ground_hit
+    rows = facade // wid
+    zr = cam_z + np.take(rays.dist.reshape(-1), facade) * g.tan_row[rows, 0] - ground_hit  # height above the ground
+    is_tree = np.take(tree.reshape(-1), facade)
+    # foliage darkens toward the ground (the shaded underside of the crowns, the trunks)
+    fg = np.where(is_tree, 0.3 + 0.7 * np.clip(zr / np.maximum(objh, 0.1), 0.0, 1.0) ** 0.8, 1.0)
+    # windows: floors of 3.2 m, 2.7 m wide bays along the facade
+    cols = facade % wid
+    smp = rays.sample.reshape(-1)[facade]
+    along = np.where(g.along_y[cols], np.take(rays.sy, smp), np.take(rays.sx, smp)) * np.float32(world.mpp)
+    fz = zr - np.float32(3.2) * np.floor(zr * np.float32(1 / 3.2))
+    fa = along - np.float32(2.7) * np.floor(along * np.float32(1 / 2.7))
+    window = ~is_tree & (fz > 1.0) & (fz < 2.2) & (zr < objh - 0.6) & (fa < 1.6)
+    gain.reshape(-1)[facade] = np.where(window, 0.5, fg)
+    tint.reshape(-1)[facade] = window
+    return gain, tint

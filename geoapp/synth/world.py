@@ -145,27 +145,7 @@ def generate_world(config: WorldConfig = WorldConfig(), log=None, workers: int =
     log(f"world {plan.width_m / 1000:.2f} x {plan.height_m / 1000:.2f} km = {w_px} x {h_px} px, "
         f"{len(plan.blocks)} blocks ({plan.n_val_blocks} val, {plan.n_test_blocks} test)")
     canvas = WorldCanvas.blank(w_px, h_px, mpp, shared=workers > 1)
-    cf = max(1, int(round(COARSE_M / mpp)))
-    coarse_shape = (math.ceil(h_px / cf), math.ceil(w_px / cf))
-
-    t = time.perf_counter()
-    canvas.terrain[:] = _terrain(rngs["terrain"], (h_px, w_px), mpp)
-    water = _water(rngs["water"], config, (h_px, w_px), mpp)
-    arterials = _arterials(rngs["roads"], plan, mpp)
-    timings["terrain_water_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    districts, labels = _districts(rngs["districts"], config, plan, coarse_shape, cf * mpp)
-    owner = labels.copy()
-    owner[_blocked_mask(water, arterials, coarse_shape, cf, mpp)] = NO_OWNER
-    area_coarse = np.array([d.area for d in districts], dtype=np.uint8)[labels]
-    plan = assign_blocks(plan, _block_mix(plan, area_coarse, cf * mpp), rngs["plan"])
-    canvas.area[:] = cv2.resize(area_coarse, (coarse_shape[1] * cf, coarse_shape[0] * cf),
-                                interpolation=cv2.INTER_NEAREST)[:h_px, :w_px]
-    _paint_districts(canvas, districts, labels, owner, cf, rngs["tex"], config.seed, workers)
-    _paint_water(canvas, water)
-    _paint_arterials(canvas, arterials)
-    timings["districts_s"] = time.perf_counter() - t
+    plan = _paint_land(canvas, config, plan, rngs, workers, timings)
     log(f"districts painted in {timings['districts_s']:.1f} s")
 
     t = time.perf_counter()
@@ -190,6 +170,36 @@ def generate_world(config: WorldConfig = WorldConfig(), log=None, workers: int =
     world.timings = timings
     log(f"world built in {timings['total_s']:.1f} s")
     return world
+
+
+def _paint_land(canvas: WorldCanvas, config: WorldConfig, plan: WorldPlan, rngs: dict[str, np.random.Generator],
+                workers: int, timings: dict[str, float]) -> WorldPlan:
+    """Terrain, water, main roads and the districts' land use on ``canvas``; returns the plan with its blocks'
+    area mix (the val and test blocks are chosen to match it) and records the two stages' ``timings``."""
+    mpp = canvas.mpp
+    h_px, w_px = canvas.shape
+    cf = max(1, int(round(COARSE_M / mpp)))
+    coarse_shape = (math.ceil(h_px / cf), math.ceil(w_px / cf))
+
+    t = time.perf_counter()
+    canvas.terrain[:] = _terrain(rngs["terrain"], (h_px, w_px), mpp)
+    water = _water(rngs["water"], config, (h_px, w_px), mpp)
+    arterials = _arterials(rngs["roads"], plan, mpp)
+    timings["terrain_water_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    districts, labels = _districts(rngs["districts"], config, plan, coarse_shape, cf * mpp)
+    owner = labels.copy()
+    owner[_blocked_mask(water, arterials, coarse_shape, cf, mpp)] = NO_OWNER
+    area_coarse = np.array([d.area for d in districts], dtype=np.uint8)[labels]
+    plan = assign_blocks(plan, _block_mix(plan, area_coarse, cf * mpp), rngs["plan"])
+    canvas.area[:] = cv2.resize(area_coarse, (coarse_shape[1] * cf, coarse_shape[0] * cf),
+                                interpolation=cv2.INTER_NEAREST)[:h_px, :w_px]
+    _paint_districts(canvas, districts, labels, owner, cf, rngs["tex"], config.seed, workers)
+    _paint_water(canvas, water)
+    _paint_arterials(canvas, arterials)
+    timings["districts_s"] = time.perf_counter() - t
+    return plan
 
 
 def _terrain(rng: np.random.Generator, shape: tuple[int, int], mpp: float) -> np.ndarray:
@@ -261,6 +271,17 @@ def _arterials(rng: np.random.Generator, plan: WorldPlan, mpp: float) -> list[_A
 def _districts(rng: np.random.Generator, config: WorldConfig, plan: WorldPlan, coarse_shape: tuple[int, int],
                coarse_m: float) -> tuple[list[District], np.ndarray]:
     """District seeds, area types and the coarse owner map (district id per coarse cell)."""
+    seeds, areas = _district_seeds(rng, config, plan)
+    labels = _warped_voronoi(rng, seeds, coarse_shape, coarse_m)
+    base_angle = rng.uniform(-0.15, 0.15)
+    extents = find_objects(labels + 1, max_label=len(seeds))
+    districts = [_district(rng, i, int(areas[i]), seeds[i], base_angle, extents[i], coarse_m)
+                 for i in range(len(seeds))]
+    return districts, labels
+
+
+def _district_seeds(rng: np.random.Generator, config: WorldConfig, plan: WorldPlan) -> tuple[np.ndarray, np.ndarray]:
+    """District seed points (N x 2, metres) on a jittered grid of ``district_metres``, and their area types."""
     sp = config.district_metres
     nx, ny = max(1, math.ceil(plan.width_m / sp)), max(1, math.ceil(plan.height_m / sp))
     gx, gy = np.meshgrid((np.arange(nx) + 0.5) * plan.width_m / nx, (np.arange(ny) + 0.5) * plan.height_m / ny)
@@ -283,8 +304,12 @@ def _districts(rng: np.random.Generator, config: WorldConfig, plan: WorldPlan, c
     rest = order[n_urban + n_sub:]
     n_forest = int(round(mix[3] / max(mix[2] + mix[3], 1e-9) * len(rest)))
     areas[rest[np.argsort(-rng.random(len(rest)), kind="stable")[:n_forest]]] = palette.FOREST
+    return seeds, areas
 
-    # Domain-warped Voronoi at coarse resolution.
+
+def _warped_voronoi(rng: np.random.Generator, seeds: np.ndarray, coarse_shape: tuple[int, int],
+                    coarse_m: float) -> np.ndarray:
+    """The nearest seed of every coarse cell after a smooth domain warp: district borders that wander."""
     ch, cw = coarse_shape
     yy, xx = np.mgrid[0:ch, 0:cw].astype(np.float32)
     warp = 45.0
@@ -293,34 +318,33 @@ def _districts(rng: np.random.Generator, config: WorldConfig, plan: WorldPlan, c
     qx = (xx + 0.5) * coarse_m + wx
     qy = (yy + 0.5) * coarse_m + wy
     _, labels = cKDTree(seeds).query(np.stack([qx.ravel(), qy.ravel()], axis=1))
-    labels = labels.reshape(coarse_shape).astype(np.int32)
+    return labels.reshape(coarse_shape).astype(np.int32)
 
-    base_angle = rng.uniform(-0.15, 0.15)
-    extents = find_objects(labels + 1, max_label=n)
-    districts = []
-    for i in range(n):
-        area = int(areas[i])
-        gp = GRID_PARAMS[area]
-        if area == palette.RURAL:
-            angle = rng.normal(0.0, 0.03)  # section roads run north-south / east-west
-        elif area == palette.FOREST:
-            angle = rng.uniform(0, math.pi)
-        else:
-            angle = base_angle + (rng.normal(0.0, 0.08) if rng.random() < 0.7 else rng.uniform(-0.8, 0.8))
-        # grid extent: the district's cells, in local coordinates
-        sl = extents[i]
-        if sl is None:  # a seed whose cell vanished under the domain warp: give it a token extent
-            sl = (slice(int(seeds[i, 1] / coarse_m), int(seeds[i, 1] / coarse_m) + 1),
-                  slice(int(seeds[i, 0] / coarse_m), int(seeds[i, 0] / coarse_m) + 1))
-        corners_x = np.array([sl[1].start, sl[1].stop]) * coarse_m - seeds[i, 0]
-        corners_y = np.array([sl[0].start, sl[0].stop]) * coarse_m - seeds[i, 1]
-        c, s = math.cos(angle), math.sin(angle)
-        us = [c * x + s * y for x in corners_x for y in corners_y]
-        vs = [-s * x + c * y for x in corners_x for y in corners_y]
-        grid = make_grid(rng, (min(us), max(us), min(vs), max(vs)), gp["spacing_u"], gp["spacing_v"], gp["drop"],
-                         rng.uniform(*gp["half_width"]), rng.uniform(*gp["warp"]), rng.uniform(*gp["warp_len"]))
-        districts.append(District(i, area, float(seeds[i, 0]), float(seeds[i, 1]), angle, grid))
-    return districts, labels
+
+def _district(rng: np.random.Generator, i: int, area: int, seed: np.ndarray, base_angle: float,
+              extent: tuple[slice, slice] | None, coarse_m: float) -> District:
+    """District ``i``: its street grid's angle, and the grid over its cells (``extent``, the coarse slices
+    find_objects gives) in the grid's own coordinates."""
+    gp = GRID_PARAMS[area]
+    if area == palette.RURAL:
+        angle = rng.normal(0.0, 0.03)  # section roads run north-south / east-west
+    elif area == palette.FOREST:
+        angle = rng.uniform(0, math.pi)
+    else:
+        angle = base_angle + (rng.normal(0.0, 0.08) if rng.random() < 0.7 else rng.uniform(-0.8, 0.8))
+    # grid extent: the district's cells, in local coordinates
+    sl = extent
+    if sl is None:  # a seed whose cell vanished under the domain warp: give it a token extent
+        sl = (slice(int(seed[1] / coarse_m), int(seed[1] / coarse_m) + 1),
+              slice(int(seed[0] / coarse_m), int(seed[0] / coarse_m) + 1))
+    corners_x = np.array([sl[1].start, sl[1].stop]) * coarse_m - seed[0]
+    corners_y = np.array([sl[0].start, sl[0].stop]) * coarse_m - seed[1]
+    c, s = math.cos(angle), math.sin(angle)
+    us = [c * x + s * y for x in corners_x for y in corners_y]
+    vs = [-s * x + c * y for x in corners_x for y in corners_y]
+    grid = make_grid(rng, (min(us), max(us), min(vs), max(vs)), gp["spacing_u"], gp["spacing_v"], gp["drop"],
+                     rng.uniform(*gp["half_width"]), rng.uniform(*gp["warp"]), rng.uniform(*gp["warp_len"]))
+    return District(i, area, float(seed[0]), float(seed[1]), angle, grid)
 
 
 def _blocked_mask(water: np.ndarray, arterials: list[_Arterial], coarse_shape: tuple[int, int], cf: int,

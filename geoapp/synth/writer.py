@@ -39,6 +39,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -375,6 +376,34 @@ def write_dataset(out_dir, config: WorldConfig | None = None, images: ImageOptio
         _write_json(out / CONFIG_FILE, settings)
     _remove_stale_temps(out)
     previous = json.loads(manifest_path.read_text()) if (manifest_path := out / MANIFEST_FILE).is_file() else {}
+    run = _plan_run(out, config, images, splits, sampled, previous)
+    if run.up_to_date:
+        log(f"{out}: all {run.total} locations of {run.what} are complete, nothing to do")
+        manifest = dict(previous)
+        manifest["up_to_date"] = True  # not stored: tells the caller that this run wrote nothing
+        return manifest
+    log(f"{out}: {run.total - len(run.missing)} of {run.total} locations ({run.what}) already complete, "
+        f"{len(run.missing)} to render")
+    manifest = _render_run(out, config, images, world, run, workers, progress, log, flags, t0)
+    _write_json(manifest_path, manifest)
+    return manifest
+
+
+class RunPlan(NamedTuple):
+    """What one write_dataset run has to do in its folder."""
+
+    rendered: list[str]  # the splits whose images are on disk once the run is done
+    samples: dict[str, int]  # split -> N of the splits of which only N spread locations are on disk then
+    missing: list[tuple[int, tuple[str, ...]]]  # the locations to render, each with the images it lacks
+    total: int  # the locations the run asks for
+    what: str  # the run's request, in words
+    up_to_date: bool  # every location and table is there already: nothing to write
+
+
+def _plan_run(out: Path, config: WorldConfig, images: ImageOptions, splits, sampled: dict[str, int],
+              previous: dict) -> RunPlan:
+    """Compare what the run asks for (``splits`` whole, ``sampled``) with what ``out`` holds (the ``previous``
+    manifest, the files)."""
     rendered = sorted(set(previous.get("rendered_splits", SPLITS if previous else ())) | set(splits),
                       key=SPLITS.index)
     samples = {split: count for split, count in {**previous.get("sampled", {}), **sampled}.items()
@@ -382,20 +411,21 @@ def write_dataset(out_dir, config: WorldConfig | None = None, images: ImageOptio
     wanted = [(i, location_kinds(images)) for i in split_ids(config, splits)]
     wanted += [(i, location_kinds(images)) for split, count in sampled.items() if split not in rendered
                for i in sampled_ids(config, split, count)]
-    total = len(wanted)
     missing = [(i, kinds) for i, kinds in wanted if not all(is_complete(out / location_paths(i)[k]) for k in kinds)]
     split_tables = tuple(SPLIT_CSV[s] for s in SPLITS if s != VAL or config.n_val > 0)
     tables = (*split_tables, "split_locations/all.csv", "locations.csv", "map/mosaic.jpg", "map/mosaic.json",
               MANIFEST_FILE)
     what = ", ".join([*splits, *(f"{count} {split} locations" for split, count in sampled.items())])
     unchanged = rendered == previous.get("rendered_splits", list(SPLITS)) and samples == previous.get("sampled", {})
-    if not missing and all((out / t).exists() for t in tables) and unchanged:
-        log(f"{out}: all {total} locations of {what} are complete, nothing to do")
-        manifest = dict(previous)
-        manifest["up_to_date"] = True  # not stored: tells the caller that this run wrote nothing
-        return manifest
-    log(f"{out}: {total - len(missing)} of {total} locations ({what}) already complete, {len(missing)} to render")
+    up_to_date = not missing and all((out / t).exists() for t in tables) and unchanged
+    return RunPlan(rendered, samples, missing, len(wanted), what, up_to_date)
 
+
+def _render_run(out: Path, config: WorldConfig, images: ImageOptions, world: World | None, run: RunPlan,
+                workers: int, progress: bool, log, flags: dict | None, t0: float) -> dict:
+    """Build the world (unless given), write its tables and mosaic, render the missing locations; returns the
+    manifest, with the run's timings from ``t0`` on."""
+    missing, total = run.missing, run.total
     t_world = time.perf_counter()
     if world is None:
         world = generate_world(config, log=log, workers=workers)
@@ -413,15 +443,13 @@ def write_dataset(out_dir, config: WorldConfig | None = None, images: ImageOptio
     log(f"rendered {len(missing)} locations ({files_written} files) in {render_s:.1f} s with {workers} worker(s): "
         f"{rate:.1f} locations/s; world {world_s:.1f} s; total {total_s:.1f} s "
         f"({len(missing) / total_s:.1f} locations/s overall)")
-    manifest = _manifest(config, images, world, area_counts, mosaic, flags, rendered, samples, {
+    return _manifest(config, images, world, area_counts, mosaic, flags, run.rendered, run.samples, {
         "world_s": round(world_s, 3), "world_steps_s": {k: round(v, 3) for k, v in world.timings.items()},
         "render_s": round(render_s, 3), "total_s": round(total_s, 3), "workers": workers,
         "locations_rendered": len(missing), "locations_skipped": total - len(missing),
         "files_written": files_written,
         "render_locations_per_s": round(rate, 2), "overall_locations_per_s": round(len(missing) / total_s, 2),
     })
-    _write_json(manifest_path, manifest)
-    return manifest
 
 
 def _remove_stale_temps(out: Path) -> None:

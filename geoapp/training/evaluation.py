@@ -23,6 +23,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -178,17 +179,9 @@ def evaluate_model(
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    n_split = len(images)
-    indices = np.arange(n_split) if indices is None else np.asarray(indices, dtype=np.int64)
-    width = images.width
+    indices = np.arange(len(images)) if indices is None else np.asarray(indices, dtype=np.int64)
     fovs = [model.config.fov_deg] if not fovs else [float(f) for f in fovs]
-    latlon, keep = None, 0
-    if place_m:
-        latlon = np.asarray(images.dataset.satellite_locations, dtype=np.float64)[indices]
-        if not np.isfinite(latlon).all(1).any():
-            raise ValueError(f"recall by place needs the tiles' positions; the {images.dataset.split!r} split of "
-                             f"{images.dataset.root} records none")
-        keep = place_pool(latlon, place_m)
+    latlon, keep = _place_pool(images, indices, place_m)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -202,36 +195,9 @@ def evaluate_model(
             fov_model = build_model(config).to(device)
             fov_model.load_state_dict(model.state_dict())
             fov_model.eval()
-            crop_width = fov_width(fov, width)
-            stage = config.heading_stage_resolved
+            query_pass = _QueryPass(fov_model, config, fov, device, precision, batch_size, chunk_size, bar)
             for seed in shift_seeds:
-                shifts = eval_shifts(n_split, int(seed), width)[indices]
-                ranks, errors, fine_errors, rankings = [], {s: [] for s in config.stages}, [], []
-                positions = np.arange(len(indices))
-                for block, (panos, _) in zip(_blocks(positions, batch_size),
-                                             images.batches(_blocks(indices, batch_size), polars=False)):
-                    ground = normalize(crop_batch(panos, shifts[block], crop_width)).to(device, non_blocking=True)
-                    with autocast(device, precision):
-                        maps = fov_model.encode_ground(ground).to(dtype=torch.float32)
-                    block_ranks, by_stage, refined, top = match_block_ranked(config, maps, gallery, block, chunk_size,
-                                                                             keep)
-                    ranks.append(block_ranks)
-                    rankings.append(top)
-                    truth = heading_from_shift(shifts[block], fov, width)
-                    for s in config.stages:
-                        errors[s].append(angular_error(by_stage[s], truth))
-                    fine_errors.append(angular_error(refined, truth))
-                    if bar is not None:
-                        bar.update(len(block))
-                errors = {s: np.concatenate(e) for s, e in errors.items()}
-                row = {"fov": fov, "shift_seed": int(seed), "heading_stage": stage}
-                row.update(recall_from_ranks(np.concatenate(ranks), n_refs=len(indices)))
-                if keep:
-                    row.update(place_recall(latlon, np.concatenate(rankings), positions, place_m))
-                row.update(heading_stats(np.concatenate(fine_errors)))  # the heading the app shows: refined
-                # diagnostics: the heading each stage's window offset gives (its window step is 360 / W_b degrees)
-                row["heading_median_deg_by_stage"] = {str(s): float(np.median(e)) for s, e in errors.items()}
-                results.append(row)
+                results.append(_evaluate_pass(query_pass, images, gallery, indices, int(seed), latlon, keep, place_m))
     if bar is not None:
         bar.close()
     if was_training:
@@ -245,6 +211,65 @@ def evaluate_model(
         "by_fov": summarize(results),
         "seconds": round(time.perf_counter() - t0, 2),
     }
+
+
+def _place_pool(images: PairImages, indices: np.ndarray, place_m: float | None) -> tuple[np.ndarray | None, int]:
+    """The gallery tiles' positions and how many references per query recall by place needs (None, 0 without
+    ``place_m``)."""
+    if not place_m:
+        return None, 0
+    latlon = np.asarray(images.dataset.satellite_locations, dtype=np.float64)[indices]
+    if not np.isfinite(latlon).all(1).any():
+        raise ValueError(f"recall by place needs the tiles' positions; the {images.dataset.split!r} split of "
+                         f"{images.dataset.root} records none")
+    return latlon, place_pool(latlon, place_m)
+
+
+class _QueryPass(NamedTuple):
+    """How evaluate_model encodes and ranks the queries at one FoV."""
+
+    model: CrossViewModel  # the model rebuilt for the FoV
+    config: ModelConfig  # its config
+    fov: float
+    device: torch.device
+    precision: str
+    batch_size: int
+    chunk_size: int
+    bar: object | None  # a tqdm progress bar, advanced per query
+
+
+def _evaluate_pass(query_pass: _QueryPass, images: PairImages, gallery, indices: np.ndarray, seed: int,
+                   latlon: np.ndarray | None, keep: int, place_m: float | None) -> dict:
+    """One row of evaluate_model's results: the queries ``indices`` cropped at conventions §4's shifts of ``seed``,
+    ranked against ``gallery``; recall by place when ``keep`` references per query are kept."""
+    qp, config, fov, width = query_pass, query_pass.config, query_pass.fov, images.width
+    crop_width = fov_width(fov, width)
+    shifts = eval_shifts(len(images), seed, width)[indices]
+    ranks, errors, fine_errors, rankings = [], {s: [] for s in config.stages}, [], []
+    positions = np.arange(len(indices))
+    for block, (panos, _) in zip(_blocks(positions, qp.batch_size),
+                                 images.batches(_blocks(indices, qp.batch_size), polars=False)):
+        ground = normalize(crop_batch(panos, shifts[block], crop_width)).to(qp.device, non_blocking=True)
+        with autocast(qp.device, qp.precision):
+            maps = qp.model.encode_ground(ground).to(dtype=torch.float32)
+        block_ranks, by_stage, refined, top = match_block_ranked(config, maps, gallery, block, qp.chunk_size, keep)
+        ranks.append(block_ranks)
+        rankings.append(top)
+        truth = heading_from_shift(shifts[block], fov, width)
+        for s in config.stages:
+            errors[s].append(angular_error(by_stage[s], truth))
+        fine_errors.append(angular_error(refined, truth))
+        if qp.bar is not None:
+            qp.bar.update(len(block))
+    errors = {s: np.concatenate(e) for s, e in errors.items()}
+    row = {"fov": fov, "shift_seed": seed, "heading_stage": config.heading_stage_resolved}
+    row.update(recall_from_ranks(np.concatenate(ranks), n_refs=len(indices)))
+    if keep:
+        row.update(place_recall(latlon, np.concatenate(rankings), positions, place_m))
+    row.update(heading_stats(np.concatenate(fine_errors)))  # the heading the app shows: refined
+    # diagnostics: the heading each stage's window offset gives (its window step is 360 / W_b degrees)
+    row["heading_median_deg_by_stage"] = {str(s): float(np.median(e)) for s, e in errors.items()}
+    return row
 
 
 def heading_stats(errors: np.ndarray) -> dict:
