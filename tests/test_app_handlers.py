@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from app_inputs import TOP_K, bad_uploads, odd_uploads
+from app_inputs import TOP_K, bad_uploads, camera_exif, odd_uploads
+from file_opens import opened_files, times_opened
+from PIL import Image
 
 from geoapp.app import figures, handlers, mapview
 from geoapp.app.examples import ExampleSet
@@ -260,7 +262,8 @@ def test_unusual_uploads_are_answered(app_context, upload_dir, upload):
 
 def test_a_panorama_is_cut_to_its_central_window(upload_dir):
     upload = next(u for u in odd_uploads() if u.name == "panorama_360.jpg")
-    rgb, fov, fov_text, projection, notes = handlers.prepare_photo(upload.write(upload_dir), 72.0, PHONE, None)
+    photo, _ = handlers.read_upload(upload.write(upload_dir))
+    rgb, fov, fov_text, projection, notes = handlers.prepare_photo(photo, 72.0, PHONE, None)
     assert rgb.shape[:2] == (224, round(1024 * 72 / 360)) and projection == "crop" and fov == 72.0
     assert "360° panorama" in notes[0] and "panorama" in fov_text
 
@@ -268,7 +271,27 @@ def test_a_panorama_is_cut_to_its_central_window(upload_dir):
 def test_field_of_view_outside_the_slider_range_is_refused(upload_dir):
     upload = next(u for u in odd_uploads() if u.name == "grayscale.png")
     with pytest.raises(handlers.UserInputError, match="between 60° and 120°"):
-        handlers.prepare_photo(upload.write(upload_dir), 200.0, CROP, None)
+        handlers.prepare_photo(handlers.read_upload(upload.write(upload_dir))[0], 200.0, CROP, None)
+
+
+def test_an_upload_is_opened_once_per_query(app_context, upload_dir):
+    """The bundled-example look-up, the EXIF field of view and GPS position and the pixels come from one opening of
+    each uploaded file."""
+    example = app_context.examples.examples[0]
+    scene = np.asarray(Image.open(app_context.examples.path(example)).convert("RGB"))
+    first, second = upload_dir / "once_first.jpg", upload_dir / "once_second.jpg"
+    Image.fromarray(scene).save(first, "JPEG", quality=95, exif=camera_exif(example.lat, example.lon, focal_35mm=26))
+    Image.fromarray(scene[:, ::-1]).save(second, "JPEG", quality=95)
+    with opened_files() as opened:
+        out = handlers.localize_photo(app_context, first, 90.0, PHONE, prior_radius_km=0.1)
+    assert times_opened(opened, first) == 1
+    # what that one opening gave: the EXIF GPS as the prior, the EXIF field of view (26 mm on a square photo: 60.9°)
+    assert out.answer["prior"]["source"] == "exif" and "read from the photo's EXIF" in out.query_summary
+    assert scene.shape[0] == scene.shape[1]
+    assert out.state.fov_deg == pytest.approx(math.degrees(2 * math.atan(math.hypot(36, 24) / math.sqrt(2) / 52)))
+    with opened_files() as opened:
+        out = handlers.localize_photo(app_context, first, 90.0, PHONE, more_paths=[second])
+    assert times_opened(opened, first) == times_opened(opened, second) == 1 and len(out.answer["photos"]) == 2
 
 
 def test_missing_upload_is_explained(app_context):

@@ -22,7 +22,7 @@ from PIL import Image
 
 from geoapp.angles import angular_error
 from geoapp.data.geo import haversine_m
-from geoapp.data.photo import PLAUSIBLE_HFOV_DEG, ImageError, gps_from_exif, hfov_from_exif, load_image
+from geoapp.data.photo import PLAUSIBLE_HFOV_DEG, DecodedPhoto, ImageError, decode_photo, load_image
 from geoapp.data.polar import polar_transform
 from geoapp.data.transforms import resize_image
 from geoapp.retrieval.prior import RADIUS_RANGE_M, LocationPrior, PriorError
@@ -33,7 +33,7 @@ from geoapp.search_options import DISTINCT_RANGE_M
 from . import figures
 from .areas import Areas
 from .context import AppContext
-from .examples import Example
+from .examples import Example, ExampleSet
 from .mapview import MapMarker, area_map, build_map, map_iframe
 
 FOV_MIN, FOV_MAX, FOV_DEFAULT = 60.0, 120.0, 90.0
@@ -83,7 +83,8 @@ def flag_argument(value, name: str) -> bool:
     return value
 
 
-def location_prior(path, lat, lon, radius_km, use_exif_gps: bool) -> tuple[LocationPrior | None, list[str]]:
+def location_prior(photo: DecodedPhoto, lat, lon, radius_km,
+                   use_exif_gps: bool) -> tuple[LocationPrior | None, list[str]]:
     """The query's prior: the given centre and radius; else, when allowed, the photo's EXIF GPS with the given
     radius (default EXIF_PRIOR_RADIUS_KM); else None. Half a centre is an error, not silently ignored."""
     lat = number_argument(lat, "The prior's latitude", -90.0, 90.0, "°", optional=True)
@@ -95,8 +96,8 @@ def location_prior(path, lat, lon, radius_km, use_exif_gps: bool) -> tuple[Locat
         raise UserInputError("Give both the latitude and the longitude of the prior's centre (or neither).")
     if lat is not None:
         return LocationPrior(lat, lon, 1000.0 * (radius or EXIF_PRIOR_RADIUS_KM)), notes
-    if use_exif_gps and path is not None:
-        gps = gps_from_exif(path)
+    if use_exif_gps:
+        gps = photo.exif_gps
         if gps is not None:
             prior = LocationPrior(gps[0], gps[1], 1000.0 * (radius or EXIF_PRIOR_RADIUS_KM), source="exif")
             notes.append(f"The photo's EXIF GPS was used as a location prior: searched {prior.describe()}. Untick "
@@ -159,9 +160,22 @@ class LocalizeOutputs:
 # ------------------------------------------------------------------------------------------- the photo
 
 
-def prepare_photo(path: str | os.PathLike, fov_slider: float, photo_type: str,
+def read_upload(path: str | os.PathLike, examples: ExampleSet | None = None) -> tuple[DecodedPhoto, Example | None]:
+    """An upload, opened once: its pixels and EXIF fields, and the bundled example whose bytes it has (looked up
+    only in ``examples``, when given)."""
+    name = os.path.basename(path)  # the upload as the person knows it, not by its server-side path
+    try:
+        with open(path, "rb") as file:
+            example = examples.lookup(file) if examples is not None else None
+            file.seek(0)
+            return decode_photo(file, name=f"'{name}'"), example
+    except ImageError as exc:
+        raise UserInputError(f"This file cannot be used as a photo: {exc}.") from exc
+
+
+def prepare_photo(photo: DecodedPhoto, fov_slider: float, photo_type: str,
                   example: Example | None) -> tuple[np.ndarray, float, str, str, list[str]]:
-    """Decode the upload and decide its FoV and projection: (RGB, fov, fov source text, projection, notes).
+    """Decide a decoded upload's FoV and projection: (RGB, fov, fov source text, projection, notes).
 
     - a bundled example: its own FoV, projection "crop";
     - a panorama (width >= 3 x height): taken as a 360 deg equirectangular image, its central ``fov`` window is
@@ -169,11 +183,7 @@ def prepare_photo(path: str | os.PathLike, fov_slider: float, photo_type: str,
     - a phone photo: the FoV from EXIF when the photo carries it, else the slider; reprojected by the engine;
     - a panorama-grid crop: the slider's FoV.
     """
-    try:
-        rgb = load_image(path)
-    except ImageError as exc:  # name the upload as the person knows it, not by its server-side path
-        message = str(exc).replace(os.fspath(path), os.path.basename(path))
-        raise UserInputError(f"This file cannot be used as a photo: {message}.") from exc
+    rgb = photo.rgb
     notes: list[str] = []
     if example is not None:
         if PHOTO_TYPES.get(photo_type) != "crop":
@@ -198,7 +208,7 @@ def prepare_photo(path: str | os.PathLike, fov_slider: float, photo_type: str,
     projection = PHOTO_TYPES[photo_type]
     if projection == "crop":
         return rgb, fov, f"{fov:g}° (slider)", projection, notes
-    exif_fov = hfov_from_exif(path)
+    exif_fov = photo.exif_fov_deg
     if exif_fov is not None and EXIF_FOV_RANGE[0] <= exif_fov <= EXIF_FOV_RANGE[1]:
         return rgb, float(exif_fov), f"{exif_fov:.1f}° (read from the photo's EXIF)", projection, notes
     if exif_fov is not None:
@@ -498,9 +508,10 @@ def localize_photo(ctx: AppContext, path: str | os.PathLike | None, fov_slider: 
     for extra in more_paths:
         if not os.path.isfile(extra):
             raise UserInputError(f"The extra photo {os.path.basename(str(extra))!r} did not arrive; upload it again.")
-    truth = ctx.examples.lookup(path) if ctx.examples is not None and not more_paths else None
-    prior, prior_notes = location_prior(path, prior_lat, prior_lon, prior_radius_km, use_exif_gps)
-    prepared = [prepare_photo(p, fov_slider, photo_type, truth if p == path else None) for p in [path, *more_paths]]
+    photo, truth = read_upload(path, ctx.examples if not more_paths else None)
+    photos = [photo, *(read_upload(p)[0] for p in more_paths)]
+    prior, prior_notes = location_prior(photo, prior_lat, prior_lon, prior_radius_km, use_exif_gps)
+    prepared = [prepare_photo(p, fov_slider, photo_type, truth if i == 0 else None) for i, p in enumerate(photos)]
     rgbs, fovs, fov_texts, projections, notes = ([x[i] for x in prepared] for i in range(5))
     notes = [n for photo_notes in notes for n in photo_notes]
     with torch.inference_mode():

@@ -30,7 +30,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..data.geo import haversine_m
-from ..data.photo import IMAGE_SUFFIXES, PLAUSIBLE_HFOV_DEG, ImageError, gps_from_exif, hfov_from_exif
+from ..data.photo import IMAGE_SUFFIXES, PLAUSIBLE_HFOV_DEG, DecodedPhoto, ImageError, decode_photo
 from ..files import atomic_write_bytes
 from .prior import LocationPrior, PriorError
 from .query import FieldOfViewUnknown
@@ -136,13 +136,13 @@ def collect_photos(paths: Iterable[str | os.PathLike], recursive: bool = False) 
 # ------------------------------------------------------------------------------------------------ batch
 
 
-def _fov_for(file: str, fov_deg: float | None, projection: str) -> float | None:
+def _fov_for(photo: DecodedPhoto, fov_deg: float | None, projection: str) -> float | None:
     """The FoV to pass the engine: for a camera photo None (the engine reads the EXIF itself) when the EXIF gives
     a plausible one, else ``fov_deg``, and an implausible EXIF value with no ``fov_deg`` is an error; for a
     panorama-grid crop (no lens) ``fov_deg`` as given."""
     if projection == "crop":
         return fov_deg
-    exif = hfov_from_exif(file)  # ImageError for files that are no image: reported by the caller
+    exif = photo.exif_fov_deg
     if exif is not None and PLAUSIBLE_HFOV_DEG[0] <= exif <= PLAUSIBLE_HFOV_DEG[1]:
         return None
     if exif is not None and fov_deg is None:
@@ -151,12 +151,12 @@ def _fov_for(file: str, fov_deg: float | None, projection: str) -> float | None:
     return fov_deg
 
 
-def prior_for(file: str, prior: LocationPrior | float | None) -> LocationPrior | None:
+def prior_for(photo: DecodedPhoto, prior: LocationPrior | float | None) -> LocationPrior | None:
     """The prior of one photo: a fixed ``LocationPrior``; or a radius in metres around the photo's own EXIF GPS
     (None for a photo without one: it searches the whole database); or None."""
     if prior is None or isinstance(prior, LocationPrior):
         return prior
-    gps = gps_from_exif(file)
+    gps = photo.exif_gps
     return None if gps is None else LocationPrior(gps[0], gps[1], float(prior), source="exif")
 
 
@@ -172,13 +172,14 @@ def localize_together(localizer, files: list[str], fov_deg: float | None = None,
                       projection: str = "auto", prior: LocationPrior | float | None = None,
                       distinct_m: float | None = None) -> LocalizedPhoto:
     """Photos taken at one spot as one query (``Localizer.localize_together``), named ``a.jpg+b.jpg``; the
-    prior and EXIF GPS are the first photo's."""
+    prior and EXIF GPS are the first photo's. Each file is opened once."""
     file = "+".join(files)
     try:
-        fovs = [_fov_for(f, fov_deg, projection) for f in files]
-        result = localizer.localize_together(files, fov_deg=fovs, top_k=top_k, projection=projection,
-                                             prior=prior_for(files[0], prior), distinct_m=distinct_m)
-        gps = gps_from_exif(files[0])
+        photos = [decode_photo(f) for f in files]
+        fovs = [_fov_for(photo, fov_deg, projection) for photo in photos]
+        result = localizer.localize_together(photos, fov_deg=fovs, top_k=top_k, projection=projection,
+                                             prior=prior_for(photos[0], prior), distinct_m=distinct_m)
+        gps = photos[0].exif_gps
     except PriorError as exc:
         return LocalizedPhoto(file, error=f"location prior: {exc}")
     except ImageError as exc:  # the row names the file: "the file is not a recognised image file; accepted: ..."

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..angles import fov_width
-from ..data.photo import hfov_from_exif, load_image, photo_to_cylindrical
+from ..data.photo import decode_photo, photo_to_cylindrical
 from ..data.transforms import resize_image
 from ..model import ModelConfig
 from ..search_options import MAX_VIEWS, PROJECTIONS, TOP_K_RANGE
@@ -17,20 +17,10 @@ class FieldOfViewUnknown(ValueError):
     """A camera photo without EXIF focal length and without a given field of view."""
 
 
-def read_photo(image) -> tuple[np.ndarray, float | None]:
-    """Decode a photo once: (uint8 RGB, the horizontal FoV its EXIF gives or None). An array has no EXIF."""
-    exif_fov = None
-    if not isinstance(image, np.ndarray):
-        try:
-            exif_fov = hfov_from_exif(image)
-        except ValueError:  # unreadable input: load_image below says what is wrong
-            exif_fov = None
-    return load_image(image), exif_fov
-
-
 def prepare_query(image, config: ModelConfig, fov_deg: float | None = None,
                   projection: str = "auto") -> tuple[np.ndarray, float, str, str]:
-    """Bring a photo onto the model's panorama grid: returns (uint8 H x w_fov x 3, fov, fov source, projection).
+    """Bring a photo (a path, bytes, a PIL image, a uint8 array or a :class:`~geoapp.data.photo.DecodedPhoto`, opened
+    once) onto the model's panorama grid: returns (uint8 H x w_fov x 3, fov, fov source, projection).
 
     - ``pinhole``: a perspective photo (phone camera), reprojected with ``photo_to_cylindrical``; its horizontal
       FoV is ``fov_deg`` or read from EXIF.
@@ -39,16 +29,17 @@ def prepare_query(image, config: ModelConfig, fov_deg: float | None = None,
     - ``auto``: ``pinhole`` when the FoV is known from EXIF or given, ``crop`` for an image of exactly the model's
       ground height without EXIF FoV, else an error asking for ``fov_deg``.
     """
-    return place_photo(*read_photo(image), config, fov_deg, projection)
+    photo = decode_photo(image)
+    return place_photo(photo.rgb, photo.exif_fov_deg, config, fov_deg, projection)
 
 
 def prepare_views(image, config: ModelConfig, fov_deg: float | None = None,
                   projection: str = "auto") -> tuple[tuple[np.ndarray, float, str, str], np.ndarray]:
     """:func:`prepare_query`, and the photo on the familiarity test's full-size grid
     (:func:`geoapp.retrieval.familiarity.on_grid`), from one decoding."""
-    rgb, exif_fov = read_photo(image)
-    prepared = place_photo(rgb, exif_fov, config, fov_deg, projection)
-    return prepared, on_grid(rgb, prepared[1], prepared[3])
+    photo = decode_photo(image)
+    prepared = place_photo(photo.rgb, photo.exif_fov_deg, config, fov_deg, projection)
+    return prepared, on_grid(photo.rgb, prepared[1], prepared[3])
 
 
 def place_photo(rgb: np.ndarray, exif_fov: float | None, config: ModelConfig, fov_deg: float | None,
