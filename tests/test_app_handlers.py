@@ -263,15 +263,32 @@ def test_unusual_uploads_are_answered(app_context, upload_dir, upload):
 def test_a_panorama_is_cut_to_its_central_window(upload_dir):
     upload = next(u for u in odd_uploads() if u.name == "panorama_360.jpg")
     photo, _ = handlers.read_upload(upload.write(upload_dir))
-    rgb, fov, fov_text, projection, notes = handlers.prepare_photo(photo, 72.0, PHONE, None)
-    assert rgb.shape[:2] == (224, round(1024 * 72 / 360)) and projection == "crop" and fov == 72.0
-    assert "360° panorama" in notes[0] and "panorama" in fov_text
+    prepared = handlers.prepare_photo(photo, 72.0, PHONE, None)
+    assert prepared.photo.rgb.shape[:2] == (224, round(1024 * 72 / 360))
+    assert np.array_equal(prepared.photo.rgb, photo.rgb[:, 409:614])  # the central 205 of 1024 columns
+    assert prepared.projection == "crop" and prepared.fov_deg == 72.0
+    assert "360° panorama" in prepared.notes[0] and "panorama" in prepared.fov_text
 
 
 def test_field_of_view_outside_the_slider_range_is_refused(upload_dir):
     upload = next(u for u in odd_uploads() if u.name == "grayscale.png")
     with pytest.raises(handlers.UserInputError, match="between 60° and 120°"):
         handlers.prepare_photo(handlers.read_upload(upload.write(upload_dir))[0], 200.0, CROP, None)
+
+
+def test_a_phone_photo_takes_the_query_policys_field_of_view():
+    from geoapp.data.photo import DecodedPhoto
+
+    rgb = np.zeros((120, 160, 3), np.uint8)
+    exif = handlers.prepare_photo(DecodedPhoto(rgb, exif_fov_deg=65.46), 90.0, PHONE, None)
+    # the engine is given the slider's value for photos without a plausible EXIF one, and takes the EXIF's
+    assert (exif.fov_deg, exif.projection, exif.notes) == (90.0, "pinhole", ())
+    assert exif.fov_text == "65.5° (read from the photo's EXIF)"
+    wrong = handlers.prepare_photo(DecodedPhoto(rgb, exif_fov_deg=173.4), 80.0, PHONE, None)
+    assert wrong.fov_text == "80° (slider; the photo has no EXIF focal length)"
+    assert wrong.notes == ("The photo's EXIF gives a horizontal field of view of 173.4°, which is not plausible; the "
+                           "slider's 80° was used instead.",)
+    assert handlers.prepare_photo(DecodedPhoto(rgb, exif_fov_deg=65.46), 80.0, CROP, None).fov_text == "80° (slider)"
 
 
 def test_an_upload_is_opened_once_per_query(app_context, upload_dir):
