@@ -216,6 +216,22 @@ def test_localize_an_example_fills_every_output(app_context):
     assert out.gallery[0][0] is handlers.gallery_picture(app_context, candidates[0])  # made once per tile
 
 
+def test_each_event_returns_its_values_by_the_names_of_its_outputs(app_context, tmp_path, monkeypatch):
+    from gradio import utils as gradio_utils
+
+    from geoapp.app import ui
+
+    monkeypatch.setattr(gradio_utils, "get_upload_folder", lambda: str(tmp_path))
+    out = handlers.localize_photo(app_context, app_context.examples.path(app_context.examples.examples[0]))
+    values = ui.localize_values(out)
+    assert list(values) == [*ui.LOCALIZE_OUTPUTS, "state"]  # the event's outputs list is built from the same names
+    assert values["heading"] == out.selection.heading_deg and values["query"] == out.query_summary
+    assert values["answer"] is out.answer and values["state"] is out.state
+    assert [caption for _, caption in values["gallery"]] == [caption for _, caption in out.gallery]
+    chosen = ui.select_values(app_context, out.state, 1)
+    assert list(chosen) == list(ui.SELECT_OUTPUTS) and "Candidate #2" in chosen["selection"]
+
+
 def test_selecting_another_candidate_moves_heading_and_map(app_context):
     example = app_context.examples.examples[0]
     out = handlers.localize_photo(app_context, app_context.examples.path(example))

@@ -5,14 +5,16 @@ the same spot, the location prior's latitude, longitude and radius in km, whethe
 the area to search (default: the first; see ``geoapp.app.areas``) and, last, the distinct places' distance in metres
 (empty: the area's, half its tile footprint; 0: every tile, neighbours included; see ``geoapp.retrieval.places``);
 its outputs are the gallery, the best candidate's heading, compass (an SVG document), text and map, the query's
-texts and, last, the answer as a JSON record, with the calibrated confidence), then ``views`` (after an answer: the
-picture of where the model looked for the best candidate, drawn on demand); ``photo_kind`` (an upload that is
-a bundled example sets the radio and slider to what it will be used as); ``gallery_click`` (a click in the
-gallery records the candidate's rank), then ``select_candidate`` (the heading, compass, text, map and views picture
-of the candidate of that rank, in the area that query searched; API clients call it with a rank); ``area_view``
+texts and, last, the answer as a JSON record, with the calibrated confidence: ``LOCALIZE_OUTPUTS``, in the order API
+clients receive them), then ``views`` (after an answer: the picture of where the model looked for the best
+candidate, drawn on demand); ``photo_kind`` (an upload that is a bundled example sets the radio and slider to what
+it will be used as); ``gallery_click`` (a click in the gallery records the candidate's rank), then
+``select_candidate`` (the heading, compass, text, map and views picture of the candidate of that rank, in the area
+that query searched; API clients call it with a rank: ``SELECT_OUTPUTS``); ``area_view``
 (with several areas, choosing one shows its coverage, examples and box on the map); Gradio's own ``load_example``
 (an example click fills the inputs).
-The page is built in parts, each returning its components by name (``Page``), and wired event by event.
+The page's components are kept by name (``Page``), and each event returns its values by name
+(:func:`localize_values`, :func:`select_values`), so a panel is added in one place without moving the others.
 Input problems become ``gr.Error`` with the handler's message; anything unexpected is logged with its traceback on
 the server and reported as a short error, so the page never shows a traceback and the app keeps serving.
 """
@@ -143,6 +145,35 @@ def as_areas(app: Localizer | AppContext | Areas, top_k: int = DEFAULT_TOP_K) ->
 
 
 Page = dict[str, gr.blocks.Block]  # the page's components by name: what its events read and write
+
+# The outputs of /localize in the order API clients receive them (README, "Run the demo"); a panel added to the answer
+# goes at the end, so clients that read by position keep working. The event also keeps the session's state.
+LOCALIZE_OUTPUTS = ("gallery", "heading", "compass", "selection", "map", "query", "status", "answer")
+# The inputs of /localize in the order of its parameters (on_localize's; new ones go at the end, with a default).
+LOCALIZE_INPUTS = ("photo", "fov", "photo_type", "more_photos", "prior_lat", "prior_lon", "prior_radius", "use_gps",
+                   "area", "distinct")
+SELECT_OUTPUTS = ("heading", "compass", "selection", "map", "views")  # /select_candidate's, in their order
+
+
+def localize_values(out: handlers.LocalizeOutputs) -> dict[str, object]:
+    """What each output of /localize shows for an answer, by name (LOCALIZE_OUTPUTS and the session's state)."""
+    sel = out.selection
+    return {"gallery": [(picture_file(image), caption) for image, caption in out.gallery],
+            "heading": sel.heading_deg, "compass": sel.compass, "selection": sel.summary, "map": sel.map_html,
+            "query": out.query_summary, "status": out.status, "answer": out.answer, "state": out.state}
+
+
+def select_values(ctx: AppContext, state: handlers.QueryState | None, position: int) -> dict[str, object]:
+    """What each output of /select_candidate shows for the candidate at ``position``, by name (SELECT_OUTPUTS)."""
+    sel = handlers.select_candidate(ctx, state, position)
+    return {"heading": sel.heading_deg, "compass": sel.compass, "selection": sel.summary, "map": sel.map_html,
+            "views": picture_file(handlers.candidate_views(ctx, state, position))}
+
+
+def by_component(page: Page, values: dict[str, object]) -> dict[gr.blocks.Block, object]:
+    """Named values as Gradio takes them from an event: keyed by the page's components."""
+    return {page[name]: value for name, value in values.items()}
+
 
 def example_group(ctx: AppContext, several: bool, visible: bool, inputs: list) -> gr.Column | None:
     """The area's bundled examples (None when it has none), in a column the area dropdown shows or hides."""
@@ -291,10 +322,7 @@ def wire_localize(page: Page, areas: Areas) -> None:
                                       use_exif_gps, distinct_m)
         for note in out.notes:
             gr.Warning(note, duration=20)
-        sel = out.selection
-        gallery = [(picture_file(image), caption) for image, caption in out.gallery]
-        return (gallery, sel.heading_deg, sel.compass, sel.summary, sel.map_html, out.query_summary, out.status,
-                out.answer, out.state)
+        return by_component(page, localize_values(out))
 
     @_guard
     def on_views(state):
@@ -314,10 +342,8 @@ def wire_localize(page: Page, areas: Areas) -> None:
     # The answer comes first; the picture of where the model looked follows as its own event (an API client
     # that wants it calls /views, or /select_candidate for another rank).
     page["button"].click(
-        on_localize, inputs=[page[name] for name in ("photo", "fov", "photo_type", "more_photos", "prior_lat",
-                                                     "prior_lon", "prior_radius", "use_gps", "area", "distinct")],
-        outputs=[page[name] for name in ("gallery", "heading", "compass", "selection", "map", "query", "status",
-                                         "answer", "state")], api_name="localize", preprocess=False,
+        on_localize, inputs=[page[name] for name in LOCALIZE_INPUTS],
+        outputs=[page[name] for name in (*LOCALIZE_OUTPUTS, "state")], api_name="localize", preprocess=False,
     ).success(on_views, inputs=page["state"], outputs=page["views"], api_name="views", preprocess=False)
     # (photo_kind only mirrors an example's kind and FoV into the radio and slider, for the page)
     page["photo"].change(on_photo_change, inputs=page["photo"], outputs=[page["photo_type"], page["fov"]],
@@ -332,18 +358,15 @@ def wire_selection(page: Page, areas: Areas) -> None:
 
     @_guard
     def on_select(state, rank):
-        chosen, position = query_context(areas, state), handlers.candidate_position(rank)
-        sel = handlers.select_candidate(chosen, state, position)
-        return (sel.heading_deg, sel.compass, sel.summary, sel.map_html,
-                picture_file(handlers.candidate_views(chosen, state, position)))
+        values = select_values(query_context(areas, state), state, handlers.candidate_position(rank))
+        return by_component(page, values)
 
     # A click only records the rank; the views follow from (session state, rank), so API clients can ask
     # for a candidate by rank (/select_candidate) without gallery event data.
     # (gallery_click needs the click's event data, so it stays out of the API docs)
     page["gallery"].select(on_gallery_click, inputs=None, outputs=page["selected_rank"], api_name="gallery_click",
                            api_visibility="undocumented", queue=False).then(
-        on_select, inputs=[page["state"], page["selected_rank"]],
-        outputs=[page[name] for name in ("heading", "compass", "selection", "map", "views")],
+        on_select, inputs=[page["state"], page["selected_rank"]], outputs=[page[name] for name in SELECT_OUTPUTS],
         api_name="select_candidate", preprocess=False,  # the rank as sent: the handler says what is wrong
     )
 
@@ -355,9 +378,10 @@ def wire_area_choice(page: Page, areas: Areas, example_groups: dict[str, gr.Colu
     @_guard
     def on_area_change(name):
         chosen = handlers.area_context(areas, name)
-        shown = [gr.update(visible=n == chosen.name) for n in groups]
-        return (handlers.area_coverage_text(chosen), handlers.status_line(chosen),
-                handlers.areas_map_html(areas, chosen), *shown)
+        shown = {group: gr.update(visible=n == chosen.name) for n, group in groups.items()}
+        return {**by_component(page, {"coverage": handlers.area_coverage_text(chosen),
+                                      "status": handlers.status_line(chosen),
+                                      "map": handlers.areas_map_html(areas, chosen)}), **shown}
 
     # (the page's own view of the chosen area; API clients pass the area to /localize)
     page["area"].change(on_area_change, inputs=page["area"],
