@@ -14,6 +14,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from geoapp.app import handlers, mapview
+from geoapp.app.ui import LOCALIZE_OUTPUTS, SELECT_OUTPUTS
 from geoapp.data.geo import haversine_m
 from geoapp.data.photo import load_image
 
@@ -28,8 +29,14 @@ def client(app_server):
     return Client(app_server, verbose=False)
 
 
-def localize(client: Client, path, fov: float = 90.0, photo_type: str = PHONE):
-    return client.predict(handle_file(str(path)), fov, photo_type, api_name="/localize")
+def by_name(result, names=LOCALIZE_OUTPUTS) -> dict:
+    """An answer of gradio_client (a tuple in the event's output order) by the outputs' names."""
+    assert len(result) == len(names)
+    return dict(zip(names, result))
+
+
+def localize(client: Client, path, fov: float = 90.0, photo_type: str = PHONE, **kwargs) -> dict:
+    return by_name(client.predict(handle_file(str(path)), fov, photo_type, api_name="/localize", **kwargs))
 
 
 def _is_image(path: str) -> bool:
@@ -40,12 +47,20 @@ def _is_image(path: str) -> bool:
 def test_every_event_is_named(client):
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     assert {"/localize", "/views", "/select_candidate"} <= set(endpoints)
+    # the documented shape: what each output is, in order (README, "Run the demo"; geoapp.app.ui's docstring)
+    kinds = [r["component"] for r in endpoints["/localize"]["returns"]]
+    assert kinds == ["Gallery", "Number", "Html", "Markdown", "Html", "Markdown", "Markdown", "Json"]
+    assert len(kinds) == len(LOCALIZE_OUTPUTS)
+    assert [r["component"] for r in endpoints["/select_candidate"]["returns"]] == [
+        "Number", "Html", "Markdown", "Html", "Image"] and len(SELECT_OUTPUTS) == 5
 
 
 def test_localize_round_trip_returns_every_output(client, app_context):
     example = app_context.examples.examples[0]
     result = localize(client, app_context.examples.path(example), 70.0)
-    gallery, heading, compass, selection, map_html, query, status, answer = result
+    gallery, heading, compass, selection, map_html = (result[name] for name in
+                                                      ("gallery", "heading", "compass", "selection", "map"))
+    query, status, answer = result["query"], result["status"], result["answer"]
     assert len(gallery) == TOP_K
     for rank, item in enumerate(gallery, start=1):
         assert _is_image(item["image"]) and item["image"].endswith(".jpg")
@@ -75,16 +90,16 @@ def test_bad_input_gets_a_clear_message_and_the_app_keeps_serving(client, upload
         localize(client, upload.write(upload_dir))
     message = str(info.value)
     assert upload.message in message and upload.name in message and "Traceback" not in message
-    gallery, heading, *_ = localize(client, app_context.examples.path(app_context.examples.examples[1]))
-    assert len(gallery) == TOP_K and 0 <= heading < 360
+    result = localize(client, app_context.examples.path(app_context.examples.examples[1]))
+    assert len(result["gallery"]) == TOP_K and 0 <= result["heading"] < 360
 
 
 @pytest.mark.parametrize("upload", odd_uploads(), ids=lambda u: u.name)
 def test_unusual_input_is_answered(client, upload_dir, upload):
-    gallery, heading, *_, query, _status, _answer = localize(client, upload.write(upload_dir))
-    assert len(gallery) == TOP_K and math.isfinite(heading)
+    result = localize(client, upload.write(upload_dir))
+    assert len(result["gallery"]) == TOP_K and math.isfinite(result["heading"])
     if upload.name == "exif_rotated.jpg":
-        assert "EXIF" in query
+        assert "EXIF" in result["query"] and result["answer"]["photos"][0]["fov_source"] == "exif"
 
 
 def test_eight_concurrent_clients_are_all_answered(app_server, app_context):
@@ -96,7 +111,7 @@ def test_eight_concurrent_clients_are_all_answered(app_server, app_context):
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(one, range(8)))
     assert len(results) == 8
-    assert all(len(r[0]) == TOP_K and 0 <= r[1] < 360 for r in results)
+    assert all(len(r["gallery"]) == TOP_K and 0 <= r["heading"] < 360 for r in results)
 
 
 def test_select_candidate_by_rank_follows_the_sessions_last_query(app_server, app_context):
@@ -105,12 +120,14 @@ def test_select_candidate_by_rank_follows_the_sessions_last_query(app_server, ap
         client.predict(2, api_name="/select_candidate")
     with pytest.raises(AppError, match="localize a photo first"):
         client.predict(api_name="/views")
-    gallery, *_, answer = localize(client, app_context.examples.path(app_context.examples.examples[2]))
-    heading, compass, selection, map_html, views = client.predict(3, api_name="/select_candidate")
+    answer = localize(client, app_context.examples.path(app_context.examples.examples[2]))["answer"]
+    third = by_name(client.predict(3, api_name="/select_candidate"), SELECT_OUTPUTS)
+    heading, selection = third["heading"], third["selection"]
     assert "Candidate #3" in selection and 0 <= heading < 360 and f"{heading:.1f}°" in selection
-    assert f"{heading:.1f}°" in compass and _is_image(views) and views != client.predict(api_name="/views")
-    third = answer["candidates"][2]
-    assert mapview.map_record(map_html)["centre"] == pytest.approx([third["lat"], third["lon"]], abs=1e-6)
+    assert f"{heading:.1f}°" in third["compass"] and _is_image(third["views"])
+    assert third["views"] != client.predict(api_name="/views")
+    row = answer["candidates"][2]
+    assert mapview.map_record(third["map"])["centre"] == pytest.approx([row["lat"], row["lon"]], abs=1e-6)
     with pytest.raises(AppError, match="no candidate #9"):
         client.predict(9, api_name="/select_candidate")
     for rank, message in [("abc", "The candidate rank must be a number between 1 and 10000, got 'abc'"),
@@ -143,9 +160,10 @@ def test_malformed_api_arguments_get_their_own_message(client, app_context, args
 def test_prior_and_more_photos_through_the_api(client, app_context, upload_dir):
     examples = app_context.examples.examples
     lat, lon = examples[0].lat, examples[0].lon
-    *_, query, status, answer = client.predict(
+    result = by_name(client.predict(
         handle_file(str(app_context.examples.path(examples[0]))), 90.0, PHONE,
-        [handle_file(str(app_context.examples.path(examples[1])))], lat, lon, 0.1, True, api_name="/localize")
+        [handle_file(str(app_context.examples.path(examples[1])))], lat, lon, 0.1, True, api_name="/localize"))
+    query, status, answer = result["query"], result["status"], result["answer"]
     inside = answer["searched_references"]
     assert 0 < inside < len(app_context.localizer.db) and f"searched {inside} of" in status
     assert answer["prior"] == {"lat": lat, "lon": lon, "radius_m": 100.0, "source": "given"}
@@ -178,9 +196,10 @@ def test_an_iphone_heic_with_gps_is_answered_with_its_gps_as_the_prior(client, a
     Image.fromarray(rgb).save(path, format="HEIF", quality=95, exif=exif.tobytes())
     assert path.read_bytes()[4:12] == b"ftypheic"
     crop_type = list(handlers.PHOTO_TYPES)[1]
-    gallery, heading, *_, query, status, answer = client.predict(
-        handle_file(str(path)), example.fov_deg, crop_type, None, None, None, 0.1, True, api_name="/localize")
-    assert len(gallery) <= TOP_K and 0 <= heading < 360
+    result = by_name(client.predict(handle_file(str(path)), example.fov_deg, crop_type, None, None, None, 0.1, True,
+                                    api_name="/localize"))
+    assert len(result["gallery"]) <= TOP_K and 0 <= result["heading"] < 360
+    answer = result["answer"]
     prior = answer["prior"]
     assert prior["source"] == "exif" and prior["radius_m"] == 100.0
     assert prior["lat"] == pytest.approx(example.lat, abs=1e-6) and prior["lon"] == pytest.approx(example.lon, abs=1e-6)
@@ -207,8 +226,8 @@ def test_the_api_answers_from_the_chosen_area(areas_client, areas, name):
     assert _tiles(ctx).isdisjoint(_tiles(other))  # else the answer could not tell the areas apart
     path = ctx.examples.path(ctx.examples.examples[1])
     area = {} if name is None else {"area": name}
-    gallery, *_, query, status, answer = areas_client.predict(handle_file(str(path)), 90.0, PHONE, api_name="/localize",
-                                                              **area)
+    result = localize(areas_client, path, **area)
+    gallery, query, status, answer = result["gallery"], result["query"], result["status"], result["answer"]
     assert answer["area"] == ctx.name and status.startswith(f"area '{ctx.name}': ")
     assert answer["searched_references"] == len(ctx.localizer.db)
     assert {c["tile"] for c in answer["candidates"]} <= _tiles(ctx)
@@ -224,9 +243,8 @@ def test_the_api_answers_from_the_chosen_area(areas_client, areas, name):
 def test_select_candidate_stays_in_the_area_of_the_query(areas_client, areas):
     ctx = areas.contexts["city-b"]
     path = ctx.examples.path(ctx.examples.examples[0])
-    *_, answer = areas_client.predict(handle_file(str(path)), 90.0, PHONE, area="city-b", api_name="/localize")
-    second = answer["candidates"][1]
-    _heading, _compass, selection, *_ = areas_client.predict(2, api_name="/select_candidate")
+    second = localize(areas_client, path, area="city-b")["answer"]["candidates"][1]
+    selection = by_name(areas_client.predict(2, api_name="/select_candidate"), SELECT_OUTPUTS)["selection"]
     assert "Candidate #2** in area 'city-b'" in selection and f"{second['lat']:.6f}, {second['lon']:.6f}" in selection
 
 
@@ -270,13 +288,13 @@ def test_distinct_places_through_the_api(client, app_context):
     assert last["parameter_name"] == "distinct_m" and last["parameter_has_default"]
     assert last["parameter_default"] is None
     path = handle_file(str(app_context.examples.path(app_context.examples.examples[0])))
-    *_, query, _status, answer = client.predict(path, 90.0, PHONE, api_name="/localize")  # the older call
+    answer = by_name(client.predict(path, 90.0, PHONE, api_name="/localize"))["answer"]  # the older call
     assert answer["distinct_places_m"] == 32.0  # the area's default: half its 64 m tiles
-    *_, answer = client.predict(path, 90.0, PHONE, distinct_m=0, api_name="/localize")
+    answer = by_name(client.predict(path, 90.0, PHONE, distinct_m=0, api_name="/localize"))["answer"]
     assert answer["distinct_places_m"] == 0.0
-    *_, query, _status, answer = client.predict(path, 90.0, PHONE, None, None, None, None, True, None, 100,
-                                                api_name="/localize")
-    assert answer["distinct_places_m"] == 100.0 and "no two candidates within 100 m" in query
+    result = by_name(client.predict(path, 90.0, PHONE, None, None, None, None, True, None, 100, api_name="/localize"))
+    answer = result["answer"]
+    assert answer["distinct_places_m"] == 100.0 and "no two candidates within 100 m" in result["query"]
     rows = answer["candidates"]
     assert len(rows) >= 2 and all(haversine_m(a["lat"], a["lon"], b["lat"], b["lon"]) >= 100.0
                for i, a in enumerate(rows) for b in rows[i + 1:])

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from app_inputs import TOP_K, bad_uploads, odd_uploads
+from app_inputs import TOP_K, bad_uploads, camera_exif, odd_uploads
+from file_opens import opened_files, times_opened
+from PIL import Image
 
 from geoapp.app import figures, handlers, mapview
 from geoapp.app.examples import ExampleSet
@@ -214,6 +216,22 @@ def test_localize_an_example_fills_every_output(app_context):
     assert out.gallery[0][0] is handlers.gallery_picture(app_context, candidates[0])  # made once per tile
 
 
+def test_each_event_returns_its_values_by_the_names_of_its_outputs(app_context, tmp_path, monkeypatch):
+    from gradio import utils as gradio_utils
+
+    from geoapp.app import ui
+
+    monkeypatch.setattr(gradio_utils, "get_upload_folder", lambda: str(tmp_path))
+    out = handlers.localize_photo(app_context, app_context.examples.path(app_context.examples.examples[0]))
+    values = ui.localize_values(out)
+    assert list(values) == [*ui.LOCALIZE_OUTPUTS, "state"]  # the event's outputs list is built from the same names
+    assert values["heading"] == out.selection.heading_deg and values["query"] == out.query_summary
+    assert values["answer"] is out.answer and values["state"] is out.state
+    assert [caption for _, caption in values["gallery"]] == [caption for _, caption in out.gallery]
+    chosen = ui.select_values(app_context, out.state, 1)
+    assert list(chosen) == list(ui.SELECT_OUTPUTS) and "Candidate #2" in chosen["selection"]
+
+
 def test_selecting_another_candidate_moves_heading_and_map(app_context):
     example = app_context.examples.examples[0]
     out = handlers.localize_photo(app_context, app_context.examples.path(example))
@@ -260,15 +278,53 @@ def test_unusual_uploads_are_answered(app_context, upload_dir, upload):
 
 def test_a_panorama_is_cut_to_its_central_window(upload_dir):
     upload = next(u for u in odd_uploads() if u.name == "panorama_360.jpg")
-    rgb, fov, fov_text, projection, notes = handlers.prepare_photo(upload.write(upload_dir), 72.0, PHONE, None)
-    assert rgb.shape[:2] == (224, round(1024 * 72 / 360)) and projection == "crop" and fov == 72.0
-    assert "360° panorama" in notes[0] and "panorama" in fov_text
+    photo, _ = handlers.read_upload(upload.write(upload_dir))
+    prepared = handlers.prepare_photo(photo, 72.0, PHONE, None)
+    assert prepared.photo.rgb.shape[:2] == (224, round(1024 * 72 / 360))
+    assert np.array_equal(prepared.photo.rgb, photo.rgb[:, 409:614])  # the central 205 of 1024 columns
+    assert prepared.projection == "crop" and prepared.fov_deg == 72.0
+    assert "360° panorama" in prepared.notes[0] and "panorama" in prepared.fov_text
 
 
 def test_field_of_view_outside_the_slider_range_is_refused(upload_dir):
     upload = next(u for u in odd_uploads() if u.name == "grayscale.png")
     with pytest.raises(handlers.UserInputError, match="between 60° and 120°"):
-        handlers.prepare_photo(upload.write(upload_dir), 200.0, CROP, None)
+        handlers.prepare_photo(handlers.read_upload(upload.write(upload_dir))[0], 200.0, CROP, None)
+
+
+def test_a_phone_photo_takes_the_query_policys_field_of_view():
+    from geoapp.data.photo import DecodedPhoto
+
+    rgb = np.zeros((120, 160, 3), np.uint8)
+    exif = handlers.prepare_photo(DecodedPhoto(rgb, exif_fov_deg=65.46), 90.0, PHONE, None)
+    # the engine is given the slider's value for photos without a plausible EXIF one, and takes the EXIF's
+    assert (exif.fov_deg, exif.projection, exif.notes) == (90.0, "pinhole", ())
+    assert exif.fov_text == "65.5° (read from the photo's EXIF)"
+    wrong = handlers.prepare_photo(DecodedPhoto(rgb, exif_fov_deg=173.4), 80.0, PHONE, None)
+    assert wrong.fov_text == "80° (slider; the photo has no EXIF focal length)"
+    assert wrong.notes == ("The photo's EXIF gives a horizontal field of view of 173.4°, which is not plausible; the "
+                           "slider's 80° was used instead.",)
+    assert handlers.prepare_photo(DecodedPhoto(rgb, exif_fov_deg=65.46), 80.0, CROP, None).fov_text == "80° (slider)"
+
+
+def test_an_upload_is_opened_once_per_query(app_context, upload_dir):
+    """The bundled-example look-up, the EXIF field of view and GPS position and the pixels come from one opening of
+    each uploaded file."""
+    example = app_context.examples.examples[0]
+    scene = np.asarray(Image.open(app_context.examples.path(example)).convert("RGB"))
+    first, second = upload_dir / "once_first.jpg", upload_dir / "once_second.jpg"
+    Image.fromarray(scene).save(first, "JPEG", quality=95, exif=camera_exif(example.lat, example.lon, focal_35mm=26))
+    Image.fromarray(scene[:, ::-1]).save(second, "JPEG", quality=95)
+    with opened_files() as opened:
+        out = handlers.localize_photo(app_context, first, 90.0, PHONE, prior_radius_km=0.1)
+    assert times_opened(opened, first) == 1
+    # what that one opening gave: the EXIF GPS as the prior, the EXIF field of view (26 mm on a square photo: 60.9°)
+    assert out.answer["prior"]["source"] == "exif" and "read from the photo's EXIF" in out.query_summary
+    assert scene.shape[0] == scene.shape[1]
+    assert out.state.fov_deg == pytest.approx(math.degrees(2 * math.atan(math.hypot(36, 24) / math.sqrt(2) / 52)))
+    with opened_files() as opened:
+        out = handlers.localize_photo(app_context, first, 90.0, PHONE, more_paths=[second])
+    assert times_opened(opened, first) == times_opened(opened, second) == 1 and len(out.answer["photos"]) == 2
 
 
 def test_missing_upload_is_explained(app_context):

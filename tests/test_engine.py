@@ -13,6 +13,7 @@ import torch
 
 from geoapp.angles import fov_width
 from geoapp.data.fov import crop_fov
+from geoapp.data.photo import DecodedPhoto
 from geoapp.data.polar import polar_transform
 from geoapp.data.transforms import to_tensor
 from geoapp.model import ModelConfig, StageMaps, align_windows, match_maps, pair_headings
@@ -21,7 +22,8 @@ from geoapp.retrieval.database import DatabaseError, ReferenceDatabase
 from geoapp.retrieval.engine import Localizer
 from geoapp.retrieval.index import FirstStageIndex, block_widths, compute_first_stage
 from geoapp.retrieval.loading import LoadedCheckpoint
-from geoapp.retrieval.query import prepare_query
+from geoapp.retrieval.prior import LocationPrior
+from geoapp.retrieval.query import FieldOfViewUnknown, Placement, choose_placement, choose_prior, prepare_query
 from geoapp.retrieval.search import gather_maps
 from geoapp.testing import demo_model_config, make_random_tiles, random_checkpoint
 
@@ -168,6 +170,49 @@ def test_prepare_query_projections():
         prepare_query(photo, CONFIG)
     with pytest.raises(ValueError, match="projection must be one of"):
         prepare_query(photo, CONFIG, fov_deg=60, projection="fisheye")
+
+
+def test_the_query_policy_places_a_photo_by_its_exif_then_the_given_fov():
+    rgb = np.full((300, 400, 3), 90, np.uint8)
+
+    def camera(exif_fov):
+        return DecodedPhoto(rgb, exif_fov_deg=exif_fov)
+
+    # a plausible EXIF FoV wins; the given one is for photos without (the app's slider, the command line's --fov)
+    assert choose_placement(camera(65.5), CONFIG, 80.0, "pinhole") == Placement("pinhole", 65.5, "exif")
+    assert choose_placement(camera(65.5), CONFIG) == Placement("pinhole", 65.5, "exif")
+    assert choose_placement(camera(None), CONFIG, 80.0) == Placement("pinhole", 80.0, "given")
+    # an implausible one (outside 10-170 deg, ends included) gives way to the given one, which says so ...
+    assert choose_placement(camera(173.4), CONFIG, 80.0) == Placement("pinhole", 80.0, "given", exif_fov_ignored=173.4)
+    assert choose_placement(camera(10.0), CONFIG, 80.0).fov_source == "exif"
+    assert choose_placement(camera(9.9), CONFIG, 80.0).fov_source == "given"
+    # ... and without a given one the error names it
+    with pytest.raises(FieldOfViewUnknown, match="implausible horizontal field of view of 173.4 deg") as info:
+        choose_placement(camera(173.4), CONFIG)
+    assert info.value.exif_fov_deg == 173.4
+    with pytest.raises(FieldOfViewUnknown, match="no EXIF focal length") as info:
+        choose_placement(camera(None), CONFIG)
+    assert info.value.exif_fov_deg is None
+    # a crop has no lens: the given FoV, else its width on the model's 64 x 256 grid (96 columns: 135 deg)
+    crop = np.zeros((64, 96, 3), np.uint8)
+    assert choose_placement(DecodedPhoto(crop, 65.5), CONFIG, 70.0, "crop") == Placement("crop", 70.0, "given")
+    assert choose_placement(DecodedPhoto(crop, 65.5), CONFIG, None, "crop") == Placement("crop", 135.0, "crop width")
+    assert choose_placement(DecodedPhoto(crop), CONFIG) == Placement("crop", 135.0, "crop width")  # auto
+    assert choose_placement(DecodedPhoto(crop, 65.5), CONFIG).projection == "pinhole"  # auto: EXIF -> a camera's
+    with pytest.raises(ValueError, match="must be 64 px high and at most 256 px wide"):
+        choose_placement(camera(None), CONFIG, None, "crop")
+    # the engine's preparation follows it
+    image, fov, source, projection = prepare_query(camera(65.5), CONFIG, fov_deg=80.0)
+    assert (fov, source, projection) == (65.5, "exif", "pinhole") and image.shape == (64, fov_width(65.5, 256), 3)
+
+
+def test_the_query_policy_takes_the_given_prior_else_the_exif_gps():
+    located = DecodedPhoto(np.zeros((32, 32, 3), np.uint8), exif_gps=(41.5, -93.6))
+    given = LocationPrior(40.0, -75.0, 500.0)
+    assert choose_prior(located, given, 1000.0) is given
+    assert choose_prior(located, None, 1000.0) == LocationPrior(41.5, -93.6, 1000.0, source="exif")
+    assert choose_prior(located) is None  # the EXIF GPS only when a radius asks for it
+    assert choose_prior(DecodedPhoto(located.rgb), None, 1000.0) is None  # no GPS: every reference
 
 
 def test_localizer_refuses_a_database_of_another_checkpoint(world, tmp_path):

@@ -17,11 +17,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from file_opens import opened_files, times_opened
 from PIL import Image
 from PIL.TiffImagePlugin import IFDRational
 
 from geoapp import localize
-from geoapp.retrieval.export import COLUMNS, FOV_UNKNOWN, format_table, geojson_collection
+from geoapp.retrieval.export import COLUMNS, FOV_UNKNOWN, format_table, geojson_collection, localize_one
 
 pytest_plugins = ["app_fixtures"]  # the tiny world, model and database (session fixtures)
 
@@ -292,6 +293,16 @@ def test_an_implausible_exif_field_of_view_needs_fov(cli, tmp_path, localizer):
     entries = json.loads(out.read_text())
     expected = expected_candidates(localizer, photo, top_k=2, fov=80.0)  # --fov replaces the implausible EXIF
     assert [(e["lat"], e["lon"]) for e in entries] == [(round(c.lat, 7), round(c.lon, 7)) for c in expected]
+
+
+def test_each_photo_is_opened_once(photo_folder, localizer):
+    """Its EXIF GPS (the prior and the distance column) and its pixels come from one opening."""
+    photo = photo_folder / "c_gps.jpg"
+    with opened_files() as opened:
+        localized = localize_one(localizer, str(photo), top_k=2, prior=150.0)
+    assert localized.error is None and times_opened(opened, photo) == 1
+    assert localized.gps is not None and localized.result.prior.source == "exif"
+    assert localized.result.searched < len(localizer.db)
 
 
 def test_bad_arguments_exit_with_status_2(cli, photo_folder, tmp_path, capsys):

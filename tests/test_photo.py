@@ -10,6 +10,7 @@ import zlib
 import cv2
 import numpy as np
 import pytest
+from file_opens import opened_files, times_opened
 from PIL import Image, features
 from PIL.TiffImagePlugin import IFDRational
 
@@ -19,7 +20,9 @@ from geoapp.data.photo import (
     ACCEPTED,
     CVUSA_PANO_VFOV_DEG,
     IMAGE_SUFFIXES,
+    DecodedPhoto,
     ImageError,
+    decode_photo,
     gps_from_exif,
     hfov_from_exif,
     load_image,
@@ -338,6 +341,34 @@ def test_gps_round_trips_through_a_jpeg(tmp_path, lat, lon):
     assert got is not None
     assert got[0] == pytest.approx(lat, abs=1e-7) and got[1] == pytest.approx(lon, abs=1e-7)  # about 1 cm
     assert gps_from_exif(Image.open(path)) == got and gps_from_exif(path.read_bytes()) == got
+
+
+def test_decode_photo_reads_pixels_fov_and_gps_from_one_opening(tmp_path):
+    exif = gps_exif(-33.856784, 151.215297)
+    exif[ORIENTATION] = 6  # stored sideways: the pixels are turned and the FoV is the stored height's
+    exif.get_ifd(EXIF_IFD)[0xA405] = 26
+    path = tmp_path / "rotated.jpg"
+    y, x = np.mgrid[0:48, 0:64]
+    path.write_bytes(encode(Image.fromarray(np.stack([x * 4, y * 5, x + y], -1).astype(np.uint8)), "JPEG",
+                            exif=exif, quality=95))
+    with opened_files() as opened:
+        photo = decode_photo(path)
+    assert times_opened(opened, path) == 1
+    with opened_files() as opened:
+        separately = load_image(path), hfov_from_exif(path), gps_from_exif(path)
+    assert times_opened(opened, path) == 3  # (the recorder sees Pillow's openings)
+    assert photo.rgb.shape == (64, 48, 3) and np.array_equal(photo.rgb, separately[0])
+    assert photo.exif_fov_deg == separately[1] == pytest.approx(math.degrees(2 * math.atan(
+        math.hypot(36, 24) * 48 / 80 / 52)))  # the displayed width: 48 of a 48 x 64 portrait
+    assert photo.exif_gps == separately[2] == pytest.approx((-33.856784, 151.215297), abs=1e-7)
+    with open(path, "rb") as file:  # a file object is read, not closed: its owner closes it
+        assert decode_photo(file).exif_gps == photo.exif_gps and not file.closed
+    assert decode_photo(photo) is photo
+    array = decode_photo(photo.rgb)  # an array carries no EXIF
+    assert np.array_equal(array.rgb, photo.rgb) and array.exif_fov_deg is None and array.exif_gps is None
+    assert isinstance(array, DecodedPhoto)
+    with pytest.raises(ImageError, match="^'IMG_1.jpg' is not a recognised image file"):
+        decode_photo(b"not an image", name="'IMG_1.jpg'")
 
 
 def test_gps_known_value_and_other_containers():

@@ -8,10 +8,12 @@ result knows its truth however the file reached the app (example click, upload, 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -57,11 +59,14 @@ class ExampleSet:
     def path(self, example: Example) -> Path:
         return self.folder / example.file
 
-    def lookup(self, path: str | os.PathLike | None) -> Example | None:
-        """The example whose bytes equal the file at ``path``, or None."""
-        if path is None or not self._by_hash or not os.path.isfile(path):
+    def lookup(self, source: str | os.PathLike | BinaryIO | None) -> Example | None:
+        """The example whose bytes equal the file at ``source`` (a path, or a binary file open at its start, read
+        to its end), or None."""
+        if source is None or not self._by_hash:
             return None
-        return self._by_hash.get(sha256_file(path))
+        if not isinstance(source, (str, os.PathLike)):
+            return self._by_hash.get(hashlib.file_digest(source, "sha256").hexdigest())
+        return self._by_hash.get(sha256_file(source)) if os.path.isfile(source) else None
 
     @classmethod
     def load(cls, folder: str | os.PathLike, source: dict) -> ExampleSet | None:

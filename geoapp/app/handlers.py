@@ -22,22 +22,21 @@ from PIL import Image
 
 from geoapp.angles import angular_error
 from geoapp.data.geo import haversine_m
-from geoapp.data.photo import PLAUSIBLE_HFOV_DEG, ImageError, gps_from_exif, hfov_from_exif, load_image
+from geoapp.data.photo import DecodedPhoto, ImageError, decode_photo, load_image
 from geoapp.data.polar import polar_transform
 from geoapp.data.transforms import resize_image
 from geoapp.retrieval.prior import RADIUS_RANGE_M, LocationPrior, PriorError
-from geoapp.retrieval.query import MAX_VIEWS
+from geoapp.retrieval.query import MAX_VIEWS, camera_placement, choose_prior
 from geoapp.retrieval.results import Candidate, LocalizationResult
 from geoapp.search_options import DISTINCT_RANGE_M
 
 from . import figures
 from .areas import Areas
 from .context import AppContext
-from .examples import Example
+from .examples import Example, ExampleSet
 from .mapview import MapMarker, area_map, build_map, map_iframe
 
 FOV_MIN, FOV_MAX, FOV_DEFAULT = 60.0, 120.0, 90.0
-EXIF_FOV_RANGE = PLAUSIBLE_HFOV_DEG  # a pinhole camera's plausible horizontal FoV; outside it the EXIF is wrong
 PANORAMA_ASPECT = 3.0  # width / height from which an upload is taken for a 360 deg panorama
 GALLERY_LABEL = ("rank · similarity score (0-1; not a probability: see the confidence) · distance to the true "
                  "location (examples) · ✓ the true tile")
@@ -83,26 +82,27 @@ def flag_argument(value, name: str) -> bool:
     return value
 
 
-def location_prior(path, lat, lon, radius_km, use_exif_gps: bool) -> tuple[LocationPrior | None, list[str]]:
-    """The query's prior: the given centre and radius; else, when allowed, the photo's EXIF GPS with the given
-    radius (default EXIF_PRIOR_RADIUS_KM); else None. Half a centre is an error, not silently ignored."""
+def prior_arguments(lat, lon, radius_km, use_exif_gps: bool) -> tuple[LocationPrior | None, float | None]:
+    """The query's prior as the person asked for it, the arguments of the query policy's
+    :func:`~geoapp.retrieval.query.choose_prior`: the given centre with the given radius (default
+    EXIF_PRIOR_RADIUS_KM), and that radius in metres around the photo's EXIF GPS when it may be used (else None).
+    Half a centre is an error, not silently ignored."""
     lat = number_argument(lat, "The prior's latitude", -90.0, 90.0, "°", optional=True)
     lon = number_argument(lon, "The prior's longitude", -180.0, 180.0, "°", optional=True)
     low, high = (r / 1000.0 for r in RADIUS_RANGE_M)
     radius = number_argument(radius_km, "The prior's radius", low, high, " km", optional=True)
-    notes: list[str] = []
     if (lat is None) != (lon is None):
         raise UserInputError("Give both the latitude and the longitude of the prior's centre (or neither).")
-    if lat is not None:
-        return LocationPrior(lat, lon, 1000.0 * (radius or EXIF_PRIOR_RADIUS_KM)), notes
-    if use_exif_gps and path is not None:
-        gps = gps_from_exif(path)
-        if gps is not None:
-            prior = LocationPrior(gps[0], gps[1], 1000.0 * (radius or EXIF_PRIOR_RADIUS_KM), source="exif")
-            notes.append(f"The photo's EXIF GPS was used as a location prior: searched {prior.describe()}. Untick "
-                         "'Use the photo's GPS' to search everywhere.")
-            return prior, notes
-    return None, notes
+    radius_m = 1000.0 * (radius or EXIF_PRIOR_RADIUS_KM)
+    return (None if lat is None else LocationPrior(lat, lon, radius_m)), (radius_m if use_exif_gps else None)
+
+
+def prior_notes(prior: LocationPrior | None) -> list[str]:
+    """What the page says about a prior the person did not type in."""
+    if prior is None or prior.source != "exif":
+        return []
+    return [f"The photo's EXIF GPS was used as a location prior: searched {prior.describe()}. Untick 'Use the "
+            "photo's GPS' to search everywhere."]
 
 
 @dataclass
@@ -159,52 +159,74 @@ class LocalizeOutputs:
 # ------------------------------------------------------------------------------------------- the photo
 
 
-def prepare_photo(path: str | os.PathLike, fov_slider: float, photo_type: str,
-                  example: Example | None) -> tuple[np.ndarray, float, str, str, list[str]]:
-    """Decode the upload and decide its FoV and projection: (RGB, fov, fov source text, projection, notes).
+def read_upload(path: str | os.PathLike, examples: ExampleSet | None = None) -> tuple[DecodedPhoto, Example | None]:
+    """An upload, opened once: its pixels and EXIF fields, and the bundled example whose bytes it has (looked up
+    only in ``examples``, when given)."""
+    name = os.path.basename(path)  # the upload as the person knows it, not by its server-side path
+    try:
+        with open(path, "rb") as file:
+            example = examples.lookup(file) if examples is not None else None
+            file.seek(0)
+            return decode_photo(file, name=f"'{name}'"), example
+    except ImageError as exc:
+        raise UserInputError(f"This file cannot be used as a photo: {exc}.") from exc
+
+
+@dataclass(frozen=True)
+class PreparedPhoto:
+    """An upload as the engine is asked to place it, and its words for the page."""
+
+    photo: DecodedPhoto
+    fov_deg: float  # a crop's field of view; a phone photo's when its EXIF gives no plausible one
+    projection: str  # "pinhole" or "crop"
+    fov_text: str
+    notes: tuple[str, ...] = ()
+
+
+def prepare_photo(photo: DecodedPhoto, fov_slider: float, photo_type: str, example: Example | None) -> PreparedPhoto:
+    """Decide how a decoded upload is used, and say so:
 
     - a bundled example: its own FoV, projection "crop";
     - a panorama (width >= 3 x height): taken as a 360 deg equirectangular image, its central ``fov`` window is
       cut out and used as a crop;
-    - a phone photo: the FoV from EXIF when the photo carries it, else the slider; reprojected by the engine;
+    - a phone photo: the query policy's FoV (:func:`~geoapp.retrieval.query.camera_placement`: from EXIF when the
+      photo carries a plausible one, else the slider); reprojected by the engine;
     - a panorama-grid crop: the slider's FoV.
     """
-    try:
-        rgb = load_image(path)
-    except ImageError as exc:  # name the upload as the person knows it, not by its server-side path
-        message = str(exc).replace(os.fspath(path), os.path.basename(path))
-        raise UserInputError(f"This file cannot be used as a photo: {message}.") from exc
-    notes: list[str] = []
     if example is not None:
-        if PHOTO_TYPES.get(photo_type) != "crop":
-            notes.append(f"This file is a bundled example, a crop of a test panorama: it was used as a panorama crop "
-                         f"at its own {example.fov_deg:g}° field of view (the 'Kind of image' choice does not apply).")
-        return rgb, example.fov_deg, f"{example.fov_deg:g}° (bundled example)", "crop", notes
+        notes = () if PHOTO_TYPES.get(photo_type) == "crop" else (
+            f"This file is a bundled example, a crop of a test panorama: it was used as a panorama crop at its own "
+            f"{example.fov_deg:g}° field of view (the 'Kind of image' choice does not apply).",)
+        return PreparedPhoto(photo, example.fov_deg, "crop", f"{example.fov_deg:g}° (bundled example)", notes)
     fov = float(fov_slider)
     if not FOV_MIN <= fov <= FOV_MAX:
         raise UserInputError(f"The field of view must be between {FOV_MIN:g}° and {FOV_MAX:g}°, got {fov:g}°.")
-    height, width = rgb.shape[:2]
+    height, width = photo.rgb.shape[:2]
     if width >= PANORAMA_ASPECT * height:
-        keep = max(1, round(width * fov / 360.0))
-        left = (width - keep) // 2
-        notes.append(
-            f"This image is {width} x {height} px (aspect {width / height:.1f}:1), so it was taken for a 360° "
-            f"panorama: its central {fov:g}° ({keep} px wide) was used as the query. Upload a single photo, or a "
-            "crop of the panorama, to choose the direction yourself."
-        )
-        return rgb[:, left:left + keep], fov, f"{fov:g}° (slider; central window of a 360° panorama)", "crop", notes
+        return panorama_window(photo, fov)
     if photo_type not in PHOTO_TYPES:
         raise UserInputError(f"The kind of image must be one of {list(PHOTO_TYPES)}, got {photo_type!r}.")
-    projection = PHOTO_TYPES[photo_type]
-    if projection == "crop":
-        return rgb, fov, f"{fov:g}° (slider)", projection, notes
-    exif_fov = hfov_from_exif(path)
-    if exif_fov is not None and EXIF_FOV_RANGE[0] <= exif_fov <= EXIF_FOV_RANGE[1]:
-        return rgb, float(exif_fov), f"{exif_fov:.1f}° (read from the photo's EXIF)", projection, notes
-    if exif_fov is not None:
-        notes.append(f"The photo's EXIF gives a horizontal field of view of {exif_fov:.1f}°, which is not plausible; "
-                     f"the slider's {fov:g}° was used instead.")
-    return rgb, fov, f"{fov:g}° (slider; the photo has no EXIF focal length)", projection, notes
+    if PHOTO_TYPES[photo_type] == "crop":
+        return PreparedPhoto(photo, fov, "crop", f"{fov:g}° (slider)")
+    placement = camera_placement(photo, fov)
+    if placement.fov_source == "exif":
+        return PreparedPhoto(photo, fov, "pinhole", f"{placement.fov_deg:.1f}° (read from the photo's EXIF)")
+    notes = () if placement.exif_fov_ignored is None else (
+        f"The photo's EXIF gives a horizontal field of view of {placement.exif_fov_ignored:.1f}°, which is not "
+        f"plausible; the slider's {fov:g}° was used instead.",)
+    return PreparedPhoto(photo, fov, "pinhole", f"{fov:g}° (slider; the photo has no EXIF focal length)", notes)
+
+
+def panorama_window(photo: DecodedPhoto, fov: float) -> PreparedPhoto:
+    """A 360 deg panorama's central ``fov`` window, as a crop."""
+    height, width = photo.rgb.shape[:2]
+    keep = max(1, round(width * fov / 360.0))
+    left = (width - keep) // 2
+    note = (f"This image is {width} x {height} px (aspect {width / height:.1f}:1), so it was taken for a 360° "
+            f"panorama: its central {fov:g}° ({keep} px wide) was used as the query. Upload a single photo, or a "
+            "crop of the panorama, to choose the direction yourself.")
+    window = replace(photo, rgb=photo.rgb[:, left:left + keep])
+    return PreparedPhoto(window, fov, "crop", f"{fov:g}° (slider; central window of a 360° panorama)", (note,))
 
 
 # -------------------------------------------------------------------------------------------- pictures
@@ -498,23 +520,12 @@ def localize_photo(ctx: AppContext, path: str | os.PathLike | None, fov_slider: 
     for extra in more_paths:
         if not os.path.isfile(extra):
             raise UserInputError(f"The extra photo {os.path.basename(str(extra))!r} did not arrive; upload it again.")
-    truth = ctx.examples.lookup(path) if ctx.examples is not None and not more_paths else None
-    prior, prior_notes = location_prior(path, prior_lat, prior_lon, prior_radius_km, use_exif_gps)
-    prepared = [prepare_photo(p, fov_slider, photo_type, truth if p == path else None) for p in [path, *more_paths]]
-    rgbs, fovs, fov_texts, projections, notes = ([x[i] for x in prepared] for i in range(5))
-    notes = [n for photo_notes in notes for n in photo_notes]
-    with torch.inference_mode():
-        try:
-            result = _localize(ctx, rgbs, fovs, projections, prior, distinct_m)
-        except PriorError as exc:
-            if prior is None or prior.source != "exif":
-                raise UserInputError(f"The location prior cannot be used: {exc}.") from exc
-            prior_notes = [f"The photo's EXIF GPS ({prior.lat:.5f}, {prior.lon:.5f}) is outside this database, so "
-                           f"it was not used as a prior: {exc}."]
-            result = _localize(ctx, rgbs, fovs, projections, None, distinct_m)
-        except ImageError as exc:  # e.g. a crop too narrow for the network after resizing
-            raise UserInputError(f"This photo cannot be localized: {exc}.") from exc
-    notes += prior_notes
+    given_prior, exif_radius_m = prior_arguments(prior_lat, prior_lon, prior_radius_km, use_exif_gps)
+    photo, truth = read_upload(path, ctx.examples if not more_paths else None)
+    photos = [photo, *(read_upload(p)[0] for p in more_paths)]
+    prepared = [prepare_photo(p, fov_slider, photo_type, truth if i == 0 else None) for i, p in enumerate(photos)]
+    result, notes = _localize_prepared(ctx, prepared, choose_prior(photo, given_prior, exif_radius_m), distinct_m)
+    notes = [n for p in prepared for n in p.notes] + notes
     distances = [haversine_m(c.lat, c.lon, truth.lat, truth.lon)
                  if truth is not None and math.isfinite(truth.lat) and math.isfinite(c.lat) else None
                  for c in result.candidates]
@@ -522,7 +533,7 @@ def localize_photo(ctx: AppContext, path: str | os.PathLike | None, fov_slider: 
     return LocalizeOutputs(
         gallery=gallery_items(ctx, result.candidates, distances, truth),
         selection=select_view(ctx, state, 0),
-        query_summary=query_summary(result, fov_texts[0], truth, distances, ctx),
+        query_summary=query_summary(result, prepared[0].fov_text, truth, distances, ctx),
         status=status_line(ctx, result),
         state=state,
         notes=notes,
@@ -537,12 +548,30 @@ def distinct_distance(ctx: AppContext, value) -> float:
     return (ctx.localizer.place_distance_m or 0.0) if given is None else given
 
 
-def _localize(ctx: AppContext, rgbs, fovs, projections, prior, distinct_m: float = 0.0) -> LocalizationResult:
-    if len(rgbs) == 1:
-        return ctx.localizer.localize(rgbs[0], fov_deg=fovs[0], top_k=ctx.top_k, projection=projections[0],
+def _localize_prepared(ctx: AppContext, prepared: list[PreparedPhoto], prior: LocationPrior | None,
+                       distinct_m: float) -> tuple[LocalizationResult, list[str]]:
+    """The engine's answer and the notes on its prior; a prior from the EXIF GPS that holds no reference is dropped
+    with a note (the photo may have been taken elsewhere), a given one is the person's to change."""
+    with torch.inference_mode():
+        try:
+            return _localize(ctx, prepared, prior, distinct_m), prior_notes(prior)
+        except PriorError as exc:
+            if prior is None or prior.source != "exif":
+                raise UserInputError(f"The location prior cannot be used: {exc}.") from exc
+            note = (f"The photo's EXIF GPS ({prior.lat:.5f}, {prior.lon:.5f}) is outside this database, so it was "
+                    f"not used as a prior: {exc}.")
+            return _localize(ctx, prepared, None, distinct_m), [note]
+        except ImageError as exc:  # e.g. a crop too narrow for the network after resizing
+            raise UserInputError(f"This photo cannot be localized: {exc}.") from exc
+
+
+def _localize(ctx: AppContext, prepared: list[PreparedPhoto], prior, distinct_m: float = 0.0) -> LocalizationResult:
+    photos, fovs, projections = ([getattr(p, name) for p in prepared] for name in ("photo", "fov_deg", "projection"))
+    if len(photos) == 1:
+        return ctx.localizer.localize(photos[0], fov_deg=fovs[0], top_k=ctx.top_k, projection=projections[0],
                                       prior=prior, distinct_m=distinct_m)
-    return ctx.localizer.localize_together(rgbs, fov_deg=fovs, top_k=ctx.top_k, projection=projections, prior=prior,
-                                           distinct_m=distinct_m)
+    return ctx.localizer.localize_together(photos, fov_deg=fovs, top_k=ctx.top_k, projection=projections,
+                                           prior=prior, distinct_m=distinct_m)
 
 
 def _rounded(value: float | None) -> float | None:

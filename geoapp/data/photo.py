@@ -28,6 +28,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -126,12 +127,15 @@ def _describe(source) -> str:
 
 
 @contextmanager
-def _open_image(source: ImageSource, max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE) -> Iterator[Image.Image]:
-    """Open ``source`` lazily (header only) and check its size; pixels are not decoded yet.
+def _open_image(source: ImageSource, max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE,
+                what: str | None = None) -> Iterator[Image.Image]:
+    """Open ``source`` lazily (header only) and check its size; pixels are not decoded yet. ``what``: how messages
+    name the source (default: its path, or "the uploaded data").
 
-    A PIL image passed in is used as is (and not closed); files and bytes are opened and closed here.
+    A PIL image passed in is used as is (and not closed); files and bytes are opened and closed here (a file object
+    is read, not closed: its owner closes it).
     """
-    what = _describe(source)
+    what = what or _describe(source)
     if isinstance(source, Image.Image):
         _check_size(source.size, what, max_pixels, min_side)
         yield source
@@ -234,6 +238,31 @@ def _decode_to_rgb(image: Image.Image, what: str) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
 
 
+@dataclass(frozen=True, eq=False)
+class DecodedPhoto:
+    """A photo decoded once: its pixels as a viewer shows them and the EXIF fields a query reads, so nothing
+    downstream opens the file again."""
+
+    rgb: np.ndarray  # uint8 H x W x 3 (load_image's rules)
+    exif_fov_deg: float | None = None  # the horizontal FoV the EXIF focal length gives (hfov_from_exif), as recorded
+    exif_gps: tuple[float, float] | None = None  # (latitude, longitude) of the EXIF GPS block (gps_from_exif)
+
+
+def decode_photo(source: ImageSource | DecodedPhoto, max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE,
+                 name: str | None = None) -> DecodedPhoto:
+    """Open ``source`` once and read its pixels (:func:`load_image`) and EXIF fields (:func:`hfov_from_exif`,
+    :func:`gps_from_exif`) from that one opening; a :class:`DecodedPhoto` is returned as it is, an array has no
+    EXIF. ``name``: how an :class:`ImageError` names the photo (default: its path, or "the uploaded data")."""
+    if isinstance(source, DecodedPhoto):
+        return source
+    if isinstance(source, np.ndarray):
+        return DecodedPhoto(load_image(source, max_pixels, min_side))
+    what = name or _describe(source)
+    with _open_image(source, max_pixels, min_side, what) as image:
+        rgb = _decode_to_rgb(image, what)  # first: a corrupt file is reported as such, not as missing EXIF
+        return DecodedPhoto(rgb, _exif_hfov(image), _exif_gps(image))
+
+
 def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE) -> np.ndarray:
     """Decode a photo (file path, bytes, file object, PIL image or uint8 array) to uint8 H x W x 3 RGB.
 
@@ -281,12 +310,17 @@ def hfov_from_exif(source: ImageSource) -> float | None:
     if isinstance(source, np.ndarray):
         return None
     with _open_image(source, max_pixels=2**62, min_side=1) as image:
-        stored_width, stored_height = image.size
-        try:
-            exif = image.getexif()
-            exif_ifd = exif.get_ifd(ExifTags.IFD.Exif)
-        except Exception:  # unreadable EXIF block: the field of view cannot be known
-            return None
+        return _exif_hfov(image)
+
+
+def _exif_hfov(image: Image.Image) -> float | None:
+    """:func:`hfov_from_exif` of an opened image (its stored size, before any EXIF rotation)."""
+    stored_width, stored_height = image.size
+    try:
+        exif = image.getexif()
+        exif_ifd = exif.get_ifd(ExifTags.IFD.Exif)
+    except Exception:  # unreadable EXIF block: the field of view cannot be known
+        return None
     if not exif and not exif_ifd:
         return None
     rotated = exif.get(_TAG_ORIENTATION, 1) in _ORIENTATIONS_ROTATED_90
@@ -354,8 +388,16 @@ def gps_from_exif(source: ImageSource) -> tuple[float, float] | None:
         return None
     try:
         with _open_image(source, max_pixels=2**62, min_side=1) as image:
-            gps = image.getexif().get_ifd(ExifTags.IFD.GPSInfo)
+            return _exif_gps(image)
     except Exception:  # not an image, or an unreadable EXIF block: no position
+        return None
+
+
+def _exif_gps(image: Image.Image) -> tuple[float, float] | None:
+    """:func:`gps_from_exif` of an opened image."""
+    try:
+        gps = image.getexif().get_ifd(ExifTags.IFD.GPSInfo)
+    except Exception:  # an unreadable EXIF block: no position
         return None
     if not gps or _exif_text(gps.get(_TAG_GPS_STATUS)) == "V":  # V: measurement void (A: active)
         return None

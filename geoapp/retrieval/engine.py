@@ -247,7 +247,8 @@ class Localizer:
         Each photo is aligned with every reference as a single photo would be; a reference's combined similarity
         is the mean of the photos' similarities, so two 90 deg photos look at 180 deg of the scene. Each
         candidate carries every photo's heading at that tile. ``fov_deg`` and ``projection`` are one value for
-        all photos or one per photo (fov None: from EXIF / the crop's width). One photo is the single-photo
+        all photos or one per photo, placed by the query policy (:func:`~.query.choose_placement`: a plausible EXIF
+        FoV first, then ``fov_deg``; a crop's width when neither). One photo is the single-photo
         search itself (the two-stage index and the fp16 first pass apply); several are scored exactly over the
         whole (or the prior's) gallery.
 

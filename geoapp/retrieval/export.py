@@ -30,10 +30,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..data.geo import haversine_m
-from ..data.photo import IMAGE_SUFFIXES, PLAUSIBLE_HFOV_DEG, ImageError, gps_from_exif, hfov_from_exif
+from ..data.photo import IMAGE_SUFFIXES, PLAUSIBLE_HFOV_DEG, ImageError, decode_photo
 from ..files import atomic_write_bytes
 from .prior import LocationPrior, PriorError
-from .query import FieldOfViewUnknown
+from .query import FieldOfViewUnknown, choose_prior
 from .results import Candidate, LocalizationResult
 
 FORMATS = {".csv": "csv", ".json": "json", ".geojson": "geojson"}
@@ -136,35 +136,22 @@ def collect_photos(paths: Iterable[str | os.PathLike], recursive: bool = False) 
 # ------------------------------------------------------------------------------------------------ batch
 
 
-def _fov_for(file: str, fov_deg: float | None, projection: str) -> float | None:
-    """The FoV to pass the engine: for a camera photo None (the engine reads the EXIF itself) when the EXIF gives
-    a plausible one, else ``fov_deg``, and an implausible EXIF value with no ``fov_deg`` is an error; for a
-    panorama-grid crop (no lens) ``fov_deg`` as given."""
-    if projection == "crop":
-        return fov_deg
-    exif = hfov_from_exif(file)  # ImageError for files that are no image: reported by the caller
-    if exif is not None and PLAUSIBLE_HFOV_DEG[0] <= exif <= PLAUSIBLE_HFOV_DEG[1]:
-        return None
-    if exif is not None and fov_deg is None:
-        raise ValueError(f"field of view unknown: the EXIF focal length gives an implausible {exif:.1f} deg "
-                         f"(outside {PLAUSIBLE_HFOV_DEG[0]:g}-{PLAUSIBLE_HFOV_DEG[1]:g}); pass --fov")
-    return fov_deg
-
-
-def prior_for(file: str, prior: LocationPrior | float | None) -> LocationPrior | None:
-    """The prior of one photo: a fixed ``LocationPrior``; or a radius in metres around the photo's own EXIF GPS
-    (None for a photo without one: it searches the whole database); or None."""
-    if prior is None or isinstance(prior, LocationPrior):
-        return prior
-    gps = gps_from_exif(file)
-    return None if gps is None else LocationPrior(gps[0], gps[1], float(prior), source="exif")
+def _fov_error(exc: FieldOfViewUnknown) -> str:
+    """The row's words for a photo whose field of view the query policy could not find."""
+    if exc.exif_fov_deg is None:
+        return FOV_UNKNOWN
+    return (f"field of view unknown: the EXIF focal length gives an implausible {exc.exif_fov_deg:.1f} deg (outside "
+            f"{PLAUSIBLE_HFOV_DEG[0]:g}-{PLAUSIBLE_HFOV_DEG[1]:g}); pass --fov")
 
 
 def localize_one(localizer, file: str, fov_deg: float | None = None, top_k: int = 5,
                  projection: str = "auto", prior: LocationPrior | float | None = None,
                  distinct_m: float | None = None) -> LocalizedPhoto:
-    """One photo of a batch; what makes it unusable is caught and returned as its error. ``prior``: see
-    :func:`prior_for`; ``distinct_m``: distinct places (``Localizer.localize_together``; None: off)."""
+    """One photo of a batch; what makes it unusable is caught and returned as its error. ``prior``: a fixed
+    ``LocationPrior``, or a radius in metres around each photo's own EXIF GPS (a photo without one searches the
+    whole database), or None (:func:`~geoapp.retrieval.query.choose_prior`); ``fov_deg``: the field of view of
+    photos without a plausible EXIF one (:func:`~geoapp.retrieval.query.choose_placement`); ``distinct_m``:
+    distinct places (``Localizer.localize_together``; None: off)."""
     return localize_together(localizer, [file], fov_deg, top_k, projection, prior, distinct_m)
 
 
@@ -172,24 +159,24 @@ def localize_together(localizer, files: list[str], fov_deg: float | None = None,
                       projection: str = "auto", prior: LocationPrior | float | None = None,
                       distinct_m: float | None = None) -> LocalizedPhoto:
     """Photos taken at one spot as one query (``Localizer.localize_together``), named ``a.jpg+b.jpg``; the
-    prior and EXIF GPS are the first photo's."""
+    prior and EXIF GPS are the first photo's. Each file is opened once."""
     file = "+".join(files)
+    given, exif_radius_m = (None, float(prior)) if isinstance(prior, (int, float)) else (prior, None)
     try:
-        fovs = [_fov_for(f, fov_deg, projection) for f in files]
-        result = localizer.localize_together(files, fov_deg=fovs, top_k=top_k, projection=projection,
-                                             prior=prior_for(files[0], prior), distinct_m=distinct_m)
-        gps = gps_from_exif(files[0])
+        photos = [decode_photo(f) for f in files]
+        result = localizer.localize_together(photos, fov_deg=fov_deg, top_k=top_k, projection=projection,
+                                             prior=choose_prior(photos[0], given, exif_radius_m), distinct_m=distinct_m)
     except PriorError as exc:
         return LocalizedPhoto(file, error=f"location prior: {exc}")
     except ImageError as exc:  # the row names the file: "the file is not a recognised image file; accepted: ..."
         return LocalizedPhoto(file, error=str(exc).strip().replace(f"'{file}'", "the file", 1))
-    except FieldOfViewUnknown:
-        return LocalizedPhoto(file, error=FOV_UNKNOWN)
-    except ValueError as exc:  # prepare_query: a crop of the wrong size
+    except FieldOfViewUnknown as exc:
+        return LocalizedPhoto(file, error=_fov_error(exc))
+    except ValueError as exc:  # choose_placement: a crop of the wrong size
         return LocalizedPhoto(file, error=str(exc).strip())
     except OSError as exc:  # read errors the image decoder did not turn into an ImageError
         return LocalizedPhoto(file, error=f"'{file}' could not be read: {exc}")
-    return LocalizedPhoto(file, result=result, gps=gps)
+    return LocalizedPhoto(file, result=result, gps=photos[0].exif_gps)
 
 
 def localize_photos(localizer, files: list[str], fov_deg: float | None = None, top_k: int = 5,
