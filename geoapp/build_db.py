@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from .files import sha256_file
-from .model import ModelConfig, read_metadata
+from .model.checkpoint import LoadedCheckpoint
 from .retrieval.build import ConcatSource, DatasetSource, TileFolderSource, build_database
 from .retrieval.calibrate import fit_calibration, unfittable_record, write_calibration
 from .retrieval.codes import STORE_KINDS
@@ -127,35 +127,47 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.upload_only:
+    if args.upload_only:  # the upload needs the checkpoint's hash alone, not its weights
         return upload(args)
-    if args.calibrate_only:
-        return calibrate(args)
+    try:  # once for the whole command: the build, the calibration and the upload share it
+        loaded = LoadedCheckpoint.load(args.checkpoint, args.device)
+    except (ValueError, OSError) as exc:  # CheckpointError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    status = 0 if args.calibrate_only else build(args, loaded)
+    if status == 0 and args.calibrate:
+        status = calibrate(args, loaded)
+    return upload(args, loaded) if args.vector_engine and status == 0 and not args.calibrate_only else status
+
+
+def build(args: argparse.Namespace, loaded: LoadedCheckpoint) -> int:
+    """Build the database at --out from the source the arguments name."""
+    config = loaded.config
     try:
-        config = ModelConfig.from_dict(read_metadata(args.checkpoint)["model_config"])
         if args.dataset:
             parts = [DatasetSource(args.dataset, args.data_root, split, config) for split in args.split.split(",")]
             source = parts[0] if len(parts) == 1 else ConcatSource(parts)
         elif args.tiles:
             source = TileFolderSource(args.tiles, args.locations, (config.sat_height, config.sat_width))
         else:
-            source = raster_source(args, config)
+            source = raster_source(args, loaded)
         t0 = time.perf_counter()
-        out = build_database(source, args.checkpoint, args.out, args.chunk_size, args.batch_size, args.device,
-                             args.workers, args.first_stage_dims, args.overwrite, args.limit, store=args.store)
-    except (ValueError, OSError) as exc:  # DatabaseError, CheckpointError, DatasetError, ImageError
+        out = build_database(source, loaded, args.out, args.chunk_size, args.batch_size, workers=args.workers,
+                             first_stage_dims=args.first_stage_dims, overwrite=args.overwrite, limit=args.limit,
+                             store=args.store)
+    except (ValueError, OSError) as exc:  # DatabaseError, DatasetError, ImageError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     n = len(source) if args.limit is None else min(args.limit, len(source))
     dt = time.perf_counter() - t0
     print(f"wrote {out}: {n} references in {dt:.1f} s ({dt / n * 1000:.1f} ms per tile)")
-    status = calibrate(args) if args.calibrate else 0
-    return upload(args) if args.vector_engine and status == 0 else status
+    return 0
 
 
-def raster_source(args: argparse.Namespace, config: ModelConfig) -> RasterSource:
+def raster_source(args: argparse.Namespace, loaded: LoadedCheckpoint) -> RasterSource:
+    config = loaded.config
     tile_metres, how = ((args.tile_metres, "--tile-metres") if args.tile_metres
-                        else training_footprint(read_metadata(args.checkpoint)))
+                        else training_footprint(loaded.meta))
     locations = read_locations(args.locations) if args.locations else None
     source = RasterSource(args.raster, (config.sat_height, config.sat_width), tile_metres, args.spacing,
                           locations=locations)
@@ -165,10 +177,11 @@ def raster_source(args: argparse.Namespace, config: ModelConfig) -> RasterSource
     return source
 
 
-def upload(args: argparse.Namespace) -> int:
-    """Upload the first stage of the database at --out to --vector-engine (geoapp.retrieval.vector_engine)."""
+def upload(args: argparse.Namespace, loaded: LoadedCheckpoint | None = None) -> int:
+    """Upload the first stage of the database at --out to --vector-engine (geoapp.retrieval.vector_engine);
+    ``loaded``: the command's checkpoint when it loaded one (else the file is only hashed)."""
     try:
-        db = ReferenceDatabase.open(args.out, sha256_file(args.checkpoint))
+        db = ReferenceDatabase.open(args.out, loaded.sha256 if loaded else sha256_file(args.checkpoint))
         t0 = time.perf_counter()
         name, rows = upload_database(db, args.vector_engine, args.collection, replace=args.overwrite,
                                      index_type=args.vector_index)
@@ -181,15 +194,16 @@ def upload(args: argparse.Namespace) -> int:
     return 0
 
 
-def calibrate(args: argparse.Namespace) -> int:
+def calibrate(args: argparse.Namespace, loaded: LoadedCheckpoint) -> int:
+    """Fit the confidence calibration of the database at --out and store it there."""
     try:
         size = read_database_metadata(Path(args.out))["num_references"]
         t0 = time.perf_counter()
-        calibration = fit_calibration(args.checkpoint, args.dataset, args.data_root, size, split=args.calibrate,
-                                      distractor_split=args.calibration_distractors, device=args.device)
+        calibration = fit_calibration(loaded, args.dataset, args.data_root, size, split=args.calibrate,
+                                      distractor_split=args.calibration_distractors)
         write_calibration(args.out, calibration)
     except UnfittableCalibration as exc:  # a model near chance: the database serves, its answers carry no probability
-        write_calibration(args.out, unfittable_record(args.checkpoint, args.calibrate, exc))
+        write_calibration(args.out, unfittable_record(loaded, args.calibrate, exc))
         print(f"warning: calibration: {exc}; {args.out} answers without a probability of being right",
               file=sys.stderr)
         return 0

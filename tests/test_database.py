@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -197,3 +198,61 @@ def test_shared_window_database_stores_only_the_choosing_stage_gates_and_says_wh
     own = dataclasses.replace(shared, shared_window=False)
     with pytest.raises(DatabaseError, match=r"gates of stage\(s\) \[2, 3, 4\], which the database does not store"):
         ReferenceDatabase.open(db_path, sha256_file(ckpt), own)
+
+
+@pytest.fixture(scope="module")
+def synth_world(tmp_path_factory):
+    """A tiny synthetic world with the three splits a first start reads: 4 train, 4 val and 8 test locations."""
+    from geoapp.synth.world import WorldConfig
+    from geoapp.synth.writer import ImageOptions, write_dataset
+
+    root = tmp_path_factory.mktemp("synth_world") / "synth"
+    world = WorldConfig(seed=2, n_train=4, n_val=4, n_test=8, tile_metres=64.0, block_metres=256.0,
+                        district_metres=200.0, metres_per_pixel=1.0)
+    images = ImageOptions(tile_size=128, pano_height=64, pano_width=256, polar_height=64, polar_width=256,
+                          mosaic_size=256)
+    write_dataset(root, world, images, workers=1, progress=False, log=lambda message: None)
+    return root
+
+
+def count_checkpoint_reads(monkeypatch, checkpoint) -> dict[str, int]:
+    """Count, from now on, how often any geoapp module reads ``checkpoint``'s metadata, loads its weights or hashes
+    it: every module-level name bound to those functions is replaced by a counting wrapper."""
+    import sys
+    from collections import Counter
+
+    import geoapp.build_db  # noqa: F401 - everything a build_db run calls is imported before the names are replaced
+    from geoapp import files
+    from geoapp.model import checkpoint as checkpoint_module
+
+    counts: Counter = Counter()
+    target = checkpoint.resolve()
+    originals = {"metadata": checkpoint_module.read_metadata, "weights": checkpoint_module.load_model,
+                 "hash": files.sha256_file}
+    for kind, original in originals.items():
+        def counted(path, *args, _original=original, _kind=kind, **kwargs):
+            counts[_kind] += Path(path).resolve() == target
+            return _original(path, *args, **kwargs)
+
+        for module in [m for name, m in sys.modules.items() if name.startswith("geoapp") and m is not None]:
+            for name, value in list(vars(module).items()):
+                if value is original:
+                    monkeypatch.setattr(module, name, counted)
+    return counts
+
+
+def test_build_db_with_calibration_reads_loads_and_hashes_the_checkpoint_once(synth_world, tmp_path, monkeypatch):
+    from geoapp.testing import demo_model_config
+
+    ckpt = random_checkpoint(tmp_path / "demo.safetensors", demo_model_config(), seed=0)
+    counts = count_checkpoint_reads(monkeypatch, ckpt)
+    out = tmp_path / "db"
+    assert main(["--checkpoint", str(ckpt), "--dataset", "synth", "--data-root", str(synth_world), "--split", "test",
+                 "--out", str(out), "--calibrate", "val", "--device", "cpu"]) == 0
+    calibration = json.loads((out / "metadata.json").read_text())["calibration"]
+    assert calibration["split"] == "val"  # the calibration ran (fitted, or recorded as unfittable)
+    assert dict(counts) == {"metadata": 1, "weights": 1, "hash": 1}
+    counts.clear()
+    assert main(["--checkpoint", str(ckpt), "--dataset", "synth", "--data-root", str(synth_world), "--split", "test",
+                 "--out", str(out), "--calibrate", "val", "--calibrate-only", "--device", "cpu"]) == 0
+    assert dict(counts) == {"metadata": 1, "weights": 1, "hash": 1}

@@ -108,13 +108,13 @@ def fit_problem(name: str, path: Path, loaded: LoadedCheckpoint) -> str | None:
             f"`{rebuild_command(path, metadata, loaded.path)}`")
 
 
-def load_areas(checkpoint: str | os.PathLike, databases: list[Path], device: str = "auto",
+def load_areas(checkpoint: str | os.PathLike | LoadedCheckpoint, databases: list[Path], device: str = "auto",
                **options) -> tuple[dict[str, Localizer], dict[str, str]]:
-    """Load ``checkpoint`` once and a localizer (``options``: :class:`Localizer`'s) for each database that fits
-    it; returns them by area name, and the refused areas with the reason (also logged). Raises :class:`AreaError`
-    when none can be served."""
+    """Load ``checkpoint`` once (unless it is loaded already) and a localizer (``options``: :class:`Localizer`'s) for
+    each database that fits it; returns them by area name, and the refused areas with the reason (also logged).
+    Raises :class:`AreaError` when none can be served."""
     named = area_names(databases)
-    loaded = LoadedCheckpoint.load(checkpoint, device)
+    loaded = LoadedCheckpoint.of(checkpoint, device)
     served: dict[str, Localizer] = {}
     refused: dict[str, str] = {}
     for name, path in named.items():

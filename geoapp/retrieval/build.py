@@ -23,8 +23,8 @@ from ..data.polar import polar_transform
 from ..data.selection import spread_rows
 from ..data.transforms import resize_image, to_tensor
 from ..files import atomic_path, sha256_file
-from ..model import StageMaps, load_model
-from ..runtime import resolve_device
+from ..model import StageMaps
+from ..model.checkpoint import LoadedCheckpoint
 from .database import DEFAULT_CHUNK, THUMBNAIL_SIZE, DatabaseError
 from .database_writer import DatabaseWriter, run_chunks
 from .index import DEFAULT_DIMS, FirstStageIndex, compute_first_stage, num_orientations
@@ -210,19 +210,19 @@ class ConcatSource:
         return self.sources[part].load(index - int(self.offsets[part]))
 
 
-def build_database(source, checkpoint: str | Path, out: str | Path, chunk_size: int = DEFAULT_CHUNK,
-                   batch_size: int = 32, device: str = "auto", workers: int = 0, first_stage_dims: int = DEFAULT_DIMS,
-                   overwrite: bool = False, limit: int | None = None, show_progress: bool = True,
-                   on_chunk_done=None, store: str = "fp16") -> Path:
+def build_database(source, checkpoint: str | Path | LoadedCheckpoint, out: str | Path,
+                   chunk_size: int = DEFAULT_CHUNK, batch_size: int = 32, device: str = "auto", workers: int = 0,
+                   first_stage_dims: int = DEFAULT_DIMS, overwrite: bool = False, limit: int | None = None,
+                   show_progress: bool = True, on_chunk_done=None, store: str = "fp16") -> Path:
     """Encode every reference of ``source`` with the checkpoint's satellite branch and write the database
-    (``store``: ``fp16``, ``int8``, ``int4`` or ``compact``, see :mod:`geoapp.retrieval.codes`)."""
-    dev = resolve_device(device)
-    checkpoint = Path(checkpoint)
-    model, meta = load_model(checkpoint, map_location=dev)
+    (``store``: ``fp16``, ``int8``, ``int4`` or ``compact``, see :mod:`geoapp.retrieval.codes`). ``checkpoint``: its
+    path (loaded here on ``device``) or a :class:`LoadedCheckpoint` (used as it is, on its own device)."""
+    loaded = LoadedCheckpoint.of(checkpoint, device)
+    model, meta, dev, checkpoint = loaded.model, loaded.meta, loaded.device, loaded.path
     config = model.config
     if limit is not None:
         source = Limited(source, limit)
-    ckpt_sha = sha256_file(checkpoint)
+    ckpt_sha = loaded.sha256
     identity = source.identity()
     # everything that changes the stored bytes; a partial build is resumed only with the same plan
     plan = {"checkpoint_sha256": ckpt_sha, "source": identity, "batch_size": batch_size, "device": dev.type,
