@@ -36,18 +36,12 @@ from .files import sha256_file
 from .model.checkpoint import LoadedCheckpoint
 from .retrieval.build import ConcatSource, DatasetSource, TileFolderSource, build_database
 from .retrieval.calibrate import fit_calibration, unfittable_record, write_calibration
-from .retrieval.codes import STORE_KINDS
+from .retrieval.codes import DEFAULT_STORE, STORES
 from .retrieval.confidence import UnfittableCalibration
 from .retrieval.database import DEFAULT_CHUNK, ReferenceDatabase, read_database_metadata
 from .retrieval.index import DEFAULT_DIMS
 from .retrieval.raster import RasterSource, read_locations, training_footprint
 from .retrieval.vector_engine import INDEX_TYPES, upload_database
-
-# fp16 by default: compact is 28 KiB per reference for the demo model (fp16: 158 KiB) at R@1 -0.4 / -0.6 points at
-# 90 / 70 deg on the synthetic test split (mean of the 3 shift seeds), but its window columns are decoded on every
-# query: exhaustive search of 10,000 references 268 against 91 ms (2 threads, AVX2 EPYC). The smaller store is the one
-# to ask for (--store compact), not the default.
-DEFAULT_STORE = "fp16"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -74,9 +68,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1 ...")
     p.add_argument("--first-stage-dims", type=int, default=DEFAULT_DIMS,
                    help=f"PCA dims per orientation block for the two-stage search (default {DEFAULT_DIMS}; 0: none)")
-    p.add_argument("--store", choices=STORE_KINDS, default=DEFAULT_STORE,
-                   help="how the maps are stored (default: %(default)s): fp16, or int8 / int4 / compact codes "
-                        "with JPEG thumbnails (see geoapp.retrieval.codes)")
+    p.add_argument("--store", choices=list(STORES), default=DEFAULT_STORE.name,
+                   help="how the maps are stored (default: %(default)s): "
+                        + "; ".join(f"{kind.name}, {kind.summary}" for kind in STORES.values())
+                        + " (see geoapp.retrieval.codes)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing database at --out (with --vector-engine: also a collection that holds "
                         "another database's first stage)")

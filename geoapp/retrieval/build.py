@@ -25,6 +25,7 @@ from ..data.transforms import resize_image, to_tensor
 from ..files import atomic_path, sha256_file
 from ..model import StageMaps
 from ..model.checkpoint import LoadedCheckpoint
+from .codes import DEFAULT_STORE, StoreKind
 from .database import DEFAULT_CHUNK, THUMBNAIL_SIZE, DatabaseError
 from .database_writer import DatabaseWriter, run_chunks
 from .index import DEFAULT_DIMS, FirstStageIndex, compute_first_stage, num_orientations
@@ -213,9 +214,9 @@ class ConcatSource:
 def build_database(source, checkpoint: str | Path | LoadedCheckpoint, out: str | Path,
                    chunk_size: int = DEFAULT_CHUNK, batch_size: int = 32, device: str = "auto", workers: int = 0,
                    first_stage_dims: int = DEFAULT_DIMS, overwrite: bool = False, limit: int | None = None,
-                   show_progress: bool = True, on_chunk_done=None, store: str = "fp16") -> Path:
+                   show_progress: bool = True, on_chunk_done=None, store: str | StoreKind = DEFAULT_STORE) -> Path:
     """Encode every reference of ``source`` with the checkpoint's satellite branch and write the database
-    (``store``: ``fp16``, ``int8``, ``int4`` or ``compact``, see :mod:`geoapp.retrieval.codes`). ``checkpoint``: its
+    (``store``: a :class:`StoreKind` or its name, :data:`~geoapp.retrieval.codes.STORES`). ``checkpoint``: its
     path (loaded here on ``device``) or a :class:`LoadedCheckpoint` (used as it is, on its own device)."""
     loaded = LoadedCheckpoint.of(checkpoint, device)
     model, meta, dev, checkpoint = loaded.model, loaded.meta, loaded.device, loaded.path
