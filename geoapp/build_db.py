@@ -44,7 +44,8 @@ from .retrieval.raster import RasterSource, read_locations, training_footprint
 from .retrieval.vector_engine import INDEX_TYPES, upload_database
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """build_db's options, by topic: the source, the build, the calibration, the upload to a vector engine."""
     p = argparse.ArgumentParser(prog="python -m geoapp.build_db", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors) whose satellite branch to run")
@@ -93,31 +94,44 @@ def parse_args(argv=None) -> argparse.Namespace:
                      help="only upload the first stage of the existing database at --out")
     vec.add_argument("--vector-index", choices=list(INDEX_TYPES), default="FLAT",
                      help="the collection's index: FLAT (exact; default) or IVF_FLAT (1,024 clusters, 64 searched)")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
+    problem = argument_problem(args)
+    if problem:
+        p.error(problem)
+    return args
+
+
+def argument_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with a combination of options (each valid alone), or None."""
     if (args.upload_only or args.collection) and not args.vector_engine:
-        p.error("--upload-only and --collection need --vector-engine URI")
+        return "--upload-only and --collection need --vector-engine URI"
     if args.upload_only and args.calibrate_only:
-        p.error("--upload-only and --calibrate-only: one of them at a time")
+        return "--upload-only and --calibrate-only: one of them at a time"
     if args.vector_engine and args.first_stage_dims == 0 and not args.upload_only:
-        p.error("--vector-engine uploads the first stage, and --first-stage-dims 0 builds none")
+        return "--vector-engine uploads the first stage, and --first-stage-dims 0 builds none"
     if (args.calibrate or args.calibrate_only) and not args.dataset:
-        p.error("--calibrate needs --dataset and --data-root (a split with known locations and headings); a tile "
+        return ("--calibrate needs --dataset and --data-root (a split with known locations and headings); a tile "
                 "folder has no ground photos to calibrate on")
     if args.calibrate_only and not args.calibrate:
-        p.error("--calibrate-only needs --calibrate SPLIT")
+        return "--calibrate-only needs --calibrate SPLIT"
     if args.calibrate and args.calibrate in args.split.split(","):
-        p.error(f"--calibrate {args.calibrate}: the database serves that split, so its confidence would be fitted on "
+        return (f"--calibrate {args.calibrate}: the database serves that split, so its confidence would be fitted on "
                 "the very answers it is then judged by; calibrate on another split (e.g. val)")
     if not args.upload_only and sum(bool(x) for x in (args.dataset, args.tiles, args.raster)) != 1:
-        p.error("give one source: --dataset (with --data-root), --tiles (with --locations) or --raster (with "
+        return ("give one source: --dataset (with --data-root), --tiles (with --locations) or --raster (with "
                 "--spacing or --locations)")
     if args.raster and bool(args.spacing) == bool(args.locations):
-        p.error("--raster needs --spacing M (a grid) or --locations CSV (lat,lon positions), one of them")
+        return "--raster needs --spacing M (a grid) or --locations CSV (lat,lon positions), one of them"
     if args.dataset and not args.data_root:
-        p.error("--dataset needs --data-root")
+        return "--dataset needs --data-root"
     if args.tiles and not args.locations:
-        p.error("--tiles needs --locations (a CSV of file,lat,lon)")
-    return args
+        return "--tiles needs --locations (a CSV of file,lat,lon)"
+    return None
 
 
 def main(argv=None) -> int:

@@ -219,57 +219,64 @@ def build_database(source, checkpoint: str | Path | LoadedCheckpoint, out: str |
     (``store``: a :class:`StoreKind` or its name, :data:`~geoapp.retrieval.codes.STORES`). ``checkpoint``: its
     path (loaded here on ``device``) or a :class:`LoadedCheckpoint` (used as it is, on its own device)."""
     loaded = LoadedCheckpoint.of(checkpoint, device)
-    model, meta, dev, checkpoint = loaded.model, loaded.meta, loaded.device, loaded.path
-    config = model.config
     if limit is not None:
         source = Limited(source, limit)
-    ckpt_sha = loaded.sha256
     identity = source.identity()
     # everything that changes the stored bytes; a partial build is resumed only with the same plan
-    plan = {"checkpoint_sha256": ckpt_sha, "source": identity, "batch_size": batch_size, "device": dev.type,
-            "first_stage_dims": first_stage_dims}
-    writer = DatabaseWriter(out, config, plan, len(source), chunk_size, overwrite, store=store)
+    plan = {"checkpoint_sha256": loaded.sha256, "source": identity, "batch_size": batch_size,
+            "device": loaded.device.type, "first_stage_dims": first_stage_dims}
+    writer = DatabaseWriter(out, loaded.config, plan, len(source), chunk_size, overwrite, store=store)
     writer.write_paths(source.paths)
     writer.write_extra("latlon", np.asarray(source.latlon, dtype=np.float64))
+    done_before = len(source) - sum(len(range(*writer.chunk_range(c))) for c in writer.pending_chunks())
+    with tqdm(total=len(source), initial=done_before, unit="tile", desc="satellite branch",
+              disable=not show_progress) as bar:
+        run_chunks(writer, satellite_encoder(source, loaded, batch_size, workers), bar, on_chunk_done)
+    first_stage = write_first_stage(writer, loaded, first_stage_dims, show_progress) if first_stage_dims > 0 else None
+    config, path = loaded.config, loaded.path
+    return writer.finish({
+        "checkpoint": {"sha256": loaded.sha256, "path": str(path), "name": path.name,
+                       "model_config": config.to_dict(), "created": loaded.meta.get("created")},
+        "source": identity,
+        "first_stage": first_stage,
+        "build_device": loaded.device.type,
+        "batch_size": batch_size,
+    })
+
+
+def satellite_encoder(source, loaded: LoadedCheckpoint, batch_size: int, workers: int):
+    """``encode(start, stop)`` for :func:`~geoapp.retrieval.database_writer.run_chunks`: the satellite branch's maps
+    (float16, on the CPU) and the thumbnails of the references ``start:stop`` of ``source``."""
 
     @torch.inference_mode()
     def encode(start: int, stop: int) -> tuple[StageMaps, np.ndarray]:
         loader = torch.utils.data.DataLoader(torch.utils.data.Subset(_Loader(source), range(start, stop)),
                                              batch_size=batch_size, num_workers=workers)
         parts, thumbs = [], []
-        for polar, thumb in loader:
-            parts.append(model.encode_satellite(polar.to(dev)).to("cpu", torch.float16))  # halve the memory early
+        for polar, thumb in loader:  # float16 at once: halves the memory early
+            parts.append(loaded.model.encode_satellite(polar.to(loaded.device)).to("cpu", torch.float16))
             thumbs.append(np.asarray(thumb, dtype=np.uint8))
         return StageMaps.cat(parts), np.concatenate(thumbs)
 
-    done_before = len(source) - sum(len(range(*writer.chunk_range(c))) for c in writer.pending_chunks())
-    with tqdm(total=len(source), initial=done_before, unit="tile", desc="satellite branch",
-              disable=not show_progress) as bar:
-        run_chunks(writer, encode, bar, on_chunk_done)
+    return encode
 
-    first_stage_meta = None
-    if first_stage_dims > 0:
-        if "first_stage" not in writer.state["stages_done"]:
-            with tqdm(total=len(source), unit="tile", desc="first-stage descriptors", disable=not show_progress) as b:
-                arrays = compute_first_stage(writer.read_maps, len(source), config, first_stage_dims, progress=b)
-            for name, array in arrays.items():
-                writer.write_extra(name, array)
-            # the FAISS index for the checkpoint's FoV, so a two-stage app starts without building it
-            first = FirstStageIndex(config, *(arrays[f"first_stage_{k}"] for k in ("projection", "blocks", "energy")))
-            with torch.inference_mode():
-                dummy = model.encode_ground(torch.zeros(1, 3, config.ground_height, config.ground_width, device=dev))
-            n_blocks = first.query_vector(dummy.to("cpu"))[1]
-            with atomic_path(writer.partial / f"first_stage_faiss_n{n_blocks}.index") as tmp:
-                first.save_faiss_index(n_blocks, tmp)
-            writer.mark_stage_done("first_stage")
-        first_stage_meta = {"dims_per_block": first_stage_dims, "orientations": num_orientations(config),
-                            "description": "PCA block projections; see geoapp.retrieval.index"}
-    metadata = {
-        "checkpoint": {"sha256": ckpt_sha, "path": str(checkpoint), "name": checkpoint.name,
-                       "model_config": config.to_dict(), "created": meta.get("created")},
-        "source": identity,
-        "first_stage": first_stage_meta,
-        "build_device": dev.type,
-        "batch_size": batch_size,
-    }
-    return writer.finish(metadata)
+
+def write_first_stage(writer: DatabaseWriter, loaded: LoadedCheckpoint, dims: int, show_progress: bool) -> dict:
+    """The two-stage search's first stage of the written maps (unless a resumed build has it) and the FAISS index
+    for the checkpoint's FoV, so a two-stage app starts without building it; returns its metadata record."""
+    config = loaded.config
+    if "first_stage" not in writer.state["stages_done"]:
+        with tqdm(total=writer.n, unit="tile", desc="first-stage descriptors", disable=not show_progress) as bar:
+            arrays = compute_first_stage(writer.read_maps, writer.n, config, dims, progress=bar)
+        for name, array in arrays.items():
+            writer.write_extra(name, array)
+        first = FirstStageIndex(config, *(arrays[f"first_stage_{k}"] for k in ("projection", "blocks", "energy")))
+        with torch.inference_mode():
+            dummy = loaded.model.encode_ground(torch.zeros(1, 3, config.ground_height, config.ground_width,
+                                                           device=loaded.device))
+        n_blocks = first.query_vector(dummy.to("cpu"))[1]
+        with atomic_path(writer.partial / f"first_stage_faiss_n{n_blocks}.index") as tmp:
+            first.save_faiss_index(n_blocks, tmp)
+        writer.mark_stage_done("first_stage")
+    return {"dims_per_block": dims, "orientations": num_orientations(config),
+            "description": "PCA block projections; see geoapp.retrieval.index"}

@@ -180,21 +180,10 @@ class DatabaseWriter:
         self.save_state()
 
     def finish(self, metadata: dict) -> Path:
-        """Write ``metadata.json`` (with every file's size) and move the directory to ``<out>``."""
+        """Write ``metadata.json`` (``metadata`` with the format, the layout and every file's size) and move the
+        directory to ``<out>``."""
         self._join_thumbnails()
-        files = {}
-        for file in sorted(self.partial.iterdir()):
-            if file.name in (STATE_NAME, METADATA_NAME):
-                continue
-            info = {"bytes": file.stat().st_size}
-            if file.suffix == ".npy":
-                arr = np.load(file, mmap_mode="r")
-                info.update(dtype=str(arr.dtype), shape=list(arr.shape))
-                del arr
-            with open(file, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.chmod(file, 0o644)  # atomic writes create 0600 files; a database is meant to be shared read-only
-            files[file.name] = info
+        files = self._seal_files()
         build_seconds = self.state["build_seconds"] + time.perf_counter() - self._clock
         meta = {
             "format": FORMAT,
@@ -220,6 +209,30 @@ class DatabaseWriter:
         atomic_write_json(self.partial / METADATA_NAME, meta)
         os.chmod(self.partial / METADATA_NAME, 0o644)
         fsync_dir(self.partial)
+        self._move_into_place()
+        return self.out
+
+    def _seal_files(self) -> dict[str, dict]:
+        """Every written file flushed to disk and made world-readable; its size (and an array's dtype and shape) by
+        name, as the metadata records them."""
+        files = {}
+        for file in sorted(self.partial.iterdir()):
+            if file.name in (STATE_NAME, METADATA_NAME):
+                continue
+            info = {"bytes": file.stat().st_size}
+            if file.suffix == ".npy":
+                arr = np.load(file, mmap_mode="r")
+                info.update(dtype=str(arr.dtype), shape=list(arr.shape))
+                del arr
+            with open(file, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(file, 0o644)  # atomic writes create 0600 files; a database is meant to be shared read-only
+            files[file.name] = info
+        return files
+
+    def _move_into_place(self) -> None:
+        """Rename the finished ``<out>.partial`` to ``<out>`` (replacing an old database only once the new one is
+        complete), then drop its build state."""
         if self.out.exists():  # --overwrite: move the old one aside first so a crash never leaves neither
             old = self.out.with_name(self.out.name + f".old-{os.getpid()}")
             os.replace(self.out, old)
@@ -230,7 +243,6 @@ class DatabaseWriter:
         fsync_dir(self.out.parent)
         # only now: a crash before the rename leaves a resumable partial build, never an unrecorded one
         (self.out / STATE_NAME).unlink()
-        return self.out
 
 
 def stored_arrays(config: ModelConfig, maps: StageMaps, attention_dtype=torch.float16,
