@@ -209,7 +209,7 @@ def calibrate(args: argparse.Namespace, loaded: LoadedCheckpoint) -> int:
         size = read_database_metadata(Path(args.out))["num_references"]
         t0 = time.perf_counter()
         calibration = fit_calibration(loaded, args.dataset, args.data_root, size, split=args.calibrate,
-                                      distractor_split=args.calibration_distractors)
+                                      distractor_split=args.calibration_distractors, database=args.out)
         write_calibration(args.out, calibration)
     except UnfittableCalibration as exc:  # a model near chance: the database serves, its answers carry no probability
         write_calibration(args.out, unfittable_record(loaded, args.calibrate, exc))

@@ -25,8 +25,8 @@ from ..data.transforms import resize_image, to_tensor
 from ..files import atomic_path, sha256_file
 from ..model import StageMaps
 from ..model.checkpoint import LoadedCheckpoint
-from .codes import DEFAULT_STORE, StoreKind
-from .database import DEFAULT_CHUNK, THUMBNAIL_SIZE, DatabaseError
+from .codes import DEFAULT_STORE, DeferredMaps, StoreKind
+from .database import DEFAULT_CHUNK, THUMBNAIL_SIZE, DatabaseError, ReferenceDatabase, gate_stages
 from .database_writer import DatabaseWriter, run_chunks
 from .index import DEFAULT_DIMS, FirstStageIndex, compute_first_stage, num_orientations
 
@@ -211,14 +211,37 @@ class ConcatSource:
         return self.sources[part].load(index - int(self.offsets[part]))
 
 
+class StoredReferences:
+    """References of a built database standing in for the network's maps of a source's references: ``rows[i]`` is
+    the database row of source reference i, -1 where it holds none. Only a database of float16 maps
+    (:attr:`~geoapp.retrieval.codes.StoreKind.float16_maps`) of the same checkpoint and the same tiles holds what
+    encoding them again would give (up to the network's last bits, which depend on the batch a tile ran in)."""
+
+    def __init__(self, db: ReferenceDatabase, rows):
+        self.db, self.rows = db, np.asarray(rows, dtype=np.int64)
+
+    def load(self, start: int, stop: int) -> tuple[StageMaps, np.ndarray]:
+        """The stored maps and thumbnails of source references ``start:stop`` (all held)."""
+        rows = self.rows[start:stop]
+        maps = self.db.gather(rows)
+        features = [f.decoded() if isinstance(f, DeferredMaps) else f for f in maps.features]
+        thumbs = np.stack([self.db.thumbnail(int(r)) for r in rows])
+        return StageMaps(features, maps.masks, None, maps.gates, None), thumbs
+
+
 def build_database(source, checkpoint: str | Path | LoadedCheckpoint, out: str | Path,
                    chunk_size: int = DEFAULT_CHUNK, batch_size: int = 32, device: str = "auto", workers: int = 0,
                    first_stage_dims: int = DEFAULT_DIMS, overwrite: bool = False, limit: int | None = None,
-                   show_progress: bool = True, on_chunk_done=None, store: str | StoreKind = DEFAULT_STORE) -> Path:
+                   show_progress: bool = True, on_chunk_done=None, store: str | StoreKind = DEFAULT_STORE,
+                   stored: StoredReferences | None = None) -> Path:
     """Encode every reference of ``source`` with the checkpoint's satellite branch and write the database
     (``store``: a :class:`StoreKind` or its name, :data:`~geoapp.retrieval.codes.STORES`). ``checkpoint``: its
-    path (loaded here on ``device``) or a :class:`LoadedCheckpoint` (used as it is, on its own device)."""
+    path (loaded here on ``device``) or a :class:`LoadedCheckpoint` (used as it is, on its own device). ``stored``:
+    references another database holds, copied from it instead of encoded (``limit`` must then be None)."""
     loaded = LoadedCheckpoint.of(checkpoint, device)
+    if limit is not None and stored is not None:
+        raise ValueError("build_database: a limit and stored references together; the stored rows name the whole "
+                         "source's references, so limit the source itself (Limited)")
     if limit is not None:
         source = Limited(source, limit)
     identity = source.identity()
@@ -231,7 +254,7 @@ def build_database(source, checkpoint: str | Path | LoadedCheckpoint, out: str |
     done_before = len(source) - sum(len(range(*writer.chunk_range(c))) for c in writer.pending_chunks())
     with tqdm(total=len(source), initial=done_before, unit="tile", desc="satellite branch",
               disable=not show_progress) as bar:
-        run_chunks(writer, satellite_encoder(source, loaded, batch_size, workers), bar, on_chunk_done)
+        run_chunks(writer, satellite_encoder(source, loaded, batch_size, workers, stored), bar, on_chunk_done)
     first_stage = write_first_stage(writer, loaded, first_stage_dims, show_progress) if first_stage_dims > 0 else None
     config, path = loaded.config, loaded.path
     return writer.finish({
@@ -244,12 +267,14 @@ def build_database(source, checkpoint: str | Path | LoadedCheckpoint, out: str |
     })
 
 
-def satellite_encoder(source, loaded: LoadedCheckpoint, batch_size: int, workers: int):
+def satellite_encoder(source, loaded: LoadedCheckpoint, batch_size: int, workers: int,
+                      stored: StoredReferences | None = None):
     """``encode(start, stop)`` for :func:`~geoapp.retrieval.database_writer.run_chunks`: the satellite branch's maps
-    (float16, on the CPU) and the thumbnails of the references ``start:stop`` of ``source``."""
+    (float16, on the CPU) and the thumbnails of the references ``start:stop`` of ``source``; those ``stored`` holds
+    are copied from there."""
 
     @torch.inference_mode()
-    def encode(start: int, stop: int) -> tuple[StageMaps, np.ndarray]:
+    def network(start: int, stop: int) -> tuple[StageMaps, np.ndarray]:
         loader = torch.utils.data.DataLoader(torch.utils.data.Subset(_Loader(source), range(start, stop)),
                                              batch_size=batch_size, num_workers=workers)
         parts, thumbs = [], []
@@ -258,7 +283,31 @@ def satellite_encoder(source, loaded: LoadedCheckpoint, batch_size: int, workers
             thumbs.append(np.asarray(thumb, dtype=np.uint8))
         return StageMaps.cat(parts), np.concatenate(thumbs)
 
+    if stored is None:
+        return network
+
+    def encode(start: int, stop: int) -> tuple[StageMaps, np.ndarray]:
+        held = stored.rows[start:stop] >= 0
+        edges = [0, *(np.flatnonzero(np.diff(held)) + 1).tolist(), stop - start]
+        parts, thumbs = [], []
+        for a, b in zip(edges[:-1], edges[1:]):  # runs of references held and not held
+            maps, thumb = (stored.load if held[a] else network)(start + a, start + b)
+            parts.append(stored_part(maps, loaded.config))
+            thumbs.append(thumb)
+        return StageMaps.cat(parts), np.concatenate(thumbs)
+
     return encode
+
+
+def stored_part(maps: StageMaps, config) -> StageMaps:
+    """The maps a database stores of ``maps`` (the used stages' features, the window stages' gates, the masks),
+    the others empty: what a database's rows and the network's output have in common."""
+    n = len(maps)
+    features = [f if s in config.stages else torch.empty((n, 0, 0, 0), dtype=f.dtype)
+                for s, f in enumerate(maps.features, 1)]
+    gates = None if maps.gates is None else [g if s in gate_stages(config) else torch.empty((n, 0, 0), dtype=g.dtype)
+                                             for s, g in enumerate(maps.gates, 1)]
+    return StageMaps(features, maps.masks, None, gates, None)
 
 
 def write_first_stage(writer: DatabaseWriter, loaded: LoadedCheckpoint, dims: int, show_progress: bool) -> dict:

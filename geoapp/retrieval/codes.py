@@ -314,6 +314,12 @@ class StoreKind:
         return None if self.feature_bits is None else self.feature_bits[stage - 1]
 
     @property
+    def float16_maps(self) -> bool:
+        """It holds the network's maps as float16 values, all of them: what a build of the default store writes, so
+        its rows can stand in for encoding the same tiles again."""
+        return self.feature_bits is None and not self.coded_attention
+
+    @property
     def attention_dtype(self) -> str:
         """The dtype of the stored masks and gates."""
         return "uint8" if self.coded_attention else "float16"
