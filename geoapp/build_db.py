@@ -34,23 +34,19 @@ from pathlib import Path
 
 from .data.datasets import DATASETS
 from .files import sha256_file
-from .model import ModelConfig, read_metadata
+from .model.checkpoint import LoadedCheckpoint
 from .retrieval.build import ConcatSource, DatasetSource, TileFolderSource, build_database
 from .retrieval.calibrate import fit_calibration, unfittable_record, write_calibration
-from .retrieval.codes import STORE_KINDS
+from .retrieval.codes import DEFAULT_STORE, STORES
 from .retrieval.confidence import UnfittableCalibration
 from .retrieval.database import DEFAULT_CHUNK, ReferenceDatabase, read_database_metadata
 from .retrieval.index import DEFAULT_DIMS
 from .retrieval.raster import RasterSource, read_locations, training_footprint
 from .retrieval.vector_engine import INDEX_TYPES, upload_database
 
-# fp16 by default: compact is a fraction of fp16's bytes per reference at a small loss of R@1, but its window columns
-# are decoded on every query, so its exhaustive search is several times slower (docs/results.md, "Compact stores").
-# The smaller store is the one to ask for (--store compact), not the default.
-DEFAULT_STORE = "fp16"
 
-
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """build_db's options, by topic: the source, the build, the calibration, the upload to a vector engine."""
     p = argparse.ArgumentParser(prog="python -m geoapp.build_db", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="model checkpoint (.safetensors) whose satellite branch to run")
@@ -74,9 +70,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1 ...")
     p.add_argument("--first-stage-dims", type=int, default=DEFAULT_DIMS,
                    help=f"PCA dims per orientation block for the two-stage search (default {DEFAULT_DIMS}; 0: none)")
-    p.add_argument("--store", choices=STORE_KINDS, default=DEFAULT_STORE,
-                   help="how the maps are stored (default: %(default)s): fp16, or int8 / int4 / compact codes "
-                        "with JPEG thumbnails (see geoapp.retrieval.codes)")
+    p.add_argument("--store", choices=list(STORES), default=DEFAULT_STORE.name,
+                   help="how the maps are stored (default: %(default)s): "
+                        + "; ".join(f"{kind.name}, {kind.summary}" for kind in STORES.values())
+                        + " (see geoapp.retrieval.codes)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing database at --out (with --vector-engine: also a collection that holds "
                         "another database's first stage)")
@@ -98,64 +95,89 @@ def parse_args(argv=None) -> argparse.Namespace:
                      help="only upload the first stage of the existing database at --out")
     vec.add_argument("--vector-index", choices=list(INDEX_TYPES), default="FLAT",
                      help="the collection's index: FLAT (exact; default) or IVF_FLAT (1,024 clusters, 64 searched)")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
+    problem = argument_problem(args)
+    if problem:
+        p.error(problem)
+    return args
+
+
+def argument_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with a combination of options (each valid alone), or None."""
     if (args.upload_only or args.collection) and not args.vector_engine:
-        p.error("--upload-only and --collection need --vector-engine URI")
+        return "--upload-only and --collection need --vector-engine URI"
     if args.upload_only and args.calibrate_only:
-        p.error("--upload-only and --calibrate-only: one of them at a time")
+        return "--upload-only and --calibrate-only: one of them at a time"
     if args.vector_engine and args.first_stage_dims == 0 and not args.upload_only:
-        p.error("--vector-engine uploads the first stage, and --first-stage-dims 0 builds none")
+        return "--vector-engine uploads the first stage, and --first-stage-dims 0 builds none"
     if (args.calibrate or args.calibrate_only) and not args.dataset:
-        p.error("--calibrate needs --dataset and --data-root (a split with known locations and headings); a tile "
+        return ("--calibrate needs --dataset and --data-root (a split with known locations and headings); a tile "
                 "folder has no ground photos to calibrate on")
     if args.calibrate_only and not args.calibrate:
-        p.error("--calibrate-only needs --calibrate SPLIT")
+        return "--calibrate-only needs --calibrate SPLIT"
     if args.calibrate and args.calibrate in args.split.split(","):
-        p.error(f"--calibrate {args.calibrate}: the database serves that split, so its confidence would be fitted on "
+        return (f"--calibrate {args.calibrate}: the database serves that split, so its confidence would be fitted on "
                 "the very answers it is then judged by; calibrate on another split (e.g. val)")
     if not args.upload_only and sum(bool(x) for x in (args.dataset, args.tiles, args.raster)) != 1:
-        p.error("give one source: --dataset (with --data-root), --tiles (with --locations) or --raster (with "
+        return ("give one source: --dataset (with --data-root), --tiles (with --locations) or --raster (with "
                 "--spacing or --locations)")
     if args.raster and bool(args.spacing) == bool(args.locations):
-        p.error("--raster needs --spacing M (a grid) or --locations CSV (lat,lon positions), one of them")
+        return "--raster needs --spacing M (a grid) or --locations CSV (lat,lon positions), one of them"
     if args.dataset and not args.data_root:
-        p.error("--dataset needs --data-root")
+        return "--dataset needs --data-root"
     if args.tiles and not args.locations:
-        p.error("--tiles needs --locations (a CSV of file,lat,lon)")
-    return args
+        return "--tiles needs --locations (a CSV of file,lat,lon)"
+    return None
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.upload_only:
+    if args.upload_only:  # the upload needs the checkpoint's hash alone, not its weights
         return upload(args)
-    if args.calibrate_only:
-        return calibrate(args)
+    try:  # once for the whole command: the build, the calibration and the upload share it
+        loaded = LoadedCheckpoint.load(args.checkpoint, args.device)
+    except (ValueError, OSError) as exc:  # CheckpointError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    status = 0 if args.calibrate_only else build(args, loaded)
+    if status == 0 and args.calibrate:
+        status = calibrate(args, loaded)
+    return upload(args, loaded) if args.vector_engine and status == 0 and not args.calibrate_only else status
+
+
+def build(args: argparse.Namespace, loaded: LoadedCheckpoint) -> int:
+    """Build the database at --out from the source the arguments name."""
+    config = loaded.config
     try:
-        config = ModelConfig.from_dict(read_metadata(args.checkpoint)["model_config"])
         if args.dataset:
             parts = [DatasetSource(args.dataset, args.data_root, split, config) for split in args.split.split(",")]
             source = parts[0] if len(parts) == 1 else ConcatSource(parts)
         elif args.tiles:
             source = TileFolderSource(args.tiles, args.locations, (config.sat_height, config.sat_width))
         else:
-            source = raster_source(args, config)
+            source = raster_source(args, loaded)
         t0 = time.perf_counter()
-        out = build_database(source, args.checkpoint, args.out, args.chunk_size, args.batch_size, args.device,
-                             args.workers, args.first_stage_dims, args.overwrite, args.limit, store=args.store)
-    except (ValueError, OSError) as exc:  # DatabaseError, CheckpointError, DatasetError, ImageError
+        out = build_database(source, loaded, args.out, args.chunk_size, args.batch_size, workers=args.workers,
+                             first_stage_dims=args.first_stage_dims, overwrite=args.overwrite, limit=args.limit,
+                             store=args.store)
+    except (ValueError, OSError) as exc:  # DatabaseError, DatasetError, ImageError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     n = len(source) if args.limit is None else min(args.limit, len(source))
     dt = time.perf_counter() - t0
     print(f"wrote {out}: {n} references in {dt:.1f} s ({dt / n * 1000:.1f} ms per tile)")
-    status = calibrate(args) if args.calibrate else 0
-    return upload(args) if args.vector_engine and status == 0 else status
+    return 0
 
 
-def raster_source(args: argparse.Namespace, config: ModelConfig) -> RasterSource:
+def raster_source(args: argparse.Namespace, loaded: LoadedCheckpoint) -> RasterSource:
+    config = loaded.config
     tile_metres, how = ((args.tile_metres, "--tile-metres") if args.tile_metres
-                        else training_footprint(read_metadata(args.checkpoint)))
+                        else training_footprint(loaded.meta))
     locations = read_locations(args.locations) if args.locations else None
     source = RasterSource(args.raster, (config.sat_height, config.sat_width), tile_metres, args.spacing,
                           locations=locations)
@@ -165,10 +187,11 @@ def raster_source(args: argparse.Namespace, config: ModelConfig) -> RasterSource
     return source
 
 
-def upload(args: argparse.Namespace) -> int:
-    """Upload the first stage of the database at --out to --vector-engine (geoapp.retrieval.vector_engine)."""
+def upload(args: argparse.Namespace, loaded: LoadedCheckpoint | None = None) -> int:
+    """Upload the first stage of the database at --out to --vector-engine (geoapp.retrieval.vector_engine);
+    ``loaded``: the command's checkpoint when it loaded one (else the file is only hashed)."""
     try:
-        db = ReferenceDatabase.open(args.out, sha256_file(args.checkpoint))
+        db = ReferenceDatabase.open(args.out, loaded.sha256 if loaded else sha256_file(args.checkpoint))
         t0 = time.perf_counter()
         name, rows = upload_database(db, args.vector_engine, args.collection, replace=args.overwrite,
                                      index_type=args.vector_index)
@@ -181,15 +204,16 @@ def upload(args: argparse.Namespace) -> int:
     return 0
 
 
-def calibrate(args: argparse.Namespace) -> int:
+def calibrate(args: argparse.Namespace, loaded: LoadedCheckpoint) -> int:
+    """Fit the confidence calibration of the database at --out and store it there."""
     try:
         size = read_database_metadata(Path(args.out))["num_references"]
         t0 = time.perf_counter()
-        calibration = fit_calibration(args.checkpoint, args.dataset, args.data_root, size, split=args.calibrate,
-                                      distractor_split=args.calibration_distractors, device=args.device)
+        calibration = fit_calibration(loaded, args.dataset, args.data_root, size, split=args.calibrate,
+                                      distractor_split=args.calibration_distractors, database=args.out)
         write_calibration(args.out, calibration)
     except UnfittableCalibration as exc:  # a model near chance: the database serves, its answers carry no probability
-        write_calibration(args.out, unfittable_record(args.checkpoint, args.calibrate, exc))
+        write_calibration(args.out, unfittable_record(loaded, args.calibrate, exc))
         print(f"warning: calibration: {exc}; {args.out} answers without a probability of being right",
               file=sys.stderr)
         return 0

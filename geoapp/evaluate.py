@@ -31,7 +31,7 @@ import numpy as np
 
 from .data.datasets import DATASETS
 from .files import atomic_write_json
-from .model import load_model, read_metadata
+from .model import CheckpointError, load_model
 from .retrieval.places import default_place_distance
 from .runtime import resolve_device
 from .training.data import PairImages, open_split
@@ -124,7 +124,12 @@ def selection_conflict(meta: dict, dataset: str, root, split: str) -> str | None
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    meta = read_metadata(args.checkpoint)
+    device = resolve_device(args.device)
+    try:  # once: the checks below read its metadata, the evaluation its weights
+        model, meta = load_model(args.checkpoint, map_location=device)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     trained = meta.get("train_config", {})
     dataset = args.dataset or trained.get("dataset")
     root = args.data_root or trained.get("data_root")
@@ -145,9 +150,7 @@ def main(argv=None) -> int:
         bar = "!" * 100
         print(f"{bar}\nWARNING: {conflict} (--allow-selection-split): these figures are NOT held-out figures\n{bar}",
               file=sys.stderr)
-    device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
-    model, meta = load_model(args.checkpoint, map_location=device)
     if args.gate_weight is not None:
         try:
             model.config = dataclasses.replace(model.config, gate_weight=args.gate_weight)

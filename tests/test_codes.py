@@ -14,13 +14,15 @@ from geoapp.model import StageMaps
 from geoapp.model.align import column_energy, gate_energy
 from geoapp.retrieval.build import TileFolderSource, build_database
 from geoapp.retrieval.codes import (
+    FP16,
+    STORES,
     CodedStage,
     DeferredMaps,
     GatheredStage,
     decode_features,
     encode_features,
-    feature_bits,
     pack,
+    store_kind,
     unpack,
 )
 from geoapp.retrieval.database import FORMAT_VERSION, DatabaseError, ReferenceDatabase
@@ -33,6 +35,8 @@ N_TILES = 12
 # |similarity(int8 store) - similarity(fp16 store)| of every answered pair stays below this (a cosine-type score in
 # [-1, 1]; measured here: ~1e-3 for int8). The per-value bound is exact: half a step plus the fp16 rounding.
 INT8_SIMILARITY_BOUND = 0.01
+OTHER_STORES = [name for name, kind in STORES.items() if kind is not FP16]  # each compared with the fp16 store
+CODED_FEATURES = [name for name, kind in STORES.items() if kind.feature_bits is not None]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +47,7 @@ def world(tmp_path_factory):
     source = TileFolderSource(csv_path.parent, csv_path, (CONFIG.sat_height, CONFIG.sat_width))
     dbs = {store: build_database(source, ckpt, root / f"db_{store}", chunk_size=5, batch_size=4,
                                  show_progress=False, first_stage_dims=8, store=store)
-           for store in ("fp16", "int8", "int4", "compact")}
+           for store in STORES}
     return {"root": root, "ckpt": ckpt, "source": source, "dbs": dbs}
 
 
@@ -72,18 +76,21 @@ def test_codes_are_within_half_a_step(bits):
         encode_features(-x, bits)
 
 
-@pytest.mark.parametrize("store", ["int8", "int4", "compact"])
+@pytest.mark.parametrize("store", OTHER_STORES)
 def test_store_decodes_near_the_fp16_store_and_its_energies_are_the_decoded_ones(world, store):
     fp16, q = ReferenceDatabase.open(world["dbs"]["fp16"]), ReferenceDatabase.open(world["dbs"][store])
+    kind = STORES[store]
     a, b = fp16.slice(0, N_TILES), q.slice(0, N_TILES)
     for s in range(4):
-        levels = 2 ** feature_bits(store)[s] - 1
+        bits = kind.bits(s + 1)
         assert b.features[s].dtype == torch.float16 and b.features[s].shape == a.features[s].shape
         peak = a.features[s].float().amax(dim=(2, 3), keepdim=True)  # N x C x 1 x 1
-        assert ((b.features[s].float() - a.features[s].float()).abs() <= peak / levels * 0.51 + 1e-3).all()
+        step = 0 if bits is None else peak / (2**bits - 1)  # float16 features are the fp16 store's
+        assert ((b.features[s].float() - a.features[s].float()).abs() <= step * 0.51 + 1e-3 * (bits is not None)).all()
         assert torch.equal(b.col_energy[s], column_energy(b.features[s]))
-        assert (b.masks[s].float() - a.masks[s].float()).abs().max() <= 0.5 / 255 + 1e-3
-    assert (b.gates[0].float() - a.gates[0].float()).abs().max() <= 0.01
+        mask_error = 0.5 / 255 + 1e-3 if kind.coded_attention else 0.0
+        assert (b.masks[s].float() - a.masks[s].float()).abs().max() <= mask_error
+    assert (b.gates[0].float() - a.gates[0].float()).abs().max() <= (0.01 if kind.coded_attention else 0.0)
     assert torch.equal(b.gate_energy[0], gate_energy(b.gates[0]))
     gathered = q.gather([7, 2])
     assert torch.equal(gathered.features[0], b.features[0][[7, 2]])
@@ -112,21 +119,40 @@ def test_metadata_records_the_store_and_the_sizes(world):
     for store, path in world["dbs"].items():
         db = ReferenceDatabase.open(path)
         meta = json.loads((path / "metadata.json").read_text())
-        assert meta["store"] == store == db.store and meta["format_version"] == FORMAT_VERSION
+        assert meta["store"] == store == db.store.name and meta["format_version"] == FORMAT_VERSION
         assert all(f["bytes"] == (path / name).stat().st_size for name, f in meta["files"].items())
+        assert ("thumbnails.jpg.bin" in meta["files"]) == db.store.jpeg_thumbnails
+        assert ("thumbnails.npy" in meta["files"]) != db.store.jpeg_thumbnails
         sizes[store] = meta["layout"]["bytes_per_reference"]
-    assert "thumbnails.jpg.bin" in json.loads((world["dbs"]["int8"] / "metadata.json").read_text())["files"]
     assert sizes["compact"] < sizes["int4"] < sizes["int8"] < sizes["fp16"] / 2
 
 
-def test_rebuild_is_bit_identical(world, tmp_path):
-    again = build_database(world["source"], world["ckpt"], tmp_path / "again", chunk_size=5, batch_size=4,
-                           show_progress=False, first_stage_dims=8, store="compact")
-    files = sorted(f.name for f in world["dbs"]["compact"].iterdir())
-    assert files == sorted(f.name for f in again.iterdir())
-    for name in files:
-        if name != "metadata.json":
-            assert (again / name).read_bytes() == (world["dbs"]["compact"] / name).read_bytes(), name
+# the metadata's words for the arrays, as databases built before the store kinds were objects wrote them: a database
+# keeps describing itself in them
+FP16_WORDS = {"features": "features_<b>.npy: float16, R x W_b x C_b x H_b (column-major per reference; StageMaps view "
+                          "= permute(0, 2, 3, 1))",
+              "masks": "masks_<b>.npy: float16, R x H_b x W_b",
+              "gates": "gates_<b>.npy: float16, R x C_b x W_b (the stages that choose windows)",
+              "thumbnails": "thumbnails.npy: uint8 R x 96 x 96 x 3"}
+COMPACT_WORDS = {"features": "features_<b>.npy: uint8 codes of [2, 2, 2, 4] bits (stages 1-4), R x W_b x "
+                             "C_b*H_b*bits/8 (each column packed), feature_scale_<b>.npy float16 R x C_b steps; see "
+                             "geoapp.retrieval.codes",
+                 "masks": "masks_<b>.npy: uint8 codes, R x H_b x W_b",
+                 "gates": "gates_<b>.npy: uint8 codes, R x C_b x W_b (the stages that choose windows)",
+                 "thumbnails": "thumbnails.jpg.bin: JPEGs, thumbnail_offsets.npy: int64 R + 1 offsets"}
+
+
+@pytest.mark.parametrize(("store", "words"), [("fp16", FP16_WORDS), ("compact", COMPACT_WORDS)])
+def test_the_layout_words_are_the_ones_databases_always_wrote(world, store, words):
+    layout = json.loads((world["dbs"][store] / "metadata.json").read_text())["layout"]
+    assert {k: layout[k] for k in words} == words
+    assert STORES[store].describe(use_ca=False)["masks"] is None
+
+
+def test_a_store_is_looked_up_by_name_and_an_unknown_name_lists_the_known_ones():
+    assert all(store_kind(name) is kind and store_kind(kind) is kind for name, kind in STORES.items())
+    with pytest.raises(ValueError, match=r"store must be one of \('fp16', 'int8', 'int4', 'compact'\), got 'int3'"):
+        store_kind("int3")
 
 
 @pytest.mark.parametrize("version", [1, FORMAT_VERSION + 1])
@@ -155,37 +181,29 @@ def test_unknown_store_is_refused(world, tmp_path):
         ReferenceDatabase.open(odd)
 
 
-def test_interrupted_compact_build_resumes_to_the_same_bytes(world, tmp_path):
-    out = tmp_path / "resumed"
-
-    def stop_after_chunk_0(chunk):
-        if chunk == 0:
-            raise KeyboardInterrupt("simulated kill")
-
-    kwargs = dict(chunk_size=5, batch_size=4, show_progress=False, first_stage_dims=8, store="compact")
-    with pytest.raises(KeyboardInterrupt):
-        build_database(world["source"], world["ckpt"], out, on_chunk_done=stop_after_chunk_0, **kwargs)
-    with pytest.raises(DatabaseError, match="different inputs"):  # the store is part of the plan
-        build_database(world["source"], world["ckpt"], out, **{**kwargs, "store": "int8"})
-    build_database(world["source"], world["ckpt"], out, **kwargs)
-    for f in world["dbs"]["compact"].iterdir():
-        if f.name != "metadata.json":
-            assert (out / f.name).read_bytes() == f.read_bytes(), f.name
-    assert not (out / "thumbnail_chunks").exists()
-
-
-def test_cli_store_option(world, tmp_path, capsys):
+@pytest.mark.parametrize("store", STORES)
+def test_cli_store_option(world, tmp_path, capsys, store):
     from geoapp.build_db import main
 
     out = tmp_path / "cli_db"
     tiles = world["root"] / "tiles"
     args = ["--checkpoint", str(world["ckpt"]), "--tiles", str(tiles), "--locations", str(tiles / "tiles.csv"),
-            "--out", str(out), "--limit", "3", "--store", "int8"]
+            "--out", str(out), "--limit", "3", "--store", store]
     assert main(args) == 0
-    assert ReferenceDatabase.open(out).store == "int8"
+    assert ReferenceDatabase.open(out).store is STORES[store]
 
 
-@pytest.mark.parametrize("store", ["int8", "compact"])
+def test_cli_refuses_an_unknown_store_naming_the_known_ones(world, tmp_path, capsys):
+    from geoapp.build_db import main
+
+    with pytest.raises(SystemExit):
+        main(["--checkpoint", str(world["ckpt"]), "--tiles", "t", "--locations", "t.csv", "--out", str(tmp_path),
+              "--store", "int3"])
+    err = capsys.readouterr().err
+    assert "--store: invalid choice" in err and "int3" in err and all(name in err for name in STORES)
+
+
+@pytest.mark.parametrize("store", CODED_FEATURES)
 def test_search_decodes_only_window_columns_and_gives_the_decoded_store_answer(world, store):
     """The search reads a coded store's windows through ``CodedStage.window_rows``, bit for bit the columns of the
     whole decoded map; its top-k equals the plain fp32 search over the eagerly decoded maps."""
@@ -208,7 +226,7 @@ def test_search_decodes_only_window_columns_and_gives_the_decoded_store_answer(w
     assert torch.allclose(lazy.distances, exact.distances, atol=1e-6)
 
 
-@pytest.mark.parametrize("store", ["fp16", "compact"])
+@pytest.mark.parametrize("store", STORES)
 def test_gathered_references_read_their_windows_from_the_store(world, store):
     """A gather (a re-rank's candidates) stays a view of the store: its window columns are the store's rows of those
     references, bit for bit what the eager gather's maps hold, and the gathered search answers as before."""

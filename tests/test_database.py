@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,8 @@ from geoapp.files import sha256_file
 from geoapp.model import ModelConfig, load_model
 from geoapp.model.align import column_energy
 from geoapp.retrieval.build import TileFolderSource, build_database
-from geoapp.retrieval.database import DatabaseError, ReferenceDatabase
+from geoapp.retrieval.codes import STORES
+from geoapp.retrieval.database import DatabaseError, ReferenceDatabase, array_layout
 from geoapp.testing import make_random_tiles, random_checkpoint
 
 CONFIG = ModelConfig(ground_height=64, sat_height=64, sat_width=256)
@@ -31,6 +33,14 @@ def world(tmp_path_factory):
     source = TileFolderSource(csv_path.parent, csv_path, (CONFIG.sat_height, CONFIG.sat_width))
     db_path = build_database(source, ckpt, root / "db", chunk_size=CHUNK, batch_size=3, show_progress=False)
     return {"root": root, "ckpt": ckpt, "csv": csv_path, "source": source, "db": db_path}
+
+
+@pytest.fixture(scope="module")
+def stored(world):
+    """The world's database in every store kind of the registry (fp16: the world's own)."""
+    return {name: world["db"] if name == "fp16" else build_database(
+        world["source"], world["ckpt"], world["root"] / f"db_{name}", chunk_size=CHUNK, batch_size=3,
+        show_progress=False, store=name) for name in STORES}
 
 
 def _data_files(path):
@@ -75,49 +85,64 @@ def test_tiles_are_polar_transformed_at_the_checkpoint_size(world):
     assert torch.allclose(polar, to_tensor(polar_transform(tile, CONFIG.sat_height, CONFIG.sat_width)))
 
 
-def test_metadata_records_provenance_and_layout(world):
-    meta = ReferenceDatabase.open(world["db"]).metadata
+@pytest.mark.parametrize("store", STORES)
+def test_metadata_records_provenance_and_layout(world, stored, store):
+    db = ReferenceDatabase.open(stored[store])
+    meta = db.metadata
+    assert db.store is STORES[store] and meta["store"] == store
     assert meta["checkpoint"]["sha256"] == sha256_file(world["ckpt"])
     assert meta["checkpoint"]["model_config"] == CONFIG.to_dict()
     assert meta["source"]["kind"] == "tiles"
     assert meta["source"]["locations_sha256"] == sha256_file(world["csv"])
     assert meta["num_references"] == N_TILES
-    f1 = meta["files"]["features_1.npy"]
-    assert f1["dtype"] == "float16" and f1["shape"] == [N_TILES, 64, 64, 16]
-    assert all(f["bytes"] == (world["db"] / name).stat().st_size for name, f in meta["files"].items())
+    for name, (shape, dtype) in array_layout(CONFIG, STORES[store]).items():  # every array as the store lays it out
+        assert meta["files"][f"{name}.npy"]["dtype"] == dtype and meta["files"][f"{name}.npy"]["shape"] == [
+            N_TILES, *shape]
+    assert all(f["bytes"] == (stored[store] / name).stat().st_size for name, f in meta["files"].items())
     for key in ("command", "code_revision", "built", "build_seconds", "layout"):
         assert key in meta
+    assert db.thumbnail(3).shape == (96, 96, 3) and db.thumbnail(3).dtype == np.uint8
 
 
-def test_rebuild_is_bit_identical(world, tmp_path):
+def test_fp16_features_are_stored_as_they_are(world):
+    f1 = ReferenceDatabase.open(world["db"]).metadata["files"]["features_1.npy"]
+    assert f1["dtype"] == "float16" and f1["shape"] == [N_TILES, 64, 64, 16]
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_rebuild_is_bit_identical(world, stored, store, tmp_path):
     again = build_database(world["source"], world["ckpt"], tmp_path / "again", chunk_size=CHUNK, batch_size=3,
-                           show_progress=False)
-    assert _data_files(again) == _data_files(world["db"])
+                           show_progress=False, store=store)
+    assert _data_files(again) == _data_files(stored[store])
 
 
-def test_interrupted_build_resumes_to_the_same_bytes(world, tmp_path):
+@pytest.mark.parametrize("store", STORES)
+def test_interrupted_build_resumes_to_the_same_bytes(world, stored, store, tmp_path):
     out = tmp_path / "resumed"
+    kwargs = dict(chunk_size=CHUNK, batch_size=3, show_progress=False, store=store)
 
     def stop_after_chunk_1(chunk):
         if chunk == 1:
             raise KeyboardInterrupt("simulated kill")
 
     with pytest.raises(KeyboardInterrupt):
-        build_database(world["source"], world["ckpt"], out, chunk_size=CHUNK, batch_size=3, show_progress=False,
-                       on_chunk_done=stop_after_chunk_1)
+        build_database(world["source"], world["ckpt"], out, on_chunk_done=stop_after_chunk_1, **kwargs)
     assert not out.exists()
     state = json.loads((tmp_path / "resumed.partial" / "build_state.json").read_text())
     assert state["done_chunks"] == [0, 1]
     with pytest.raises(DatabaseError, match="unfinished build"):
         ReferenceDatabase.open(out)
+    other = next(name for name in STORES if name != store)
+    with pytest.raises(DatabaseError, match="different inputs"):  # the store is part of the plan
+        build_database(world["source"], world["ckpt"], out, **{**kwargs, "store": other})
 
     redone = []
-    build_database(world["source"], world["ckpt"], out, chunk_size=CHUNK, batch_size=3, show_progress=False,
-                   on_chunk_done=redone.append)
+    build_database(world["source"], world["ckpt"], out, on_chunk_done=redone.append, **kwargs)
     assert redone == [2]  # only the missing chunk was encoded
-    assert _data_files(out) == _data_files(world["db"])
+    assert _data_files(out) == _data_files(stored[store])
     assert ReferenceDatabase.open(out).metadata["build_sessions"] == 2
     assert not (tmp_path / "resumed.partial").exists()
+    assert not (out / "thumbnail_chunks").exists()
 
 
 def test_partial_build_of_other_inputs_is_not_resumed(world, tmp_path):
@@ -143,9 +168,10 @@ def test_other_checkpoint_is_refused_with_both_hashes(world, tmp_path):
         ReferenceDatabase.open(world["db"], model_config=ModelConfig())
 
 
-def test_truncated_file_and_missing_metadata_are_refused(world, tmp_path):
+@pytest.mark.parametrize("store", STORES)
+def test_truncated_file_and_missing_metadata_are_refused(stored, store, tmp_path):
     broken = tmp_path / "broken"
-    shutil.copytree(world["db"], broken)
+    shutil.copytree(stored[store], broken)
     data = (broken / "features_2.npy").read_bytes()
     (broken / "features_2.npy").write_bytes(data[: len(data) // 2])
     with pytest.raises(DatabaseError, match=r"features_2.npy is .* bytes but metadata.json records .*truncated"):
@@ -197,3 +223,61 @@ def test_shared_window_database_stores_only_the_choosing_stage_gates_and_says_wh
     own = dataclasses.replace(shared, shared_window=False)
     with pytest.raises(DatabaseError, match=r"gates of stage\(s\) \[2, 3, 4\], which the database does not store"):
         ReferenceDatabase.open(db_path, sha256_file(ckpt), own)
+
+
+@pytest.fixture(scope="module")
+def synth_world(tmp_path_factory):
+    """A tiny synthetic world with the three splits a first start reads: 4 train, 4 val and 8 test locations."""
+    from geoapp.synth.world import WorldConfig
+    from geoapp.synth.writer import ImageOptions, write_dataset
+
+    root = tmp_path_factory.mktemp("synth_world") / "synth"
+    world = WorldConfig(seed=2, n_train=4, n_val=4, n_test=8, tile_metres=64.0, block_metres=256.0,
+                        district_metres=200.0, metres_per_pixel=1.0)
+    images = ImageOptions(tile_size=128, pano_height=64, pano_width=256, polar_height=64, polar_width=256,
+                          mosaic_size=256)
+    write_dataset(root, world, images, workers=1, progress=False, log=lambda message: None)
+    return root
+
+
+def count_checkpoint_reads(monkeypatch, checkpoint) -> dict[str, int]:
+    """Count, from now on, how often any geoapp module reads ``checkpoint``'s metadata, loads its weights or hashes
+    it: every module-level name bound to those functions is replaced by a counting wrapper."""
+    import sys
+    from collections import Counter
+
+    import geoapp.build_db  # noqa: F401 - everything a build_db run calls is imported before the names are replaced
+    from geoapp import files
+    from geoapp.model import checkpoint as checkpoint_module
+
+    counts: Counter = Counter()
+    target = checkpoint.resolve()
+    originals = {"metadata": checkpoint_module.read_metadata, "weights": checkpoint_module.load_model,
+                 "hash": files.sha256_file}
+    for kind, original in originals.items():
+        def counted(path, *args, _original=original, _kind=kind, **kwargs):
+            counts[_kind] += Path(path).resolve() == target
+            return _original(path, *args, **kwargs)
+
+        for module in [m for name, m in sys.modules.items() if name.startswith("geoapp") and m is not None]:
+            for name, value in list(vars(module).items()):
+                if value is original:
+                    monkeypatch.setattr(module, name, counted)
+    return counts
+
+
+def test_build_db_with_calibration_reads_loads_and_hashes_the_checkpoint_once(synth_world, tmp_path, monkeypatch):
+    from geoapp.testing import demo_model_config
+
+    ckpt = random_checkpoint(tmp_path / "demo.safetensors", demo_model_config(), seed=0)
+    counts = count_checkpoint_reads(monkeypatch, ckpt)
+    out = tmp_path / "db"
+    assert main(["--checkpoint", str(ckpt), "--dataset", "synth", "--data-root", str(synth_world), "--split", "test",
+                 "--out", str(out), "--calibrate", "val", "--device", "cpu"]) == 0
+    calibration = json.loads((out / "metadata.json").read_text())["calibration"]
+    assert calibration["split"] == "val"  # the calibration ran (fitted, or recorded as unfittable)
+    assert dict(counts) == {"metadata": 1, "weights": 1, "hash": 1}
+    counts.clear()
+    assert main(["--checkpoint", str(ckpt), "--dataset", "synth", "--data-root", str(synth_world), "--split", "test",
+                 "--out", str(out), "--calibrate", "val", "--calibrate-only", "--device", "cpu"]) == 0
+    assert dict(counts) == {"metadata": 1, "weights": 1, "hash": 1}

@@ -109,17 +109,43 @@ def test_words_tell_an_unknown_place_from_a_low_score():
 
 
 @pytest.fixture(scope="module")
-def calibrated_db(tiny_world, tiny_checkpoint, tiny_database, tmp_path_factory):
-    """The tiny database with a calibration and a familiarity test (the tiny world has no val split: fitted on
-    train, with the test tiles as distractors, for the mechanics)."""
-    from geoapp.retrieval.calibrate import fit_calibration, write_calibration
+def fitted(tiny_world, tiny_checkpoint):
+    """A calibration and familiarity test for the tiny database (the tiny world has no val split: fitted on train,
+    with the test tiles as distractors, for the mechanics), every gallery reference run through the network."""
+    from geoapp.retrieval.calibrate import fit_calibration
 
-    calibration = fit_calibration(tiny_checkpoint, "synth", tiny_world, gallery_size=16, split="train",
-                                  distractor_split="test", device="cpu", progress=False)
+    return fit_calibration(tiny_checkpoint, "synth", tiny_world, gallery_size=16, split="train",
+                           distractor_split="test", device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module")
+def calibrated_db(fitted, tiny_database, tmp_path_factory):
+    """The tiny database with its calibration and familiarity test."""
+    from geoapp.retrieval.calibrate import write_calibration
+
     db = tmp_path_factory.mktemp("calibrated") / "db"
     shutil.copytree(tiny_database, db)
-    write_calibration(db, calibration)
+    write_calibration(db, fitted)
     return db
+
+
+def test_a_calibration_copies_the_references_its_database_holds_and_fits_the_same(fitted, tiny_world,
+                                                                                   tiny_checkpoint, tiny_database,
+                                                                                   monkeypatch):
+    """The gallery's 12 distractors are the tiny database's 12 test tiles: copied from it, only the 4 training tiles
+    run through the network, and the calibration is the one fitted on a gallery encoded whole."""
+    from geoapp.retrieval import build
+    from geoapp.retrieval.calibrate import fit_calibration
+
+    encoded = []
+    load = build.DatasetSource.load
+    monkeypatch.setattr(build.DatasetSource, "load",
+                        lambda self, i: (encoded.append((self.split, i)), load(self, i))[1])
+    reused = fit_calibration(tiny_checkpoint, "synth", tiny_world, gallery_size=16, split="train",
+                             distractor_split="test", device="cpu", progress=False, database=tiny_database)
+    assert sorted(encoded) == [("train", i) for i in range(4)]
+    assert reused.record == fitted.record and reused.record["distractors"] == {"split": "test", "count": 12}
+    assert json.dumps(reused.to_dict(), sort_keys=True) == json.dumps(fitted.to_dict(), sort_keys=True)
 
 
 def test_the_calibration_stores_the_test_and_the_localizer_applies_it(calibrated_db, tiny_checkpoint, tiny_world):

@@ -15,6 +15,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from geoapp.retrieval.codes import DEFAULT_STORE, store_kind
 from geoapp.retrieval.database import METADATA_NAME, read_database_metadata
 from geoapp.retrieval.engine import Localizer
 from geoapp.retrieval.loading import LoadedCheckpoint
@@ -87,9 +88,10 @@ def _source_arguments(metadata: dict) -> list[str] | None:
 def rebuild_command(path: Path, metadata: dict, checkpoint: Path) -> str:
     """The build_db command that rebuilds the database at ``path`` from its recorded source with ``checkpoint``."""
     source = _source_arguments(metadata)
-    store = metadata.get("store", "fp16")
+    store = store_kind(metadata.get("store", DEFAULT_STORE.name))
     calibrated = (metadata.get("calibration") or {}).get("split")
-    tail = (["--store", store] if store != "fp16" else []) + (["--calibrate", calibrated] if calibrated else [])
+    tail = (["--store", store.name] if store is not DEFAULT_STORE else []) + (
+        ["--calibrate", calibrated] if calibrated else [])
     return " ".join([shlex.join(["python", "-m", "geoapp.build_db", "--checkpoint", str(checkpoint)]),
                      shlex.join(source) if source else "<the source it was built from>",
                      shlex.join(["--out", str(path), *tail, "--overwrite"])])
@@ -108,13 +110,13 @@ def fit_problem(name: str, path: Path, loaded: LoadedCheckpoint) -> str | None:
             f"`{rebuild_command(path, metadata, loaded.path)}`")
 
 
-def load_areas(checkpoint: str | os.PathLike, databases: list[Path], device: str = "auto",
+def load_areas(checkpoint: str | os.PathLike | LoadedCheckpoint, databases: list[Path], device: str = "auto",
                **options) -> tuple[dict[str, Localizer], dict[str, str]]:
-    """Load ``checkpoint`` once and a localizer (``options``: :class:`Localizer`'s) for each database that fits
-    it; returns them by area name, and the refused areas with the reason (also logged). Raises :class:`AreaError`
-    when none can be served."""
+    """Load ``checkpoint`` once (unless it is loaded already) and a localizer (``options``: :class:`Localizer`'s) for
+    each database that fits it; returns them by area name, and the refused areas with the reason (also logged).
+    Raises :class:`AreaError` when none can be served."""
     named = area_names(databases)
-    loaded = LoadedCheckpoint.load(checkpoint, device)
+    loaded = LoadedCheckpoint.of(checkpoint, device)
     served: dict[str, Localizer] = {}
     refused: dict[str, str] = {}
     for name, path in named.items():

@@ -41,19 +41,20 @@ from pathlib import Path
 from geoapp.data.datasets import recorded_dataset
 from geoapp.data.digest import compare_fingerprints, split_digest, split_fingerprint
 from geoapp.files import REPO_ROOT, atomic_path, atomic_write_json, home_dir, sha256_file, shipped_file
+from geoapp.model import ModelConfig
 from geoapp.model.checkpoint import (
     QUALITY_FLOOR_R1,
     CheckpointError,
+    LoadedCheckpoint,
     accuracy_text,
-    load_model,
     measured_accuracy,
     read_metadata,
     read_world_record,
     world_record_path,
 )
 from geoapp.retrieval.calibrate import FAMILIARITY_PANORAMAS
-from geoapp.retrieval.familiarity import record_problem as familiarity_problem
 from geoapp.retrieval.database import FORMAT_VERSION as DATABASE_FORMAT_VERSION
+from geoapp.retrieval.familiarity import record_problem as familiarity_problem
 from geoapp.training.run_dir import RunDir
 
 HOME = home_dir()  # GEOAPP_HOME, a Space's /data, or the repository (geoapp.files.home_dir)
@@ -94,6 +95,7 @@ class DemoState:
     accuracy: dict | None = None  # a checkpoint-metadata-shaped record (``accuracy_text``); None: the checkpoint's
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    loaded: LoadedCheckpoint | None = None  # the checkpoint as the start loaded it, for the app to serve as it is
 
 
 def _shown(path: Path) -> str:
@@ -161,20 +163,27 @@ class _Steps:
 # ------------------------------------------------------------------------------------------ checks
 
 
-def shipped_problem(checkpoint: Path) -> str | None:
-    """Why the shipped checkpoint cannot be served as it is, in plain words; None when it fits this code."""
+def load_shipped(checkpoint: Path, device: str = "cpu") -> tuple[LoadedCheckpoint | None, str | None]:
+    """The shipped checkpoint loaded on ``device`` and None, or None and why it cannot be served as it is, in plain
+    words."""
     try:
-        _, meta = load_model(checkpoint)  # the config must be one this code builds, every tensor must fit it
+        loaded = LoadedCheckpoint.load(checkpoint, device)  # its config must be one this code builds, every tensor fit
     except CheckpointError as exc:
-        return str(exc)
+        return None, str(exc)
+    meta = loaded.meta
     missing = [k for k in ("test_digest", "final_eval", "world") if k not in meta]
     if missing:
-        return (f"{checkpoint} records no {', '.join(missing)} (it is not an exported demo checkpoint: "
-                "python -m geoapp.train --preset demo writes one)")
+        return None, (f"{checkpoint} records no {', '.join(missing)} (it is not an exported demo checkpoint: "
+                      "python -m geoapp.train --preset demo writes one)")
     trained_on = recorded_dataset((meta.get("train_config") or {}).get("dataset"))
     if trained_on is None or not trained_on.synthetic:
-        return f"{checkpoint} was trained on {meta['train_config'].get('dataset')!r}, not on the synthetic world"
-    return None
+        return None, f"{checkpoint} was trained on {meta['train_config'].get('dataset')!r}, not on the synthetic world"
+    return loaded, None
+
+
+def shipped_problem(checkpoint: Path) -> str | None:
+    """Why the shipped checkpoint cannot be served as it is, in plain words; None when it fits this code."""
+    return load_shipped(checkpoint)[1]
 
 
 def world_on_disk(data_root: Path) -> tuple[set[str], dict[str, int]]:
@@ -216,13 +225,13 @@ def database_checkpoint(database: Path) -> tuple[str | None, bool]:
         return None, False
 
 
-def _verified_pair(paths: DemoPaths, checkpoint: Path) -> dict:
+def _verified_pair(paths: DemoPaths, checkpoint: LoadedCheckpoint) -> dict:
     """What a verification holds for: this checkpoint file and this rendering of the world (its manifest)."""
-    return {"checkpoint_sha256": sha256_file(checkpoint),
+    return {"checkpoint_sha256": checkpoint.sha256,
             "world_manifest_sha256": sha256_file(paths.data_root / SYNTH_DONE_MARKER)}
 
 
-def read_verification(paths: DemoPaths, checkpoint: Path) -> dict | None:
+def read_verification(paths: DemoPaths, checkpoint: LoadedCheckpoint) -> dict | None:
     """The saved result of step 2 for this checkpoint and world, or None (never verified, or for other files)."""
     try:
         record = json.loads(paths.verification.read_text(encoding="utf-8"))
@@ -251,17 +260,17 @@ def _same_world(checkpoint: Path, meta: dict, test) -> dict | None:
         return {"same_world": False, "reason": f"the fingerprint could not be compared: {exc}"}
 
 
-def verify_world(paths: DemoPaths, checkpoint: Path, steps: _Steps) -> dict:
+def verify_world(paths: DemoPaths, loaded: LoadedCheckpoint, steps: _Steps) -> dict:
     """Step 2: compare the test images with the checkpoint's record, exactly and then by their fingerprint; re-measure
     when they are not the same world."""
     from geoapp.training.data import open_split
 
-    meta = read_metadata(checkpoint)
-    cfg = meta["train_config"]
-    test = open_split("synth", str(paths.data_root), DEMO_SPLIT, cfg["fov"], cfg["height"], cfg["sat_width"],
+    checkpoint, meta = loaded.path, loaded.meta
+    model = ModelConfig.from_dict(meta["model_config"])
+    test = open_split("synth", str(paths.data_root), DEMO_SPLIT, model.fov_deg, model.ground_height, model.sat_width,
                       train=False)
     here, recorded = split_digest(test), meta["test_digest"]
-    record = {**_verified_pair(paths, checkpoint), "recorded_digest": recorded, "digest_here": here,
+    record = {**_verified_pair(paths, loaded), "recorded_digest": recorded, "digest_here": here,
               "matches": here == recorded}
     log = steps.log
     if not record["matches"]:
@@ -292,10 +301,10 @@ def verify_world(paths: DemoPaths, checkpoint: Path, steps: _Steps) -> dict:
     return record
 
 
-def report_quality(checkpoint: Path, log: Callable[[str], None] = print) -> dict | None:
+def report_quality(checkpoint: Path | LoadedCheckpoint, log: Callable[[str], None] = print) -> dict | None:
     """Say in plain words how good the model this machine built is; below the floor, say what to do."""
     try:
-        meta = read_metadata(checkpoint)
+        meta = checkpoint.meta if isinstance(checkpoint, LoadedCheckpoint) else read_metadata(checkpoint)
     except CheckpointError as exc:  # the app's own load reports it in full; the build itself is done
         log(f"[geoapp] cannot read the measured accuracy: {exc}")
         return None
@@ -328,10 +337,24 @@ def _render(paths: DemoPaths, steps: _Steps, sample: int | None = None) -> None:
         steps.run("synthetic world", steps.commands(paths, paths.shipped, sample)["synth"], "synth")
 
 
-def _build_model(paths: DemoPaths, steps: _Steps) -> Path:
-    """The fallback: the whole world, the ``demo-quick`` recipe on this CPU, its best checkpoint copied out."""
-    if paths.built.is_file():
-        return paths.built
+def _build_model(paths: DemoPaths, steps: _Steps, device: str) -> LoadedCheckpoint:
+    """The fallback: the whole world, the ``demo-quick`` recipe on this CPU, its best checkpoint copied out; loaded on
+    ``device``."""
+    fresh = not paths.built.is_file()
+    if fresh:
+        _train_model(paths, steps)
+    try:
+        loaded = LoadedCheckpoint.load(paths.built, device)
+    except CheckpointError as exc:
+        raise BootstrapError(f"the model built here cannot be served: {exc}. Delete {paths.built} and start again "
+                             "(it is built anew)") from exc
+    if fresh:
+        report_quality(loaded, steps.log)
+    return loaded
+
+
+def _train_model(paths: DemoPaths, steps: _Steps) -> None:
+    """Train the fallback model and copy its best checkpoint to ``paths.built``."""
     _render(paths, steps)
     run = RunDir(paths.run_dir)
     if not (run.best.is_file() and run.final_eval.is_file()):
@@ -344,8 +367,6 @@ def _build_model(paths: DemoPaths, steps: _Steps) -> Path:
     with atomic_path(paths.built) as tmp:
         shutil.copyfile(best, tmp)
     steps.log(f"[geoapp] copied {best} -> {paths.built}")
-    report_quality(paths.built, steps.log)
-    return paths.built
 
 
 def _forget_built_model(paths: DemoPaths) -> None:
@@ -355,10 +376,11 @@ def _forget_built_model(paths: DemoPaths) -> None:
         shutil.rmtree(paths.run_dir)
 
 
-def _build_database(paths: DemoPaths, checkpoint: Path, steps: _Steps) -> None:
+def _build_database(paths: DemoPaths, loaded: LoadedCheckpoint, steps: _Steps) -> None:
     built_with, calibrated = database_checkpoint(paths.database)
+    checkpoint = loaded.path
     commands = steps.commands(paths, checkpoint)
-    if built_with != sha256_file(checkpoint):
+    if built_with != loaded.sha256:
         if built_with is not None and steps.allowed:  # built for the other model: its features do not fit this one
             steps.log(f"[geoapp] {paths.database} was built with another checkpoint or an older format "
                       f"({built_with[:20]}); rebuilding it for {checkpoint.name}")
@@ -370,20 +392,20 @@ def _build_database(paths: DemoPaths, checkpoint: Path, steps: _Steps) -> None:
 
 def ensure_demo(paths: DemoPaths | None = None, python: str = sys.executable, log: Callable[[str], None] = print,
                 rebuild_model: bool = False, allow_build: bool = True,
-                extra_flags: dict[str, list[str]] | None = None) -> DemoState:
-    """Make the demo servable (module docstring) and say what it serves. ``allow_build`` False: a step that would
-    run raises :class:`BootstrapError` with its command instead. ``extra_flags``: see :func:`demo_commands`."""
+                extra_flags: dict[str, list[str]] | None = None, device: str = "auto") -> DemoState:
+    """Make the demo servable (module docstring) and say what it serves, its checkpoint loaded once on ``device``.
+    ``allow_build`` False: a step that would run raises :class:`BootstrapError` with its command instead.
+    ``extra_flags``: see :func:`demo_commands`."""
     paths = paths or DemoPaths()
     steps = _Steps(python, log, allow_build, dict(extra_flags or {}))
-    problem = "--rebuild-model was given" if rebuild_model else shipped_problem(paths.shipped)
-    if problem is None:
-        checkpoint = paths.shipped
-        _render(paths, steps, training_sample(read_metadata(checkpoint)))
-        record = read_verification(paths, checkpoint)
+    loaded, problem = (None, "--rebuild-model was given") if rebuild_model else load_shipped(paths.shipped, device)
+    if loaded is not None:
+        _render(paths, steps, training_sample(loaded.meta))
+        record = read_verification(paths, loaded)
         if record is None and not allow_build:
             raise BootstrapError("the demo is not ready: the world has not been checked against the shipped model's "
                                  "record here. Start the app without --no-build (it checks it in seconds)")
-        record = record or verify_world(paths, checkpoint, steps)
+        record = record or verify_world(paths, loaded, steps)
         accuracy = record.get("remeasured")
     else:
         log("[geoapp] " + "=" * 100)
@@ -395,6 +417,6 @@ def ensure_demo(paths: DemoPaths | None = None, python: str = sys.executable, lo
         log("[geoapp] " + "=" * 100)
         if rebuild_model and allow_build:
             _forget_built_model(paths)
-        checkpoint, accuracy = _build_model(paths, steps), None
-    _build_database(paths, checkpoint, steps)
-    return DemoState(checkpoint, paths.database, accuracy, [problem] if problem else [], steps.timings)
+        loaded, accuracy = _build_model(paths, steps, device), None
+    _build_database(paths, loaded, steps)
+    return DemoState(loaded.path, paths.database, accuracy, [problem] if problem else [], steps.timings, loaded)

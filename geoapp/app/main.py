@@ -23,6 +23,7 @@ from geoapp.app.areas import Areas, find_databases, load_areas
 from geoapp.app.bootstrap import BootstrapError, DemoPaths, ensure_demo
 from geoapp.app.context import DEFAULT_TOP_K
 from geoapp.app.ui import CONCURRENCY, build_demo
+from geoapp.model.checkpoint import LoadedCheckpoint
 from geoapp.runtime import set_blas_threads
 from geoapp.search_options import add_search_arguments
 
@@ -71,16 +72,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def resolve_artifacts(args: argparse.Namespace) -> tuple[Path, list[Path], dict | None]:
-    """The checkpoint and the database paths (folders of databases included) to load, and the accuracy record to
-    show with them (None: the checkpoint's own). The default demo is made servable first
-    (:func:`geoapp.app.bootstrap.ensure_demo`)."""
+def resolve_artifacts(args: argparse.Namespace) -> tuple[Path | LoadedCheckpoint, list[Path], dict | None]:
+    """The checkpoint (its path, or the demo's as its first start loaded it) and the database paths (folders of
+    databases included) to load, and the accuracy record to show with them (None: the checkpoint's own). The
+    default demo is made servable first (:func:`geoapp.app.bootstrap.ensure_demo`)."""
     if not args.checkpoint and not args.reference_db:
         try:
-            state = ensure_demo(DemoPaths(), rebuild_model=args.rebuild_model, allow_build=not args.no_build)
+            state = ensure_demo(DemoPaths(), rebuild_model=args.rebuild_model, allow_build=not args.no_build,
+                                device=args.device)
         except BootstrapError as exc:  # the failing command's own output is above it in the terminal
             raise SystemExit(f"error: {exc}") from exc
-        return state.checkpoint, [state.database], state.accuracy
+        return state.loaded or state.checkpoint, [state.database], state.accuracy
     if not (args.checkpoint and args.reference_db):
         raise SystemExit("error: give both --checkpoint and --reference-db (or GEOAPP_CHECKPOINT and "
                          "GEOAPP_REFERENCE_DB), or neither for the demo")

@@ -37,7 +37,7 @@ def build_replica_store(seed_db: ReferenceDatabase, out: Path, n: int, seed: int
     present."""
     try:
         db = ReferenceDatabase.open(out, seed_db.checkpoint_sha, seed_db.config)
-        if len(db) == n and db.store == store:
+        if len(db) == n and db.store.name == store:
             return out
     except DatabaseError:
         pass

@@ -10,14 +10,16 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..files import atomic_path
+from ..files import atomic_path, sha256_file
 from ..provenance import code_revision, command_line
+from ..runtime import resolve_device
 from .config import ModelConfig
 from .crossview import CrossViewModel, build_model
 
@@ -128,6 +130,37 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     model.to(map_location)
     model.eval()
     return model, meta
+
+
+@dataclass(frozen=True, eq=False)  # compared by identity: it holds a model
+class LoadedCheckpoint:
+    """A checkpoint read once: its metadata, its model on ``device`` and the sha256 of its file. A command loads its
+    checkpoint once and hands this on (to the database build, the calibration, every area's
+    :class:`~geoapp.retrieval.engine.Localizer`), so the file is read, loaded and hashed once however many parts
+    use it."""
+
+    path: Path
+    model: CrossViewModel
+    meta: dict
+    sha256: str
+    device: torch.device
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.config
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> LoadedCheckpoint:
+        dev = resolve_device(device)
+        model, meta = load_model(Path(path), map_location=dev)
+        return cls(Path(path), model, meta, sha256_file(path), dev)
+
+    @classmethod
+    def of(cls, checkpoint: str | os.PathLike | LoadedCheckpoint, device: str | torch.device = "auto"
+           ) -> LoadedCheckpoint:
+        """``checkpoint`` as it is when it is loaded already (on its own device, whatever ``device`` says), else
+        loaded from its path on ``device``: what a function that takes either calls first."""
+        return checkpoint if isinstance(checkpoint, LoadedCheckpoint) else cls.load(checkpoint, device)
 
 
 # Below this R@1 (%, at the checkpoint's own FoV, on its reported split) a model's answers are close to guesses:

@@ -23,9 +23,10 @@ from ..data.polar import polar_transform
 from ..data.selection import spread_rows
 from ..data.transforms import resize_image, to_tensor
 from ..files import atomic_path, sha256_file
-from ..model import StageMaps, load_model
-from ..runtime import resolve_device
-from .database import DEFAULT_CHUNK, THUMBNAIL_SIZE, DatabaseError
+from ..model import StageMaps
+from ..model.checkpoint import LoadedCheckpoint
+from .codes import DEFAULT_STORE, DeferredMaps, StoreKind
+from .database import DEFAULT_CHUNK, THUMBNAIL_SIZE, DatabaseError, ReferenceDatabase, gate_stages
 from .database_writer import DatabaseWriter, run_chunks
 from .index import DEFAULT_DIMS, FirstStageIndex, compute_first_stage, num_orientations
 
@@ -210,65 +211,121 @@ class ConcatSource:
         return self.sources[part].load(index - int(self.offsets[part]))
 
 
-def build_database(source, checkpoint: str | Path, out: str | Path, chunk_size: int = DEFAULT_CHUNK,
-                   batch_size: int = 32, device: str = "auto", workers: int = 0, first_stage_dims: int = DEFAULT_DIMS,
-                   overwrite: bool = False, limit: int | None = None, show_progress: bool = True,
-                   on_chunk_done=None, store: str = "fp16") -> Path:
+class StoredReferences:
+    """References of a built database standing in for the network's maps of a source's references: ``rows[i]`` is
+    the database row of source reference i, -1 where it holds none. Only a database of float16 maps
+    (:attr:`~geoapp.retrieval.codes.StoreKind.float16_maps`) of the same checkpoint and the same tiles holds what
+    encoding them again would give (up to the network's last bits, which depend on the batch a tile ran in)."""
+
+    def __init__(self, db: ReferenceDatabase, rows):
+        self.db, self.rows = db, np.asarray(rows, dtype=np.int64)
+
+    def load(self, start: int, stop: int) -> tuple[StageMaps, np.ndarray]:
+        """The stored maps and thumbnails of source references ``start:stop`` (all held)."""
+        rows = self.rows[start:stop]
+        maps = self.db.gather(rows)
+        features = [f.decoded() if isinstance(f, DeferredMaps) else f for f in maps.features]
+        thumbs = np.stack([self.db.thumbnail(int(r)) for r in rows])
+        return StageMaps(features, maps.masks, None, maps.gates, None), thumbs
+
+
+def build_database(source, checkpoint: str | Path | LoadedCheckpoint, out: str | Path,
+                   chunk_size: int = DEFAULT_CHUNK, batch_size: int = 32, device: str = "auto", workers: int = 0,
+                   first_stage_dims: int = DEFAULT_DIMS, overwrite: bool = False, limit: int | None = None,
+                   show_progress: bool = True, on_chunk_done=None, store: str | StoreKind = DEFAULT_STORE,
+                   stored: StoredReferences | None = None) -> Path:
     """Encode every reference of ``source`` with the checkpoint's satellite branch and write the database
-    (``store``: ``fp16``, ``int8``, ``int4`` or ``compact``, see :mod:`geoapp.retrieval.codes`)."""
-    dev = resolve_device(device)
-    checkpoint = Path(checkpoint)
-    model, meta = load_model(checkpoint, map_location=dev)
-    config = model.config
+    (``store``: a :class:`StoreKind` or its name, :data:`~geoapp.retrieval.codes.STORES`). ``checkpoint``: its
+    path (loaded here on ``device``) or a :class:`LoadedCheckpoint` (used as it is, on its own device). ``stored``:
+    references another database holds, copied from it instead of encoded (``limit`` must then be None)."""
+    loaded = LoadedCheckpoint.of(checkpoint, device)
+    if limit is not None and stored is not None:
+        raise ValueError("build_database: a limit and stored references together; the stored rows name the whole "
+                         "source's references, so limit the source itself (Limited)")
     if limit is not None:
         source = Limited(source, limit)
-    ckpt_sha = sha256_file(checkpoint)
     identity = source.identity()
     # everything that changes the stored bytes; a partial build is resumed only with the same plan
-    plan = {"checkpoint_sha256": ckpt_sha, "source": identity, "batch_size": batch_size, "device": dev.type,
-            "first_stage_dims": first_stage_dims}
-    writer = DatabaseWriter(out, config, plan, len(source), chunk_size, overwrite, store=store)
+    plan = {"checkpoint_sha256": loaded.sha256, "source": identity, "batch_size": batch_size,
+            "device": loaded.device.type, "first_stage_dims": first_stage_dims}
+    writer = DatabaseWriter(out, loaded.config, plan, len(source), chunk_size, overwrite, store=store)
     writer.write_paths(source.paths)
     writer.write_extra("latlon", np.asarray(source.latlon, dtype=np.float64))
-
-    @torch.inference_mode()
-    def encode(start: int, stop: int) -> tuple[StageMaps, np.ndarray]:
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(_Loader(source), range(start, stop)),
-                                             batch_size=batch_size, num_workers=workers)
-        parts, thumbs = [], []
-        for polar, thumb in loader:
-            parts.append(model.encode_satellite(polar.to(dev)).to("cpu", torch.float16))  # halve the memory early
-            thumbs.append(np.asarray(thumb, dtype=np.uint8))
-        return StageMaps.cat(parts), np.concatenate(thumbs)
-
     done_before = len(source) - sum(len(range(*writer.chunk_range(c))) for c in writer.pending_chunks())
     with tqdm(total=len(source), initial=done_before, unit="tile", desc="satellite branch",
               disable=not show_progress) as bar:
-        run_chunks(writer, encode, bar, on_chunk_done)
-
-    first_stage_meta = None
-    if first_stage_dims > 0:
-        if "first_stage" not in writer.state["stages_done"]:
-            with tqdm(total=len(source), unit="tile", desc="first-stage descriptors", disable=not show_progress) as b:
-                arrays = compute_first_stage(writer.read_maps, len(source), config, first_stage_dims, progress=b)
-            for name, array in arrays.items():
-                writer.write_extra(name, array)
-            # the FAISS index for the checkpoint's FoV, so a two-stage app starts without building it
-            first = FirstStageIndex(config, *(arrays[f"first_stage_{k}"] for k in ("projection", "blocks", "energy")))
-            with torch.inference_mode():
-                dummy = model.encode_ground(torch.zeros(1, 3, config.ground_height, config.ground_width, device=dev))
-            n_blocks = first.query_vector(dummy.to("cpu"))[1]
-            with atomic_path(writer.partial / f"first_stage_faiss_n{n_blocks}.index") as tmp:
-                first.save_faiss_index(n_blocks, tmp)
-            writer.mark_stage_done("first_stage")
-        first_stage_meta = {"dims_per_block": first_stage_dims, "orientations": num_orientations(config),
-                            "description": "PCA block projections; see geoapp.retrieval.index"}
-    metadata = {
-        "checkpoint": {"sha256": ckpt_sha, "path": str(checkpoint), "name": checkpoint.name,
-                       "model_config": config.to_dict(), "created": meta.get("created")},
+        run_chunks(writer, satellite_encoder(source, loaded, batch_size, workers, stored), bar, on_chunk_done)
+    first_stage = write_first_stage(writer, loaded, first_stage_dims, show_progress) if first_stage_dims > 0 else None
+    config, path = loaded.config, loaded.path
+    return writer.finish({
+        "checkpoint": {"sha256": loaded.sha256, "path": str(path), "name": path.name,
+                       "model_config": config.to_dict(), "created": loaded.meta.get("created")},
         "source": identity,
-        "first_stage": first_stage_meta,
-        "build_device": dev.type,
+        "first_stage": first_stage,
+        "build_device": loaded.device.type,
         "batch_size": batch_size,
-    }
-    return writer.finish(metadata)
+    })
+
+
+def satellite_encoder(source, loaded: LoadedCheckpoint, batch_size: int, workers: int,
+                      stored: StoredReferences | None = None):
+    """``encode(start, stop)`` for :func:`~geoapp.retrieval.database_writer.run_chunks`: the satellite branch's maps
+    (float16, on the CPU) and the thumbnails of the references ``start:stop`` of ``source``; those ``stored`` holds
+    are copied from there."""
+
+    @torch.inference_mode()
+    def network(start: int, stop: int) -> tuple[StageMaps, np.ndarray]:
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(_Loader(source), range(start, stop)),
+                                             batch_size=batch_size, num_workers=workers)
+        parts, thumbs = [], []
+        for polar, thumb in loader:  # float16 at once: halves the memory early
+            parts.append(loaded.model.encode_satellite(polar.to(loaded.device)).to("cpu", torch.float16))
+            thumbs.append(np.asarray(thumb, dtype=np.uint8))
+        return StageMaps.cat(parts), np.concatenate(thumbs)
+
+    if stored is None:
+        return network
+
+    def encode(start: int, stop: int) -> tuple[StageMaps, np.ndarray]:
+        held = stored.rows[start:stop] >= 0
+        edges = [0, *(np.flatnonzero(np.diff(held)) + 1).tolist(), stop - start]
+        parts, thumbs = [], []
+        for a, b in zip(edges[:-1], edges[1:]):  # runs of references held and not held
+            maps, thumb = (stored.load if held[a] else network)(start + a, start + b)
+            parts.append(stored_part(maps, loaded.config))
+            thumbs.append(thumb)
+        return StageMaps.cat(parts), np.concatenate(thumbs)
+
+    return encode
+
+
+def stored_part(maps: StageMaps, config) -> StageMaps:
+    """The maps a database stores of ``maps`` (the used stages' features, the window stages' gates, the masks),
+    the others empty: what a database's rows and the network's output have in common."""
+    n = len(maps)
+    features = [f if s in config.stages else torch.empty((n, 0, 0, 0), dtype=f.dtype)
+                for s, f in enumerate(maps.features, 1)]
+    gates = None if maps.gates is None else [g if s in gate_stages(config) else torch.empty((n, 0, 0), dtype=g.dtype)
+                                             for s, g in enumerate(maps.gates, 1)]
+    return StageMaps(features, maps.masks, None, gates, None)
+
+
+def write_first_stage(writer: DatabaseWriter, loaded: LoadedCheckpoint, dims: int, show_progress: bool) -> dict:
+    """The two-stage search's first stage of the written maps (unless a resumed build has it) and the FAISS index
+    for the checkpoint's FoV, so a two-stage app starts without building it; returns its metadata record."""
+    config = loaded.config
+    if "first_stage" not in writer.state["stages_done"]:
+        with tqdm(total=writer.n, unit="tile", desc="first-stage descriptors", disable=not show_progress) as bar:
+            arrays = compute_first_stage(writer.read_maps, writer.n, config, dims, progress=bar)
+        for name, array in arrays.items():
+            writer.write_extra(name, array)
+        first = FirstStageIndex(config, *(arrays[f"first_stage_{k}"] for k in ("projection", "blocks", "energy")))
+        with torch.inference_mode():
+            dummy = loaded.model.encode_ground(torch.zeros(1, 3, config.ground_height, config.ground_width,
+                                                           device=loaded.device))
+        n_blocks = first.query_vector(dummy.to("cpu"))[1]
+        with atomic_path(writer.partial / f"first_stage_faiss_n{n_blocks}.index") as tmp:
+            first.save_faiss_index(n_blocks, tmp)
+        writer.mark_stage_done("first_stage")
+    return {"dims_per_block": dims, "orientations": num_orientations(config),
+            "description": "PCA block projections; see geoapp.retrieval.index"}

@@ -18,16 +18,16 @@ import numpy as np
 from tqdm import tqdm
 
 from ..angles import angular_error, heading_from_shift
-from ..data.records import DatasetError
 from ..data.datasets import build_dataset
 from ..data.fov import EVAL_SHIFT_SEED, crop_fov, eval_shifts
 from ..data.photo import panorama_to_pinhole
+from ..data.records import DatasetError
 from ..data.selection import spread_rows
 from ..files import atomic_path, atomic_write_json, sha256_file
-from ..model import ModelConfig, read_metadata
-from .build import ConcatSource, DatasetSource, Limited, build_database
+from ..model.checkpoint import LoadedCheckpoint
+from .build import ConcatSource, DatasetSource, Limited, StoredReferences, build_database
 from .confidence import CONFIDENCE_K, HEADING_TOLERANCE_DEG, Calibration, window_peak_margin
-from .database import METADATA_NAME, read_database_metadata
+from .database import METADATA_NAME, ReferenceDatabase, read_database_metadata
 from .engine import Localizer
 from .familiarity import GRID_ROWS, GRID_WIDTH, PATCHES_FILE, FamiliarityTest, on_grid
 from .index import DEFAULT_DIMS
@@ -109,13 +109,20 @@ def collect_answers(localizer: Localizer, dataset, fovs=CALIBRATION_FOVS, shift_
     return answers, np.array(seconds)
 
 
-def fit_calibration(checkpoint: str | Path, dataset: str, data_root: str | Path, gallery_size: int,
-                    split: str = "val", distractor_split: str = "train", fovs=CALIBRATION_FOVS,
+def fit_calibration(checkpoint: str | Path | LoadedCheckpoint, dataset: str, data_root: str | Path,
+                    gallery_size: int, split: str = "val", distractor_split: str = "train", fovs=CALIBRATION_FOVS,
                     shift_seed: int = EVAL_SHIFT_SEED, device: str = "auto", work_dir: str | Path | None = None,
-                    progress: bool = True) -> Calibration:
-    """Fit the calibration for a database of ``gallery_size`` references on ``split``'s queries."""
-    meta = read_metadata(checkpoint)
-    config = ModelConfig.from_dict(meta["model_config"])
+                    progress: bool = True, database: str | Path | None = None) -> Calibration:
+    """Fit the calibration for a database of ``gallery_size`` references on ``split``'s queries. ``checkpoint``: its
+    path (loaded here on ``device``) or a :class:`LoadedCheckpoint` (used as it is). ``database``: the database the
+    calibration is for; the gallery's references it holds are copied from it, not encoded again.
+
+    The gallery is a database of its own, written to a scratch folder: the :class:`Localizer` that answers the
+    queries searches one database, and the calibration split's own tiles are never in the database it serves (its
+    confidence would be fitted on the answers it is judged by; ``build_db`` refuses that), so they need the network.
+    Distractors the database holds (``build_db --split test,train``: the training tiles) are copied."""
+    loaded = LoadedCheckpoint.of(checkpoint, device)
+    meta, config = loaded.meta, loaded.config
     queries = DatasetSource(dataset, data_root, split, config)
     parts = [queries]
     extra = max(0, int(gallery_size) - len(queries))
@@ -125,21 +132,22 @@ def fit_calibration(checkpoint: str | Path, dataset: str, data_root: str | Path,
         parts.append(Limited(distractors, min(extra, len(distractors)), spread=True))
     source = ConcatSource(parts) if len(parts) > 1 else queries
     two_stage = len(source) >= TWO_STAGE_FROM  # the served database will search in two stages: measure its loss
+    stored = stored_references(database, source, loaded, dataset, data_root) if database is not None else None
     scratch = Path(tempfile.mkdtemp(prefix="geoapp-calibration-", dir=work_dir))
     try:
-        db_path = build_database(source, checkpoint, scratch / "db", first_stage_dims=DEFAULT_DIMS if two_stage else 0,
-                                 show_progress=progress, device=device)
-        localizer = Localizer(checkpoint, db_path, device=device, search="exhaustive")
+        db_path = build_database(source, loaded, scratch / "db", first_stage_dims=DEFAULT_DIMS if two_stage else 0,
+                                 show_progress=progress, stored=stored)
+        localizer = Localizer(loaded, db_path, search="exhaustive")
         data = build_dataset(dataset, data_root, split, fov_deg=config.fov_deg, train=False)
         answers, _ = collect_answers(localizer, data, fovs, shift_seed, progress=progress,
                                      label=f"calibration ({split})")
-        check = two_stage_check(checkpoint, db_path, data, answers, shift_seed, device, progress) if two_stage else None
+        check = two_stage_check(loaded, db_path, data, answers, shift_seed, progress) if two_stage else None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     record = {"split": split, "queries": int(len(data)), "fovs": [float(f) for f in fovs],
               "shift_seed": int(shift_seed), "gallery_size": len(source),
               "distractors": {"split": distractor_split, "count": len(source) - len(queries)},
-              "checkpoint_sha256": sha256_file(checkpoint), "dataset": dataset,
+              "checkpoint_sha256": loaded.sha256, "dataset": dataset,
               "accuracy_at_fit": {"tile_R@1": float(answers.tile_right.mean() * 100),
                                   "heading_within_22.5deg": float(answers.heading_right.mean() * 100)}}
     if check is not None:
@@ -149,6 +157,23 @@ def fit_calibration(checkpoint: str | Path, dataset: str, data_root: str | Path,
     train_split = (meta.get("train_config") or {}).get("train_split", "train")
     calibration.familiarity = fit_familiarity(dataset, data_root, train_split, split, progress=progress)
     return calibration
+
+
+def stored_references(database: str | Path, source, loaded: LoadedCheckpoint, dataset: str,
+                      data_root: str | Path) -> StoredReferences | None:
+    """The references of ``source`` (tiles of ``dataset`` at ``data_root``) that ``database`` holds as a fresh build
+    would: float16 maps of this checkpoint, built from that dataset's own tiles (a tile folder's polar images are
+    made otherwise). None when it holds none of them so."""
+    db = ReferenceDatabase.open(database, loaded.sha256, loaded.config)
+    built_from = db.metadata.get("source", {})
+    root = str(Path(data_root).resolve())
+    same_tiles = all(part.get("kind") == "dataset" and part.get("dataset") == dataset and part.get("root") == root
+                     for part in built_from.get("parts", [built_from]))
+    if not (db.store.float16_maps and same_tiles):
+        return None
+    row_of = {path: row for row, path in enumerate(db.paths)}
+    rows = np.array([row_of.get(path, -1) for path in source.paths], dtype=np.int64)
+    return StoredReferences(db, rows) if (rows >= 0).any() else None
 
 
 def world_photos(data, rows, seed: int, photos_per_panorama: int = 3) -> list[np.ndarray]:
@@ -209,11 +234,11 @@ def _grid_dataset(dataset: str, data_root: str | Path, split: str, missing_ok: b
         raise
 
 
-def two_stage_check(checkpoint, db_path, data, exhaustive: Answers, shift_seed: int, device, progress: bool,
+def two_stage_check(loaded: LoadedCheckpoint, db_path, data, exhaustive: Answers, shift_seed: int, progress: bool,
                     fov: float = TWO_STAGE_CHECK_FOV, candidates: int = 500) -> dict:
     """The two-stage search's answers against the exhaustive ones on the calibration queries at ``fov``: how often
     its first stage kept the true tile among its ``candidates`` and the R@1 of both (what a switch to it costs)."""
-    localizer = Localizer(checkpoint, db_path, device=device, search="two-stage", rerank=candidates)
+    localizer = Localizer(loaded, db_path, search="two-stage", rerank=candidates)
     answers, _ = collect_answers(localizer, data, (fov,), shift_seed, progress=progress, label="two-stage check")
     kept = []
     for index, crops, _ in split_queries(data, fov, shift_seed, range(len(data))):
@@ -226,10 +251,11 @@ def two_stage_check(checkpoint, db_path, data, exhaustive: Answers, shift_seed: 
             "R@1_exhaustive": float(exhaustive.tile_right[at_fov].mean() * 100)}
 
 
-def unfittable_record(checkpoint: str | Path, split: str, reason: Exception) -> dict:
+def unfittable_record(checkpoint: str | Path | LoadedCheckpoint, split: str, reason: Exception) -> dict:
     """The calibration record of a database whose model could not be calibrated (its answers serve without a
     probability; the Localizer reads the reason and shows it)."""
-    return {"unavailable": str(reason), "split": split, "checkpoint_sha256": sha256_file(checkpoint)}
+    sha = checkpoint.sha256 if isinstance(checkpoint, LoadedCheckpoint) else sha256_file(checkpoint)
+    return {"unavailable": str(reason), "split": split, "checkpoint_sha256": sha}
 
 
 def write_calibration(database: str | Path, calibration: Calibration | dict) -> None:

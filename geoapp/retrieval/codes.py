@@ -15,32 +15,25 @@ The decoded values *are* the stored values: the column and gate energies are com
 is written, and the search (its fp16 first pass and float64 re-check included) works on them, so its answers are
 exact with respect to the decoded store. Decoding is elementwise IEEE arithmetic (one float32 multiply, or
 multiply and add, then rounding to float16), the same on every CPU and GPU.
+
+Each store kind is one :class:`StoreKind` in :data:`STORES`, looked up by name where a name comes in (``--store``,
+a database's ``metadata.json``); the writer, the reader and the layout ask it, never the name. A new kind is a new
+entry there (the store tests run over every entry).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
 
-STORE_KINDS = ("fp16", "int8", "int4", "compact")
-# bits per feature value of stages 1-4 (None: float16); ``compact``: 2-bit codes for blocks 1-3, 4-bit for block 4,
-# the fewest bits that keep R@1 close to fp16's (docs/results.md, "Compact stores")
-FEATURE_BITS = {"fp16": None, "int8": (8, 8, 8, 8), "int4": (4, 4, 4, 4), "compact": (2, 2, 2, 4)}
 GATE_BITS = 8
 MASK_LEVELS = 255
 JPEG_QUALITY = 85
-
-
-def check_store(store: str) -> str:
-    if store not in STORE_KINDS:
-        raise ValueError(f"store must be one of {STORE_KINDS}, got {store!r}")
-    return store
-
-
-def feature_bits(store: str) -> tuple[int, int, int, int] | None:
-    """Bits per feature value of stages 1-4 of a store kind (None: float16)."""
-    return FEATURE_BITS[check_store(store)]
+THUMBNAIL_JPEG_NAME = "thumbnails.jpg.bin"  # a store's JPEG thumbnails, one after another
+THUMBNAIL_OFFSETS = "thumbnail_offsets"  # where each one starts (int64, R + 1)
 
 
 def packed_size(n: int, bits: int) -> int:
@@ -300,3 +293,119 @@ class GatheredStage(WindowRows):
             return self.whole.window_rows(stored)
         return torch.index_select(self.whole.reshape(-1, c * h), 0, stored)
 
+
+
+# ------------------------------------------------------------------------------------------------ store kinds
+
+
+@dataclass(frozen=True)
+class StoreKind:
+    """How a reference database keeps its maps: the rules the layout, the writer and the reader ask for."""
+
+    name: str
+    feature_bits: tuple[int, int, int, int] | None  # bits per feature value of stages 1-4; None: float16 values
+    coded_attention: bool  # masks and gates as 8-bit codes (gates with a low, step pair); False: float16 values
+    jpeg_thumbnails: bool  # thumbnails as JPEGs one after another; False: a uint8 array
+    summary: str  # what it is, in a few words (``build_db --store``'s help)
+
+    def bits(self, stage: int) -> int | None:
+        """Bits per feature value of ``stage`` (1-based); None: float16."""
+        return None if self.feature_bits is None else self.feature_bits[stage - 1]
+
+    @property
+    def float16_maps(self) -> bool:
+        """It holds the network's maps as float16 values, all of them: what a build of the default store writes, so
+        its rows can stand in for encoding the same tiles again."""
+        return self.feature_bits is None and not self.coded_attention
+
+    @property
+    def attention_dtype(self) -> str:
+        """The dtype of the stored masks and gates."""
+        return "uint8" if self.coded_attention else "float16"
+
+    # ---------------------------------------------------------------------------------------------- writing
+    def encode_stage(self, cols: torch.Tensor, stage: int) -> tuple[dict[str, np.ndarray], torch.Tensor]:
+        """The stored arrays of one stage's column-major features ``cols`` (N x W x C x H float16), by name, and
+        the float16 values they decode to."""
+        bits = self.bits(stage)
+        if bits is None:
+            return {f"features_{stage}": cols.numpy()}, cols
+        codes, step = encode_features(cols, bits)
+        return ({f"features_{stage}": codes.numpy(), f"feature_scale_{stage}": step.numpy()},
+                decode_features(codes, step, bits))
+
+    def encode_masks(self, masks: torch.Tensor, float_dtype: torch.dtype = torch.float16) -> np.ndarray:
+        """The stored attention masks (``float_dtype`` where they are not coded)."""
+        return (encode_masks(masks) if self.coded_attention else masks.to(float_dtype)).numpy()
+
+    def encode_gates(self, gates: torch.Tensor, stage: int, float_dtype: torch.dtype = torch.float16
+                     ) -> tuple[dict[str, np.ndarray], torch.Tensor]:
+        """The stored arrays of one stage's CA column gates (N x C x W), by name, and the values they decode to
+        (``float_dtype`` where they are not coded)."""
+        if not self.coded_attention:
+            stored = gates.to(float_dtype)
+            return {f"gates_{stage}": stored.numpy()}, stored
+        codes, scale = encode_gates(gates)
+        return {f"gates_{stage}": codes.numpy(), f"gate_scale_{stage}": scale.numpy()}, decode_gates(codes, scale)
+
+    def describe(self, use_ca: bool) -> dict[str, str | None]:
+        """The metadata's words for its feature, mask, gate and thumbnail arrays."""
+        attention = "uint8 codes" if self.coded_attention else "float16"
+        features = ("features_<b>.npy: float16, R x W_b x C_b x H_b (column-major per reference; StageMaps view = "
+                    "permute(0, 2, 3, 1))" if self.feature_bits is None else
+                    f"features_<b>.npy: uint8 codes of {list(self.feature_bits)} bits (stages 1-4), R x W_b x "
+                    "C_b*H_b*bits/8 (each column packed), feature_scale_<b>.npy float16 R x C_b steps; see "
+                    "geoapp.retrieval.codes")
+        return {
+            "features": features,
+            "masks": f"masks_<b>.npy: {attention}, R x H_b x W_b" if use_ca else None,
+            "gates": f"gates_<b>.npy: {attention}, R x C_b x W_b (the stages that choose windows)" if use_ca else None,
+            "thumbnails": (f"{THUMBNAIL_JPEG_NAME}: JPEGs, {THUMBNAIL_OFFSETS}.npy: int64 R + 1 offsets"
+                           if self.jpeg_thumbnails else "thumbnails.npy: uint8 R x 96 x 96 x 3"),
+        }
+
+    # ---------------------------------------------------------------------------------------------- reading
+    def stage_features(self, stored: torch.Tensor, scale: torch.Tensor | None, stage: int):
+        """One stage's stored features (N x W x ...) as N x C x H x W float16 maps: a view of float16 values, or a
+        :class:`CodedStage` decoded where a search reads it."""
+        bits = self.bits(stage)
+        return stored.permute(0, 2, 3, 1) if bits is None else CodedStage(stored, scale, bits)
+
+    def read_masks(self, stored: torch.Tensor):
+        return deferred_masks(stored) if self.coded_attention else stored
+
+    def read_gates(self, stored: torch.Tensor, scale) -> torch.Tensor:
+        return decode_gates(stored, scale) if self.coded_attention else stored
+
+    def decoded_rows(self, name: str, arrays: dict):
+        """A stored attention array ``name`` (``gates_<b>`` or ``masks_<b>``) read as its float16 values."""
+        array = arrays[name]
+        if not self.coded_attention:
+            return array
+        if name.startswith("gates_"):
+            return DecodedRows(decode_gates, (array, arrays[f"gate_scale_{name[len('gates_'):]}"]), array.shape)
+        return DecodedRows(decode_masks, (array,), array.shape)
+
+
+STORES: dict[str, StoreKind] = {kind.name: kind for kind in (
+    StoreKind("fp16", None, False, False, "float16 maps (the fastest search)"),
+    StoreKind("int8", (8, 8, 8, 8), True, True, "8-bit codes, JPEG thumbnails"),
+    StoreKind("int4", (4, 4, 4, 4), True, True, "4-bit codes, JPEG thumbnails"),
+    # the size lever: about a fifth of fp16 at a small loss of R@1 (docs/results.md, "How small can a reference be")
+    StoreKind("compact", (2, 2, 2, 4), True, True, "2-bit codes for blocks 1-3, 4-bit for block 4, JPEG thumbnails"),
+)}
+STORE_KINDS = tuple(STORES)  # the names, as --store offers them
+FP16 = STORES["fp16"]
+# what build_db writes unless told: fp16, the fastest search; compact's window columns are decoded on every query,
+# so the smaller store is one to ask for (docs/results.md has both stores' sizes, R@1 and search times)
+DEFAULT_STORE = FP16
+
+
+def store_kind(store: str | StoreKind) -> StoreKind:
+    """The store kind named ``store`` (a kind is returned as it is); an unknown name is an error that lists the
+    known ones."""
+    if isinstance(store, StoreKind):
+        return store
+    if store not in STORES:
+        raise ValueError(f"store must be one of {STORE_KINDS}, got {store!r}")
+    return STORES[store]

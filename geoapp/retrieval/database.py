@@ -47,17 +47,17 @@ import torch
 from ..model import ModelConfig, StageMaps
 from ..model.resnet import stage_channels
 from .codes import (
+    FP16,
     STORE_KINDS,
+    STORES,
+    THUMBNAIL_JPEG_NAME,
+    THUMBNAIL_OFFSETS,
     CodedStage,
-    DecodedRows,
     GatheredStage,
-    check_store,
-    decode_gates,
-    decode_masks,
+    StoreKind,
     decode_thumbnail,
-    deferred_masks,
-    feature_bits,
     packed_size,
+    store_kind,
 )
 
 FORMAT = "geoapp-reference-db"
@@ -77,8 +77,6 @@ STORAGE_CONFIG_FIELDS = ("use_ca", "ca_reduction", "stages", "sat_height", "sat_
 
 # what a search reads (a GPU preloads them)
 SEARCHED_ARRAYS = ("features_", "masks_", "gates_", "gate_energy_", "col_energy_", "feature_scale_", "gate_scale_")
-THUMBNAIL_JPEG_NAME = "thumbnails.jpg.bin"
-THUMBNAIL_OFFSETS = "thumbnail_offsets"
 
 
 class DatabaseError(ValueError):
@@ -91,18 +89,19 @@ def stage_shape(config: ModelConfig, stage: int) -> tuple[int, int, int]:
     return stage_channels(config.base_channels)[stage - 1], config.sat_height // stride, config.sat_width // stride
 
 
-def array_layout(config: ModelConfig, store: str = "fp16") -> dict[str, tuple[tuple[int, ...], str]]:
+def array_layout(config: ModelConfig, store: str | StoreKind = FP16) -> dict[str, tuple[tuple[int, ...], str]]:
     """Per-reference shape and dtype of every array written chunk by chunk (the first axis, R, is added by the
-    writer); a quantized ``store`` writes its JPEG thumbnails separately (see the module docstring)."""
-    bits = feature_bits(store)
-    attention = "float16" if bits is None else "uint8"
+    writer); a store of JPEG thumbnails writes them separately (see the module docstring)."""
+    store = store_kind(store)
+    attention = store.attention_dtype
     layout: dict[str, tuple[tuple[int, ...], str]] = {}
     for s in config.stages:
         c, h, w = stage_shape(config, s)
+        bits = store.bits(s)
         if bits is None:
             layout[f"features_{s}"] = ((w, c, h), "float16")
         else:
-            layout[f"features_{s}"] = ((w, packed_size(c * h, bits[s - 1])), "uint8")  # a column's C x H codes
+            layout[f"features_{s}"] = ((w, packed_size(c * h, bits)), "uint8")  # a column's C x H codes
             layout[f"feature_scale_{s}"] = ((c,), "float16")
         layout[f"col_energy_{s}"] = ((w,), "float32")
     if config.use_ca:
@@ -112,10 +111,10 @@ def array_layout(config: ModelConfig, store: str = "fp16") -> dict[str, tuple[tu
         for s in gate_stages(config):
             c, _, w = stage_shape(config, s)
             layout[f"gates_{s}"] = ((c, w), attention)
-            if bits is not None:
+            if store.coded_attention:
                 layout[f"gate_scale_{s}"] = ((c, 2), "float16")
             layout[f"gate_energy_{s}"] = ((w,), "float32")
-    if bits is None:
+    if not store.jpeg_thumbnails:
         layout["thumbnails"] = ((THUMBNAIL_SIZE, THUMBNAIL_SIZE, 3), "uint8")
     return layout
 
@@ -154,7 +153,7 @@ class ReferenceDatabase:
         self._arrays = arrays
         self.device = device
         self.config = ModelConfig.from_dict(metadata["checkpoint"]["model_config"])
-        self.store = check_store(metadata.get("store", "fp16"))
+        self.store = store_kind(metadata.get("store", FP16.name))
         self.latlon = arrays["latlon"]
         self._paths: list[str] | None = None
         self._search_arrays = arrays
@@ -249,13 +248,9 @@ class ReferenceDatabase:
     def array(self, name: str) -> np.ndarray:
         """A stored array by name (e.g. ``first_stage_blocks``); KeyError when the database has none. The gates and
         masks of a quantized store read as their decoded float16 values (decoding only the rows indexed)."""
-        array = self._arrays[name]
-        if self.store != "fp16" and name.startswith("gates_"):
-            stage = name[len("gates_"):]
-            return DecodedRows(decode_gates, (array, self._arrays[f"gate_scale_{stage}"]), array.shape)
-        if self.store != "fp16" and name.startswith("masks_"):
-            return DecodedRows(decode_masks, (array,), array.shape)
-        return array
+        if name.startswith(("gates_", "masks_")):
+            return self.store.decoded_rows(name, self._arrays)
+        return self._arrays[name]
 
     def has(self, name: str) -> bool:
         return name in self._arrays
@@ -279,12 +274,13 @@ def _tensor(array, select, device) -> torch.Tensor:
     return torch.from_numpy(array[select]).to(device)
 
 
-def stage_maps_of(arrays: dict, select, device: torch.device | str = "cpu", store: str = "fp16") -> StageMaps:
+def stage_maps_of(arrays: dict, select, device: torch.device | str = "cpu", store: str | StoreKind = FP16
+                  ) -> StageMaps:
     """StageMaps (N x C x H x W views of the column-major store) of the references ``select`` (a slice: views
     without copying; an index array: a copy). ``arrays`` hold memory maps or tensors preloaded on ``device``. A
-    quantized ``store`` (:mod:`geoapp.retrieval.codes`) gives :class:`~geoapp.retrieval.codes.CodedStage` features,
-    decoded where they are read, and decoded masks and gates."""
-    bits = feature_bits(store)
+    store of coded features (:mod:`geoapp.retrieval.codes`) gives :class:`~geoapp.retrieval.codes.CodedStage`
+    features, decoded where they are read; coded masks and gates are decoded."""
+    store = store_kind(store)
     feats, energy, masks = [], [], None
     for s in (1, 2, 3, 4):
         a, e = arrays.get(f"features_{s}"), arrays.get(f"col_energy_{s}")
@@ -292,26 +288,26 @@ def stage_maps_of(arrays: dict, select, device: torch.device | str = "cpu", stor
         if (a is not None and isinstance(select, np.ndarray) and not isinstance(a, torch.Tensor)
                 and torch.device(device).type == "cpu"):
             # gathered references (a re-rank's candidates): read from the mapped store where the search reads them
-            whole = torch.from_numpy(a) if bits is None else CodedStage(torch.from_numpy(a), torch.from_numpy(scale),
-                                                                        bits[s - 1])
+            whole = (torch.from_numpy(a) if store.bits(s) is None else
+                     CodedStage(torch.from_numpy(a), torch.from_numpy(scale), store.bits(s)))
             feats.append(GatheredStage(whole, torch.as_tensor(select, dtype=torch.long)))
-        elif a is not None and bits is not None:
-            feats.append(CodedStage(_tensor(a, select, device), _tensor(scale, select, device), bits[s - 1]))
+        elif a is not None:
+            feats.append(store.stage_features(_tensor(a, select, device),
+                                              None if scale is None else _tensor(scale, select, device), s))
         else:
-            feats.append(None if a is None else _tensor(a, select, device).permute(0, 2, 3, 1))
+            feats.append(None)
         energy.append(None if e is None else _tensor(e, select, device))
     n = next(f.shape[0] for f in feats if f is not None)
     # stages the model does not use are not stored; empty placeholders keep len() and indexing valid
     feats = [torch.empty((n, 0, 0, 0), dtype=torch.float16, device=device) if f is None else f for f in feats]
     energy = [torch.empty((n, 0), device=device) if e is None else e for e in energy]
     if "masks_1" in arrays:
-        masks = [_tensor(arrays[f"masks_{s}"], select, device) for s in (1, 2, 3, 4)]
-        if bits is not None:
-            masks = [deferred_masks(m) for m in masks]
+        masks = [store.read_masks(_tensor(arrays[f"masks_{s}"], select, device)) for s in (1, 2, 3, 4)]
 
     def gates_of(s):
-        codes = _tensor(arrays[f"gates_{s}"], select, device)
-        return codes if bits is None else decode_gates(codes, _tensor(arrays[f"gate_scale_{s}"], select, device))
+        scale = arrays.get(f"gate_scale_{s}")
+        return store.read_gates(_tensor(arrays[f"gates_{s}"], select, device),
+                                None if scale is None else _tensor(scale, select, device))
 
     gates = gate_e = None
     if any(f"gates_{s}" in arrays for s in (1, 2, 3, 4)):
@@ -347,7 +343,7 @@ def read_database_metadata(path: Path) -> dict:
             "with this version: `python -m geoapp.build_db --checkpoint CKPT ... --out PATH --overwrite`"
         )
     store = metadata.get("store")
-    if store not in STORE_KINDS:
+    if store not in STORES:
         raise DatabaseError(f"{meta_path} records an unknown store kind {store!r} (this code reads {STORE_KINDS}); "
                             "rebuild the database with `python -m geoapp.build_db`")
     if not isinstance(metadata.get("files"), dict) or "checkpoint" not in metadata:

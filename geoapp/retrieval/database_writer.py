@@ -22,16 +22,7 @@ from ..files import atomic_path, atomic_write_bytes, atomic_write_json, fsync_di
 from ..model import ModelConfig, StageMaps
 from ..model.align import column_energy, gate_energy
 from ..provenance import code_revision, command_line
-from .codes import (
-    check_store,
-    decode_features,
-    decode_gates,
-    encode_features,
-    encode_gates,
-    encode_masks,
-    encode_thumbnail,
-    feature_bits,
-)
+from .codes import FP16, StoreKind, encode_thumbnail, store_kind
 from .database import (
     DEFAULT_CHUNK,
     FORMAT,
@@ -53,23 +44,24 @@ class DatabaseWriter:
     """Writes a database into ``<out>.partial/`` chunk by chunk; :meth:`finish` renames it to ``<out>``.
 
     ``plan`` identifies the build (checkpoint, source, size, layout): a partial directory is only resumed by a
-    build with the same plan. ``store``: ``fp16``, ``int8``, ``int4`` or ``compact`` (:mod:`geoapp.retrieval.codes`).
+    build with the same plan. ``store``: a :class:`~geoapp.retrieval.codes.StoreKind` or its name (``fp16``,
+    ``int8``, ``int4``, ``compact``; :data:`~geoapp.retrieval.codes.STORES`).
     """
 
     def __init__(self, out: str | os.PathLike, config: ModelConfig, plan: dict, num_references: int,
-                 chunk_size: int = DEFAULT_CHUNK, overwrite: bool = False, store: str = "fp16"):
+                 chunk_size: int = DEFAULT_CHUNK, overwrite: bool = False, store: str | StoreKind = FP16):
         self.out = Path(out)
         self.partial = self.out.with_name(self.out.name + ".partial")
         self.config = config
         self.n = int(num_references)
         self.chunk_size = int(chunk_size)
-        self.store = check_store(store)
+        self.store = store_kind(store)
         self.layout = array_layout(config, self.store)
         if self.n < 1:
             raise DatabaseError("the source lists no references; nothing to build")
         if self.out.exists() and not overwrite:
             raise DatabaseError(f"{self.out} already exists; pass --overwrite to replace it or choose another --out")
-        self.plan = {**plan, "store": self.store, "num_references": self.n, "chunk_size": self.chunk_size,
+        self.plan = {**plan, "store": self.store.name, "num_references": self.n, "chunk_size": self.chunk_size,
                      "layout": {k: [list(s), d] for k, (s, d) in self.layout.items()}}
         self.state = self._open_state()
         self._create_arrays()
@@ -188,40 +180,19 @@ class DatabaseWriter:
         self.save_state()
 
     def finish(self, metadata: dict) -> Path:
-        """Write ``metadata.json`` (with every file's size) and move the directory to ``<out>``."""
+        """Write ``metadata.json`` (``metadata`` with the format, the layout and every file's size) and move the
+        directory to ``<out>``."""
         self._join_thumbnails()
-        files = {}
-        for file in sorted(self.partial.iterdir()):
-            if file.name in (STATE_NAME, METADATA_NAME):
-                continue
-            info = {"bytes": file.stat().st_size}
-            if file.suffix == ".npy":
-                arr = np.load(file, mmap_mode="r")
-                info.update(dtype=str(arr.dtype), shape=list(arr.shape))
-                del arr
-            with open(file, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.chmod(file, 0o644)  # atomic writes create 0600 files; a database is meant to be shared read-only
-            files[file.name] = info
+        files = self._seal_files()
         build_seconds = self.state["build_seconds"] + time.perf_counter() - self._clock
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "store": self.store,
+            "store": self.store.name,
             **metadata,
             "num_references": self.n,
             "layout": {
-                "features": ("features_<b>.npy: float16, R x W_b x C_b x H_b (column-major per reference; "
-                             "StageMaps view = permute(0, 2, 3, 1))" if self.store == "fp16" else
-                             f"features_<b>.npy: uint8 codes of {list(feature_bits(self.store))} bits (stages "
-                             "1-4), R x W_b x C_b*H_b*bits/8 (each column packed), feature_scale_<b>.npy float16 "
-                             "R x C_b steps; see geoapp.retrieval.codes"),
-                "masks": f"masks_<b>.npy: {'float16' if self.store == 'fp16' else 'uint8 codes'}, R x H_b x W_b"
-                         if self.config.use_ca else None,
-                "gates": (f"gates_<b>.npy: {'float16' if self.store == 'fp16' else 'uint8 codes'}, R x C_b x W_b "
-                          "(the stages that choose windows)" if self.config.use_ca else None),
-                "thumbnails": ("thumbnails.npy: uint8 R x 96 x 96 x 3" if self.store == "fp16" else
-                               f"{THUMBNAIL_JPEG_NAME}: JPEGs, {THUMBNAIL_OFFSETS}.npy: int64 R + 1 offsets"),
+                **self.store.describe(self.config.use_ca),
                 "stages": list(self.config.stages),
                 "sat_size": [self.config.sat_height, self.config.sat_width],
                 "thumbnail_size": THUMBNAIL_SIZE,
@@ -238,6 +209,30 @@ class DatabaseWriter:
         atomic_write_json(self.partial / METADATA_NAME, meta)
         os.chmod(self.partial / METADATA_NAME, 0o644)
         fsync_dir(self.partial)
+        self._move_into_place()
+        return self.out
+
+    def _seal_files(self) -> dict[str, dict]:
+        """Every written file flushed to disk and made world-readable; its size (and an array's dtype and shape) by
+        name, as the metadata records them."""
+        files = {}
+        for file in sorted(self.partial.iterdir()):
+            if file.name in (STATE_NAME, METADATA_NAME):
+                continue
+            info = {"bytes": file.stat().st_size}
+            if file.suffix == ".npy":
+                arr = np.load(file, mmap_mode="r")
+                info.update(dtype=str(arr.dtype), shape=list(arr.shape))
+                del arr
+            with open(file, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(file, 0o644)  # atomic writes create 0600 files; a database is meant to be shared read-only
+            files[file.name] = info
+        return files
+
+    def _move_into_place(self) -> None:
+        """Rename the finished ``<out>.partial`` to ``<out>`` (replacing an old database only once the new one is
+        complete), then drop its build state."""
         if self.out.exists():  # --overwrite: move the old one aside first so a crash never leaves neither
             old = self.out.with_name(self.out.name + f".old-{os.getpid()}")
             os.replace(self.out, old)
@@ -248,43 +243,33 @@ class DatabaseWriter:
         fsync_dir(self.out.parent)
         # only now: a crash before the rename leaves a resumable partial build, never an unrecorded one
         (self.out / STATE_NAME).unlink()
-        return self.out
 
 
 def stored_arrays(config: ModelConfig, maps: StageMaps, attention_dtype=torch.float16,
-                  store: str = "fp16") -> dict[str, np.ndarray]:
+                  store: str | StoreKind = FP16) -> dict[str, np.ndarray]:
     """What a database stores of ``maps`` (every array of :func:`~geoapp.retrieval.database.array_layout` but the
-    thumbnails), on the CPU: float16 column-major features, masks and gates in ``attention_dtype`` (a quantized
-    ``store``: their codes and scales, :mod:`geoapp.retrieval.codes`), and float32 energies computed from the stored
-    (decoded) values with the alignment's own functions, so that they equal what it would compute itself."""
-    bits = feature_bits(store)
+    thumbnails), on the CPU, as ``store`` keeps them (:mod:`geoapp.retrieval.codes`): float16 column-major features
+    or their codes and scales, masks and gates in ``attention_dtype`` or their codes, and float32 energies computed
+    from the stored (decoded) values with the alignment's own functions, so that they equal what it would compute
+    itself."""
+    store = store_kind(store)
     out = {}
     for s in config.stages:
         cols = maps.features[s - 1].permute(0, 3, 1, 2).to("cpu", torch.float16).contiguous()  # N x W x C x H
         if torch.isinf(cols).any():  # a map fp16 cannot hold would rank as NaN distances, silently
             raise DatabaseError(f"stage {s} features exceed the float16 range (|x| > 65504); they cannot be stored")
-        if bits is not None:
-            try:
-                codes, step = encode_features(cols, bits[s - 1])
-            except ValueError as exc:
-                raise DatabaseError(f"stage {s}: {exc}") from exc
-            out[f"features_{s}"], out[f"feature_scale_{s}"] = codes.numpy(), step.numpy()
-            cols = decode_features(codes, step, bits[s - 1])
-        else:
-            out[f"features_{s}"] = cols.numpy()
+        try:
+            arrays, cols = store.encode_stage(cols, s)
+        except ValueError as exc:
+            raise DatabaseError(f"stage {s}: {exc}") from exc
+        out.update(arrays)
         out[f"col_energy_{s}"] = column_energy(cols.permute(0, 2, 3, 1)).numpy()
     if config.use_ca:
         for s in (1, 2, 3, 4):
-            masks = maps.masks[s - 1].to("cpu")
-            out[f"masks_{s}"] = (masks.to(attention_dtype) if bits is None else encode_masks(masks)).numpy()
+            out[f"masks_{s}"] = store.encode_masks(maps.masks[s - 1].to("cpu"), attention_dtype)
         for s in gate_stages(config):
-            if bits is None:
-                stored = maps.gates[s - 1].to("cpu", attention_dtype)
-                out[f"gates_{s}"] = stored.numpy()
-            else:
-                codes, scale = encode_gates(maps.gates[s - 1].to("cpu"))
-                out[f"gates_{s}"], out[f"gate_scale_{s}"] = codes.numpy(), scale.numpy()
-                stored = decode_gates(codes, scale)
+            arrays, stored = store.encode_gates(maps.gates[s - 1].to("cpu"), s, attention_dtype)
+            out.update(arrays)
             out[f"gate_energy_{s}"] = gate_energy(stored).numpy()
     return out
 

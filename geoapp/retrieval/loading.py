@@ -1,19 +1,14 @@
 """Loading the pieces a localizer serves and checking that they fit: the checkpoint (loaded once, shared by several
-databases), which search a database gets, and the process's allocator setting."""
+databases: :class:`geoapp.model.checkpoint.LoadedCheckpoint`, named here too), which search a database gets, and the
+process's allocator setting."""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-from pathlib import Path
-
-import torch
-
 from ..allocator import keep_freed_buffers
-from ..files import sha256_file
-from ..model import load_model
-from ..runtime import resolve_device
+from ..model.checkpoint import LoadedCheckpoint
 from ..search_options import SEARCH_MODES, TWO_STAGE_FROM
+
+__all__ = ["LoadedCheckpoint", "choose_search", "tune_allocator"]  # LoadedCheckpoint: geoapp.model.checkpoint's
 
 
 def tune_allocator() -> bool:
@@ -41,21 +36,3 @@ def choose_search(mode: str, db) -> str:
     if mode == "auto":
         return "two-stage" if has_first_stage and len(db) >= TWO_STAGE_FROM else "exhaustive"
     return mode
-
-
-@dataclass(frozen=True, eq=False)  # compared by identity: it holds a model
-class LoadedCheckpoint:
-    """A checkpoint loaded once, so that the localizers of several reference databases share one model in memory
-    (pass it to :class:`geoapp.retrieval.engine.Localizer` in place of the checkpoint's path)."""
-
-    path: Path
-    model: torch.nn.Module
-    meta: dict
-    sha256: str
-    device: torch.device
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "auto") -> LoadedCheckpoint:
-        dev = resolve_device(device)
-        model, meta = load_model(Path(path), map_location=dev)
-        return cls(Path(path), model, meta, sha256_file(path), dev)
