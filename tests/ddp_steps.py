@@ -20,8 +20,8 @@ import torch.distributed as dist
 
 from geoapp.angles import fov_width
 from geoapp.model import build_model, soft_margin_triplet_loss
-from geoapp.train import config_from_args
 from geoapp.model.align_modes import ALIGN_MODES
+from geoapp.train import config_from_args
 from geoapp.training.distributed import Dist, setup_distributed
 from geoapp.training.loop import train_step, training_forward
 from geoapp.training.objective import CrossRankDistances, TrainForward, alignment_loss

@@ -317,7 +317,7 @@ def select_view(ctx: AppContext, state: QueryState, position: int) -> Selection:
     if true_heading is not None:
         error = float(angular_error(chosen.heading_deg, true_heading))
         summary += f" · heading error {error:.1f}° (true {figures.display_heading(true_heading):.1f}°)"
-    chooser = ("the attention that chose the window" if config.align_mode != "feature"
+    chooser = ("the attention that chose the window" if config.alignment.is_fca
                else "the feature correlation chose the window")
     summary += f"  \nHeat maps: block {state.mask_stage}'s attention masks ({chooser})"
     if config.gate_weight:

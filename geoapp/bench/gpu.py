@@ -55,7 +55,7 @@ def host_batch(shape, device: torch.device, gen: torch.Generator) -> torch.Tenso
 
 def train_seconds(cfg: TrainConfig, device: torch.device, steps: int, batch: int) -> float:
     """Mean seconds per training step over ``steps`` steps after a warm-up step."""
-    config = cfg.model_config()
+    config = cfg.model
     precision = resolve_precision(cfg.precision, device)
     torch.manual_seed(0)
     model = build_model(config).to(device).train()
@@ -111,7 +111,7 @@ def search_ms_per_query(model, config: ModelConfig, gallery: SpooledGallery, que
 
 def measure(cfg: TrainConfig, device: torch.device, args, steps: int, queries: int) -> dict:
     """Every figure on one device; ``steps`` training steps, ``queries`` ranked and searched queries."""
-    config = cfg.model_config()
+    config = cfg.model
     precision = resolve_precision(cfg.precision, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -185,7 +185,7 @@ def main(argv=None) -> dict:
     p.add_argument("--tiny", action="store_true", help="a 32 x 128 model with 16 base channels (tests)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    config = TINY if args.tiny else resolve_config(args.preset, {}).model_config()
+    config = TINY if args.tiny else resolve_config(args.preset, {}).model
     load = os.getloadavg()[0]
     out = measure(config, args)
     report(out, config)

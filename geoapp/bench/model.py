@@ -16,6 +16,7 @@ import torch
 
 from ..model import ModelConfig, StageMaps, align_windows, build_model, soft_margin_triplet_loss
 from ..model.align import column_energy, gate_energy
+from ..model.align_modes import FEATURE, GATE_CORR, MASK_CORR, MASK_SUM
 from ..retrieval.loading import tune_allocator
 from ..retrieval.window_dots import fp16_window_dots
 from ..training.precision import cpu_description
@@ -33,7 +34,7 @@ def _median_seconds(fn, repeats: int, warmup: int = 1) -> float:
 
 
 def bench_branches(use_ca: bool, args) -> dict:
-    cfg = ModelConfig(use_ca=use_ca, align_mode="mask-corr" if use_ca else "feature")
+    cfg = ModelConfig(use_ca=use_ca)
     model = build_model(cfg).eval()
     out = {}
     with torch.inference_mode():
@@ -47,7 +48,7 @@ def bench_branches(use_ca: bool, args) -> dict:
 
 
 def bench_train_step(use_ca: bool, args) -> float:
-    cfg = ModelConfig(use_ca=use_ca, align_mode="mask-corr" if use_ca else "feature", stages=(1, 2, 3, 4))
+    cfg = ModelConfig(use_ca=use_ca, stages=(1, 2, 3, 4))
     torch.manual_seed(0)
     model = build_model(cfg).train()
     opt = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=5e-4)
@@ -87,19 +88,19 @@ def bench_alignment(args) -> dict:
     out = {}
     with torch.inference_mode():
         # "gate-corr shared": only the finest stage's gates choose the window (ModelConfig.shared_window)
-        for mode, shared in (("gate-corr", True), ("gate-corr", False), ("mask-corr", False), ("mask-sum", False),
-                             ("feature", False)):
+        for mode, shared in ((GATE_CORR, True), (GATE_CORR, False), (MASK_CORR, False), (MASK_SUM, False),
+                             (FEATURE, False)):
             for stages in ((1, 2, 3, 4), (4,)):
                 if shared and len(stages) == 1:
                     continue  # one stage: nothing to share
                 # fp16 dots: the engine's first pass (topk_matches re-ranks the few pairs inside its error bound)
-                for fp16 in ((False, True) if mode != "feature" else (False,)):
+                for fp16 in ((False, True) if mode.is_fca else (False,)):
                     # the shared stage is the one the model's own config names (ModelConfig.window_stage)
-                    window_stage = ModelConfig(align_mode=mode, stages=stages, shared_window=shared).window_stage
+                    window_stage = ModelConfig(align_mode=mode.name, stages=stages, shared_window=shared).window_stage
                     t = _median_seconds(lambda m=mode, s=stages, f=fp16, o=window_stage: align_windows(
                         ground, sat, m, s, chunk_size=512, offset_stage=o,
                         window_dots=fp16_window_dots if f else None), 3)
-                    name = (f"{mode}{' shared' if shared else ''} stages {''.join(map(str, stages))}"
+                    name = (f"{mode.name}{' shared' if shared else ''} stages {''.join(map(str, stages))}"
                             + (", fp16 dots" if fp16 else ""))
                     out[name] = 1e6 * t / n
     return out

@@ -1,8 +1,8 @@
 """The method's model core: ResNet18_CA branches, FCA window alignment, FMC descriptors, triplet loss."""
 
 from .align import AlignResult, StageOffsets, align_windows, best_offsets, crop_windows, window_scores
-from .checkpoint import CheckpointError, load_model, read_metadata, save_model
 from .align_modes import ALIGN_MODES, AlignMode, align_mode
+from .checkpoint import CheckpointError, load_model, read_metadata, save_model
 from .config import ModelConfig
 from .crossview import CrossViewModel, build_model, match_maps, pair_headings
 from .fmc import multiscale_descriptor

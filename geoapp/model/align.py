@@ -496,9 +496,9 @@ def _score_at(scores: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     return scores.gather(-1, offsets.unsqueeze(-1)).squeeze(-1).float()
 
 
-def choose_windows(ground: StageMaps, satellite: StageMaps, mode: AlignMode | str, stages: tuple[int, ...], diagonal: bool,
-                   offset_stage: int | None = None, window_offsets: dict[int, torch.Tensor] | None = None,
-                   gate_weight: float = 0.0) -> Windows:
+def choose_windows(ground: StageMaps, satellite: StageMaps, mode: AlignMode | str, stages: tuple[int, ...],
+                   diagonal: bool, offset_stage: int | None = None,
+                   window_offsets: dict[int, torch.Tensor] | None = None, gate_weight: float = 0.0) -> Windows:
     """Each used stage's window: the argmax of its own scores, of ``offset_stage``'s scaled to its width, or the
     given ``window_offsets``; with a gate weight, also the gate score at each choosing stage's window."""
     mode = align_mode(mode)

@@ -59,7 +59,8 @@ class AlignMode:
 _MEMBERS = (
     AlignMode("gate-corr", "centred correlation of the two branches' CA column gates (the method)", "gates",
               cosine_scores=True),
-    AlignMode("mask-corr", "correlation of the two branches' mean CA masks (the paper's text, read literally)", "masks"),
+    AlignMode("mask-corr", "correlation of the two branches' mean CA masks (the paper's text, read literally)",
+              "masks"),
     AlignMode("mask-sum", "sum of the tile's mean CA mask under the window (ignores the photo)", "masks",
               reads_photo=False),
     AlignMode("feature", "DSM's dot product of the raw features at every offset (no FCA)", None),

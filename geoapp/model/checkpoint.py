@@ -175,7 +175,7 @@ def measured_accuracy(meta: dict) -> dict | None:
     by_fov = meta.get("final_eval")
     if not isinstance(by_fov, dict) or not by_fov:
         return None
-    train_fov = (meta.get("train_config") or {}).get("fov")
+    train_fov = (meta.get("model_config") or {}).get("fov_deg", (meta.get("train_config") or {}).get("fov"))
     key = f"{train_fov:g}" if isinstance(train_fov, (int, float)) and f"{train_fov:g}" in by_fov else max(
         by_fov, key=float)
     m = by_fov[key]

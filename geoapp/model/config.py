@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 
 from ..angles import fov_width
 from ..provenance import config_from_dict, config_to_dict
-
 from .align_modes import ALIGN_MODES, AlignMode, align_mode, default_align_mode, gate_weight_problem
 
 STAGES = (1, 2, 3, 4)

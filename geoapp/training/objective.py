@@ -44,9 +44,9 @@ from ..angles import true_offset
 from ..model import CrossViewModel, StageMaps, soft_margin_triplet_loss, window_scores
 from ..model.align import align_windows, attention, gate_score_at, gated_similarity, soft_window_distances
 from ..model.align_modes import FEATURE
+from .distributed import gather_across_ranks
 from .window_choices import ARGMAX, WindowChoice
 from .window_choices import window_choice as choice_named
-from .distributed import gather_across_ranks
 
 ALIGN_SCALE = 10.0  # logits in [0, 10]: the best window can be e^10 times likelier than a zero-score one
 

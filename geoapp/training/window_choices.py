@@ -45,7 +45,8 @@ class WindowChoice:
         mode = align_mode(mode)
         if self.soft and not mode.cosine_scores:
             cosine = [m.name for m in ALIGN_MODES.values() if m.cosine_scores]
-            return f"window_choice {self.name!r} needs an align_mode with cosine window scores {cosine}, got {mode.name!r}"
+            return (f"window_choice {self.name!r} needs an align_mode with cosine window scores {cosine}, got "
+                    f"{mode.name!r}")
         if self.soft and gate_weight > 0:
             return (f"window_choice {self.name!r} forms offset-averaged distances without the gate term; train a "
                     f"gate_weight {gate_weight} model with a choice that is not soft")
