@@ -357,7 +357,7 @@ def test_gate_weight_adds_the_attention_agreement_at_the_chosen_window(offset_st
     align_windows(g, sat, mode="gate-corr", stages=(1, 2), offset_stage=offset_stage, gate_weight=lam
                   ).similarity.sum().backward()
     assert float(g.gates[0].grad.abs().sum()) > 0
-    with pytest.raises(ValueError, match="needs align_mode 'gate-corr'"):
+    with pytest.raises(ValueError, match=r"needs an align_mode whose window scores are cosines \['gate-corr'\]"):
         align_windows(ground, sat, mode="mask-corr", stages=(1, 2), gate_weight=lam)
     with pytest.raises(ValueError, match="must be >= 0"):
         align_windows(ground, sat, mode="gate-corr", stages=(1, 2), gate_weight=-0.1)

@@ -201,7 +201,8 @@ def test_bench_memory_reports_peak_memory_and_the_gallery_size(tmp_path, capsys,
     monkeypatch.setattr(memory, "time", PlantedClock(0.25))  # every phase lasts a quarter of a second
     out = memory.main(["--references", "50", "--queries", "8", "--tiny", "--batch-size", "16", "--chunk-size", "16",
                        "--seed-references", "8", "--spool-dir", str(tmp_path)])
-    # spooled: fp16 features and float32 energies, attention (masks, gates of every stage: mask-corr) in float32
+    # spooled: fp16 features and float32 energies, attention (masks, gates of every stage: each its own window) in
+    # float32
     per_ref = sum(c * h * w * 2 + w * 4 + h * w * 4 + c * w * 4 + w * 4 for c, h, w in _tiny_stage_dims())
     assert out["bytes_per_reference"] == per_ref and out["gallery_bytes"] == 50 * per_ref
     # the float32 StageMaps (features, masks, gates) the evaluation used to hold in memory

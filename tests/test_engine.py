@@ -258,7 +258,7 @@ def test_gate_corr_database_stores_gates_and_topk_equals_brute_force(tmp_path, w
     """A gate-corr model's database holds the CA column gates of its used stages; the engine's answer (with either
     search precision it may choose) equals the model's own alignment of the whole gallery."""
     config = ModelConfig(ground_height=64, sat_height=64, sat_width=256, align_mode="gate-corr", base_channels=16,
-                         wrap_satellite=True)
+                         wrap_satellite=True, shared_window=False, gate_weight=0.0)  # every stage's gates stored
     ckpt = random_checkpoint(tmp_path / "gates.safetensors", config, seed=1)
     db_path = build_database(world["source"], ckpt, tmp_path / "db", chunk_size=4, batch_size=4, show_progress=False)
     db = ReferenceDatabase.open(db_path)

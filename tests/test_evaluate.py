@@ -20,7 +20,8 @@ from geoapp.testing import random_checkpoint
 from geoapp.training.data import PairImages, open_split
 from geoapp.training.evaluation import encode_gallery, evaluate_model, format_table, match_block, subset_indices
 
-CFG = ModelConfig(ground_height=32, sat_height=32, sat_width=128, fov_deg=90.0)
+CFG = ModelConfig(ground_height=32, sat_height=32, sat_width=128, fov_deg=90.0, align_mode="mask-corr",
+                  shared_window=False)  # each stage its own window from the masks, as the brute force below
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +180,7 @@ def test_cli_gate_weight_overrides_the_checkpoints_similarity(setup, tmp_path, c
     meta = {"train_config": {"dataset": "synth", "data_root": str(root)}}
     torch.manual_seed(3)
     gated = build_model(ModelConfig(ground_height=32, sat_height=32, sat_width=128, align_mode="gate-corr",
-                                    shared_window=True)).eval()
+                                    shared_window=True, gate_weight=0.0)).eval()
     ckpt = save_model(tmp_path / "g.safetensors", gated, meta)
     base = ["--checkpoint", str(ckpt), "--size", "10", "--no-progress", "--shift-seeds", "2019"]
     assert main(base + ["--out", str(tmp_path / "a.json")]) == 0

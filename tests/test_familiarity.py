@@ -145,7 +145,24 @@ def test_a_calibration_copies_the_references_its_database_holds_and_fits_the_sam
                              distractor_split="test", device="cpu", progress=False, database=tiny_database)
     assert sorted(encoded) == [("train", i) for i in range(4)]
     assert reused.record == fitted.record and reused.record["distractors"] == {"split": "test", "count": 12}
-    assert json.dumps(reused.to_dict(), sort_keys=True) == json.dumps(fitted.to_dict(), sort_keys=True)
+    # the copied rows were encoded in other batches, so the network's last bits (and the fit's) may differ
+    _assert_close_records(reused.to_dict(), fitted.to_dict())
+
+
+def _assert_close_records(a, b, path="calibration"):
+    """Equal records, numbers within 1e-4 relative (the last bits of a batch-dependent encoding)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), path
+        for k in a:
+            _assert_close_records(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_close_records(x, y, f"{path}[{i}]")
+    elif isinstance(a, float):
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-6), path
+    else:
+        assert a == b, path
 
 
 def test_the_calibration_stores_the_test_and_the_localizer_applies_it(calibrated_db, tiny_checkpoint, tiny_world):

@@ -45,7 +45,7 @@ def test_gate_corr_learns_the_heading_on_planted_data(shared_window):
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     cfg = ModelConfig(align_mode="gate-corr", base_channels=8, wrap_satellite=True, ground_height=H, sat_height=H,
-                      sat_width=W, fov_deg=FOV, shared_window=shared_window)
+                      sat_width=W, fov_deg=FOV, shared_window=shared_window, gate_weight=0.0)  # soft windows
     model = build_model(cfg)
     net = TrainForward(model, with_logits=True, window_choice="soft")
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)

@@ -74,7 +74,7 @@ def test_alignment_loss_prefers_the_true_window_and_trains_the_gates():
     assert alignment_loss([good], shifts, 512).item() < 1.0 < alignment_loss([bad], shifts, 512).item()
 
     model = build_model(ModelConfig(ground_height=64, sat_height=64, sat_width=256, base_channels=16,
-                                    align_mode="gate-corr"))
+                                    align_mode="gate-corr", gate_weight=0.0, shared_window=False))
     _, logits = TrainForward(model, with_logits=True, window_choice="soft")(torch.randn(2, 3, 64, 64),
                                                                        torch.randn(2, 3, 64, 256))
     alignment_loss(logits, torch.tensor([10, 200]), 256).backward()
@@ -92,7 +92,7 @@ def test_known_positive_window_crops_positives_at_their_true_window_and_negative
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(ground_height=64, sat_height=64, sat_width=256, base_channels=16,
-                                    align_mode="gate-corr", shared_window=True)).eval()
+                                    align_mode="gate-corr", shared_window=True, gate_weight=0.0)).eval()
     ground, sat, shifts = torch.randn(3, 3, 64, 64), torch.randn(3, 3, 64, 256), torch.tensor([0, 100, 230])
     with torch.no_grad():
         argmax, _ = TrainForward(model)(ground, sat)

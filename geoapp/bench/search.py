@@ -372,7 +372,7 @@ def chunk_sweep(args, config: ModelConfig, db: ReferenceDatabase, sizes: list[in
     for c in (int(x) for x in args.chunk_sweep.split(",")):
         exhaustive_latency(config, queries[:1], swept, c)  # warm the page cache
         sweep[c] = median_p90(exhaustive_latency(config, queries[:3], swept, c))[0]
-    chunk = args.chunk_size or search_chunk(config.align_mode)
+    chunk = args.chunk_size or search_chunk(config.alignment)
     print(f"exhaustive chunk-size sweep on {len(swept):,} refs (median ms): "
           + ", ".join(f"{c}: {ms:,.0f}" for c, ms in sweep.items()) + f"; using --chunk-size {chunk}")
 

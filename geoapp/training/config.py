@@ -53,11 +53,9 @@ def flat_values(values: dict) -> dict:
     """The inverse view of :func:`nested_values`: every field by its flat name (to compare with flags)."""
     out = {k: v for k, v in values.items() if k != "model"}
     model = values.get("model") or {}
-    for key in MODEL_KEYS & set(model):
-        out[key] = model[key]
-    for alias, names in MODEL_ALIASES.items():
-        if names[0] in model:
-            out[alias] = model[names[0]]
+    aliased = {name for names in MODEL_ALIASES.values() for name in names}
+    out.update({key: value for key, value in model.items() if key not in aliased})
+    out.update({alias: model[names[0]] for alias, names in MODEL_ALIASES.items() if names[0] in model})
     return out
 
 
